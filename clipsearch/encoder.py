@@ -1,0 +1,145 @@
+"""The model as the rest of clipsearch uses it: texts and images in, unit vectors out."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .model import CLIP
+from .preprocess import ImageSource, preprocess
+from .tokenizer import Tokenizer, default_tokenizer
+from .weights import DEFAULT_MODEL, Weights, resolve, save_weights
+
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 of every tensor's name, shape and fp32 bytes: equal weights, equal digest,
+    whatever file format or storage dtype they came from."""
+    h = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        t = value.detach().float().contiguous().cpu()
+        h.update(f"{key}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _apply_precision(model: CLIP, precision: str, device: torch.device) -> nn.Module:
+    if precision == "bf16":
+        return model.to(torch.bfloat16)
+    if precision == "fp16":
+        return model.to(torch.float16)
+    if precision == "int8":
+        if device.type != "cpu":
+            raise ValueError("int8 (dynamic quantisation) runs on CPU only")
+        with warnings.catch_warnings():  # deprecated for torchao, still the stock CPU path
+            warnings.simplefilter("ignore")
+            from torch.ao.quantization import quantize_dynamic
+
+            return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    if precision != "fp32":
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+    return model
+
+
+class Encoder:
+    """A loaded CLIP with its tokenizer and preprocessing, in inference mode.
+
+    `.name` says where the weights came from, `.dim` the vector size, and `.digest` ties
+    every vector in a catalog to the exact weights that made it.
+    """
+
+    def __init__(
+        self,
+        weights: Weights,
+        device: str | None = None,
+        precision: str = "fp32",
+        tokenizer: Tokenizer | None = None,
+    ):
+        model = weights.build().eval()
+        self.name = weights.name
+        self.config = model.config
+        self.dim = model.config.embed_dim
+        self.image_size = model.config.vision.image_size
+        self.digest = weights_digest(model)
+        self.device = resolve_device(device)
+        self.precision = precision
+        self.model = _apply_precision(model.to(self.device), precision, self.device)
+        self.tokenizer = tokenizer or default_tokenizer()
+
+    @property
+    def architecture(self) -> str:
+        c = self.config
+        return f"ViT-{c.vision.width}w{c.vision.layers}l/{c.vision.patch_size}@{c.vision.image_size}"
+
+    @torch.inference_mode()
+    def encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        """Token ids (n, ≤77) -> unit vectors, the batch cut to its longest text."""
+        if len(tokens) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        length = int(tokens.argmax(axis=1).max()) + 1
+        t = torch.from_numpy(tokens[:, :length]).to(self.device)
+        return self._unit(self.model.encode_text(t))
+
+    def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Texts -> float32 (n, dim), L2-normalised. Over-long text is truncated with a
+        TruncationWarning."""
+        chunks = [
+            self.encode_tokens(self.tokenizer(list(texts[i : i + batch_size])))
+            for i in range(0, len(texts), batch_size)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Preprocessed images (n, 3, size, size) -> unit vectors."""
+        if len(pixels) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._unit(self.model.encode_image(torch.from_numpy(pixels).to(self.device)))
+
+    def encode_images(self, images: Sequence[ImageSource], batch_size: int = 32) -> np.ndarray:
+        """Image files or PIL images -> float32 (n, dim), L2-normalised.
+        A file that cannot be used raises ImageError naming it."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            batch = [preprocess(img, self.image_size)[0] for img in images[i : i + batch_size]]
+            out.append(self.encode_pixels(np.stack(batch)))
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def save(self, directory: str) -> None:
+        """Write clipsearch's model directory (loads back with the same digest)."""
+        if self.precision != "fp32":
+            raise ValueError("save a model loaded with precision='fp32'; casts lose weights")
+        save_weights(self.model, directory, self.name)
+
+    @staticmethod
+    def _unit(x: torch.Tensor) -> np.ndarray:
+        return F.normalize(x.float(), dim=-1).cpu().numpy()
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL, device: str | None = None, precision: str = "fp32"
+) -> Encoder:
+    """Load CLIP for encoding.
+
+    spec is one of:
+      - a named pretrained model, e.g. "ViT-B-32/openai" (the default) or "ViT-B-32/laion2b",
+        fetched once into the Hugging Face cache;
+      - a checkpoint file: OpenAI / open_clip state dict (.pt, .bin, .pth, .safetensors),
+        an OpenAI TorchScript archive, or a Hugging Face CLIPModel weights file;
+      - a directory: clipsearch's own model (clipsearch.json) or a Hugging Face CLIPModel;
+      - "random:<config>[:seed]", untrained weights for tests and benchmarks.
+    """
+    return Encoder(resolve(spec), device=device, precision=precision)

@@ -1,0 +1,164 @@
+"""Image decoding and CLIP preprocessing.
+
+For RGB images the pixels equal OpenAI's pipeline (torchvision Resize(bicubic) on the
+short side, CenterCrop with rounded offset, ToTensor, Normalize). Other modes are
+converted to RGB *before* resizing, where OpenAI resizes first: resizing a palette
+image is nearest-neighbour in PIL, and converting RGBA drops alpha to black; compositing
+on white first is what a person sees in a viewer.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
+STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+
+ImageSource = str | os.PathLike | Image.Image
+
+
+class ImageError(Exception):
+    """An image that cannot be used, with the file and the reason."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What decoding learns about a file, kept in the catalog."""
+
+    width: int
+    height: int
+    format: str | None
+    taken_at: str | None = None  # EXIF DateTimeOriginal, "YYYY:MM:DD HH:MM:SS"
+    camera_make: str | None = None
+    camera_model: str | None = None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode to RGB; transparency is composited on white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray((arr * (255.0 / top)).round().clip(0, 255).astype(np.uint8), "L")
+    if img.mode == "F":
+        img = Image.fromarray(np.asarray(img).clip(0, 255).astype(np.uint8), "L")
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        img.mode == "P" and "transparency" in img.info
+    )
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def resize_and_crop(img: Image.Image, size: int) -> Image.Image:
+    """Short side to `size` with bicubic filtering, then the centred square, as torchvision."""
+    w, h = img.size
+    if w <= h:
+        new_w, new_h = size, int(size * h / w)
+    else:
+        new_w, new_h = int(size * w / h), size
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    left = int(round((new_w - size) / 2.0))
+    top = int(round((new_h - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
+
+
+def normalize(img: Image.Image) -> np.ndarray:
+    """RGB PIL image -> float32 (3, h, w) with CLIP's mean and std."""
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    return ((arr - MEAN) / STD).transpose(2, 0, 1).copy()
+
+
+def _exif_info(img: Image.Image) -> tuple[str | None, str | None, str | None]:
+    try:
+        exif = img.getexif()
+    except Exception:  # a broken EXIF block is not a broken image
+        return None, None, None
+    taken = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)  # DateTimeOriginal, DateTime
+
+    def text(value) -> str | None:
+        return (str(value).strip("\x00 ") or None) if value else None
+
+    return text(taken), text(exif.get(0x010F)), text(exif.get(0x0110))
+
+
+def open_image(source: ImageSource, draft_size: int | None = None) -> tuple[Image.Image, ImageInfo]:
+    """Decode fully, EXIF orientation applied, first frame of an animation, RGB.
+
+    draft_size lets a JPEG decode at a reduced DCT scale whose short side stays at least
+    twice that size, which is far cheaper for camera photos (see BENCHMARKS.md).
+    Every failure becomes an ImageError naming the file.
+    """
+    if isinstance(source, Image.Image):
+        img = source
+        info = ImageInfo(img.width, img.height, img.format)
+        return to_rgb(ImageOps.exif_transpose(img)), info
+    path = str(source)
+    try:
+        if os.path.getsize(path) == 0:
+            raise ImageError(path, "empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                info = ImageInfo(img.width, img.height, img.format, *_exif_info(img))
+                if draft_size and img.format == "JPEG":
+                    img.draft("RGB", (2 * draft_size, 2 * draft_size))
+                img.seek(0)
+                img.load()
+                return to_rgb(ImageOps.exif_transpose(img)), info
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(path, "file not found") from None
+    except PermissionError:
+        raise ImageError(path, "permission denied") from None
+    except IsADirectoryError:
+        raise ImageError(path, "is a directory") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(path, f"too many pixels (decompression bomb limit): {e}") from None
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image, or a format Pillow cannot read") from None
+    except OSError as e:  # truncated data, broken streams, I/O errors
+        raise ImageError(path, f"cannot decode: {e}") from None
+    except (ValueError, SyntaxError, EOFError, MemoryError) as e:
+        raise ImageError(path, f"cannot decode: {type(e).__name__}: {e}") from None
+
+
+def preprocess(
+    source: ImageSource, size: int, draft: bool = False
+) -> tuple[np.ndarray, ImageInfo]:
+    """A file or PIL image -> CLIP input (3, size, size) float32 and what was learned of it."""
+    img, info = open_image(source, draft_size=size if draft else None)
+    return normalize(resize_and_crop(img, size)), info
+
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+)
+HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".avif"})
+
+
+def heif_support() -> bool:
+    """HEIC/HEIF/AVIF decode through pillow-heif when it is installed (the `heif` extra)."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    if hasattr(pillow_heif, "register_avif_opener"):
+        pillow_heif.register_avif_opener()
+    return True

@@ -1,0 +1,128 @@
+"""OpenAI's byte-level BPE tokenizer for CLIP, reimplemented from its published behaviour.
+
+The vocabulary file (bpe_simple_vocab_16e6.txt.gz) is OpenAI's, MIT-licensed; see
+clipsearch/data/LICENSE-CLIP-BPE. Ids must equal what OpenAI's `clip.tokenize` gives,
+because the released text towers were trained on exactly those ids.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import warnings
+from functools import lru_cache
+from importlib import resources
+
+import ftfy
+import numpy as np
+import regex
+
+CONTEXT_LENGTH = 77
+START_OF_TEXT = 49406
+END_OF_TEXT = 49407
+PAD = 0
+_MERGE_COUNT = 49152 - 256 - 2  # merges used by the released models: 48,894
+_PATTERN = regex.compile(
+    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+    regex.IGNORECASE,
+)
+_WHITESPACE = regex.compile(r"\s+")
+
+
+class TruncationWarning(UserWarning):
+    """A text was longer than the context and lost its tail."""
+
+
+def clean(text: str) -> str:
+    """OpenAI's cleaning: mojibake repair, HTML entities (twice, for double-escaped
+    scrapes), whitespace collapsed, lowercase."""
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return _WHITESPACE.sub(" ", text).strip().lower()
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """Map each byte to a printable character so BPE never sees whitespace or control bytes."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, chars)))
+
+
+def load_merges() -> list[tuple[str, str]]:
+    path = resources.files("clipsearch") / "data" / "bpe_simple_vocab_16e6.txt.gz"
+    lines = gzip.decompress(path.read_bytes()).decode("utf-8").split("\n")
+    return [tuple(line.split()) for line in lines[1 : _MERGE_COUNT + 1]]
+
+
+class Tokenizer:
+    """Text to CLIP token ids; `encode` for one text, `__call__` for a padded batch."""
+
+    def __init__(self) -> None:
+        self.byte_encoder = bytes_to_unicode()
+        self.merges = load_merges()
+        base = list(self.byte_encoder.values())
+        vocab = base + [c + "</w>" for c in base] + ["".join(m) for m in self.merges]
+        vocab += ["<|startoftext|>", "<|endoftext|>"]
+        self.encoder = {token: i for i, token in enumerate(vocab)}
+        self.ranks = {merge: i for i, merge in enumerate(self.merges)}
+        self._bpe = lru_cache(maxsize=65536)(self._bpe_uncached)
+
+    def _bpe_uncached(self, word: str) -> tuple[str, ...]:
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(parts) > 1:
+            pairs = {(a, b) for a, b in zip(parts, parts[1:])}
+            best = min(pairs, key=lambda p: self.ranks.get(p, float("inf")))
+            if best not in self.ranks:
+                break
+            merged, i = [], 0
+            while i < len(parts):
+                if i < len(parts) - 1 and (parts[i], parts[i + 1]) == best:
+                    merged.append(parts[i] + parts[i + 1])
+                    i += 2
+                else:
+                    merged.append(parts[i])
+                    i += 1
+            parts = merged
+        return tuple(parts)
+
+    def encode(self, text: str) -> list[int]:
+        """BPE ids of the cleaned text, without start/end markers."""
+        ids: list[int] = []
+        for word in _PATTERN.findall(clean(text)):
+            mapped = "".join(self.byte_encoder[b] for b in word.encode("utf-8"))
+            ids.extend(self.encoder[piece] for piece in self._bpe(mapped))
+        return ids
+
+    def __call__(self, texts: list[str], context_length: int = CONTEXT_LENGTH) -> np.ndarray:
+        """int64 array (n, context_length): start, ids, end, zero padding.
+
+        Over-long text keeps its first context_length - 2 ids and end-of-text stays last,
+        as in open_clip, with a TruncationWarning naming the text.
+        """
+        out = np.full((len(texts), context_length), PAD, dtype=np.int64)
+        for row, text in enumerate(texts):
+            ids = [START_OF_TEXT, *self.encode(text), END_OF_TEXT]
+            if len(ids) > context_length:
+                warnings.warn(
+                    f"text truncated to {context_length} tokens: {text[:60]!r}...",
+                    TruncationWarning,
+                    stacklevel=2,
+                )
+                ids = ids[: context_length - 1] + [END_OF_TEXT]
+            out[row, : len(ids)] = ids
+        return out
+
+
+@lru_cache(maxsize=1)
+def default_tokenizer() -> Tokenizer:
+    """One shared instance: building the merge table costs ~0.3 s."""
+    return Tokenizer()

@@ -1,0 +1,338 @@
+"""Where CLIP weights come from: named pretrained models, files in every public format,
+clipsearch's own model directories, and random weights for tests.
+
+Every format is turned into OpenAI's state-dict layout (the names in model.py) and a
+CLIPConfig; nothing else in clipsearch knows formats exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .model import CLIP, CONFIGS, CLIPConfig, TextConfig, VisionConfig
+
+OWN_CONFIG = "clipsearch.json"
+OWN_WEIGHTS = "model.safetensors"
+RANDOM_PREFIX = "random:"
+
+
+class WeightsError(Exception):
+    """A model spec that cannot be loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """A named model on the Hugging Face hub, in open_clip's file layout."""
+
+    name: str
+    repo: str
+    quick_gelu: bool
+    filename: str = "open_clip_model.safetensors"
+
+    @property
+    def arch(self) -> str:
+        return self.name.split("/")[0]
+
+    @property
+    def url(self) -> str:
+        return f"https://huggingface.co/{self.repo}/blob/main/{self.filename}"
+
+
+PRETRAINED: dict[str, Pretrained] = {
+    p.name: p
+    for p in [
+        Pretrained("ViT-B-32/openai", "timm/vit_base_patch32_clip_224.openai", True),
+        Pretrained("ViT-B-16/openai", "timm/vit_base_patch16_clip_224.openai", True),
+        Pretrained("ViT-L-14/openai", "timm/vit_large_patch14_clip_224.openai", True),
+        Pretrained("ViT-L-14-336/openai", "timm/vit_large_patch14_clip_336.openai", True),
+        Pretrained("ViT-B-32/laion2b", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", False),
+        Pretrained("ViT-B-16/laion2b", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K", False),
+        Pretrained("ViT-L-14/laion2b", "laion/CLIP-ViT-L-14-laion2B-s32B-b82K", False),
+    ]
+}
+DEFAULT_MODEL = "ViT-B-32/openai"
+
+
+@dataclass
+class Weights:
+    """A state dict in OpenAI layout with the config it fits and a display name."""
+
+    name: str
+    config: CLIPConfig
+    state_dict: dict[str, torch.Tensor]
+
+    def build(self) -> CLIP:
+        model = CLIP(self.config)
+        missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+        if missing or unexpected:
+            raise WeightsError(
+                f"{self.name}: weights do not fit CLIP {self.config.vision.width}-wide ViT: "
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        return model.float()
+
+
+# ---- Hugging Face CLIPModel layout -> OpenAI layout ----------------------------------
+
+_HF_RENAMES = {
+    "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+    "text_model.embeddings.position_embedding.weight": "positional_embedding",
+    "text_model.final_layer_norm.": "ln_final.",
+    "vision_model.embeddings.class_embedding": "visual.class_embedding",
+    "vision_model.embeddings.patch_embedding.weight": "visual.conv1.weight",
+    "vision_model.embeddings.position_embedding.weight": "visual.positional_embedding",
+    "vision_model.pre_layrnorm.": "visual.ln_pre.",
+    "vision_model.post_layernorm.": "visual.ln_post.",
+}
+_HF_LAYER = re.compile(r"^(text|vision)_model\.encoder\.layers\.(\d+)\.(.+)$")
+_HF_BLOCK_RENAMES = {
+    "self_attn.out_proj.": "attn.out_proj.",
+    "layer_norm1.": "ln_1.",
+    "layer_norm2.": "ln_2.",
+    "mlp.fc1.": "mlp.c_fc.",
+    "mlp.fc2.": "mlp.c_proj.",
+}
+
+
+def is_hf_layout(sd: dict[str, torch.Tensor]) -> bool:
+    return any(k.startswith(("text_model.", "vision_model.")) for k in sd)
+
+
+def hf_to_openai(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face splits q/k/v and stores projections as Linear weights (transposed)."""
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for key, value in sd.items():
+        if key.endswith("position_ids"):
+            continue
+        if key == "text_projection.weight":
+            out["text_projection"] = value.t().contiguous()
+        elif key == "visual_projection.weight":
+            out["visual.proj"] = value.t().contiguous()
+        elif key == "logit_scale":
+            out[key] = value
+        elif m := _HF_LAYER.match(key):
+            tower, index, rest = m.groups()
+            prefix = f"{'visual.' if tower == 'vision' else ''}transformer.resblocks.{index}."
+            if rest.startswith(("self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj.")):
+                kind = rest.split(".")[-1]  # weight | bias
+                qkv.setdefault((prefix, kind), {})[rest[10]] = value
+                continue
+            for old, new in _HF_BLOCK_RENAMES.items():
+                if rest.startswith(old):
+                    out[prefix + new + rest[len(old) :]] = value
+                    break
+            else:
+                raise WeightsError(f"unknown Hugging Face CLIP key: {key}")
+        else:
+            for old, new in _HF_RENAMES.items():
+                if key.startswith(old):
+                    out[new + key[len(old) :]] = value
+                    break
+            else:
+                raise WeightsError(f"unknown Hugging Face CLIP key: {key}")
+    for (prefix, kind), parts in qkv.items():
+        out[f"{prefix}attn.in_proj_{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out
+
+
+# ---- config from tensor shapes ---------------------------------------------------------
+
+
+def _count_blocks(sd: dict[str, torch.Tensor], prefix: str) -> int:
+    pattern = re.compile(rf"^{re.escape(prefix)}transformer\.resblocks\.(\d+)\.")
+    return len({m.group(1) for k in sd if (m := pattern.match(k))})
+
+
+def infer_config(sd: dict[str, torch.Tensor], quick_gelu: bool) -> CLIPConfig:
+    """The architecture implied by an OpenAI-layout state dict (heads: width / 64, as released)."""
+    try:
+        conv = sd["visual.conv1.weight"]
+        v_width, patch = conv.shape[0], conv.shape[-1]
+        grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        t_width = sd["ln_final.weight"].shape[0]
+        return CLIPConfig(
+            embed_dim=sd["text_projection"].shape[1],
+            vision=VisionConfig(
+                image_size=patch * grid,
+                patch_size=patch,
+                width=v_width,
+                layers=_count_blocks(sd, "visual."),
+                heads=max(1, v_width // 64),
+            ),
+            text=TextConfig(
+                context_length=sd["positional_embedding"].shape[0],
+                vocab_size=sd["token_embedding.weight"].shape[0],
+                width=t_width,
+                layers=_count_blocks(sd, ""),
+                heads=max(1, t_width // 64),
+            ),
+            quick_gelu=quick_gelu,
+        )
+    except KeyError as e:
+        raise WeightsError(f"not a CLIP ViT checkpoint (no tensor {e})") from None
+
+
+def _normalise_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip DDP's 'module.' prefix and drop TorchScript's scalar attributes."""
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    for extra in ("input_resolution", "context_length", "vocab_size"):
+        sd.pop(extra, None)
+    return hf_to_openai(sd) if is_hf_layout(sd) else sd
+
+
+# ---- files ---------------------------------------------------------------------------------
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from .safetensors, a pickle (weights only) or an OpenAI TorchScript archive."""
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        if _is_torchscript(path):
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, zipfile.BadZipFile) as e:
+        raise WeightsError(f"{path}: cannot read weights: {e}") from None
+    except Exception as e:  # unpickling refused by weights_only, or a foreign format
+        raise WeightsError(f"{path}: not a weights file clipsearch can read safely: {e}") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]  # open_clip training checkpoints
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: does not contain a state dict of tensors")
+    return obj
+
+
+def _apply_hf_config(config: CLIPConfig, config_path: Path) -> CLIPConfig:
+    """Hugging Face's config.json knows what shapes cannot tell: heads and activation."""
+    cfg = json.loads(config_path.read_text())
+    text, vision = cfg.get("text_config", {}), cfg.get("vision_config", {})
+    return replace(
+        config,
+        quick_gelu=text.get("hidden_act", "quick_gelu") == "quick_gelu",
+        text=replace(config.text, heads=text.get("num_attention_heads", config.text.heads)),
+        vision=replace(
+            config.vision, heads=vision.get("num_attention_heads", config.vision.heads)
+        ),
+    )
+
+
+def _open_clip_quick_gelu(config_path: Path, default: bool) -> bool:
+    cfg = json.loads(config_path.read_text()).get("model_cfg", {})
+    return bool(cfg.get("quick_gelu", default))
+
+
+def load_file_weights(path: Path, quick_gelu: bool | None = None, name: str | None = None) -> Weights:
+    """A single checkpoint file. Activation: argument, else a config beside it, else QuickGELU
+    (TorchScript archives are OpenAI's own and always QuickGELU)."""
+    sd = _normalise_keys(read_state_dict(path))
+    hf_config = path.parent / "config.json"
+    if quick_gelu is None and (path.parent / "open_clip_config.json").exists():
+        quick_gelu = _open_clip_quick_gelu(path.parent / "open_clip_config.json", True)
+    config = infer_config(sd, True if quick_gelu is None else quick_gelu)
+    if hf_config.exists() and quick_gelu is None:
+        config = _apply_hf_config(config, hf_config)
+    return Weights(name or str(path), config, sd)
+
+
+def load_dir_weights(path: Path) -> Weights:
+    if (path / OWN_CONFIG).exists():
+        meta = json.loads((path / OWN_CONFIG).read_text())
+        config = CLIPConfig.from_dict(meta["config"])
+        return Weights(meta.get("name", str(path)), config, load_file(str(path / OWN_WEIGHTS)))
+    for candidates, has_config in (
+        (("model.safetensors", "pytorch_model.bin"), "config.json"),
+        (("open_clip_model.safetensors", "open_clip_pytorch_model.bin"), "open_clip_config.json"),
+    ):
+        for filename in candidates:
+            if (path / filename).exists() and (path / has_config).exists():
+                return load_file_weights(path / filename, name=str(path))
+    raise WeightsError(
+        f"{path}: no CLIP model here (expected {OWN_CONFIG}, a Hugging Face CLIPModel "
+        "with config.json, or open_clip_model.safetensors)"
+    )
+
+
+def save_weights(model: CLIP, directory: str | os.PathLike, name: str) -> Path:
+    """clipsearch's model directory: safetensors weights and a small JSON config."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = directory / (OWN_WEIGHTS + ".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, directory / OWN_WEIGHTS)
+    meta = {"format": "clipsearch", "version": 1, "name": name, "config": model.config.to_dict()}
+    (directory / OWN_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+# ---- named models and the hub ----------------------------------------------------------
+
+
+def cached_file(p: Pretrained) -> str | None:
+    """The local path of a named model's weights if the hub cache already has them."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(p.repo, p.filename)
+    return found if isinstance(found, str) else None
+
+
+def download(p: Pretrained) -> str:
+    """Fetch once into huggingface_hub's cache; offline, say exactly what is missing."""
+    from huggingface_hub import hf_hub_download
+
+    if local := cached_file(p):
+        return local
+    try:
+        return hf_hub_download(p.repo, p.filename)
+    except Exception as e:  # offline, DNS, HTTP errors: all mean "not available here"
+        raise WeightsError(
+            f"{p.name} is not in the local Hugging Face cache and could not be downloaded "
+            f"({type(e).__name__}).\n"
+            f"  On a machine with internet: huggingface-cli download {p.repo} {p.filename}\n"
+            f"  or fetch {p.url} and pass the file: --model /path/to/{p.filename}"
+        ) from None
+
+
+def random_weights(spec: str) -> Weights:
+    """`random:<config>[:seed]`: untrained weights, for tests and benchmarks only."""
+    parts = spec[len(RANDOM_PREFIX) :].split(":")
+    arch, seed = parts[0], int(parts[1]) if len(parts) > 1 and parts[1] else 0
+    if arch not in CONFIGS:
+        raise WeightsError(f"unknown config {arch!r}; known: {', '.join(CONFIGS)}")
+    torch.manual_seed(seed)
+    model = CLIP(CONFIGS[arch])
+    return Weights(f"{RANDOM_PREFIX}{arch}:{seed}", model.config, model.state_dict())
+
+
+def resolve(spec: str) -> Weights:
+    """Any model spec -> Weights. See `load_model` for the forms a spec takes."""
+    if spec.startswith(RANDOM_PREFIX):
+        return random_weights(spec)
+    if spec in PRETRAINED:
+        p = PRETRAINED[spec]
+        return load_file_weights(Path(download(p)), quick_gelu=p.quick_gelu, name=p.name)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return load_dir_weights(path)
+    if path.is_file():
+        return load_file_weights(path)
+    raise WeightsError(
+        f"unknown model {spec!r}: not a file, a directory, or a named model "
+        f"({', '.join(PRETRAINED)}); `random:<config>` is for tests"
+    )

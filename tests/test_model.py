@@ -1,0 +1,145 @@
+"""The network computes what transformers' CLIPModel computes, loaded from its weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from clipsearch.encoder import Encoder, load_model  # noqa: E402
+from clipsearch.model import CLIP, CONFIGS  # noqa: E402
+from clipsearch.weights import hf_to_openai  # noqa: E402
+
+TOL = 1e-5
+
+
+def hf_clip(width, layers, t_width, t_layers, image, patch, embed, act="quick_gelu", seed=0):
+    torch.manual_seed(seed)
+    config = transformers.CLIPConfig(
+        text_config=dict(
+            hidden_size=t_width,
+            intermediate_size=4 * t_width,
+            num_attention_heads=t_width // 64,
+            num_hidden_layers=t_layers,
+            hidden_act=act,
+        ),
+        vision_config=dict(
+            hidden_size=width,
+            intermediate_size=4 * width,
+            num_attention_heads=width // 64,
+            num_hidden_layers=layers,
+            image_size=image,
+            patch_size=patch,
+            hidden_act=act,
+        ),
+        projection_dim=embed,
+    )
+    model = transformers.CLIPModel(config).eval()
+    # Random init leaves LayerNorms at identity and biases at zero; perturb every tensor
+    # so that a swapped or transposed weight cannot go unnoticed.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
+SIZES = {
+    "tiny": dict(width=128, layers=2, t_width=128, t_layers=2, image=32, patch=8, embed=64),
+    "ViT-B-32": dict(width=768, layers=12, t_width=512, t_layers=12, image=224, patch=32, embed=512),
+}
+
+
+def inputs(image_size, n=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.randn(n, 3, image_size, image_size, generator=g)
+    tokens = torch.zeros(n, 77, dtype=torch.long)
+    for i, length in enumerate([5, 17, 77][:n]):
+        tokens[i, 0] = 49406
+        tokens[i, 1 : length - 1] = torch.randint(1, 49405, (length - 2,), generator=g)
+        tokens[i, length - 1] = 49407
+    return pixels, tokens
+
+
+def reference(hf, pixels, tokens):
+    with torch.no_grad():
+        out = hf(input_ids=tokens, pixel_values=pixels)
+    return out.image_embeds, out.text_embeds, out.logits_per_image
+
+
+def ours(encoder: Encoder, pixels, tokens):
+    image = torch.from_numpy(encoder.encode_pixels(pixels.numpy()))
+    text = torch.from_numpy(encoder.encode_tokens(tokens.numpy()))
+    scale = encoder.model.logit_scale.exp()
+    return image, text, scale * image @ text.t()
+
+
+def assert_same(a, b):
+    for x, y in zip(a, b):
+        assert (x - y).abs().max().item() <= TOL * max(1.0, y.abs().max().item())
+
+
+@pytest.mark.parametrize("size", ["tiny", "ViT-B-32"])
+def test_hf_directory_matches_transformers(tmp_path, size):
+    hf = hf_clip(**SIZES[size])
+    hf.save_pretrained(tmp_path / "hf")
+    pixels, tokens = inputs(SIZES[size]["image"])
+    encoder = load_model(str(tmp_path / "hf"))
+    assert_same(ours(encoder, pixels, tokens), reference(hf, pixels, tokens))
+
+
+@pytest.mark.parametrize("size", ["tiny", "ViT-B-32"])
+def test_openai_layout_file_matches_transformers(tmp_path, size):
+    hf = hf_clip(**SIZES[size])
+    path = tmp_path / "openai.pt"
+    torch.save(hf_to_openai(hf.state_dict()), path)
+    encoder = load_model(str(path))
+    pixels, tokens = inputs(SIZES[size]["image"])
+    assert encoder.config.vision.layers == SIZES[size]["layers"]
+    assert_same(ours(encoder, pixels, tokens), reference(hf, pixels, tokens))
+
+
+def test_gelu_activation_read_from_hf_config(tmp_path):
+    hf = hf_clip(**SIZES["tiny"], act="gelu")
+    hf.save_pretrained(tmp_path / "hf")
+    encoder = load_model(str(tmp_path / "hf"))
+    assert encoder.config.quick_gelu is False
+    pixels, tokens = inputs(32)
+    assert_same(ours(encoder, pixels, tokens), reference(hf, pixels, tokens))
+
+
+def test_text_cut_to_longest_member_changes_nothing():
+    model = CLIP(CONFIGS["tiny"]).eval()
+    _, tokens = inputs(32, n=2)  # longest has 17 tokens
+    with torch.no_grad():
+        full = model.encode_text(tokens)
+        cut = model.encode_text(tokens[:, :17])
+    assert torch.allclose(full, cut, atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_stays_close_to_fp32(precision):
+    fp32 = load_model("random:tiny")
+    low = load_model("random:tiny", precision=precision)
+    pixels, tokens = inputs(32)
+    a, b = fp32.encode_pixels(pixels.numpy()), low.encode_pixels(pixels.numpy())
+    assert low.digest == fp32.digest
+    assert np.min(np.sum(a * b, axis=1)) > 0.99
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    torch.manual_seed(0)
+    model = CLIP(CONFIGS["tiny"]).train()
+    pixels, tokens = inputs(32, n=2)
+
+    def grads():
+        model.zero_grad()
+        logits, _ = model(pixels, tokens)
+        logits.sum().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    plain = grads()
+    model.set_grad_checkpointing(True)
+    checkpointed = grads()
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, checkpointed))

@@ -1,8 +1,23 @@
-"""clipsearch: semantic image search on CLIP, with indexing, querying and fine-tuning."""
+"""clipsearch: semantic image search on CLIP, with indexing, querying and fine-tuning.
 
-from .encoder import Encoder, load_model
-from .preprocess import ImageError
-from .weights import WeightsError
+Names are imported lazily so that `clipsearch --help` and decoding workers never pay
+for importing torch.
+"""
 
-__all__ = ["Encoder", "ImageError", "WeightsError", "load_model"]
+from importlib import import_module
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_model": "encoder",
+    "Encoder": "encoder",
+    "ImageError": "preprocess",
+    "WeightsError": "weights",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'clipsearch' has no attribute {name!r}")

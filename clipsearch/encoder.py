@@ -16,7 +16,22 @@ from .preprocess import ImageSource, preprocess
 from .tokenizer import Tokenizer, default_tokenizer
 from .weights import DEFAULT_MODEL, Weights, resolve, save_weights
 
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+
+
+def native_bf16() -> bool:
+    """bf16 matmuls in hardware (AVX512-BF16 or AMX). Without them torch emulates bf16 and
+    a ViT-B/32 runs ~7x slower than fp32 (BENCHMARKS.md)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def auto_precision(device: torch.device) -> str:
+    """fp16 on CUDA; bf16 on CPUs with native bf16; fp32 otherwise. int8 is faster still on
+    CPU but opt-in: its effect on released weights is not measured offline."""
+    if device.type == "cuda":
+        return "fp16"
+    return "bf16" if native_bf16() else "fp32"
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -75,14 +90,16 @@ class Encoder:
         self.image_size = model.config.vision.image_size
         self.digest = weights_digest(model)
         self.device = resolve_device(device)
-        self.precision = precision
-        self.model = _apply_precision(model.to(self.device), precision, self.device)
+        self.precision = auto_precision(self.device) if precision == "auto" else precision
+        self.model = _apply_precision(model.to(self.device), self.precision, self.device)
         self.tokenizer = tokenizer or default_tokenizer()
 
     @property
     def architecture(self) -> str:
         c = self.config
-        return f"ViT-{c.vision.width}w{c.vision.layers}l/{c.vision.patch_size}@{c.vision.image_size}"
+        return (
+            f"ViT-{c.vision.width}w{c.vision.layers}l/{c.vision.patch_size}@{c.vision.image_size}"
+        )
 
     @torch.inference_mode()
     def encode_tokens(self, tokens: np.ndarray) -> np.ndarray:

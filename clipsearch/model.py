@@ -67,7 +67,9 @@ CONFIGS: dict[str, CLIPConfig] = {
     "ViT-L-14": _config(768, 224, 14, 1024, 24, 768, 12),
     "ViT-L-14-336": _config(768, 336, 14, 1024, 24, 768, 12),
     # Small configs for tests, benchmarks and training from scratch on small data.
-    "tiny": CLIPConfig(64, VisionConfig(32, 8, 128, 2, 2), TextConfig(width=128, layers=2, heads=2)),
+    "tiny": CLIPConfig(
+        64, VisionConfig(32, 8, 128, 2, 2), TextConfig(width=128, layers=2, heads=2)
+    ),
     "small": CLIPConfig(
         256, VisionConfig(64, 8, 256, 6, 4), TextConfig(width=256, layers=4, heads=4)
     ),

@@ -138,9 +138,7 @@ def open_image(source: ImageSource, draft_size: int | None = None) -> tuple[Imag
         raise ImageError(path, f"cannot decode: {type(e).__name__}: {e}") from None
 
 
-def preprocess(
-    source: ImageSource, size: int, draft: bool = False
-) -> tuple[np.ndarray, ImageInfo]:
+def preprocess(source: ImageSource, size: int, draft: bool = False) -> tuple[np.ndarray, ImageInfo]:
     """A file or PIL image -> CLIP input (3, size, size) float32 and what was learned of it."""
     img, info = open_image(source, draft_size=size if draft else None)
     return normalize(resize_and_crop(img, size)), info
@@ -162,3 +160,28 @@ def heif_support() -> bool:
     if hasattr(pillow_heif, "register_avif_opener"):
         pillow_heif.register_avif_opener()
     return True
+
+
+def decode_for_index(
+    path: str, size: int, expect: tuple[int, int]
+) -> tuple[np.ndarray | None, ImageInfo | None, str | None]:
+    """Worker-process entry point: (pixels, info, None) or (None, None, reason).
+
+    `expect` is the (size, mtime_ns) seen by the scan; a file that differs afterwards
+    changed while being read, and its pixels cannot be trusted to match the catalog row.
+    """
+    try:
+        pixels, info = preprocess(path, size, draft=True)
+        st = os.stat(path)
+    except ImageError as e:
+        return None, None, e.reason
+    except OSError as e:
+        return None, None, f"vanished while being read: {e.strerror}"
+    if (st.st_size, st.st_mtime_ns) != expect:
+        return None, None, "changed while being read; it will be retried on the next run"
+    return pixels, info, None
+
+
+def decode_many(items: list[tuple[str, tuple[int, int]]], size: int) -> list:
+    """A chunk of files for one worker round trip."""
+    return [decode_for_index(path, size, expect) for path, expect in items]

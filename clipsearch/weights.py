@@ -226,9 +226,7 @@ def _apply_hf_config(config: CLIPConfig, config_path: Path) -> CLIPConfig:
         config,
         quick_gelu=text.get("hidden_act", "quick_gelu") == "quick_gelu",
         text=replace(config.text, heads=text.get("num_attention_heads", config.text.heads)),
-        vision=replace(
-            config.vision, heads=vision.get("num_attention_heads", config.vision.heads)
-        ),
+        vision=replace(config.vision, heads=vision.get("num_attention_heads", config.vision.heads)),
     )
 
 
@@ -237,7 +235,9 @@ def _open_clip_quick_gelu(config_path: Path, default: bool) -> bool:
     return bool(cfg.get("quick_gelu", default))
 
 
-def load_file_weights(path: Path, quick_gelu: bool | None = None, name: str | None = None) -> Weights:
+def load_file_weights(
+    path: Path, quick_gelu: bool | None = None, name: str | None = None
+) -> Weights:
     """A single checkpoint file. Activation: argument, else a config beside it, else QuickGELU
     (TorchScript archives are OpenAI's own and always QuickGELU)."""
     sd = _normalise_keys(read_state_dict(path))
@@ -304,7 +304,8 @@ def download(p: Pretrained) -> str:
         raise WeightsError(
             f"{p.name} is not in the local Hugging Face cache and could not be downloaded "
             f"({type(e).__name__}).\n"
-            f"  On a machine with internet: huggingface-cli download {p.repo} {p.filename}\n"
+            '  On a machine with internet: python -c "import huggingface_hub as h; '
+            f"h.hf_hub_download('{p.repo}', '{p.filename}')\"\n"
             f"  or fetch {p.url} and pass the file: --model /path/to/{p.filename}"
         ) from None
 

@@ -47,7 +47,9 @@ def hf_clip(width, layers, t_width, t_layers, image, patch, embed, act="quick_ge
 
 SIZES = {
     "tiny": dict(width=128, layers=2, t_width=128, t_layers=2, image=32, patch=8, embed=64),
-    "ViT-B-32": dict(width=768, layers=12, t_width=512, t_layers=12, image=224, patch=32, embed=512),
+    "ViT-B-32": dict(
+        width=768, layers=12, t_width=512, t_layers=12, image=224, patch=32, embed=512
+    ),
 }
 
 

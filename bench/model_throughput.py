@@ -1,0 +1,98 @@
+"""Image-tower throughput per precision and batch size, against this machine's matmul peak.
+
+    python bench/model_throughput.py [--arch ViT-B-32] [--seconds 6]
+
+Prints images/s, achieved GFLOP/s, the fraction of the peak of a large matmul measured in
+the same run (fp32 peak for fp32/int8, bf16 peak for bf16), and each mode's cosine
+similarity to the fp32 embeddings. Also tokenizer throughput (captions/s). Random weights:
+speed and agreement do not depend on what the weights learned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from clipsearch.encoder import load_model
+from clipsearch.model import CONFIGS, CLIPConfig
+from clipsearch.tokenizer import default_tokenizer
+
+
+def image_tower_flops(cfg: CLIPConfig) -> float:
+    """Multiply-adds x 2 for one image through the vision tower."""
+    v = cfg.vision
+    patches = (v.image_size // v.patch_size) ** 2
+    tokens, d = patches + 1, v.width
+    per_layer = 2 * (tokens * 12 * d * d + 2 * tokens * tokens * d)
+    patch_conv = 2 * patches * 3 * v.patch_size**2 * d
+    return v.layers * per_layer + patch_conv + 2 * d * cfg.embed_dim
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def throughput(encoder, pixels: np.ndarray, seconds: float) -> float:
+    encoder.encode_pixels(pixels)  # warm-up
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        encoder.encode_pixels(pixels)
+        count += len(pixels)
+    return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--arch", default="ViT-B-32")
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--batches", default="1,8,32")
+    args = parser.parse_args()
+
+    cfg = CONFIGS[args.arch]
+    flops = image_tower_flops(cfg)
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"threads={torch.get_num_threads()}  {args.arch}: {flops / 1e9:.2f} GFLOP/image")
+    print(f"matmul peak: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s")
+
+    rng = np.random.default_rng(0)
+    size = cfg.vision.image_size
+    probe = rng.standard_normal((32, 3, size, size)).astype(np.float32)
+    encoders = {p: load_model(f"random:{args.arch}", precision=p) for p in ("fp32", "bf16", "int8")}
+    reference = encoders["fp32"].encode_pixels(probe)
+
+    print(
+        f"{'precision':>9} {'batch':>5} {'img/s':>8} {'GFLOP/s':>8} {'of peak':>8} {'cos→fp32':>9}"
+    )
+    for precision, encoder in encoders.items():
+        cos = float(np.min(np.sum(encoder.encode_pixels(probe) * reference, axis=1)))
+        peak = peaks["bf16" if precision == "bf16" else "fp32"]
+        for batch in map(int, args.batches.split(",")):
+            rate = throughput(encoder, probe[:batch], args.seconds)
+            achieved = rate * flops / 1e9
+            print(
+                f"{precision:>9} {batch:>5} {rate:8.1f} {achieved:8.1f} "
+                f"{achieved / peak:8.0%} {cos:9.5f}"
+            )
+
+    tok = default_tokenizer()
+    captions = [
+        f"a photo of a {w} number {i} on the beach"
+        for i, w in enumerate(["dog", "cat", "red car", "mountain lake", "city at night"] * 400)
+    ]
+    tok._bpe.cache_clear()
+    start = time.perf_counter()
+    tok(captions)
+    print(f"tokenizer: {len(captions) / (time.perf_counter() - start):,.0f} captions/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Walking folders and comparing what is there with the catalog.
+
+Unchanged files (same size and mtime_ns) are recognised from a stat alone; new and
+changed files get a cheap content fingerprint (size + hash of head and tail) so moved or
+copied files can reuse their vectors instead of running the model.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from .catalog import File
+from .preprocess import HEIF_EXTENSIONS, IMAGE_EXTENSIONS
+
+FINGERPRINT_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Found:
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class ScanProblem:
+    path: str
+    reason: str
+
+
+@dataclass
+class ScanResult:
+    """What a walk found, compared with the catalog."""
+
+    new: list[Found] = field(default_factory=list)
+    changed: list[tuple[Found, File]] = field(default_factory=list)
+    unchanged: list[File] = field(default_factory=list)
+    missing: list[File] = field(default_factory=list)
+    problems: list[ScanProblem] = field(default_factory=list)  # unreadable dirs, loops, bad roots
+    skipped_heif: int = 0  # HEIC/AVIF files seen without pillow-heif installed
+
+
+def fingerprint(path: str, size: int) -> str:
+    """size + blake2b of the first and last 64 KiB: cheap, and equal for a moved file."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(FINGERPRINT_CHUNK))
+        if size > 2 * FINGERPRINT_CHUNK:
+            f.seek(-FINGERPRINT_CHUNK, os.SEEK_END)
+            h.update(f.read(FINGERPRINT_CHUNK))
+    return h.hexdigest()
+
+
+@dataclass
+class Walker:
+    include_hidden: bool = False
+    follow_symlinks: bool = False
+    exclude: Sequence[str] = ()
+    heif: bool = False
+    problems: list[ScanProblem] = field(default_factory=list)
+    skipped_heif: int = 0
+
+    def excluded(self, path: str, name: str) -> bool:
+        return any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(path, g) for g in self.exclude)
+
+    def wanted(self, name: str) -> bool:
+        ext = os.path.splitext(name)[1].lower()
+        if ext in HEIF_EXTENSIONS:
+            if not self.heif:
+                self.skipped_heif += 1
+            return self.heif
+        return ext in IMAGE_EXTENSIONS
+
+    def walk(self, root: str) -> Iterator[Found]:
+        """Image files under root (or root itself), depth first, symlink loops cut."""
+        try:
+            st = os.stat(root) if self.follow_symlinks else os.lstat(root)
+        except OSError as e:
+            self.problems.append(ScanProblem(root, f"cannot read: {e.strerror}"))
+            return
+        if stat.S_ISREG(st.st_mode):
+            yield Found(root, st.st_size, st.st_mtime_ns)
+            return
+        yield from self._walk_dir(root, {(st.st_dev, st.st_ino)})
+
+    def _walk_dir(self, folder: str, ancestors: set[tuple[int, int]]) -> Iterator[Found]:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            self.problems.append(ScanProblem(folder, f"cannot list folder: {e.strerror}"))
+            return
+        for entry in entries:
+            name = entry.name
+            if (name.startswith(".") and not self.include_hidden) or self.excluded(
+                entry.path, name
+            ):
+                continue
+            try:
+                if entry.is_symlink() and not self.follow_symlinks:
+                    continue
+                st = entry.stat(follow_symlinks=True)
+            except OSError as e:  # dangling link, permission, vanished
+                if entry.is_symlink():
+                    continue
+                self.problems.append(ScanProblem(entry.path, f"cannot stat: {e.strerror}"))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if key in ancestors:
+                    self.problems.append(ScanProblem(entry.path, "symlink loop, not followed"))
+                    continue
+                yield from self._walk_dir(entry.path, ancestors | {key})
+            elif stat.S_ISREG(st.st_mode) and self.wanted(name):
+                yield Found(entry.path, st.st_size, st.st_mtime_ns)
+
+
+def compare(found: Sequence[Found], known: dict[str, File]) -> ScanResult:
+    """Sort found files against catalog rows under the same roots."""
+    result = ScanResult()
+    seen = set()
+    for f in found:
+        seen.add(f.path)
+        row = known.get(f.path)
+        if row is None:
+            result.new.append(f)
+        elif row.size == f.size and row.mtime_ns == f.mtime_ns:
+            result.unchanged.append(row)
+        else:
+            result.changed.append((f, row))
+    result.missing = [row for path, row in known.items() if path not in seen]
+    return result

@@ -1,0 +1,412 @@
+"""FAISS vector indexes, derived from the catalog and never trusted over it.
+
+An index file holds the FAISS index and its tombstones and is written atomically under a
+name that carries the catalog log position it reflects; the catalog row points at it.
+Loading replays the catalog's vector log after that position, so a stale index answers
+with everything committed, and a missing or corrupt file is rebuilt from the catalog.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from .catalog import Catalog
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+TOMBSTONE_REBUILD_FRACTION = 0.1
+TUNE_RECALL = 0.95
+TUNE_K = 10
+
+
+class IndexWriteError(Exception):
+    """The index file could not be written (disk full, permissions); the catalog is intact."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One declarative file in indexes/."""
+
+    name: str
+    description: str
+    factory: str
+    min_vectors: int
+    max_vectors: int
+    bytes_per_vector: dict
+    gpu: bool
+    removes: bool
+    build: dict = field(default_factory=dict)
+    search: dict = field(default_factory=dict)
+    tune: str | None = None
+    rerank: int = 1
+
+    def memory(self, n: int, dim: int) -> int:
+        b = self.bytes_per_vector
+        return n * (b["per_dim"] * dim + b["fixed"])
+
+    def factory_for(self, n: int, dim: int) -> str:
+        nlist = int(min(65536, max(16, 4 * math.sqrt(max(n, 1)))))
+        nlist = max(1, min(nlist, n // 39 or 1))  # k-means wants ~39 points per centroid
+        m = 64 if dim >= 256 and dim % 64 == 0 else max(1, dim // 4)
+        return self.factory.format(nlist=nlist, m=m)
+
+
+def load_presets() -> dict[str, Preset]:
+    folder = resources.files("clipsearch.indexes")
+    presets = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            data = tomllib.loads(entry.read_text())
+            presets[data["name"]] = Preset(**data)
+    return presets
+
+
+PRESETS = load_presets()
+AUTO_ORDER = ("exact", "hnsw", "ivf-flat", "ivf-pq")
+
+
+def available_memory() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def choose_preset(n: int, dim: int, memory_budget: int | None = None) -> Preset:
+    """The first preset, from exact to most compressed, that suits n and fits the budget
+    (default: half the memory available now)."""
+    budget = memory_budget if memory_budget is not None else available_memory() // 2
+    for name in AUTO_ORDER:
+        p = PRESETS[name]
+        if p.min_vectors <= n <= p.max_vectors and p.memory(n, dim) <= budget:
+            return p
+    return PRESETS["ivf-pq"]
+
+
+def _set_params(index: faiss.Index, params: dict) -> None:
+    if params:
+        faiss.ParameterSpace().set_index_parameters(
+            index, ",".join(f"{k}={v}" for k, v in params.items())
+        )
+
+
+def exact_topk(queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray, k: int):
+    """Top-k inner products by brute force: (scores, ids), -1 where fewer than k."""
+    n = len(queries)
+    scores = np.full((n, k), -np.inf, np.float32)
+    out = np.full((n, k), -1, np.int64)
+    if len(ids) == 0:
+        return scores, out
+    sims = queries @ vectors.T
+    top = min(k, len(ids))
+    part = np.argpartition(-sims, top - 1, axis=1)[:, :top]
+    order = np.take_along_axis(-sims, part, axis=1).argsort(axis=1, kind="stable")
+    best = np.take_along_axis(part, order, axis=1)
+    scores[:, :top] = np.take_along_axis(sims, best, axis=1)
+    out[:, :top] = ids[best]
+    return scores, out
+
+
+@dataclass
+class LoadedIndex:
+    """A FAISS index with the bookkeeping that search needs."""
+
+    model_id: int
+    preset: Preset
+    factory: str
+    index: faiss.Index
+    params: dict
+    log_seq: int
+    tombstones: set[int]
+    dim: int
+
+    @property
+    def count(self) -> int:
+        return self.index.ntotal - len(self.tombstones)
+
+    def apply_log(self, entries: list[tuple[int, int, str]], catalog: Catalog) -> None:
+        """Replay catalog changes: adds in one batch, removes in place or as tombstones."""
+        if not entries:
+            return
+        added, removed = [], []
+        for _, fid, op in entries:
+            (added if op == "+" else removed).append(fid)
+        gone = set(removed)
+        fresh = [f for f in added if f not in gone]  # added then removed: never indexed
+        stale = [f for f in removed if f not in set(added)]
+        if stale:
+            if self.preset.removes:
+                self.index.remove_ids(np.array(stale, dtype=np.int64))
+            else:
+                self.tombstones.update(stale)
+        if fresh:
+            ids, vecs = catalog.vectors(self.model_id, fresh)
+            if len(ids):
+                self.index.add_with_ids(vecs, ids)
+        self.log_seq = entries[-1][0]
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
+        """Raw FAISS search: (scores, ids) with -1 past the end; tombstones excluded."""
+        k = max(1, k)
+        sel = None
+        if allowed is not None:
+            sel = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+        elif self.tombstones:
+            dead = faiss.IDSelectorBatch(np.fromiter(self.tombstones, dtype=np.int64))
+            sel = faiss.IDSelectorNot(dead)
+        if sel is None:
+            _set_params(self.index, self.params)
+            return self.index.search(queries, k)
+        params = self._search_parameters(sel)
+        scores, ids = self.index.search(queries, k, params=params)
+        return scores, ids
+
+    def _search_parameters(self, sel):
+        if "efSearch" in self.params:
+            p = faiss.SearchParametersHNSW()
+            p.efSearch = int(self.params["efSearch"])
+        elif "nprobe" in self.params:
+            p = faiss.SearchParametersIVF()
+            p.nprobe = int(self.params["nprobe"])
+        else:
+            p = faiss.SearchParameters()
+        p.sel = sel
+        if "OPQ" in self.factory:  # parameters pass through the OPQ transform
+            outer = faiss.SearchParametersPreTransform()
+            outer.index_params = p
+            outer.sel = sel
+            return outer
+        return p
+
+
+def _serialize(index: faiss.Index, tombstones: set[int]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        faiss=faiss.serialize_index(index),
+        tombstones=np.fromiter(sorted(tombstones), dtype=np.int64, count=len(tombstones)),
+    )
+    return buf.getvalue()
+
+
+def _deserialize(data: bytes) -> tuple[faiss.Index, set[int]]:
+    with np.load(io.BytesIO(data)) as z:
+        return faiss.deserialize_index(z["faiss"]), set(z["tombstones"].tolist())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temp file, fsync, rename: the old file stays whole until the new one is."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise IndexWriteError(f"could not write {path.name}: {e.strerror or e}") from None
+
+
+class VectorIndexes:
+    """Builds, loads, updates and saves the FAISS index of each model in a store."""
+
+    def __init__(self, catalog: Catalog, directory: Path):
+        self.catalog = catalog
+        self.directory = Path(directory)
+
+    # ---- building -------------------------------------------------------------------
+
+    def build(
+        self,
+        model_id: int,
+        preset: str = "auto",
+        tune_queries: np.ndarray | None = None,
+        memory_budget: int | None = None,
+    ) -> LoadedIndex:
+        """A fresh index from every vector of the model in the catalog."""
+        log_seq = self.catalog.log_position(model_id)
+        all_ids = self._ids(model_id)
+        n = len(all_ids)
+        model = next(m for m, _ in self.catalog.models() if m.id == model_id)
+        dim = model.dim
+        chosen = choose_preset(n, dim, memory_budget) if preset == "auto" else PRESETS[preset]
+        factory = chosen.factory_for(n, dim)
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        _set_params(index, chosen.build)
+        if not index.is_trained:
+            sample = np.sort(
+                np.random.default_rng(0).permutation(all_ids)[: max(256, 100 * _nlist(factory))]
+            )
+            _, train = self.catalog.vectors(model_id, sample.tolist())
+            index.train(train)
+        for ids, vecs in self.catalog.iter_vector_batches(model_id):
+            index.add_with_ids(vecs, ids)
+        loaded = LoadedIndex(
+            model_id, chosen, factory, index, dict(chosen.search), log_seq, set(), dim
+        )
+        loaded.apply_log(self.catalog.log_since(model_id, log_seq), self.catalog)
+        if chosen.tune and n > 0:
+            loaded.params = self.tune(loaded, tune_queries)
+        return loaded
+
+    def _ids(self, model_id: int) -> np.ndarray:
+        from sqlalchemy import select
+
+        from .catalog import Vector
+
+        with self.catalog.session() as s:
+            rows = s.scalars(select(Vector.file_id).where(Vector.model_id == model_id)).all()
+        return np.array(rows, dtype=np.int64)
+
+    def tune(self, loaded: LoadedIndex, queries: np.ndarray | None) -> dict:
+        """Smallest search parameter reaching recall@10 >= 0.95 against exact search.
+
+        Text queries (when the caller has a model to encode them) sit further from image
+        vectors than images do, and need more probes; without them, stored vectors are
+        used as queries."""
+        if queries is None or len(queries) == 0:
+            ids, queries = self.catalog.vectors(
+                loaded.model_id,
+                np.random.default_rng(1).permutation(self._ids(loaded.model_id))[:200].tolist(),
+            )
+        truth = self.ground_truth(loaded.model_id, queries, TUNE_K)
+        name = loaded.preset.tune
+        best = dict(loaded.params)
+        for value in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048):
+            params = {**loaded.params, name: value}
+            trial = LoadedIndex(**{**loaded.__dict__, "params": params})
+            recall = self.recall(trial, queries, truth)
+            best = params
+            if recall >= TUNE_RECALL:
+                break
+        return best
+
+    def ground_truth(self, model_id: int, queries: np.ndarray, k: int) -> np.ndarray:
+        scores = np.full((len(queries), 0), -np.inf, np.float32)
+        ids = np.zeros((len(queries), 0), np.int64)
+        for batch_ids, vecs in self.catalog.iter_vector_batches(model_id):
+            s, i = exact_topk(queries, batch_ids, vecs, k)
+            scores, ids = np.hstack([scores, s]), np.hstack([ids, i])
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            scores, ids = np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+        return ids
+
+    def recall(self, loaded: LoadedIndex, queries: np.ndarray, truth: np.ndarray) -> float:
+        k = truth.shape[1]
+        _, found = loaded.search(queries, k * loaded.preset.rerank)
+        hits = sum(len(set(t[t >= 0]) & set(f)) for t, f in zip(truth, found))
+        return hits / max(1, int((truth >= 0).sum()))
+
+    # ---- files ----------------------------------------------------------------------
+
+    def save(self, loaded: LoadedIndex) -> Path:
+        """Write under a new name, point the catalog at it, then drop the old file."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        old = self.catalog.index_row(loaded.model_id)
+        name = f"model{loaded.model_id}-{loaded.preset.name}-{loaded.log_seq}.faiss"
+        path = self.directory / name
+        write_atomic(path, _serialize(loaded.index, loaded.tombstones))
+        self.catalog.record_index(
+            loaded.model_id,
+            preset=loaded.preset.name,
+            factory=loaded.factory,
+            params=json.dumps(loaded.params),
+            filename=name,
+            log_seq=loaded.log_seq,
+            count=loaded.count,
+            tombstones=len(loaded.tombstones),
+        )
+        if old is not None and old.filename != name:
+            (self.directory / old.filename).unlink(missing_ok=True)
+        return path
+
+    def load(self, model_id: int) -> LoadedIndex | None:
+        """The saved index brought up to the catalog's present, or None if there is no
+        usable file (missing, unreadable or corrupt)."""
+        row = self.catalog.index_row(model_id)
+        if row is None or row.preset not in PRESETS:
+            return None
+        try:
+            index, tombstones = _deserialize((self.directory / row.filename).read_bytes())
+        except Exception:  # missing, truncated, garbage: the catalog rebuilds it
+            return None
+        model = next(m for m, _ in self.catalog.models() if m.id == model_id)
+        loaded = LoadedIndex(
+            model_id,
+            PRESETS[row.preset],
+            row.factory,
+            index,
+            json.loads(row.params),
+            row.log_seq,
+            tombstones,
+            model.dim,
+        )
+        loaded.apply_log(self.catalog.log_since(model_id, row.log_seq), self.catalog)
+        return loaded
+
+    def get(self, model_id: int) -> tuple[LoadedIndex, str]:
+        """An index answering for everything committed, and what had to be done:
+        'loaded', 'updated' (log replayed in memory) or 'rebuilt'."""
+        row = self.catalog.index_row(model_id)
+        loaded = self.load(model_id)
+        if loaded is None:
+            preset = row.preset if row is not None and row.preset in PRESETS else "auto"
+            return self.build(model_id, preset), "rebuilt"
+        return loaded, "updated" if row is not None and loaded.log_seq != row.log_seq else "loaded"
+
+    def sync(
+        self, model_id: int, preset: str = "auto", tune_queries: np.ndarray | None = None
+    ) -> tuple[LoadedIndex, str]:
+        """After indexing: update and save the index, rebuilding when the preset changes,
+        the file is unusable, or tombstones pass 10% of the vectors."""
+        row = self.catalog.index_row(model_id)
+        loaded = (
+            None if preset not in ("auto", getattr(row, "preset", None)) else self.load(model_id)
+        )
+        action = "updated"
+        too_dead = loaded is not None and len(loaded.tombstones) > TOMBSTONE_REBUILD_FRACTION * max(
+            1, loaded.index.ntotal
+        )
+        if loaded is None or too_dead or self._outgrown(loaded, preset):
+            loaded = self.build(model_id, preset if preset != "auto" else "auto", tune_queries)
+            action = "rebuilt"
+        elif row is not None and loaded.log_seq == row.log_seq:
+            return loaded, "unchanged"
+        self.save(loaded)
+        return loaded, action
+
+    def _outgrown(self, loaded: LoadedIndex, preset: str) -> bool:
+        """With preset auto, a collection that grew past its preset's range is rebuilt."""
+        if preset != "auto":
+            return False
+        return choose_preset(loaded.count, loaded.dim).name != loaded.preset.name and (
+            loaded.count > loaded.preset.max_vectors or loaded.count < loaded.preset.min_vectors
+        )
+
+
+def _nlist(factory: str) -> int:
+    for part in factory.split(","):
+        if part.startswith("IVF"):
+            return int(part[3:])
+    return 1
+
+
+def gpu_count() -> int:
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0

@@ -1,0 +1,248 @@
+"""Indexing real files into a real SQLite catalog and FAISS index: incremental, crash-safe."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_image
+from PIL import Image
+
+from clipsearch.pipeline import Indexer, IndexOptions
+from clipsearch.store import Store
+
+
+def index(store_dir, roots, encoder, **options):
+    with Store(store_dir) as store:
+        return Indexer(store, encoder, IndexOptions(workers=1, **options)).run(
+            [str(r) for r in roots]
+        )
+
+
+def catalog_rows(store_dir):
+    db = sqlite3.connect(store_dir / "catalog.db")
+    files = db.execute("select path, state, error from files order by path").fetchall()
+    vectors = db.execute("select count(*) from vectors").fetchone()[0]
+    db.close()
+    return files, vectors
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    for i in range(6):
+        make_image(folder / f"img{i}.png", seed=i)
+    make_image(folder / "sub" / "deep.jpg", seed=10, size=(300, 200))
+    return folder
+
+
+def test_first_run_indexes_everything(tmp_path, photos, tiny):
+    report = index(tmp_path / "store", [photos], tiny)
+    assert (report.added, report.failed, report.unchanged) == (7, 0, 0)
+    files, vectors = catalog_rows(tmp_path / "store")
+    assert len(files) == 7 and vectors == 7
+    assert report.preset == "exact" and report.index_action == "rebuilt"
+    assert list((tmp_path / "store" / "indexes").glob("*.faiss"))
+
+
+def test_second_run_touches_nothing(tmp_path, photos, tiny):
+    index(tmp_path / "store", [photos], tiny)
+    report = index(tmp_path / "store", [photos], tiny)
+    assert (report.added, report.updated, report.removed, report.unchanged) == (0, 0, 0, 7)
+    assert report.index_action == "unchanged"
+
+
+def test_changed_moved_copied_and_deleted(tmp_path, photos, tiny):
+    store = tmp_path / "store"
+    index(store, [photos], tiny)
+    make_image(photos / "img0.png", seed=99)  # changed content
+    os.utime(photos / "img0.png", ns=(1, 1))
+    (photos / "img1.png").rename(photos / "moved.png")
+    shutil.copy(photos / "img2.png", photos / "copy.png")
+    (photos / "img3.png").unlink()
+    report = index(store, [photos], tiny)
+    assert (report.updated, report.moved, report.copied, report.removed) == (1, 1, 1, 1)
+    files, vectors = catalog_rows(store)
+    paths = {Path(p).name for p, _, _ in files}
+    assert {"moved.png", "copy.png"} <= paths and not {"img1.png", "img3.png"} & paths
+    assert vectors == len(files) == 7
+
+
+def test_moved_file_keeps_its_vector_without_running_the_model(tmp_path, photos, tiny):
+    store = tmp_path / "store"
+    index(store, [photos], tiny)
+    db = sqlite3.connect(store / "catalog.db")
+    before = db.execute(
+        "select v.vector from vectors v join files f on f.id=v.file_id "
+        "where f.path like '%img4.png'"
+    ).fetchone()[0]
+    db.close()
+    (photos / "img4.png").rename(photos / "sub" / "renamed.png")
+    report = index(store, [photos], tiny)
+    assert report.moved == 1 and report.added == 0
+    db = sqlite3.connect(store / "catalog.db")
+    after = db.execute(
+        "select v.vector from vectors v join files f on f.id=v.file_id "
+        "where f.path like '%renamed.png'"
+    ).fetchone()[0]
+    assert before == after
+
+
+def test_bad_files_are_recorded_and_the_run_goes_on(tmp_path, photos, tiny):
+    (photos / "empty.jpg").write_bytes(b"")
+    (photos / "text.png").write_text("not an image")
+    good = make_image(photos / "trunc.jpg", size=(400, 300), quality=95)
+    good.write_bytes(good.read_bytes()[:3000])
+    Image.new("1", (20000, 10000)).save(photos / "bomb.png")
+    locked = make_image(photos / "locked.png", seed=5)
+    locked.chmod(0)
+    odd = photos / os.fsdecode(b"caf\xe9 \xff.png")  # not UTF-8
+    make_image(odd, seed=6)
+    make_image(photos / "ünïcødé 🐶.png", seed=7)
+    (photos / "loop").symlink_to(photos, target_is_directory=True)
+    report = index(tmp_path / "store", [photos], tiny, follow_symlinks=True)
+    reasons = dict(report.failures)
+    assert "empty" in reasons[str(photos / "empty.jpg")]
+    assert "not an image" in reasons[str(photos / "text.png")]
+    assert "decode" in reasons[str(photos / "trunc.jpg")]
+    assert "decompression bomb" in reasons[str(photos / "bomb.png")]
+    if os.geteuid() != 0:  # root reads anything
+        assert "permission" in reasons[str(locked)]
+    assert any("symlink loop" in p.reason for p in report.problems)
+    files, vectors = catalog_rows(tmp_path / "store")
+    ok = [p for p, state, _ in files if state == "ok"]
+    assert report.added == len(ok) == vectors and report.added >= 9
+    with Store(tmp_path / "store") as store:
+        assert str(odd) in store.catalog.files_under([str(photos)])
+
+
+def test_failed_file_is_retried_when_it_changes(tmp_path, photos, tiny):
+    bad = photos / "later.png"
+    bad.write_text("broken")
+    store = tmp_path / "store"
+    assert index(store, [photos], tiny).failed == 1
+    assert index(store, [photos], tiny).failed == 0  # unchanged failure: not retried
+    make_image(bad, seed=3)
+    report = index(store, [photos], tiny)
+    assert report.updated == 1 and report.failed == 0
+    files, _ = catalog_rows(store)
+    assert all(state == "ok" for _, state, _ in files)
+
+
+def test_missing_root_changes_nothing(tmp_path, photos, tiny):
+    store = tmp_path / "store"
+    index(store, [photos], tiny)
+    report = index(store, [tmp_path / "unplugged-drive", photos], tiny)
+    assert report.removed == 0
+    assert any("does not exist" in p.reason for p in report.problems)
+
+
+def test_hidden_and_excluded_files(tmp_path, photos, tiny):
+    make_image(photos / ".hidden.png", seed=20)
+    make_image(photos / "raw" / "skip.png", seed=21)
+    report = index(tmp_path / "s1", [photos], tiny, exclude=["raw"])
+    assert report.added == 7
+    report = index(tmp_path / "s2", [photos], tiny, include_hidden=True)
+    assert report.added == 9
+
+
+def test_dry_run_writes_nothing(tmp_path, photos, tiny):
+    report = index(tmp_path / "store", [photos], tiny, dry_run=True)
+    assert report.planned["embed"] == 7
+    _, vectors = catalog_rows(tmp_path / "store")
+    assert vectors == 0
+
+
+def test_two_models_side_by_side(tmp_path, photos, tiny):
+    from clipsearch.encoder import load_model
+
+    other = load_model("random:tiny:1")
+    index(tmp_path / "store", [photos], tiny)
+    report = index(tmp_path / "store", [photos], other)
+    assert report.added == 7  # vectors for the second model, same file rows
+    with Store(tmp_path / "store") as store:
+        counts = sorted(n for _, n in store.catalog.models())
+    assert counts == [7, 7]
+
+
+def test_index_write_failure_keeps_catalog(tmp_path, photos, tiny):
+    """Disk full while writing the index (ENOSPC from /dev/full): clear message, catalog whole,
+    and the next query rebuilds the index."""
+    store = tmp_path / "store"
+    index(store, [photos], tiny)
+    make_image(photos / "new.png", seed=30)
+    with Store(store) as s:
+        model_id = s.catalog.models()[0][0].id
+        row = s.catalog.index_row(model_id)
+        seq = s.catalog.log_position(model_id)
+    target = store / "indexes" / f"model{model_id}-exact-{seq + 1}.faiss.tmp"
+    target.symlink_to("/dev/full")
+    report = index(store, [photos], tiny)
+    assert report.added == 1 and "No space left" in report.index_error
+    _, vectors = catalog_rows(store)
+    assert vectors == 8
+    with Store(store) as s:
+        loaded, action = s.indexes.get(model_id)
+        assert s.catalog.index_row(model_id).filename == row.filename
+    assert loaded.count == 8 and action == "updated"
+
+
+def test_corrupt_index_file_is_rebuilt(tmp_path, photos, tiny):
+    store = tmp_path / "store"
+    index(store, [photos], tiny)
+    for f in (store / "indexes").glob("*.faiss"):
+        f.write_bytes(b"garbage")
+    with Store(store) as s:
+        loaded, action = s.indexes.get(s.catalog.models()[0][0].id)
+    assert action == "rebuilt" and loaded.count == 7
+
+
+KILL_SCRIPT = """
+import sys
+from clipsearch.encoder import load_model
+from clipsearch.pipeline import IndexOptions, Indexer
+from clipsearch.store import Store
+store = Store(sys.argv[1])
+Indexer(store, load_model("random:tiny"), IndexOptions(batch_size=4, workers=1)).run([sys.argv[2]])
+"""
+
+
+def test_kill_9_then_rerun_loses_nothing(tmp_path, tiny):
+    photos = tmp_path / "many"
+    for i in range(120):
+        make_image(photos / f"{i:03d}.png", seed=i)
+    store = tmp_path / "store"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(store), str(photos)])
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once some batches are committed, mid-run
+        time.sleep(0.2)
+        if (store / "catalog.db").exists():
+            try:
+                db = sqlite3.connect(store / "catalog.db", timeout=1)
+                n = db.execute("select count(*) from vectors").fetchone()[0]
+                db.close()
+            except sqlite3.OperationalError:
+                continue
+            if n >= 8:
+                break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    files, vectors = catalog_rows(store)
+    assert 0 < vectors < 120 and vectors == len(files)
+    report = index(store, [photos], tiny)
+    assert report.added == 120 - vectors and report.unchanged == vectors
+    files, vectors = catalog_rows(store)
+    assert len(files) == vectors == 120 and len({p for p, _, _ in files}) == 120
+    with Store(store) as s:
+        loaded, _ = s.indexes.get(s.catalog.models()[0][0].id)
+    assert loaded.count == 120
+    ids = np.array(sorted(loaded.index.id_map.at(i) for i in range(loaded.index.ntotal)))
+    assert len(np.unique(ids)) == 120

@@ -1,0 +1,143 @@
+"""Every weights format loads to the same model; failures say what to do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from clipsearch.encoder import load_model
+from clipsearch.model import CLIP, CONFIGS
+from clipsearch.weights import PRETRAINED, Pretrained, WeightsError
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return load_model("random:tiny:3")
+
+
+def same_model(encoder, reference):
+    assert encoder.digest == reference.digest
+    assert encoder.config == reference.config
+    pixels = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(
+        encoder.encode_pixels(pixels), reference.encode_pixels(pixels), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        encoder.encode_text(["a red square"]), reference.encode_text(["a red square"]), atol=1e-6
+    )
+
+
+def state(reference):
+    return {k: v.clone() for k, v in reference.model.state_dict().items()}
+
+
+def test_own_directory_round_trip(tmp_path, reference):
+    reference.save(str(tmp_path / "m"))
+    loaded = load_model(str(tmp_path / "m"))
+    same_model(loaded, reference)
+    assert loaded.name == reference.name
+
+
+def test_openai_safetensors(tmp_path, reference):
+    save_file(state(reference), str(tmp_path / "w.safetensors"))
+    same_model(load_model(str(tmp_path / "w.safetensors")), reference)
+
+
+def test_open_clip_training_checkpoint_with_ddp_prefix(tmp_path, reference):
+    sd = {f"module.{k}": v for k, v in state(reference).items()}
+    torch.save({"epoch": 3, "state_dict": sd}, tmp_path / "epoch_3.pt")
+    same_model(load_model(str(tmp_path / "epoch_3.pt")), reference)
+
+
+def test_fp16_file_has_fp16_digest(tmp_path, reference):
+    sd = {k: v.half() for k, v in state(reference).items()}
+    torch.save(sd, tmp_path / "half.bin")
+    loaded = load_model(str(tmp_path / "half.bin"))
+    assert loaded.digest != reference.digest  # rounded weights are other weights
+
+
+def test_openai_torchscript_archive(tmp_path, reference):
+    model = CLIP(CONFIGS["tiny"]).eval()
+    model.load_state_dict(reference.model.state_dict())
+    pixels, tokens = torch.randn(1, 3, 32, 32), torch.zeros(1, 77, dtype=torch.long)
+    tokens[0, :2] = torch.tensor([49406, 49407])
+    traced = torch.jit.trace(model, (pixels, tokens), check_trace=False)
+    traced.save(str(tmp_path / "ViT-tiny.pt"))
+    same_model(load_model(str(tmp_path / "ViT-tiny.pt")), reference)
+
+
+def test_hf_weights_file_without_config(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.CLIPConfig(
+        text_config=dict(
+            hidden_size=128, intermediate_size=512, num_attention_heads=2, num_hidden_layers=1
+        ),
+        vision_config=dict(
+            hidden_size=128,
+            intermediate_size=512,
+            num_attention_heads=2,
+            num_hidden_layers=1,
+            image_size=32,
+            patch_size=16,
+        ),
+        projection_dim=32,
+    )
+    hf = transformers.CLIPModel(config)
+    save_file(
+        {k: v.contiguous() for k, v in hf.state_dict().items()}, str(tmp_path / "m.safetensors")
+    )
+    loaded = load_model(str(tmp_path / "m.safetensors"))
+    assert (loaded.dim, loaded.config.vision.patch_size, loaded.config.text.layers) == (32, 16, 1)
+
+
+def test_pickle_with_code_is_refused(tmp_path):
+    torch.save({"weights": torch.zeros(2), "evil": object()}, tmp_path / "bad.pt")
+    with pytest.raises(WeightsError, match="safely"):
+        load_model(str(tmp_path / "bad.pt"))
+
+
+def test_not_clip_weights(tmp_path):
+    save_file({"fc.weight": torch.zeros(2, 2)}, str(tmp_path / "resnet.safetensors"))
+    with pytest.raises(WeightsError, match="not a CLIP"):
+        load_model(str(tmp_path / "resnet.safetensors"))
+
+
+def test_unknown_spec_lists_named_models():
+    with pytest.raises(WeightsError, match="ViT-B-32/openai"):
+        load_model("no/such/model.pt")
+
+
+def test_unknown_random_config():
+    with pytest.raises(WeightsError, match="unknown config"):
+        load_model("random:huge")
+
+
+def test_named_model_offline_says_what_to_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(WeightsError) as err:
+        load_model("ViT-B-32/openai")
+    message = str(err.value)
+    assert "timm/vit_base_patch32_clip_224.openai" in message
+    assert "open_clip_model.safetensors" in message and "--model" in message
+
+
+def test_named_model_loads_from_hub_cache(tmp_path, monkeypatch, reference):
+    """A named model already in huggingface_hub's cache loads offline, without a download."""
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--test-org--tiny-clip" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (cache / "models--test-org--tiny-clip" / "refs").mkdir()
+    (cache / "models--test-org--tiny-clip" / "refs" / "main").write_text("a" * 40)
+    save_file(state(reference), str(snapshot / "open_clip_model.safetensors"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setitem(
+        PRETRAINED, "tiny/test", Pretrained("tiny/test", "test-org/tiny-clip", True)
+    )
+    loaded = load_model("tiny/test")
+    assert loaded.name == "tiny/test"
+    assert loaded.digest == reference.digest

@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 
 from .catalog import Catalog, File, Vector
 from .encoder import Encoder
-from .preprocess import ImageInfo, decode_many, heif_support
+from .preprocess import NO_HEIF, ImageInfo, decode_many, heif_support
 from .scan import Found, ScanProblem, ScanResult, Walker, compare, fingerprint
 from .store import Store
 from .vectors import IndexWriteError
@@ -197,7 +197,6 @@ class Indexer:
             include_hidden=self.options.include_hidden,
             follow_symlinks=self.options.follow_symlinks,
             exclude=self.options.exclude,
-            heif=heif_support(),
         )
         found: list[Found] = []
         existing_roots = []
@@ -211,17 +210,20 @@ class Indexer:
             found.extend(walker.walk(root))
         scan = compare(found, self.catalog.files_under(existing_roots))
         self.report.problems = walker.problems
-        self.report.skipped_heif = walker.skipped_heif
         return scan
 
     def plan(self, scan: ScanResult) -> list[Task]:
         """Files to embed: new, changed, and unchanged ones without this model's vector.
-        Unchanged failures wait until the file changes."""
+        Unchanged failures wait until the file changes, except HEIF files skipped for lack
+        of pillow-heif, retried once it is installed."""
         have = self._files_with_vector([f.id for f in scan.unchanged])
         tasks = [Task(f) for f in scan.new] + [Task(f, replaces=row) for f, row in scan.changed]
         for row in scan.unchanged:
+            found = Found(row.path, row.size, row.mtime_ns)
             if row.state == "ok" and row.id not in have:
-                tasks.append(Task(Found(row.path, row.size, row.mtime_ns), existing=row))
+                tasks.append(Task(found, existing=row))
+            elif row.state == "failed" and row.error == NO_HEIF and heif_support():
+                tasks.append(Task(found, replaces=row))
             else:
                 self.report.unchanged += 1
         return tasks
@@ -344,6 +346,7 @@ class Indexer:
         if error is not None:
             s.add(File(path=f.path, size=f.size, mtime_ns=f.mtime_ns, state="failed", error=error))
             self.report.failed += 1
+            self.report.skipped_heif += error == NO_HEIF
             self.report.failures.append((f.path, error))
             return
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -150,6 +151,10 @@ IMAGE_EXTENSIONS = frozenset(
 HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".avif"})
 
 
+NO_HEIF = "HEIC/HEIF/AVIF needs pillow-heif: pip install 'clipsearch[heif]', then index again"
+
+
+@lru_cache(maxsize=1)
 def heif_support() -> bool:
     """HEIC/HEIF/AVIF decode through pillow-heif when it is installed (the `heif` extra)."""
     try:
@@ -170,6 +175,8 @@ def decode_for_index(
     `expect` is the (size, mtime_ns) seen by the scan; a file that differs afterwards
     changed while being read, and its pixels cannot be trusted to match the catalog row.
     """
+    if os.path.splitext(path)[1].lower() in HEIF_EXTENSIONS and not heif_support():
+        return None, None, NO_HEIF
     try:
         pixels, info = preprocess(path, size, draft=True)
         st = os.stat(path)

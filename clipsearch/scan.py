@@ -42,7 +42,6 @@ class ScanResult:
     unchanged: list[File] = field(default_factory=list)
     missing: list[File] = field(default_factory=list)
     problems: list[ScanProblem] = field(default_factory=list)  # unreadable dirs, loops, bad roots
-    skipped_heif: int = 0  # HEIC/AVIF files seen without pillow-heif installed
 
 
 def fingerprint(path: str, size: int) -> str:
@@ -62,20 +61,16 @@ class Walker:
     include_hidden: bool = False
     follow_symlinks: bool = False
     exclude: Sequence[str] = ()
-    heif: bool = False
     problems: list[ScanProblem] = field(default_factory=list)
-    skipped_heif: int = 0
 
     def excluded(self, path: str, name: str) -> bool:
         return any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(path, g) for g in self.exclude)
 
-    def wanted(self, name: str) -> bool:
+    @staticmethod
+    def wanted(name: str) -> bool:
+        """Image extensions; HEIF ones too, recorded as failed when pillow-heif is absent."""
         ext = os.path.splitext(name)[1].lower()
-        if ext in HEIF_EXTENSIONS:
-            if not self.heif:
-                self.skipped_heif += 1
-            return self.heif
-        return ext in IMAGE_EXTENSIONS
+        return ext in IMAGE_EXTENSIONS or ext in HEIF_EXTENSIONS
 
     def walk(self, root: str) -> Iterator[Found]:
         """Image files under root (or root itself), depth first, symlink loops cut."""

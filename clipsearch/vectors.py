@@ -8,6 +8,7 @@ with everything committed, and a missing or corrupt file is rebuilt from the cat
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -217,10 +218,8 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise IndexWriteError(f"could not write {path.name}: {e.strerror or e}") from None
 
 

@@ -13,6 +13,9 @@ _EXPORTS = {
     "Encoder": "encoder",
     "ImageError": "preprocess",
     "WeightsError": "weights",
+    "Library": "library",
+    "Filters": "search",
+    "Result": "search",
 }
 __all__ = sorted(_EXPORTS)
 

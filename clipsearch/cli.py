@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,8 +18,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .catalog import CatalogError
 from .encoder import PRECISIONS, load_model
 from .preprocess import ImageError
+from .search import QueryError
+from .store import StoreNotFound
 from .tokenizer import TruncationWarning
 from .weights import DEFAULT_MODEL, PRETRAINED, WeightsError, cached_file
 
@@ -32,7 +36,15 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-USER_ERRORS: tuple[type[Exception], ...] = (WeightsError, ImageError, ValueError, OSError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    QueryError,
+    WeightsError,
+    ImageError,
+    StoreNotFound,
+    CatalogError,
+    ValueError,
+    OSError,
+)
 
 ModelOption = typer.Option(
     DEFAULT_MODEL,
@@ -41,14 +53,21 @@ ModelOption = typer.Option(
     help="Named model (see `clipsearch models`), a checkpoint file, a model directory, "
     "or random:<config> for tests.",
 )
+StoreModelOption = typer.Option(
+    None,
+    "--model",
+    "-m",
+    help=f"The model whose vectors to use; default: the store's only model, else {DEFAULT_MODEL}.",
+)
 DeviceOption = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 JsonOption = typer.Option(False, "--json", help="Machine-readable output.")
-
-
-def register_errors(*types: type[Exception]) -> None:
-    """Other modules add their user-facing exception types here."""
-    global USER_ERRORS
-    USER_ERRORS = (*USER_ERRORS, *types)
+StoreOption = typer.Option(
+    None,
+    "--store",
+    envvar="CLIPSEARCH_HOME",
+    help="Store folder (catalog + vector indexes). Default: the user data folder.",
+)
+DbOption = typer.Option(None, "--db", help="SQLAlchemy URL for the catalog instead of SQLite.")
 
 
 @contextmanager
@@ -125,3 +144,329 @@ def models(as_json: bool = JsonOption) -> None:
     out.print(
         f"Default: {DEFAULT_MODEL}. Weights download on first use into the Hugging Face cache."
     )
+
+
+def open_library(store: Path | None, db: str | None, create: bool = False, **kwargs):
+    from .library import Library
+
+    return Library(store, db_url=db, create=create, **kwargs)
+
+
+@contextmanager
+def progress_bar(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar with images/s and ETA on a terminal; nothing otherwise."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("embedding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err) as bar:
+        task = bar.add_task("index", total=None, rate="")
+        start = time.perf_counter()
+
+        def update(done: int, total: int) -> None:
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            bar.update(task, completed=done, total=total, rate=f"{rate:.1f} img/s")
+
+        yield update
+
+
+def show_problems(report) -> None:
+    for p in report.problems:
+        err.print(f"[yellow]Skipped:[/yellow] {p.path}: {p.reason}", markup=True)
+    for path, reason in report.failures[:20]:
+        err.print(f"[red]Failed:[/red] {path}: {reason}", markup=True)
+    if len(report.failures) > 20:
+        err.print(f"... and {len(report.failures) - 20} more: `clipsearch status --failed`")
+
+
+@app.command()
+def index(
+    paths: list[Path] = typer.Argument(..., help="Folders or files to index."),
+    model: str = StoreModelOption,
+    store: Path = StoreOption,
+    db: str = DbOption,
+    exclude: list[str] = typer.Option(
+        [], "--exclude", help="Glob of names or paths to skip (repeatable)."
+    ),
+    include_hidden: bool = typer.Option(
+        False, "--include-hidden", help="Also index dot-files and dot-folders."
+    ),
+    follow_symlinks: bool = typer.Option(
+        False, "--follow-symlinks", help="Follow symbolic links (loops are detected)."
+    ),
+    batch_size: int = typer.Option(
+        32, "--batch-size", min=1, help="Images per model batch and per commit."
+    ),
+    workers: int = typer.Option(
+        None, "--workers", min=1, help="Decoding processes (default: cores - 1)."
+    ),
+    device: str = DeviceOption,
+    precision: str = typer.Option(
+        "auto",
+        help="auto (bf16 where the CPU has it, fp16 on CUDA, else fp32), fp32, bf16, fp16, int8.",
+    ),
+    preset: str = typer.Option(
+        "auto", help="Vector index preset: auto, exact, hnsw, ivf-flat, ivf-pq."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Report what would change; write nothing."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Embed every image under PATHS into the store. Re-runs touch only new, changed,
+    moved and deleted files; an interrupted run continues where it stopped."""
+    from .pipeline import IndexOptions
+
+    options = IndexOptions(
+        batch_size=batch_size,
+        workers=workers,
+        preset=preset,
+        include_hidden=include_hidden,
+        follow_symlinks=follow_symlinks,
+        exclude=exclude,
+        dry_run=dry_run,
+    )
+    with (
+        user_errors(),
+        open_library(store, db, create=True, device=device, precision=precision) as lib,
+    ):
+        if preset != "auto":
+            from .vectors import PRESETS
+
+            if preset not in PRESETS:
+                raise ValueError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+        with progress_bar(enabled=out.is_terminal and not as_json) as progress:
+            report = lib.index([str(p) for p in paths], model, options, progress)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    show_problems(report)
+    if dry_run:
+        p = report.planned
+        out.print(
+            f"Dry run: would embed {p['embed']}, remove {p['remove']}, leave {p['unchanged']} unchanged."
+        )
+        return
+    out.print(
+        f"Indexed in {report.seconds:.1f}s: {report.added} added, {report.updated} updated, "
+        f"{report.moved} moved, {report.copied} copied, {report.removed} removed, "
+        f"{report.failed} failed, {report.unchanged} unchanged."
+    )
+    if report.index_error:
+        err.print(f"[yellow]Warning:[/yellow] {report.index_error}", markup=True)
+    elif report.index_action:
+        out.print(f"Vector index ({report.preset}): {report.index_action}.")
+    if report.skipped_heif:
+        err.print(
+            f"{report.skipped_heif} HEIC/AVIF files need pillow-heif: pip install 'clipsearch[heif]'"
+        )
+
+
+@app.command()
+def status(
+    store: Path = StoreOption,
+    db: str = DbOption,
+    failed: bool = typer.Option(False, "--failed", help="List every failed file with its reason."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Show the store: files, models and their vectors, vector indexes, failures."""
+    with user_errors(), open_library(store, db) as lib:
+        info = lib.status()
+    if as_json:
+        emit_json(info)
+        return
+    out.print(f"Store: {info['store']}")
+    out.print(f"Files: {info['files']['ok']} indexed, {info['files']['failed']} failed")
+    table = Table("model", "weights", "dim", "vectors", "index", "built", "state")
+    for m in info["models"]:
+        ix = m["index"]
+        state = (
+            "-" if ix is None else ("stale (updated on next query)" if ix["stale"] else "current")
+        )
+        table.add_row(
+            m["name"],
+            m["digest"],
+            str(m["dim"]),
+            str(m["vectors"]),
+            "-" if ix is None else f"{ix['preset']} ({ix['count']})",
+            "-" if ix is None else ix["built_at"][:19],
+            state,
+        )
+    out.print(table)
+    if info["heif_skipped"]:
+        out.print(
+            f"{info['heif_skipped']} HEIC/AVIF files skipped: pip install 'clipsearch[heif]', then index again."
+        )
+    if failed:
+        for f in info["failed"]:
+            out.print(f"{f['path']}: {f['reason']}")
+    elif info["failed"]:
+        out.print("List failed files with: clipsearch status --failed")
+
+
+@app.command()
+def forget(
+    paths: list[Path] = typer.Argument(..., help="Files or folders to remove from the store."),
+    store: Path = StoreOption,
+    db: str = DbOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Remove files or folders from the catalog and the vector indexes (not from disk)."""
+    with user_errors(), open_library(store, db) as lib:
+        n = lib.forget([str(p) for p in paths])
+    if as_json:
+        emit_json({"forgotten": n})
+    else:
+        out.print(f"Forgot {n} files.")
+
+
+@app.command()
+def rebuild(
+    preset: str = typer.Option("auto", help="auto, exact, hnsw, ivf-flat or ivf-pq."),
+    model: str = typer.Option(None, "--model", "-m", help="Only this model's index."),
+    store: Path = StoreOption,
+    db: str = DbOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Rebuild vector indexes from the catalog (e.g. to change preset)."""
+    with user_errors(), open_library(store, db) as lib:
+        done = lib.rebuild(preset, model)
+    if as_json:
+        emit_json(done)
+        return
+    for d in done:
+        out.print(
+            f"{d['model']}: {d['preset']} index of {d['count']} vectors, search {d['params'] or 'exact'}"
+        )
+
+
+FORMATS = ("table", "json", "jsonl", "paths", "html")
+
+
+def _filters(folders, after, before, ext):
+    from .library import parse_date
+    from .search import Filters
+
+    return Filters(
+        folders=[str(f) for f in folders],
+        after=parse_date(after) if after else None,
+        before=parse_date(before) if before else None,
+        extensions=ext,
+    )
+
+
+def _print_answer(answer, fmt: str, output: Path | None) -> None:
+    from . import render
+
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}")
+    if fmt == "table" and output is None:
+        table = Table("#", "score", "path", "date", "size", title=answer.query)
+        for rank, r in enumerate(answer.results, 1):
+            table.add_row(str(rank), f"{r.score:.3f}", r.path, f"{r.date:%Y-%m-%d}", _size(r.size))
+        out.print(table)
+        if not answer.results:
+            err.print("No results.")
+        return
+    text = {
+        "json": lambda: render.as_json(answer.query, answer.model, answer.results) + "\n",
+        "jsonl": lambda: render.as_jsonl(answer.results),
+        "paths": lambda: render.as_paths(answer.results),
+        "html": lambda: render.as_html(answer.query, answer.model, answer.results),
+        "table": lambda: render.as_paths(answer.results),
+    }[fmt]()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"Wrote {len(answer.results)} results to {output}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}"
+        n /= 1000
+    return f"{n:.0f} TB"
+
+
+@app.command(context_settings={"allow_interspersed_args": True})
+def query(
+    terms: list[str] = typer.Argument(
+        None, help='Words, image files and operators: "beach" + "sunset" - "people", 2:beach.'
+    ),
+    k: int = typer.Option(10, "-k", min=1, help="Number of results."),
+    image: list[Path] = typer.Option(
+        [], "--image", "-i", help="An image to search by (repeatable)."
+    ),
+    model: str = StoreModelOption,
+    store: Path = StoreOption,
+    db: str = DbOption,
+    folder: list[Path] = typer.Option(
+        [], "--in", help="Only images under this folder (repeatable)."
+    ),
+    after: str = typer.Option(
+        None, "--after", help="Taken on or after (EXIF date, else file time)."
+    ),
+    before: str = typer.Option(None, "--before", help="Taken before this date."),
+    ext: list[str] = typer.Option([], "--ext", help="Only these formats, e.g. jpg (repeatable)."),
+    min_score: float = typer.Option(None, "--min-score", help="Drop results scoring below this."),
+    exclude_self: bool = typer.Option(
+        False, "--exclude-self", help="Leave query images out of the results."
+    ),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, json, jsonl, paths or html."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Write to this file instead of stdout."
+    ),
+    device: str = DeviceOption,
+) -> None:
+    """Find the images that best match words, images, or a weighted combination."""
+    with user_errors(), open_library(store, db, device=device) as lib:
+        answer = lib.search(
+            terms or [],
+            k=k,
+            model=model,
+            filters=_filters(folder, after, before, ext),
+            images=[str(p) for p in image],
+            min_score=min_score,
+            exclude_self=exclude_self,
+        )
+        _print_answer(answer, fmt, output)
+
+
+@app.command()
+def similar(
+    path: Path = typer.Argument(..., help="An image, indexed or not."),
+    k: int = typer.Option(10, "-k", min=1, help="Number of results."),
+    model: str = StoreModelOption,
+    store: Path = StoreOption,
+    db: str = DbOption,
+    folder: list[Path] = typer.Option(
+        [], "--in", help="Only images under this folder (repeatable)."
+    ),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, json, jsonl, paths or html."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Write to this file instead of stdout."
+    ),
+    device: str = DeviceOption,
+) -> None:
+    """Find the images nearest to one image (the image itself excluded)."""
+    with user_errors(), open_library(store, db, device=device) as lib:
+        answer = lib.similar(str(path), k=k, model=model, filters=_filters(folder, None, None, []))
+        _print_answer(answer, fmt, output)

@@ -1,0 +1,272 @@
+"""`clipsearch.Library`: the Python API behind every command that touches a store."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+
+from .catalog import Catalog, Model
+from .encoder import Encoder, load_model
+from .pipeline import IndexOptions, Indexer, IndexReport, Progress
+from .preprocess import ImageError
+from .search import (
+    Filters,
+    QueryError,
+    Result,
+    Term,
+    combine,
+    describe,
+    nearest,
+    parse_query,
+    results,
+)
+from .store import Store
+from .vectors import PRESETS, LoadedIndex
+from .weights import DEFAULT_MODEL
+
+
+@dataclass
+class Answer:
+    """What a query returned and how it was understood."""
+
+    query: str
+    model: str
+    results: list[Result]
+    index_action: str  # loaded | updated | rebuilt
+
+
+class Library:
+    """A store of indexed images, searchable by text and image.
+
+    Library(store=None) opens the default store (CLIPSEARCH_HOME or the user data folder);
+    a read-only use (search, status) of a folder with no store raises StoreNotFound.
+    """
+
+    def __init__(
+        self,
+        store: str | os.PathLike | None = None,
+        db_url: str | None = None,
+        create: bool = False,
+        device: str | None = None,
+        precision: str = "auto",
+    ):
+        self.store = Store(store, db_url=db_url, create=create)
+        self.catalog: Catalog = self.store.catalog
+        self.device = device
+        self.precision = precision
+        self._encoders: dict[str, Encoder] = {}
+        self._indexes: dict[int, tuple[LoadedIndex, str]] = {}
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- models -------------------------------------------------------------------
+
+    def default_model(self) -> str:
+        """The store's only model if it has one, else clipsearch's default."""
+        models = [m for m, n in self.catalog.models() if n > 0]
+        return models[0].name if len(models) == 1 else DEFAULT_MODEL
+
+    def encoder(self, spec: str | None = None) -> Encoder:
+        spec = spec or self.default_model()
+        if spec not in self._encoders:
+            self._encoders[spec] = load_model(spec, device=self.device, precision=self.precision)
+        return self._encoders[spec]
+
+    def model_row(self, encoder: Encoder) -> Model:
+        row = self.catalog.find_model(encoder.digest)
+        have = [(m, n) for m, n in self.catalog.models() if n > 0]
+        if row is None or not any(m.id == row.id for m, _ in have):
+            listing = ", ".join(f"{m.name} ({n} vectors)" for m, n in have) or "none yet"
+            raise QueryError(
+                f"this store has no vectors from model {encoder.name} (weights {encoder.digest}). "
+                f"Models here: {listing}. Use --model with one of them, or index with this "
+                f"one: clipsearch index PATH --model {encoder.name}"
+            )
+        return row
+
+    # ---- indexing -------------------------------------------------------------------
+
+    def index(
+        self,
+        paths: Sequence[str | os.PathLike],
+        model: str | None = None,
+        options: IndexOptions | None = None,
+        progress: Progress | None = None,
+    ) -> IndexReport:
+        indexer = Indexer(self.store, self.encoder(model), options)
+        return indexer.run([str(p) for p in paths], progress)
+
+    def forget(self, paths: Sequence[str | os.PathLike]) -> int:
+        """Remove files or whole folders from the catalog and the vector indexes."""
+        roots = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
+        ids = [row.id for row in self.catalog.files_under(roots).values()]
+        if ids:
+            with self.catalog.session() as s, s.begin():
+                Catalog.remove_files(s, ids)
+            for model, _ in self.catalog.models():
+                if self.catalog.index_row(model.id) is not None:
+                    self.store.indexes.sync(model.id)
+        return len(ids)
+
+    def rebuild(self, preset: str = "auto", model: str | None = None) -> list[dict]:
+        """Rebuild vector indexes from the catalog (every model, or one)."""
+        if preset != "auto" and preset not in PRESETS:
+            raise QueryError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+        done = []
+        targets = [m for m, n in self.catalog.models() if n > 0]
+        if model is not None:
+            targets = [self.model_row(self.encoder(model))]
+        for row in targets:
+            queries = self._tuning_queries(row)
+            loaded = self.store.indexes.build(row.id, preset, queries)
+            self.store.indexes.save(loaded)
+            done.append(
+                {
+                    "model": row.name,
+                    "preset": loaded.preset.name,
+                    "count": loaded.count,
+                    "params": loaded.params,
+                }
+            )
+        return done
+
+    def _tuning_queries(self, row: Model) -> np.ndarray | None:
+        """Text prompts from the model itself when it can be loaded without a download."""
+        from .pipeline import TUNING_PROMPTS
+
+        try:
+            return self.encoder(row.name).encode_text(TUNING_PROMPTS)
+        except Exception:  # model not available here: tune with image vectors instead
+            return None
+
+    # ---- status -----------------------------------------------------------------------
+
+    def status(self) -> dict:
+        files = self.catalog.count_files()
+        indexes = {r.model_id: r for r in self.catalog.index_rows()}
+        models = []
+        for m, n in self.catalog.models():
+            row = indexes.get(m.id)
+            index = None
+            if row is not None:
+                exists = (self.store.indexes.directory / row.filename).exists()
+                index = {
+                    "preset": row.preset,
+                    "factory": row.factory,
+                    "count": row.count,
+                    "params": json.loads(row.params),
+                    "built_at": row.built_at.isoformat(),
+                    "tombstones": row.tombstones,
+                    "stale": (not exists) or self.catalog.log_position(m.id) > row.log_seq,
+                    "file": row.filename if exists else None,
+                }
+            models.append(
+                {
+                    "name": m.name,
+                    "architecture": m.architecture,
+                    "digest": m.digest,
+                    "dim": m.dim,
+                    "vectors": n,
+                    "index": index,
+                }
+            )
+        failed = self.catalog.failed_files()
+        return {
+            "store": str(self.store.path),
+            "catalog": self.store.db_url,
+            "files": {"ok": files.get("ok", 0), "failed": files.get("failed", 0)},
+            "models": models,
+            "failed": [{"path": f.path, "reason": f.error} for f in failed],
+            "heif_skipped": sum(1 for f in failed if f.error and "pillow-heif" in f.error),
+        }
+
+    # ---- search -----------------------------------------------------------------------
+
+    def _index_for(self, model_id: int) -> tuple[LoadedIndex, str]:
+        if model_id not in self._indexes:
+            self._indexes[model_id] = self.store.indexes.get(model_id)
+        return self._indexes[model_id]
+
+    def query_vector(self, terms: Sequence[Term], encoder: Encoder) -> np.ndarray:
+        vectors = []
+        for t in terms:
+            if t.image is not None:
+                vectors.append(self._image_vector(t.image, encoder))
+            else:
+                vectors.append(encoder.encode_text([t.text])[0])
+        return combine(np.stack(vectors), [t.weight for t in terms])
+
+    def _image_vector(self, path: str, encoder: Encoder) -> np.ndarray:
+        """An indexed image's stored vector, or a fresh embedding of an outside image."""
+        model = self.catalog.find_model(encoder.digest)
+        row = self.catalog.files_under([os.path.abspath(path)]).get(os.path.abspath(path))
+        if model is not None and row is not None and row.state == "ok":
+            st = os.stat(path)
+            if (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns):
+                ids, vecs = self.catalog.vectors(model.id, [row.id])
+                if len(ids):
+                    return vecs[0]
+        return encoder.encode_images([path])[0]
+
+    def search(
+        self,
+        query: str | Sequence[str],
+        k: int = 10,
+        model: str | None = None,
+        filters: Filters = Filters(),
+        images: Sequence[str] = (),
+        min_score: float | None = None,
+        exclude_self: bool = False,
+    ) -> Answer:
+        """Best matches for a query: a string, argv-style terms (`["beach", "+", "sunset"]`),
+        and/or image paths. exclude_self drops the query images themselves from results."""
+        if k < 1:
+            raise QueryError("-k must be at least 1")
+        terms = parse_query([query] if isinstance(query, str) else list(query), images)
+        encoder = self.encoder(model)
+        row = self.model_row(encoder)
+        try:
+            vector = self.query_vector(terms, encoder)
+        except ImageError as e:
+            raise QueryError(f"cannot use the image query {e.path}: {e.reason}") from None
+        loaded, action = self._index_for(row.id)
+        exclude = self._self_ids(terms) if exclude_self else []
+        hits = nearest(self.catalog, loaded, vector, k, filters, exclude)
+        return Answer(describe(terms), encoder.name, results(self.catalog, hits, min_score), action)
+
+    def similar(self, path: str, k: int = 10, **kwargs) -> Answer:
+        """Images nearest to one image, itself excluded."""
+        return self.search([], k=k, images=[path], exclude_self=True, **kwargs)
+
+    def _self_ids(self, terms: Sequence[Term]) -> list[int]:
+        paths = [os.path.abspath(t.image) for t in terms if t.image]
+        rows = self.catalog.files_under(paths)
+        return [rows[p].id for p in paths if p in rows]
+
+
+def parse_date(text: str) -> datetime:
+    """YYYY, YYYY-MM, YYYY-MM-DD or a full ISO timestamp."""
+    for fmt in ("%Y", "%Y-%m", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise QueryError(
+            f"not a date: {text!r} (use YYYY, YYYY-MM, YYYY-MM-DD or ISO 8601)"
+        ) from None
+    return when.astimezone(timezone.utc).replace(tzinfo=None) if when.tzinfo else when

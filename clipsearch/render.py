@@ -1,0 +1,72 @@
+"""Query results as text for people and programs: json, jsonl, paths, and an HTML gallery."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Sequence
+
+from PIL import Image
+
+from .preprocess import ImageError, open_image
+from .search import Result
+
+THUMBNAIL = 256
+
+
+def as_json(query: str, model: str, results: Sequence[Result]) -> str:
+    return json.dumps(
+        {"query": query, "model": model, "results": [r.to_dict() for r in results]},
+        ensure_ascii=False,
+    )
+
+
+def as_jsonl(results: Sequence[Result]) -> str:
+    return "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in results)
+
+
+def as_paths(results: Sequence[Result]) -> str:
+    return "".join(r.path + "\n" for r in results)
+
+
+def thumbnail_data_uri(path: str) -> str | None:
+    try:
+        img, _ = open_image(path, draft_size=THUMBNAIL)
+    except ImageError:
+        return None
+    img.thumbnail((THUMBNAIL, THUMBNAIL), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=82)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def as_html(query: str, model: str, results: Sequence[Result]) -> str:
+    """One self-contained page: thumbnails embedded, nothing fetched."""
+    cards = []
+    for rank, r in enumerate(results, 1):
+        uri = thumbnail_data_uri(r.path)
+        img = f'<img src="{uri}" alt="">' if uri else '<div class="missing">unreadable</div>'
+        cards.append(
+            f'<figure data-path="{html.escape(r.path)}" data-score="{r.score:.4f}">{img}'
+            f"<figcaption><b>{rank}.</b> {r.score:.3f}<br><span>{html.escape(r.path)}</span>"
+            f"<br><small>{r.date:%Y-%m-%d %H:%M}</small></figcaption></figure>"
+        )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>clipsearch: {html.escape(query)}</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:1.5rem;background:#fafafa;color:#222}}
+main{{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:1rem}}
+figure{{margin:0;background:#fff;border-radius:6px;padding:.5rem;box-shadow:0 1px 3px #0002}}
+img{{width:100%;height:200px;object-fit:contain}}
+figcaption{{font-size:.8rem;word-break:break-all}}
+.missing{{height:200px;display:grid;place-items:center;color:#999}}
+</style></head><body>
+<h1>{html.escape(query)}</h1>
+<p>{len(results)} results, model {html.escape(model)}</p>
+<main>
+{chr(10).join(cards)}
+</main></body></html>
+"""

@@ -1,0 +1,219 @@
+"""Queries: text, images and weighted combinations, with exact filtered search.
+
+A query vector is the weighted sum of its terms' unit embeddings, re-normalised
+("beach" + "sunset" - "people"). Filters (folder, capture date, extension) are resolved in
+SQL to a set of file ids; search then runs over exactly that set, through a FAISS ID
+selector or, for small sets, exactly over the catalog's vectors: never top-k-then-filter.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+from sqlalchemy import and_, func, or_, select
+
+from .catalog import Catalog, File, Vector
+from .preprocess import HEIF_EXTENSIONS, IMAGE_EXTENSIONS
+from .vectors import LoadedIndex, exact_topk
+
+EXACT_SUBSET_LIMIT = 20_000  # filtered sets up to this size are searched exactly
+_WEIGHTED = re.compile(r"^(-?\d+(?:\.\d+)?):(.+)$", re.DOTALL)
+
+
+class QueryError(ValueError):
+    """A query that cannot be answered as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class Term:
+    weight: float
+    text: str | None = None
+    image: str | None = None
+
+    def describe(self) -> str:
+        what = f"image {self.image}" if self.image else repr(self.text)
+        sign = "-" if self.weight < 0 else "+"
+        w = abs(self.weight)
+        return f"{sign} {'' if w == 1 else f'{w:g}×'}{what}"
+
+
+def looks_like_image(arg: str) -> bool:
+    ext = os.path.splitext(arg)[1].lower()
+    return (ext in IMAGE_EXTENSIONS or ext in HEIF_EXTENSIONS) and os.path.isfile(arg)
+
+
+def parse_query(args: Sequence[str], images: Sequence[str] = ()) -> list[Term]:
+    """Words and operators as typed: `beach + sunset - people`, `2:beach`, `photo.jpg`.
+    A standalone + or - sets the sign of the next term; an existing image file is an image."""
+    terms: list[Term] = []
+    sign = 1.0
+    for raw in args:
+        arg = raw.strip()
+        if arg in ("+", "-"):
+            sign = -1.0 if arg == "-" else 1.0
+            continue
+        if not arg:
+            continue
+        weight = 1.0
+        if m := _WEIGHTED.match(arg):
+            weight, arg = float(m.group(1)), m.group(2).strip()
+        if looks_like_image(arg):
+            terms.append(Term(sign * weight, image=arg))
+        else:
+            terms.append(Term(sign * weight, text=arg))
+        sign = 1.0
+    terms += [Term(1.0, image=str(p)) for p in images]
+    if not terms:
+        raise QueryError("empty query: give some words, an image file, or both")
+    return terms
+
+
+def describe(terms: Sequence[Term]) -> str:
+    text = " ".join(t.describe() for t in terms)
+    return text[2:] if text.startswith("+ ") else text
+
+
+def combine(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """Weighted sum of unit vectors, re-normalised."""
+    q = (np.asarray(weights, np.float32)[:, None] * vectors).sum(axis=0)
+    norm = float(np.linalg.norm(q))
+    if norm < 1e-6:
+        raise QueryError("the query terms cancel out; nothing is left to search for")
+    return (q / norm).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Filters:
+    folders: Sequence[str] = ()
+    after: datetime | None = None
+    before: datetime | None = None
+    extensions: Sequence[str] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.folders or self.after or self.before or self.extensions)
+
+
+def _ext_aliases(ext: str) -> set[str]:
+    e = "." + ext.lower().lstrip(".")
+    groups = [{".jpg", ".jpeg", ".jpe"}, {".tif", ".tiff"}, {".heic", ".heif"}]
+    return next((g for g in groups if e in g), {e})
+
+
+def filtered_ids(catalog: Catalog, model_id: int, filters: Filters) -> np.ndarray:
+    """Ids of files with this model's vector that pass every filter. Dates use the EXIF
+    capture time, else the file's modification time."""
+    conds = [Vector.model_id == model_id, File.state == "ok"]
+    if filters.folders:
+        ors = []
+        for folder in filters.folders:
+            prefix = os.path.abspath(folder).rstrip(os.sep) + os.sep
+            ors.append(and_(File.path >= prefix, File.path < prefix[:-1] + chr(ord(os.sep) + 1)))
+        conds.append(or_(*ors))
+    mtime_as_date = func.datetime(File.mtime_ns / 1_000_000_000, "unixepoch")
+    when = func.coalesce(File.taken_at, mtime_as_date)
+    if filters.after:
+        conds.append(when >= filters.after.strftime("%Y-%m-%d %H:%M:%S"))
+    if filters.before:
+        conds.append(when < filters.before.strftime("%Y-%m-%d %H:%M:%S"))
+    if filters.extensions:
+        exts = set().union(*(_ext_aliases(e) for e in filters.extensions))
+        conds.append(or_(*(func.lower(File.path).like(f"%{e}") for e in exts)))
+    q = select(File.id).join(Vector, Vector.file_id == File.id).where(*conds)
+    with catalog.session() as s:
+        return np.array(s.scalars(q).all(), dtype=np.int64)
+
+
+@dataclass
+class Result:
+    path: str
+    score: float
+    file_id: int
+    size: int
+    width: int | None
+    height: int | None
+    format: str | None
+    taken_at: datetime | None
+    modified: datetime
+    camera: str | None
+
+    @property
+    def date(self) -> datetime:
+        return self.taken_at or self.modified
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for key in ("taken_at", "modified"):
+            d[key] = d[key].isoformat() if d[key] else None
+        d["date"] = self.date.isoformat()
+        return d
+
+
+def nearest(
+    catalog: Catalog,
+    loaded: LoadedIndex,
+    query: np.ndarray,
+    k: int,
+    filters: Filters = Filters(),
+    exclude: Sequence[int] = (),
+) -> list[tuple[int, float]]:
+    """The k best (file id, score) for a unit query vector, exact over the filtered set."""
+    q = query.reshape(1, -1).astype(np.float32)
+    want = k + len(exclude)
+    allowed = filtered_ids(catalog, loaded.model_id, filters) if filters else None
+    if allowed is not None and len(allowed) <= EXACT_SUBSET_LIMIT:
+        ids, vecs = catalog.vectors(loaded.model_id, allowed.tolist())
+        scores, found = exact_topk(q, ids, vecs, want)
+    else:
+        scores, found = loaded.search(q, want * loaded.preset.rerank, allowed)
+        if loaded.preset.rerank > 1:
+            scores, found = _rerank(catalog, loaded.model_id, q, found[0], want)
+        expected = min(want, loaded.count if allowed is None else len(allowed))
+        if int((found[0] >= 0).sum()) < expected and allowed is not None:
+            ids, vecs = catalog.vectors(loaded.model_id, allowed.tolist())
+            scores, found = exact_topk(q, ids, vecs, want)
+    skip = set(exclude)
+    hits = [(int(i), float(s)) for i, s in zip(found[0], scores[0]) if i >= 0 and i not in skip]
+    return hits[:k]
+
+
+def _rerank(catalog: Catalog, model_id: int, q: np.ndarray, candidates: np.ndarray, k: int):
+    """Exact scores for compressed-index candidates, from the catalog's full vectors."""
+    ids, vecs = catalog.vectors(model_id, [int(i) for i in candidates if i >= 0])
+    return exact_topk(q, ids, vecs, k)
+
+
+def _utc(ns: int) -> datetime:
+    """File times in UTC, as the date filters compare them."""
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc).replace(tzinfo=None)
+
+
+def results(
+    catalog: Catalog, hits: Sequence[tuple[int, float]], min_score: float | None
+) -> list[Result]:
+    rows = catalog.file_rows([fid for fid, _ in hits])
+    out = []
+    for fid, score in hits:
+        row = rows.get(fid)
+        if row is None or (min_score is not None and score < min_score):
+            continue
+        camera = " ".join(x for x in (row.camera_make, row.camera_model) if x) or None
+        out.append(
+            Result(
+                path=row.path,
+                score=score,
+                file_id=fid,
+                size=row.size,
+                width=row.width,
+                height=row.height,
+                format=row.format,
+                taken_at=row.taken_at,
+                modified=datetime.fromtimestamp(row.mtime_ns / 1e9),
+                camera=camera,
+            )
+        )
+    return out

@@ -160,25 +160,27 @@ class LoadedIndex:
         self.log_seq = entries[-1][0]
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
-        """Raw FAISS search: (scores, ids) with -1 past the end; tombstones excluded."""
+        """Raw FAISS search: (scores, ids) with -1 past the end; tombstones excluded.
+
+        With `allowed`, only those ids are candidates (a FAISS ID selector). A graph search
+        explores efSearch nodes whether they pass the selector or not, so efSearch grows
+        with the fraction filtered out."""
         k = max(1, k)
-        sel = None
-        if allowed is not None:
-            sel = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
-        elif self.tombstones:
-            dead = faiss.IDSelectorBatch(np.fromiter(self.tombstones, dtype=np.int64))
-            sel = faiss.IDSelectorNot(dead)
-        if sel is None:
+        if allowed is None and not self.tombstones:
             _set_params(self.index, self.params)
             return self.index.search(queries, k)
-        params = self._search_parameters(sel)
-        scores, ids = self.index.search(queries, k, params=params)
-        return scores, ids
+        if allowed is not None:
+            sel = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+            fraction = len(allowed) / max(1, self.count)
+        else:
+            dead = faiss.IDSelectorBatch(np.fromiter(self.tombstones, dtype=np.int64))
+            sel, fraction = faiss.IDSelectorNot(dead), 1.0
+        return self.index.search(queries, k, params=self._search_parameters(sel, fraction))
 
-    def _search_parameters(self, sel):
+    def _search_parameters(self, sel, fraction: float):
         if "efSearch" in self.params:
             p = faiss.SearchParametersHNSW()
-            p.efSearch = int(self.params["efSearch"])
+            p.efSearch = int(min(4096, self.params["efSearch"] / max(fraction, 1e-3)))
         elif "nprobe" in self.params:
             p = faiss.SearchParametersIVF()
             p.nprobe = int(self.params["nprobe"])

@@ -1,0 +1,103 @@
+"""The catalog schema: migrations forward, refusal of newer schemas, odd paths, WAL."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from clipsearch.catalog import SCHEMA_HEAD, Catalog, CatalogError, File, make_engine, migrate
+
+
+def url(path) -> str:
+    return f"sqlite:///{path}"
+
+
+def test_new_catalog_is_at_head_in_wal_mode(tmp_path):
+    Catalog(url(tmp_path / "c.db")).close()
+    db = sqlite3.connect(tmp_path / "c.db")
+    assert db.execute("select version_num from alembic_version").fetchone()[0] == SCHEMA_HEAD
+    assert db.execute("pragma journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in db.execute("select name from sqlite_master where type='table'")}
+    assert {"files", "models", "vectors", "vector_log", "vector_indexes"} <= tables
+
+
+def test_catalog_from_previous_revision_is_upgraded_and_backed_up(tmp_path):
+    path = tmp_path / "old.db"
+    engine = make_engine(url(path))
+    migrate(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "insert into files (id, path, size, mtime_ns, state, indexed_at) "
+                "values (1, '/p/a.jpg', 10, 5, 'ok', '2024-01-01 00:00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "insert into models (id, name, architecture, digest, dim, created_at) "
+                "values (1, 'm', 'vit', 'abc', 2, '2024-01-01 00:00:00')"
+            )
+        )
+        conn.execute(
+            text("insert into vectors (file_id, model_id, vector) values (1, 1, :v)"),
+            {"v": np.array([0.6, 0.8], np.float32).tobytes()},
+        )
+    engine.dispose()
+
+    catalog = Catalog(url(path))
+    assert (tmp_path / "old.db.before-0001.bak").exists()
+    assert catalog.log_since(1, 0) == [(1, 1, "+")]  # old vectors enter the index log
+    ids, vecs = catalog.vectors(1)
+    assert ids.tolist() == [1] and np.allclose(vecs, [[0.6, 0.8]])
+    backup = sqlite3.connect(tmp_path / "old.db.before-0001.bak")
+    assert backup.execute("select version_num from alembic_version").fetchone()[0] == "0001"
+
+
+def test_catalog_from_newer_version_is_refused_untouched(tmp_path):
+    path = tmp_path / "new.db"
+    Catalog(url(path)).close()
+    db = sqlite3.connect(path)
+    db.execute("update alembic_version set version_num = '9999'")
+    db.commit()
+    db.execute("pragma wal_checkpoint(truncate)")
+    db.close()
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(CatalogError, match="newer clipsearch"):
+        Catalog(url(path))
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_undecodable_path_round_trips(tmp_path):
+    catalog = Catalog(url(tmp_path / "c.db"))
+    odd = os.fsdecode(b"/photos/caf\xe9.jpg")
+    with catalog.session() as s, s.begin():
+        s.add(File(path=odd, size=1, mtime_ns=1, state="ok"))
+        s.add(File(path="/photos/ok.jpg", size=1, mtime_ns=1, state="ok"))
+    assert set(catalog.files_under(["/photos"])) == {odd, "/photos/ok.jpg"}
+    assert catalog.files_under(["/phot"]) == {}
+
+
+def test_log_positions_are_never_reused_after_trimming(tmp_path):
+    catalog = Catalog(url(tmp_path / "c.db"))
+    model = catalog.model_row("m", "vit", "d1", 2)
+    with catalog.session() as s, s.begin():
+        Catalog.log(s, model.id, [1, 2], "+")
+    catalog.record_index(
+        model.id,
+        preset="exact",
+        factory="Flat",
+        params="{}",
+        filename="x",
+        log_seq=2,
+        count=2,
+        tombstones=0,
+    )
+    with catalog.session() as s, s.begin():
+        Catalog.log(s, model.id, [3], "+")
+    assert catalog.log_since(model.id, 2) == [(3, 3, "+")]
+    assert catalog.log_position(model.id) == 3

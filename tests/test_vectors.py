@@ -1,0 +1,140 @@
+"""Vector index presets on real FAISS indexes over a real catalog of clustered vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sqlalchemy import insert
+
+from clipsearch.catalog import Catalog, File
+from clipsearch.search import Filters, nearest
+from clipsearch.vectors import PRESETS, VectorIndexes, choose_preset, exact_topk
+
+DIM = 64
+
+
+def clustered(n: int, dim: int = DIM, clusters: int = 40, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim))
+    x = centres[rng.integers(0, clusters, n)] + 0.35 * rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def fill(catalog: Catalog, vectors: np.ndarray, folder: str = "/p") -> int:
+    model = catalog.model_row("synthetic", "none", f"digest{len(vectors)}", vectors.shape[1])
+    with catalog.session() as s, s.begin():
+        s.execute(
+            insert(File),
+            [
+                {
+                    "id": i + 1,
+                    "path": f"{folder}/{i % 4}/{i}.jpg",
+                    "size": 1,
+                    "mtime_ns": 1,
+                    "state": "ok",
+                }
+                for i in range(len(vectors))
+            ],
+        )
+        Catalog.add_vectors(s, model.id, list(range(1, len(vectors) + 1)), vectors)
+    return model.id
+
+
+def make_store(folder):
+    catalog = Catalog(f"sqlite:///{folder / 'c.db'}")
+    vectors = clustered(4000)
+    model_id = fill(catalog, vectors)
+    return catalog, VectorIndexes(catalog, folder / "indexes"), model_id, vectors
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A store of its own, for tests that change the catalog."""
+    return make_store(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One read-only store whose indexes are built once per preset (OPQ trains slowly)."""
+    catalog, indexes, model_id, vectors = make_store(tmp_path_factory.mktemp("shared"))
+    queries = clustered(100, seed=5)
+    built = {p: indexes.build(model_id, p, tune_queries=queries) for p in PRESETS}
+    return catalog, built, vectors, queries
+
+
+def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
+    return np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])
+
+
+@pytest.mark.parametrize("preset", ["exact", "hnsw", "ivf-flat", "ivf-pq"])
+def test_each_preset_reaches_recall_target_after_tuning(shared, preset):
+    catalog, built, vectors, queries = shared
+    loaded = built[preset]
+    assert loaded.preset.name == preset and loaded.count == 4000
+    ids = np.arange(1, 4001)
+    _, truth = exact_topk(queries, ids, vectors, 10)
+    found = np.array([[i for i, _ in nearest(catalog, loaded, q, 10)] for q in queries])
+    assert recall_at_10(found, truth) >= 0.95
+    if preset != "exact":
+        assert loaded.preset.tune in loaded.params
+
+
+def test_saved_index_loads_and_catches_up_with_the_log(store):
+    catalog, indexes, model_id, vectors = store
+    indexes.save(indexes.build(model_id, "ivf-flat"))
+    with catalog.session() as s, s.begin():
+        Catalog.remove_files(s, [1, 2, 3])
+    loaded, action = indexes.get(model_id)
+    assert action == "updated" and loaded.count == 3997
+    hits = nearest(catalog, loaded, vectors[0], 5)
+    assert 1 not in [i for i, _ in hits]
+
+
+def test_hnsw_removals_are_tombstones_until_rebuild(store):
+    catalog, indexes, model_id, vectors = store
+    indexes.save(indexes.build(model_id, "hnsw"))
+    with catalog.session() as s, s.begin():
+        Catalog.remove_files(s, [1])
+    loaded, _ = indexes.sync(model_id, "hnsw")
+    assert loaded.tombstones == {1} and loaded.count == 3999
+    assert 1 not in [i for i, _ in nearest(catalog, loaded, vectors[0], 10)]
+    with catalog.session() as s, s.begin():  # past 10% dead: rebuilt clean
+        Catalog.remove_files(s, list(range(2, 500)))
+    loaded, action = indexes.sync(model_id, "hnsw")
+    assert action == "rebuilt" and not loaded.tombstones and loaded.count == 3501
+
+
+@pytest.mark.parametrize("preset", ["exact", "hnsw", "ivf-flat", "ivf-pq"])
+def test_filtered_search_is_exact_over_the_filtered_set(shared, preset, monkeypatch):
+    catalog, built, vectors, _ = shared
+    loaded = built[preset]
+    monkeypatch.setattr("clipsearch.search.EXACT_SUBSET_LIMIT", 0)  # force the FAISS path
+    q = vectors[7]
+    hits = nearest(catalog, loaded, q, 10, Filters(folders=["/p/3"]))
+    in_folder = np.array([i + 1 for i in range(4000) if i % 4 == 3])
+    _, truth = exact_topk(q[None], in_folder, vectors[in_folder - 1], 10)
+    assert len(hits) == 10
+    assert recall_at_10(np.array([[i for i, _ in hits]]), truth) >= 0.9
+    assert all((i - 1) % 4 == 3 for i, _ in hits)
+
+
+def test_small_filtered_set_returns_k_results_exactly(shared):
+    catalog, built, vectors, _ = shared
+    loaded = built["ivf-pq"]
+    hits = nearest(catalog, loaded, vectors[0], 10, Filters(folders=["/p/1"]))
+    in_folder = np.array([i + 1 for i in range(4000) if i % 4 == 1])
+    _, truth = exact_topk(vectors[0][None], in_folder, vectors[in_folder - 1], 10)
+    assert [i for i, _ in hits] == truth[0].tolist()
+
+
+def test_auto_preset_follows_size_and_memory():
+    assert choose_preset(10_000, 512).name == "exact"
+    assert choose_preset(500_000, 512, memory_budget=8 << 30).name == "hnsw"
+    assert choose_preset(500_000, 512, memory_budget=1_100_000_000).name == "ivf-flat"
+    assert choose_preset(5_000_000, 512, memory_budget=1 << 30).name == "ivf-pq"
+
+
+def test_presets_are_declared_in_files():
+    assert set(PRESETS) == {"exact", "hnsw", "ivf-flat", "ivf-pq"}
+    pq = PRESETS["ivf-pq"]
+    assert pq.factory_for(1_000_000, 512) == "OPQ64,IVF4000,PQ64np" and pq.rerank > 1

@@ -1,0 +1,291 @@
+"""Queries end to end through the real CLI: a real store, real images, a random model."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from conftest import make_image
+from PIL import Image
+from typer.testing import CliRunner
+
+from clipsearch.cli import app
+from clipsearch.search import QueryError, Term, combine, describe, parse_query
+
+runner = CliRunner()
+MODEL = "random:tiny"
+
+
+def cli(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def jan(year: int) -> float:
+    return datetime(year, 1, 15).timestamp()
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    """24 PNGs in two folders with mtimes in 2019..2022, two JPEGs, one with an EXIF date."""
+    root = tmp_path_factory.mktemp("lib")
+    photos = root / "photos"
+    for i in range(24):
+        folder = photos / ("trips" if i % 2 else "home")
+        path = make_image(folder / f"{i:02d}.png", seed=i)
+        os.utime(path, (jan(2019 + i % 4), jan(2019 + i % 4)))
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9003] = "2015:06:01 12:00:00"
+    make_image(photos / "old.jpg", seed=100, size=(120, 90), exif=exif)
+    make_image(photos / "new.jpg", seed=101, size=(120, 90))
+    store = root / "store"
+    result = cli("index", photos, "--model", MODEL, "--store", store, "--workers", "1", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["added"] == 26
+    return photos, store
+
+
+def query(indexed, *args):
+    photos, store = indexed
+    return cli("query", *args, "--store", store)
+
+
+def as_json(result) -> dict:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_image_query_finds_itself_first(indexed):
+    photos, _ = indexed
+    data = as_json(query(indexed, photos / "home" / "04.png", "-f", "json", "-k", "3"))
+    top = data["results"][0]
+    assert top["path"] == str(photos / "home" / "04.png") and top["score"] > 0.999
+    assert len(data["results"]) == 3 and data["model"] == "random:tiny:0"
+
+
+def test_outside_image_is_embedded(indexed, tmp_path):
+    photos, _ = indexed
+    outside = make_image(tmp_path / "elsewhere.png", seed=4)  # same pixels as home/04.png
+    data = as_json(query(indexed, "--image", outside, "-f", "json", "-k", "1"))
+    assert data["results"][0]["path"] == str(photos / "home" / "04.png")
+
+
+def test_similar_excludes_the_image_itself(indexed):
+    photos, store = indexed
+    target = photos / "trips" / "05.png"
+    data = as_json(cli("similar", target, "--store", store, "-f", "json", "-k", "5"))
+    paths = [r["path"] for r in data["results"]]
+    assert str(target) not in paths and len(paths) == 5
+
+
+def test_folder_filter_returns_k_from_that_folder(indexed):
+    photos, _ = indexed
+    data = as_json(query(indexed, "a photo", "--in", photos / "trips", "-k", "10", "-f", "json"))
+    paths = [r["path"] for r in data["results"]]
+    assert len(paths) == 10 and all("/trips/" in p for p in paths)
+
+
+def test_date_filters_use_exif_then_mtime(indexed):
+    data = as_json(query(indexed, "x", "--before", "2016", "-k", "50", "-f", "json"))
+    assert [os.path.basename(r["path"]) for r in data["results"]] == ["old.jpg"]
+    data = as_json(
+        query(
+            indexed,
+            "x",
+            "--after",
+            "2021-01-01",
+            "--before",
+            "2022-01-01",
+            "-k",
+            "50",
+            "-f",
+            "json",
+        )
+    )
+    names = {os.path.basename(r["path"]) for r in data["results"]}
+    assert names == {f"{i:02d}.png" for i in range(24) if i % 4 == 2}
+
+
+def test_extension_filter(indexed):
+    data = as_json(query(indexed, "x", "--ext", "jpeg", "-k", "50", "-f", "json"))
+    assert {os.path.basename(r["path"]) for r in data["results"]} == {"old.jpg", "new.jpg"}
+
+
+def test_min_score(indexed):
+    photos, _ = indexed
+    data = as_json(
+        query(
+            indexed, photos / "home" / "00.png", "--min-score", "0.9999", "-f", "json", "-k", "20"
+        )
+    )
+    assert [r["path"] for r in data["results"]] == [str(photos / "home" / "00.png")]
+
+
+def test_combination_is_shown_and_changes_ranking(indexed):
+    photos, _ = indexed
+    a, b = photos / "home" / "00.png", photos / "home" / "02.png"
+    plain = as_json(query(indexed, a, "-f", "json", "-k", "26"))
+    combo = as_json(query(indexed, a, "-", f"0.5:{b}", "-f", "json", "-k", "26"))
+    assert combo["query"].startswith("image ") and "- 0.5×image" in combo["query"]
+    rank = [r["path"] for r in combo["results"]]
+    assert rank.index(str(b)) > [r["path"] for r in plain["results"]].index(str(b))
+
+
+def test_table_jsonl_and_paths_formats(indexed):
+    photos, _ = indexed
+    table = query(indexed, photos / "home" / "00.png", "-k", "2")
+    assert table.exit_code == 0 and "00.png" in table.stdout and "score" in table.stdout
+    lines = query(indexed, "x", "-k", "3", "-f", "jsonl").stdout.strip().splitlines()
+    assert len(lines) == 3 and all("score" in json.loads(line) for line in lines)
+    paths = query(indexed, "x", "-k", "4", "-f", "paths").stdout.strip().splitlines()
+    assert len(paths) == 4 and all(os.path.isfile(p) for p in paths)
+
+
+class Gallery(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.figures, self.images = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "figure":
+            self.figures.append((a["data-path"], float(a["data-score"])))
+        if tag == "img" and a["src"].startswith("data:image/jpeg;base64,"):
+            self.images += 1
+
+
+def test_html_gallery_is_self_contained(indexed, tmp_path):
+    photos, _ = indexed
+    out = tmp_path / "g.html"
+    result = query(indexed, photos / "home" / "00.png", "-k", "5", "-f", "html", "-o", out)
+    assert result.exit_code == 0
+    page = Gallery()
+    page.feed(out.read_text())
+    assert len(page.figures) == 5 and page.images == 5
+    assert page.figures[0][0] == str(photos / "home" / "00.png")
+    assert "http" not in out.read_text()
+
+
+def test_no_store_says_to_index_first(tmp_path):
+    result = cli("query", "cat", "--store", tmp_path / "nothing")
+    assert result.exit_code == 1 and "clipsearch index" in result.stderr
+
+
+def test_empty_query(indexed):
+    result = query(indexed, "")
+    assert result.exit_code == 1 and "empty query" in result.stderr
+
+
+def test_long_query_is_truncated_with_warning(indexed):
+    result = query(indexed, "a very long description " * 30, "-k", "1")
+    assert result.exit_code == 0 and "truncated" in result.stderr
+
+
+def test_undecodable_image_query(indexed, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really")
+    result = query(indexed, "--image", bad)
+    assert result.exit_code == 1 and "broken.jpg" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_model_without_vectors_names_the_models_that_have_them(indexed):
+    result = query(indexed, "cat", "--model", "random:tiny:7")
+    assert result.exit_code == 1
+    assert "random:tiny:0 (26 vectors)" in result.stderr and "clipsearch index" in result.stderr
+
+
+def test_corrupt_index_is_rebuilt_then_answers(indexed, tmp_path):
+    import shutil
+
+    photos, store = indexed
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    for f in (copy / "indexes").glob("*.faiss"):
+        f.write_bytes(b"\x00" * 100)
+    result = cli("query", photos / "home" / "00.png", "--store", copy, "-f", "json", "-k", "1")
+    assert as_json(result)["results"][0]["path"] == str(photos / "home" / "00.png")
+
+
+def test_status_and_forget_and_rebuild(indexed, tmp_path):
+    import shutil
+
+    photos, store = indexed
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    status = as_json(cli("status", "--store", copy, "--json"))
+    assert status["files"]["ok"] == 26 and status["models"][0]["index"]["preset"] == "exact"
+    assert not status["models"][0]["index"]["stale"]
+    assert as_json(cli("forget", photos / "trips", "--store", copy, "--json"))["forgotten"] == 12
+    data = as_json(cli("query", "x", "--store", copy, "-k", "50", "-f", "json"))
+    assert len(data["results"]) == 14 and not any("/trips/" in r["path"] for r in data["results"])
+    rebuilt = as_json(cli("rebuild", "--preset", "hnsw", "--store", copy, "--json"))
+    assert rebuilt[0]["preset"] == "hnsw" and rebuilt[0]["count"] == 14
+
+
+QUERY_WHILE_INDEXING = """
+import sys
+from clipsearch.encoder import load_model
+from clipsearch.pipeline import IndexOptions, Indexer
+from clipsearch.store import Store
+Indexer(Store(sys.argv[1]), load_model("random:tiny"), IndexOptions(batch_size=2, workers=1)).run([sys.argv[2]])
+"""
+
+
+def test_query_while_indexing_answers_from_what_is_committed(tmp_path):
+    photos = tmp_path / "p"
+    for i in range(400):
+        make_image(photos / f"{i:03d}.png", seed=i, size=(400, 300))
+    store = tmp_path / "store"
+
+    def committed_now() -> int:
+        try:
+            db = sqlite3.connect(store / "catalog.db", timeout=1)
+            n = db.execute("select count(*) from vectors").fetchone()[0]
+            db.close()
+            return n
+        except sqlite3.OperationalError:
+            return 0
+
+    proc = subprocess.Popen([sys.executable, "-c", QUERY_WHILE_INDEXING, str(store), str(photos)])
+    try:
+        deadline = time.time() + 120
+        while committed_now() < 6 and time.time() < deadline:
+            time.sleep(0.2)
+        before = committed_now()
+        result = cli("query", "anything", "--store", store, "-k", "1000", "-f", "json")
+        after = committed_now()
+        found = len(as_json(result)["results"])
+        assert before <= found <= after < 400
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_parse_query_operators_weights_and_images(tmp_path):
+    img = make_image(tmp_path / "q.png")
+    terms = parse_query(["beach", "+", "sunset", "-", "2:people", str(img)])
+    assert terms == [
+        Term(1, "beach"),
+        Term(1, "sunset"),
+        Term(-2, "people"),
+        Term(1, image=str(img)),
+    ]
+    assert describe(terms).startswith("'beach' + 'sunset' - 2×'people' + image")
+    with pytest.raises(QueryError):
+        parse_query(["  "])
+
+
+def test_combine_renormalises_and_refuses_cancelling_terms():
+    v = np.eye(3, dtype=np.float32)
+    q = combine(v[:2], [1, 1])
+    assert np.isclose(np.linalg.norm(q), 1) and np.allclose(q[:2], 2**-0.5)
+    with pytest.raises(QueryError, match="cancel"):
+        combine(np.stack([v[0], v[0]]), [1, -1])

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -260,7 +261,8 @@ def index(
     if dry_run:
         p = report.planned
         out.print(
-            f"Dry run: would embed {p['embed']}, remove {p['remove']}, leave {p['unchanged']} unchanged."
+            f"Dry run: would embed {p['embed']}, remove {p['remove']}, "
+            f"leave {p['unchanged']} unchanged."
         )
         return
     out.print(
@@ -274,7 +276,8 @@ def index(
         out.print(f"Vector index ({report.preset}): {report.index_action}.")
     if report.skipped_heif:
         err.print(
-            f"{report.skipped_heif} HEIC/AVIF files need pillow-heif: pip install 'clipsearch[heif]'"
+            f"{report.skipped_heif} HEIC/AVIF files need pillow-heif: "
+            "pip install 'clipsearch[heif]'"
         )
 
 
@@ -311,7 +314,8 @@ def status(
     out.print(table)
     if info["heif_skipped"]:
         out.print(
-            f"{info['heif_skipped']} HEIC/AVIF files skipped: pip install 'clipsearch[heif]', then index again."
+            f"{info['heif_skipped']} HEIC/AVIF files skipped: "
+            "pip install 'clipsearch[heif]', then index again."
         )
     if failed:
         for f in info["failed"]:
@@ -352,7 +356,8 @@ def rebuild(
         return
     for d in done:
         out.print(
-            f"{d['model']}: {d['preset']} index of {d['count']} vectors, search {d['params'] or 'exact'}"
+            f"{d['model']}: {d['preset']} index of {d['count']} vectors, "
+            f"search {d['params'] or 'exact'}"
         )
 
 
@@ -470,3 +475,234 @@ def similar(
     with user_errors(), open_library(store, db, device=device) as lib:
         answer = lib.similar(str(path), k=k, model=model, filters=_filters(folder, None, None, []))
         _print_answer(answer, fmt, output)
+
+
+def _metrics_table(title: str, columns: dict[str, dict | None]) -> Table:
+    table = Table("metric", *columns, title=title)
+    keys = next((list(m) for m in columns.values() if m), [])
+    for key in keys:
+        if key in ("n", "epoch", "step", "score"):
+            continue
+        cells = []
+        for m in columns.values():
+            v = None if m is None else m.get(key)
+            cells.append("-" if v is None else (f"{v:.1f}" if "median" in key else f"{v:.1%}"))
+        table.add_row(key.replace("_", " "), *cells)
+    return table
+
+
+@app.command()
+def train(
+    data: str = typer.Option(
+        ..., "--data", help="CSV/TSV, JSONL, a folder with .txt sidecars, or tar shards."
+    ),
+    init: str = typer.Option(
+        None, "--from", help="Fine-tune this model (named, file, directory, run)."
+    ),
+    arch: str = typer.Option(
+        None, "--arch", help="Train from scratch with this config (tiny, small, ViT-B-32...)."
+    ),
+    run_dir: Path = typer.Option(
+        Path("runs/clip"), "--run-dir", help="Where checkpoints and metrics go."
+    ),
+    val_data: str = typer.Option(None, "--val-data", help="Validation data (else --val-fraction)."),
+    val_fraction: float = typer.Option(
+        0.0, "--val-fraction", help="Hold out this fraction (stable by image path)."
+    ),
+    epochs: int = typer.Option(10, min=1),
+    batch_size: int = typer.Option(
+        64, "--batch-size", min=2, help="Per process; contrastive batch is the global one."
+    ),
+    lr: float = typer.Option(5e-4, help="Peak learning rate (fine-tuning wants ~1e-5)."),
+    weight_decay: float = typer.Option(0.2, "--wd"),
+    warmup: int = typer.Option(100, help="Warmup steps."),
+    accum: int = typer.Option(1, help="Batches per optimizer step."),
+    lock_image: bool = typer.Option(False, "--lock-image", help="Freeze the image tower (LiT)."),
+    lock_text: bool = typer.Option(False, "--lock-text", help="Freeze the text tower."),
+    unlock_last: int = typer.Option(
+        0, "--unlock-last", help="Keep the last N groups of a locked tower trainable."
+    ),
+    precision: str = typer.Option("auto", help="auto, fp32, bf16, fp16 (CUDA)."),
+    grad_checkpointing: bool = typer.Option(
+        False, "--grad-checkpointing", help="Trade compute for memory."
+    ),
+    seed: int = typer.Option(0),
+    save_every: int = typer.Option(
+        0, "--save-every", help="Checkpoint every N steps (0: each epoch)."
+    ),
+    workers: int = typer.Option(0, "--workers", help="Data loading processes."),
+    no_augment: bool = typer.Option(False, "--no-augment", help="No random resized crop."),
+    image_column: str = typer.Option(None, "--image-column"),
+    caption_column: str = typer.Option(None, "--caption-column"),
+    max_bad: float = typer.Option(
+        0.01, "--max-bad", help="Fail if more rows than this are unusable."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir exactly."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Train CLIP from scratch or fine-tune it on image-caption data. Ctrl-C saves a
+    checkpoint; --resume continues. Use the result with --model RUN_DIR (or RUN_DIR/best)."""
+    from .train import TrainConfig
+    from .train import train as run_training
+
+    cfg = TrainConfig(
+        data=data,
+        run_dir=str(run_dir),
+        arch=arch,
+        init=init,
+        val_data=val_data,
+        val_fraction=val_fraction,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup=warmup,
+        accum=accum,
+        lock_image=lock_image,
+        lock_text=lock_text,
+        unlock_last=unlock_last,
+        precision=precision,
+        grad_checkpointing=grad_checkpointing,
+        seed=seed,
+        save_every=save_every,
+        workers=workers,
+        augment=not no_augment,
+        image_column=image_column,
+        caption_column=caption_column,
+        max_bad_fraction=max_bad,
+        resume=resume,
+    )
+    with user_errors(), training_progress(enabled=out.is_terminal and not as_json) as progress:
+        result = run_training(cfg, progress)
+    if as_json:
+        from dataclasses import asdict
+
+        emit_json(asdict(result))
+        return
+    state = "interrupted; continue with --resume" if result.interrupted else "done"
+    out.print(
+        f"Training {state}: {result.steps} steps, {result.epochs_done} epochs, "
+        f"{result.images_per_s:.0f} images/s. Model: {result.run_dir}"
+    )
+    if result.skipped_rows:
+        err.print(f"Skipped {result.skipped_rows} unusable rows.")
+    if result.before or result.after:
+        out.print(
+            _metrics_table(
+                "validation", {"before": result.before, "after": result.after, "best": result.best}
+            )
+        )
+        if result.best:
+            out.print(f"Best (epoch {result.best['epoch']}): {result.run_dir}/best")
+
+
+@contextmanager
+def training_progress(enabled: bool):
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err) as bar:
+        task = bar.add_task("train", total=None, info="")
+
+        def update(step: int, total: int, m: dict) -> None:
+            info = f"loss {m['loss']:.3f} lr {m['lr']:.2e} {m['images_per_s']:.0f} img/s"
+            bar.update(task, completed=step, total=total, info=info)
+
+        yield update
+
+
+@app.command("eval")
+def evaluate_command(
+    data: str = typer.Option(..., "--data", help="Image-caption data, as for train."),
+    model: str = ModelOption,
+    image_column: str = typer.Option(None, "--image-column"),
+    caption_column: str = typer.Option(None, "--caption-column"),
+    device: str = DeviceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Text-to-image and image-to-text recall@1/5/10 and median rank on a data set."""
+    from .captions import load_pairs
+    from .evaluate import evaluate
+
+    with user_errors():
+        pairs = load_pairs(data, image_column, caption_column)
+        metrics = evaluate(load_model(model, device=device), pairs.rows)
+    if as_json:
+        emit_json({"model": model, "data": data, "skipped": pairs.skipped, **metrics})
+        return
+    out.print(_metrics_table(f"{model} on {data} ({metrics['n']} pairs)", {"value": metrics}))
+
+
+@app.command()
+def classify(
+    images: list[Path] = typer.Argument(..., help="Images to classify."),
+    labels: str = typer.Option(
+        ..., "--labels", help='Comma-separated labels, e.g. "cat,dog,bird".'
+    ),
+    templates: str = typer.Option(
+        "imagenet", "--templates", help="simple, imagenet (80 prompts) or a file."
+    ),
+    top: int = typer.Option(3, "--top", min=1, help="Labels shown per image."),
+    model: str = ModelOption,
+    device: str = DeviceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Zero-shot classification with prompt ensembling."""
+    from .evaluate import classify as zero_shot
+    from .evaluate import templates as load_templates
+
+    names = [x.strip() for x in labels.split(",") if x.strip()]
+    if len(names) < 2:
+        err.print("[red]Error:[/red] give at least two --labels", markup=True)
+        raise typer.Exit(2)
+    with user_errors():
+        probs = zero_shot(
+            load_model(model, device=device), images, names, load_templates(templates)
+        )
+    rows = []
+    for path, p in zip(images, probs):
+        order = np.argsort(-p)[:top]
+        rows.append(
+            {
+                "image": str(path),
+                "labels": [{"label": names[i], "probability": float(p[i])} for i in order],
+            }
+        )
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("image", *[f"#{i + 1}" for i in range(min(top, len(names)))])
+    for r in rows:
+        table.add_row(r["image"], *[f"{x['label']} {x['probability']:.0%}" for x in r["labels"]])
+    out.print(table)
+
+
+@app.command()
+def merge(
+    a: str = typer.Argument(..., help="First model (e.g. the zero-shot one)."),
+    b: str = typer.Argument(..., help="Second model (e.g. the fine-tuned one)."),
+    alpha: float = typer.Option(0.5, "--alpha", help="Weight of B: (1 - alpha) A + alpha B."),
+    out_dir: Path = typer.Option(..., "--out", help="Directory for the merged model."),
+) -> None:
+    """Interpolate two models of the same architecture (WiSE-FT)."""
+    from .weights import interpolate, resolve, save_weights
+
+    with user_errors():
+        merged = interpolate(resolve(a), resolve(b), alpha)
+        save_weights(merged.build(), out_dir, merged.name)
+    out.print(f"Wrote {merged.name} to {out_dir}")

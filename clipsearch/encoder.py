@@ -14,7 +14,7 @@ from torch import nn
 from .model import CLIP
 from .preprocess import ImageSource, preprocess
 from .tokenizer import Tokenizer, default_tokenizer
-from .weights import DEFAULT_MODEL, Weights, resolve, save_weights
+from .weights import DEFAULT_MODEL, resolve, save_weights
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
@@ -78,13 +78,14 @@ class Encoder:
 
     def __init__(
         self,
-        weights: Weights,
+        model: CLIP,
+        name: str,
         device: str | None = None,
         precision: str = "fp32",
         tokenizer: Tokenizer | None = None,
     ):
-        model = weights.build().eval()
-        self.name = weights.name
+        model = model.eval()
+        self.name = name
         self.config = model.config
         self.dim = model.config.embed_dim
         self.image_size = model.config.vision.image_size
@@ -159,4 +160,5 @@ def load_model(
       - a directory: clipsearch's own model (clipsearch.json) or a Hugging Face CLIPModel;
       - "random:<config>[:seed]", untrained weights for tests and benchmarks.
     """
-    return Encoder(resolve(spec), device=device, precision=precision)
+    weights = resolve(spec)
+    return Encoder(weights.build(), weights.name, device=device, precision=precision)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .catalog import Catalog, Model
 from .encoder import Encoder, load_model
-from .pipeline import IndexOptions, Indexer, IndexReport, Progress
+from .pipeline import Indexer, IndexOptions, IndexReport, Progress
 from .preprocess import ImageError
 from .search import (
     Filters,

@@ -226,8 +226,8 @@ class CLIP(nn.Module):
     def forward(
         self, pixels: torch.Tensor, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image-text logits, scaled by the learned temperature: (images, texts) and transpose."""
+        """Unit image and text features, as open_clip; logits are
+        `logit_scale.exp() * image @ text.T`. Training calls this through DDP."""
         image = F.normalize(self.encode_image(pixels), dim=-1)
         text = F.normalize(self.encode_text(tokens), dim=-1)
-        logits = self.logit_scale.exp() * image @ text.t()
-        return logits, logits.t()
+        return image, text

@@ -337,3 +337,14 @@ def resolve(spec: str) -> Weights:
         f"unknown model {spec!r}: not a file, a directory, or a named model "
         f"({', '.join(PRETRAINED)}); `random:<config>` is for tests"
     )
+
+
+def interpolate(a: Weights, b: Weights, alpha: float) -> Weights:
+    """Weight-space ensemble (WiSE-FT, Wortsman et al. 2022): (1 - alpha) a + alpha b."""
+    if a.config != b.config:
+        raise WeightsError(f"cannot merge {a.name} and {b.name}: different architectures")
+    if not 0.0 <= alpha <= 1.0:
+        raise WeightsError("--alpha must be between 0 and 1")
+    sa, sb = a.build().state_dict(), b.build().state_dict()
+    merged = {k: (1 - alpha) * sa[k].float() + alpha * sb[k].float() for k in sa}
+    return Weights(f"merge({a.name}, {b.name}, {alpha:g})", a.config, merged)

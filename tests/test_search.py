@@ -235,7 +235,8 @@ import sys
 from clipsearch.encoder import load_model
 from clipsearch.pipeline import IndexOptions, Indexer
 from clipsearch.store import Store
-Indexer(Store(sys.argv[1]), load_model("random:tiny"), IndexOptions(batch_size=2, workers=1)).run([sys.argv[2]])
+options = IndexOptions(batch_size=2, workers=1)
+Indexer(Store(sys.argv[1]), load_model("random:tiny"), options).run([sys.argv[2]])
 """
 
 

@@ -1,0 +1,424 @@
+"""Contrastive training and fine-tuning of CLIP (Radford et al. 2021, section 2.5).
+
+The loop in one place: symmetric InfoNCE over the global batch (features all-gathered with
+gradient under torchrun), AdamW without weight decay on gains, biases, embeddings and
+the temperature, warmup then cosine, temperature clamped to 100. A run directory holds
+the latest weights (loadable as `--model RUN_DIR`), `best/` by validation recall,
+`state.pt` to resume exactly, and `metrics.jsonl`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .captions import Pair, PairDataset, Pairs, load_pairs, split
+from .encoder import Encoder, native_bf16
+from .evaluate import evaluate
+from .model import CLIP
+from .tokenizer import default_tokenizer
+from .weights import random_weights, resolve, save_weights
+
+MAX_LOGIT_SCALE = math.log(100)
+STATE_FILE = "state.pt"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved with its checkpoints."""
+
+    data: str
+    run_dir: str
+    arch: str | None = None  # train from scratch with this config ...
+    init: str | None = None  # ... or start from this model spec
+    val_data: str | None = None
+    val_fraction: float = 0.0
+    epochs: int = 10
+    batch_size: int = 64  # per process; the contrastive batch is batch_size x processes
+    lr: float = 5e-4
+    weight_decay: float = 0.2
+    warmup: int = 100  # optimizer steps
+    accum: int = 1  # batches per optimizer step
+    lock_image: bool = False
+    lock_text: bool = False
+    unlock_last: int = 0  # leave the last N groups of a locked tower trainable
+    precision: str = "auto"  # fp32 | bf16 | fp16 (CUDA) | auto
+    grad_checkpointing: bool = False
+    seed: int = 0
+    save_every: int = 0  # optimizer steps between checkpoints (0: at epoch ends)
+    workers: int = 0
+    augment: bool = True
+    image_column: str | None = None
+    caption_column: str | None = None
+    max_bad_fraction: float = 0.01
+    stop_after: int | None = None  # stop (and checkpoint) after this many steps, as Ctrl-C
+    resume: bool = False
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    steps: int
+    epochs_done: int
+    interrupted: bool
+    before: dict | None
+    after: dict | None
+    best: dict | None
+    skipped_rows: int
+    images_per_s: float
+    history: list[dict] = field(default_factory=list)
+
+
+Progress = Callable[[int, int, dict], None]  # (step, total steps, latest metrics)
+
+
+# ---- the objective ----------------------------------------------------------------------
+
+
+def contrastive_loss(
+    image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
+    """Symmetric cross-entropy over the image-text similarity matrix of unit features."""
+    logits = logit_scale.exp() * image @ text.t()
+    labels = torch.arange(len(image), device=image.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+
+
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """All processes' features, concatenated, with gradients flowing back to their owners."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0)
+
+
+def step_loss(model: nn.Module, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The loss of one batch over the global batch; `model` may be DDP-wrapped."""
+    image, text = model(pixels, tokens)
+    clip = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    return contrastive_loss(gather(image).float(), gather(text).float(), clip.logit_scale)
+
+
+# ---- what trains ------------------------------------------------------------------------
+
+
+def tower_groups(model: CLIP, tower: str) -> list[list[nn.Parameter]]:
+    """A tower's parameters in order: embeddings, each block, then the final norm and
+    projection; `--unlock-last N` keeps the last N groups trainable."""
+    if tower == "image":
+        v = model.visual
+        first = [v.conv1.weight, v.class_embedding, v.positional_embedding, *v.ln_pre.parameters()]
+        blocks, last = v.transformer.resblocks, [*v.ln_post.parameters(), v.proj]
+    else:
+        first = [model.token_embedding.weight, model.positional_embedding]
+        blocks = model.transformer.resblocks
+        last = [*model.ln_final.parameters(), model.text_projection]
+    return [first, *[list(b.parameters()) for b in blocks], last]
+
+
+def apply_locks(model: CLIP, lock_image: bool, lock_text: bool, unlock_last: int) -> None:
+    for tower, locked in (("image", lock_image), ("text", lock_text)):
+        if locked:
+            groups = tower_groups(model, tower)
+            for i, group in enumerate(groups):
+                for p in group:
+                    p.requires_grad_(i >= len(groups) - unlock_last)
+
+
+def param_groups(model: CLIP, weight_decay: float) -> list[dict]:
+    """No weight decay on gains, biases, embeddings and the temperature (as open_clip)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        exempt = p.ndim < 2 or "embedding" in name or name == "logit_scale"
+        (no_decay if exempt else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def lr_at(step: int, base: float, warmup: int, total: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ---- processes and precision ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_world() -> World:
+    """torchrun sets RANK/WORLD_SIZE: NCCL on GPUs, gloo on CPU. Alone otherwise."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if size == 1:
+        return World(device=torch.device("cuda" if cuda else "cpu"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    device = torch.device(f"cuda:{local}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return World(dist.get_rank(), dist.get_world_size(), device)
+
+
+def autocast(precision: str, device: torch.device):
+    """bf16/fp16 autocast on CUDA; bf16 on CPUs with native bf16 only (else it is slower)."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" or native_bf16() else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+# ---- data ---------------------------------------------------------------------------------
+
+
+def load_data(cfg: TrainConfig) -> tuple[Pairs, list[Pair]]:
+    train = load_pairs(cfg.data, cfg.image_column, cfg.caption_column, cfg.max_bad_fraction)
+    if cfg.val_data:
+        val = load_pairs(
+            cfg.val_data, cfg.image_column, cfg.caption_column, cfg.max_bad_fraction
+        ).rows
+    elif cfg.val_fraction > 0:
+        train.rows, val = split(train.rows, cfg.val_fraction)
+    else:
+        val = []
+    if not train.rows:
+        raise ValueError(f"{cfg.data}: no training rows left")
+    return train, val
+
+
+def epoch_batches(n: int, batch: int, world: World, seed: int, epoch: int) -> list[list[int]]:
+    """This process's slice of each global batch of a seeded per-epoch permutation.
+    A last global batch that cannot be split evenly is dropped (alone, it is kept)."""
+    order = torch.randperm(
+        n, generator=torch.Generator().manual_seed(seed * 10_007 + epoch)
+    ).tolist()
+    step = batch * world.size
+    out = []
+    for start in range(0, n, step):
+        chunk = order[start : start + step]
+        if len(chunk) < step and world.size > 1:
+            break
+        per = len(chunk) // world.size
+        out.append(chunk[world.rank * per : (world.rank + 1) * per])
+    return [b for b in out if len(b) > 1]
+
+
+def collate(items):
+    kept = [(p, t) for p, t, ok in items if ok]
+    bad = len(items) - len(kept)
+    if not kept:
+        return None, None, bad
+    pixels = torch.from_numpy(np.stack([p for p, _ in kept]))
+    tokens = torch.from_numpy(np.stack([t for _, t in kept]))
+    length = int(tokens.argmax(dim=1).max()) + 1  # cut to the longest caption
+    return pixels, tokens[:, :length], bad
+
+
+# ---- checkpoints ----------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    run: Path, model: CLIP, optimizer, position: dict, cfg: TrainConfig, name: str
+) -> None:
+    """state.pt (weights, optimizer, position, RNG) atomically, then the loadable model."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "position": position,
+        "config": asdict(cfg),
+        "rng": torch.get_rng_state(),
+    }
+    tmp = run / (STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, run / STATE_FILE)
+    save_weights(model, run, name)
+
+
+def load_checkpoint(run: Path) -> dict:
+    return torch.load(run / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def log_metrics(run: Path, record: dict) -> None:
+    with open(run / METRICS_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def validate(model: CLIP, val: list[Pair], name: str) -> dict | None:
+    if not val:
+        return None
+    was_training = model.training
+    encoder = Encoder(model, name, device=str(next(model.parameters()).device))
+    metrics = evaluate(encoder, val)
+    model.train(was_training)
+    metrics["score"] = float(np.mean([metrics[f"text_to_image_R@{k}"] for k in (1, 5, 10)]))
+    return metrics
+
+
+# ---- the loop -------------------------------------------------------------------------------
+
+
+def build_model(cfg: TrainConfig) -> tuple[CLIP, str]:
+    if cfg.init:
+        w = resolve(cfg.init)
+        return w.build(), w.name
+    if not cfg.arch:
+        raise ValueError("give --arch CONFIG to train from scratch, or --from MODEL to fine-tune")
+    w = random_weights(f"random:{cfg.arch}:{cfg.seed}")
+    return w.build(), f"trained:{cfg.arch}"
+
+
+def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
+    """Run (or resume) training; returns the metrics before and after."""
+    world = init_world()
+    torch.manual_seed(cfg.seed)
+    run = Path(cfg.run_dir)
+    if (run / STATE_FILE).exists() and not cfg.resume:
+        raise ValueError(
+            f"{run} already holds a run; pass --resume to continue it, or another --run-dir"
+        )
+    run.mkdir(parents=True, exist_ok=True)
+    model, base_name = build_model(cfg)
+    name = f"{base_name}+ft:{run.name}" if cfg.init else base_name
+    data, val = load_data(cfg)
+    dataset = PairDataset(
+        data.rows, model.config.vision.image_size, default_tokenizer(), cfg.augment, cfg.seed
+    )
+
+    position = {"step": 0, "epoch": 0, "batch": 0, "best": None, "before": None, "bad_images": 0}
+    resumed = cfg.resume and (run / STATE_FILE).exists()
+    if resumed:
+        state = load_checkpoint(run)
+        model.load_state_dict(state["model"])
+        position = state["position"]
+        torch.set_rng_state(state["rng"])
+    apply_locks(model, cfg.lock_image, cfg.lock_text, cfg.unlock_last)
+    model.set_grad_checkpointing(cfg.grad_checkpointing)
+    model.to(world.device)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6
+    )
+    if resumed:
+        optimizer.load_state_dict(state["optimizer"])
+    wrapped = nn.parallel.DistributedDataParallel(model) if world.size > 1 else model
+
+    batches_per_epoch = len(epoch_batches(len(dataset), cfg.batch_size, world, cfg.seed, 0))
+    total_steps = max(1, cfg.epochs * batches_per_epoch // cfg.accum)
+    if position["before"] is None and world.main:
+        position["before"] = validate(model, val, name)
+    history: list[dict] = []
+    interrupted, seen, started, loss = False, 0, time.perf_counter(), torch.tensor(float("nan"))
+
+    def checkpoint() -> None:
+        if world.main:
+            save_checkpoint(run, model, optimizer, position, cfg, name)
+
+    try:
+        while position["epoch"] < cfg.epochs:
+            epoch = position["epoch"]
+            dataset.epoch = epoch
+            batches = epoch_batches(len(dataset), cfg.batch_size, world, cfg.seed, epoch)
+            loader = DataLoader(
+                dataset,
+                batch_sampler=batches[position["batch"] :],
+                num_workers=cfg.workers,
+                collate_fn=collate,
+            )
+            model.train()
+            for pixels, tokens, bad in loader:
+                position["bad_images"] += bad
+                if pixels is not None:
+                    with autocast(cfg.precision, world.device):
+                        loss = step_loss(wrapped, pixels.to(world.device), tokens.to(world.device))
+                    (loss / cfg.accum).backward()
+                    seen += len(pixels) * world.size
+                position["batch"] += 1
+                if position["batch"] % cfg.accum and position["batch"] < len(batches):
+                    continue
+                lr = lr_at(position["step"], cfg.lr, cfg.warmup, total_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                with torch.no_grad():
+                    model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+                position["step"] += 1
+                record = {
+                    "step": position["step"],
+                    "epoch": epoch,
+                    "loss": float(loss),
+                    "lr": lr,
+                    "logit_scale": float(model.logit_scale.exp()),
+                    "images_per_s": seen / (time.perf_counter() - started),
+                }
+                if world.main and position["step"] % 10 == 0:
+                    log_metrics(run, record)
+                if progress:
+                    progress(position["step"], total_steps, record)
+                if cfg.save_every and position["step"] % cfg.save_every == 0:
+                    checkpoint()
+                if cfg.stop_after and position["step"] >= cfg.stop_after:
+                    raise KeyboardInterrupt
+            position["epoch"], position["batch"] = epoch + 1, 0
+            if world.main:
+                metrics = validate(model, val, name)
+                if metrics is not None:
+                    record = {"epoch": epoch + 1, "step": position["step"], **metrics}
+                    history.append(record)
+                    log_metrics(run, {"validation": record})
+                    if position["best"] is None or metrics["score"] > position["best"]["score"]:
+                        position["best"] = record
+                        save_weights(model, run / "best", name)
+            checkpoint()
+    except KeyboardInterrupt:
+        interrupted = True
+        position["batch"] -= position["batch"] % cfg.accum  # redo a half-accumulated step
+        checkpoint()
+    finally:
+        if world.size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+    after = validate(model, val, name) if world.main and not interrupted else None
+    return TrainResult(
+        run_dir=str(run),
+        steps=position["step"],
+        epochs_done=position["epoch"],
+        interrupted=interrupted,
+        before=position["before"],
+        after=after,
+        best=position["best"],
+        skipped_rows=data.skipped + position["bad_images"],
+        images_per_s=seen / max(1e-9, time.perf_counter() - started),
+        history=history,
+    )

@@ -37,10 +37,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from .errors import ClipsearchError
+
 SCHEMA_HEAD = "0002"
 
 
-class CatalogError(Exception):
+class CatalogError(ClipsearchError):
     """The catalog cannot be opened or used as asked."""
 
 

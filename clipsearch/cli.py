@@ -14,18 +14,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from .catalog import CatalogError
-from .encoder import PRECISIONS, load_model
-from .preprocess import ImageError
-from .search import QueryError
-from .store import StoreNotFound
+from .errors import ClipsearchError
+from .pretrained import DEFAULT_MODEL, PRETRAINED, cached_file
 from .tokenizer import TruncationWarning
-from .weights import DEFAULT_MODEL, PRETRAINED, WeightsError, cached_file
 
 app = typer.Typer(
     help="Semantic image search on CLIP: index folders, query with words or pictures, "
@@ -37,15 +32,7 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-USER_ERRORS: tuple[type[Exception], ...] = (
-    QueryError,
-    WeightsError,
-    ImageError,
-    StoreNotFound,
-    CatalogError,
-    ValueError,
-    OSError,
-)
+USER_ERRORS = (ClipsearchError, ValueError, OSError)  # heavy modules load lazily
 
 ModelOption = typer.Option(
     DEFAULT_MODEL,
@@ -99,7 +86,7 @@ def embed(
     text: list[str] = typer.Option([], "--text", "-t", help="A text to embed (repeatable)."),
     image: list[Path] = typer.Option([], "--image", "-i", help="An image file (repeatable)."),
     model: str = ModelOption,
-    precision: str = typer.Option("fp32", help=f"One of {', '.join(PRECISIONS)}."),
+    precision: str = typer.Option("fp32", help="fp32, bf16, fp16, int8 or auto."),
     device: str = DeviceOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -108,6 +95,8 @@ def embed(
         err.print("[red]Error:[/red] give at least one --text or --image", markup=True)
         raise typer.Exit(2)
     with user_errors():
+        from .encoder import load_model
+
         encoder = load_model(model, device=device, precision=precision)
         rows = [("text", t, v) for t, v in zip(text, encoder.encode_text(text))]
         rows += [("image", str(p), v) for p, v in zip(image, encoder.encode_images(image))]
@@ -531,7 +520,9 @@ def train(
         0, "--save-every", help="Checkpoint every N steps (0: each epoch)."
     ),
     workers: int = typer.Option(0, "--workers", help="Data loading processes."),
-    no_augment: bool = typer.Option(False, "--no-augment", help="No random resized crop."),
+    augment: str = typer.Option(
+        "crop", "--augment", help="crop (random resized crop), strong (crop + colour jitter), none."
+    ),
     image_column: str = typer.Option(None, "--image-column"),
     caption_column: str = typer.Option(None, "--caption-column"),
     max_bad: float = typer.Option(
@@ -566,7 +557,7 @@ def train(
         seed=seed,
         save_every=save_every,
         workers=workers,
-        augment=not no_augment,
+        augment=augment,
         image_column=image_column,
         caption_column=caption_column,
         max_bad_fraction=max_bad,
@@ -637,6 +628,7 @@ def evaluate_command(
 ) -> None:
     """Text-to-image and image-to-text recall@1/5/10 and median rank on a data set."""
     from .captions import load_pairs
+    from .encoder import load_model
     from .evaluate import evaluate
 
     with user_errors():
@@ -663,6 +655,9 @@ def classify(
     as_json: bool = JsonOption,
 ) -> None:
     """Zero-shot classification with prompt ensembling."""
+    import numpy as np
+
+    from .encoder import load_model
     from .evaluate import classify as zero_shot
     from .evaluate import templates as load_templates
 

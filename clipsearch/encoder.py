@@ -13,8 +13,9 @@ from torch import nn
 
 from .model import CLIP
 from .preprocess import ImageSource, preprocess
+from .pretrained import DEFAULT_MODEL
 from .tokenizer import Tokenizer, default_tokenizer
-from .weights import DEFAULT_MODEL, resolve, save_weights
+from .weights import resolve, save_weights
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 

@@ -92,9 +92,11 @@ def zero_shot_classifier(
 def classify(
     encoder: Encoder, images: Sequence, labels: Sequence[str], prompts: Sequence[str]
 ) -> np.ndarray:
-    """(n_images, n_labels) probabilities: softmax of 100 x cosine, as the paper."""
+    """(n_images, n_labels) probabilities: softmax of the model's learned temperature x cosine
+    (100 for OpenAI's weights), as the paper."""
     classifier = zero_shot_classifier(encoder, labels, prompts)
-    logits = 100.0 * encoder.encode_images(images) @ classifier.T
+    scale = float(encoder.model.logit_scale.detach().float().exp())
+    logits = scale * encoder.encode_images(images) @ classifier.T
     logits -= logits.max(axis=1, keepdims=True)
     p = np.exp(logits)
     return p / p.sum(axis=1, keepdims=True)

@@ -14,6 +14,7 @@ from .catalog import Catalog, Model
 from .encoder import Encoder, load_model
 from .pipeline import Indexer, IndexOptions, IndexReport, Progress
 from .preprocess import ImageError
+from .pretrained import DEFAULT_MODEL
 from .search import (
     Filters,
     QueryError,
@@ -27,7 +28,6 @@ from .search import (
 )
 from .store import Store
 from .vectors import PRESETS, LoadedIndex
-from .weights import DEFAULT_MODEL
 
 
 @dataclass

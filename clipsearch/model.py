@@ -70,6 +70,9 @@ CONFIGS: dict[str, CLIPConfig] = {
     "tiny": CLIPConfig(
         64, VisionConfig(32, 8, 128, 2, 2), TextConfig(width=128, layers=2, heads=2)
     ),
+    "mini": CLIPConfig(
+        128, VisionConfig(64, 8, 128, 3, 2), TextConfig(width=128, layers=3, heads=2)
+    ),
     "small": CLIPConfig(
         256, VisionConfig(64, 8, 256, 6, 4), TextConfig(width=256, layers=4, heads=4)
     ),

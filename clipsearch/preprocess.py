@@ -17,13 +17,15 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import ClipsearchError
+
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
 ImageSource = str | os.PathLike | Image.Image
 
 
-class ImageError(Exception):
+class ImageError(ClipsearchError):
     """An image that cannot be used, with the file and the reason."""
 
     def __init__(self, path: str, reason: str):

@@ -18,6 +18,7 @@ import numpy as np
 from sqlalchemy import and_, func, or_, select
 
 from .catalog import Catalog, File, Vector
+from .errors import ClipsearchError
 from .preprocess import HEIF_EXTENSIONS, IMAGE_EXTENSIONS
 from .vectors import LoadedIndex, exact_topk
 
@@ -25,7 +26,7 @@ EXACT_SUBSET_LIMIT = 20_000  # filtered sets up to this size are searched exactl
 _WEIGHTED = re.compile(r"^(-?\d+(?:\.\d+)?):(.+)$", re.DOTALL)
 
 
-class QueryError(ValueError):
+class QueryError(ClipsearchError, ValueError):
     """A query that cannot be answered as asked; the message says why."""
 
 

@@ -8,13 +8,14 @@ from pathlib import Path
 import platformdirs
 
 from .catalog import Catalog, sqlite_url
+from .errors import ClipsearchError
 from .vectors import VectorIndexes
 
 CATALOG_FILE = "catalog.db"
 INDEX_DIR = "indexes"
 
 
-class StoreNotFound(Exception):
+class StoreNotFound(ClipsearchError):
     """A command that reads a store found none."""
 
 

@@ -61,7 +61,7 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 0  # optimizer steps between checkpoints (0: at epoch ends)
     workers: int = 0
-    augment: bool = True
+    augment: str = "crop"  # crop (open_clip's default) | strong (crop + colour) | none
     image_column: str | None = None
     caption_column: str | None = None
     max_bad_fraction: float = 0.01
@@ -98,13 +98,29 @@ def contrastive_loss(
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
 
+class _AllGather(torch.autograd.Function):
+    """Concatenate every process's features; gradients go back to their owners, summed
+    over the processes whose loss used them."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        n = grad.shape[0] // dist.get_world_size()
+        return grad[dist.get_rank() * n : (dist.get_rank() + 1) * n]
+
+
 def gather(x: torch.Tensor) -> torch.Tensor:
-    """All processes' features, concatenated, with gradients flowing back to their owners."""
+    """All processes' features, so the contrastive batch is the global batch."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x), dim=0)
+    return _AllGather.apply(x)
 
 
 def step_loss(model: nn.Module, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -377,7 +393,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
                 record = {
                     "step": position["step"],
                     "epoch": epoch,
-                    "loss": float(loss),
+                    "loss": loss.item(),
                     "lr": lr,
                     "logit_scale": float(model.logit_scale.exp()),
                     "images_per_s": seen / (time.perf_counter() - started),

@@ -22,6 +22,7 @@ import faiss
 import numpy as np
 
 from .catalog import Catalog
+from .errors import ClipsearchError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,7 +34,7 @@ TUNE_RECALL = 0.95
 TUNE_K = 10
 
 
-class IndexWriteError(Exception):
+class IndexWriteError(ClipsearchError):
     """The index file could not be written (disk full, permissions); the catalog is intact."""
 
 

@@ -17,48 +17,17 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .errors import ClipsearchError
 from .model import CLIP, CONFIGS, CLIPConfig, TextConfig, VisionConfig
+from .pretrained import PRETRAINED, Pretrained, cached_file
 
 OWN_CONFIG = "clipsearch.json"
 OWN_WEIGHTS = "model.safetensors"
 RANDOM_PREFIX = "random:"
 
 
-class WeightsError(Exception):
+class WeightsError(ClipsearchError):
     """A model spec that cannot be loaded; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Pretrained:
-    """A named model on the Hugging Face hub, in open_clip's file layout."""
-
-    name: str
-    repo: str
-    quick_gelu: bool
-    filename: str = "open_clip_model.safetensors"
-
-    @property
-    def arch(self) -> str:
-        return self.name.split("/")[0]
-
-    @property
-    def url(self) -> str:
-        return f"https://huggingface.co/{self.repo}/blob/main/{self.filename}"
-
-
-PRETRAINED: dict[str, Pretrained] = {
-    p.name: p
-    for p in [
-        Pretrained("ViT-B-32/openai", "timm/vit_base_patch32_clip_224.openai", True),
-        Pretrained("ViT-B-16/openai", "timm/vit_base_patch16_clip_224.openai", True),
-        Pretrained("ViT-L-14/openai", "timm/vit_large_patch14_clip_224.openai", True),
-        Pretrained("ViT-L-14-336/openai", "timm/vit_large_patch14_clip_336.openai", True),
-        Pretrained("ViT-B-32/laion2b", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", False),
-        Pretrained("ViT-B-16/laion2b", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K", False),
-        Pretrained("ViT-L-14/laion2b", "laion/CLIP-ViT-L-14-laion2B-s32B-b82K", False),
-    ]
-}
-DEFAULT_MODEL = "ViT-B-32/openai"
 
 
 @dataclass
@@ -247,21 +216,21 @@ def load_file_weights(
     config = infer_config(sd, True if quick_gelu is None else quick_gelu)
     if hf_config.exists() and quick_gelu is None:
         config = _apply_hf_config(config, hf_config)
-    return Weights(name or str(path), config, sd)
+    return Weights(name or str(path.resolve()), config, sd)
 
 
 def load_dir_weights(path: Path) -> Weights:
     if (path / OWN_CONFIG).exists():
         meta = json.loads((path / OWN_CONFIG).read_text())
         config = CLIPConfig.from_dict(meta["config"])
-        return Weights(meta.get("name", str(path)), config, load_file(str(path / OWN_WEIGHTS)))
+        return Weights(str(path.resolve()), config, load_file(str(path / OWN_WEIGHTS)))
     for candidates, has_config in (
         (("model.safetensors", "pytorch_model.bin"), "config.json"),
         (("open_clip_model.safetensors", "open_clip_pytorch_model.bin"), "open_clip_config.json"),
     ):
         for filename in candidates:
             if (path / filename).exists() and (path / has_config).exists():
-                return load_file_weights(path / filename, name=str(path))
+                return load_file_weights(path / filename, name=str(path.resolve()))
     raise WeightsError(
         f"{path}: no CLIP model here (expected {OWN_CONFIG}, a Hugging Face CLIPModel "
         "with config.json, or open_clip_model.safetensors)"
@@ -282,14 +251,6 @@ def save_weights(model: CLIP, directory: str | os.PathLike, name: str) -> Path:
 
 
 # ---- named models and the hub ----------------------------------------------------------
-
-
-def cached_file(p: Pretrained) -> str | None:
-    """The local path of a named model's weights if the hub cache already has them."""
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(p.repo, p.filename)
-    return found if isinstance(found, str) else None
 
 
 def download(p: Pretrained) -> str:

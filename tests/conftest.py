@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -36,3 +37,63 @@ def emoji_dir() -> Path:
     if not (EMOJI / "captions.jsonl").exists():
         pytest.skip(f"shared emoji data not found at {EMOJI}")
     return EMOJI
+
+
+def write_emoji_split(emoji: Path, out: Path, split: str, vendors: set[str]) -> Path:
+    """A JSONL of (absolute image path, caption) rows for some styles of one split."""
+    rows = [json.loads(line) for line in (emoji / "captions.jsonl").read_text().splitlines()]
+    with open(out, "w") as f:
+        for r in rows:
+            if r["split"] == split and r["vendor"] in vendors:
+                f.write(
+                    json.dumps(
+                        {
+                            "image": str(emoji / r["image"]),
+                            "caption": r["caption"],
+                            "codepoint": r["base_codepoint"],
+                        }
+                    )
+                    + "\n"
+                )
+    return out
+
+
+@pytest.fixture(scope="session")
+def emoji_models(tmp_path_factory):
+    """A tiny CLIP trained from scratch by clipsearch on two emoji styles (train split), then
+    fine-tuned on the third style's train split. Evaluated on the third style's `val`
+    concepts, which neither run ever saw. About three minutes on two CPU cores."""
+    if not (EMOJI / "captions.jsonl").exists():
+        pytest.skip(f"shared emoji data not found at {EMOJI}")
+    from clipsearch.train import TrainConfig, train
+
+    d = tmp_path_factory.mktemp("emoji")
+    two = write_emoji_split(EMOJI, d / "train_two.jsonl", "train", {"twemoji", "noto"})
+    third = write_emoji_split(EMOJI, d / "train_third.jsonl", "train", {"openmoji"})
+    val = write_emoji_split(EMOJI, d / "val_third.jsonl", "val", {"openmoji"})
+    common = dict(batch_size=128, precision="fp32", workers=1, seed=0, augment="strong")
+    scratch = train(
+        TrainConfig(
+            data=str(two),
+            val_data=str(val),
+            run_dir=str(d / "scratch"),
+            arch="tiny",
+            epochs=15,
+            lr=2e-3,
+            warmup=50,
+            **common,
+        )
+    )
+    tuned = train(
+        TrainConfig(
+            data=str(third),
+            val_data=str(val),
+            run_dir=str(d / "tuned"),
+            init=str(d / "scratch"),
+            epochs=4,
+            lr=5e-4,
+            warmup=10,
+            **common,
+        )
+    )
+    return {"dir": d, "scratch": scratch, "tuned": tuned, "val": val}

@@ -290,3 +290,30 @@ def test_combine_renormalises_and_refuses_cancelling_terms():
     assert np.isclose(np.linalg.norm(q), 1) and np.allclose(q[:2], 2**-0.5)
     with pytest.raises(QueryError, match="cancel"):
         combine(np.stack([v[0], v[0]]), [1, -1])
+
+
+def test_semantic_search_with_a_model_trained_by_clipsearch(emoji_models, tmp_path):
+    """Index all 5,188 emoji with the model clipsearch trained and fine-tuned; the caption
+    of each held-out concept should find one of its (at most 3) images in the top 5.
+    Chance is about 0.3%."""
+    from conftest import EMOJI, write_emoji_split
+
+    from clipsearch import Library
+
+    val = write_emoji_split(EMOJI, tmp_path / "v.jsonl", "val", {"twemoji", "noto", "openmoji"})
+    rows = [json.loads(line) for line in val.read_text().splitlines()]
+    concept_of = {r["image"]: r["codepoint"] for r in rows}
+    queries = {r["caption"]: r["codepoint"] for r in rows}
+    with Library(tmp_path / "store", create=True) as lib:
+        report = lib.index([EMOJI / "images"], model=str(emoji_models["dir"] / "tuned"))
+        assert report.added == 5188
+        hits = sum(
+            any(concept_of.get(r.path) == codepoint for r in lib.search(caption, k=5).results)
+            for caption, codepoint in queries.items()
+        )
+    rate = hits / len(queries)
+    print(
+        f"\nsemantic search over all 5,188 emoji, {len(queries)} unseen concepts: "
+        f"top-5 hit rate {rate:.1%}"
+    )
+    assert rate > 0.05

@@ -1,0 +1,137 @@
+"""Query latency: cold CLI (process start to printed result) and warm API per preset.
+
+    python bench/query_latency.py [--sizes 10000,100000] [--presets exact,hnsw,ivf-flat,ivf-pq]
+
+Cold: `clipsearch query` as a new process, next to `python -c "import torch"` and a bare
+model load measured in the same run. Warm: `Library.search` (text encoding, vector search,
+catalog rows of the hits) on a store of synthetic vectors filed under a random ViT-B-32
+saved to disk like a downloaded model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import insert
+
+from clipsearch.catalog import Catalog, File
+from clipsearch.encoder import load_model
+from clipsearch.library import Library
+
+QUERIES = [
+    f"a photo of {w}"
+    for w in (
+        "a dog",
+        "a beach at sunset",
+        "two cats on a sofa",
+        "a red car in the snow",
+        "mountains",
+        "a birthday cake",
+    )
+]
+
+
+def timed(cmd: list[str], runs: int = 3) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def synthetic_store(folder: Path, encoder, n: int) -> None:
+    """n unit vectors filed under the encoder's digest, as if its images were indexed."""
+    catalog = Catalog(f"sqlite:///{folder / 'catalog.db'}")
+    model = catalog.model_row(encoder.name, encoder.architecture, encoder.digest, encoder.dim)
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((500, encoder.dim))
+    for start in range(0, n, 50_000):
+        m = min(50_000, n - start)
+        x = centres[rng.integers(0, 500, m)] + 0.6 * rng.standard_normal((m, encoder.dim))
+        x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+        ids = list(range(start + 1, start + m + 1))
+        with catalog.session() as s, s.begin():
+            s.execute(
+                insert(File),
+                [
+                    {
+                        "id": i,
+                        "path": f"/photos/{i}.jpg",
+                        "size": 1000,
+                        "mtime_ns": 10**18,
+                        "state": "ok",
+                    }
+                    for i in ids
+                ],
+            )
+            Catalog.add_vectors(s, model.id, ids, x)
+    catalog.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--presets", default="exact,hnsw,ivf-flat,ivf-pq")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "ViT-B-32"
+        load_model("random:ViT-B-32").save(str(model_dir))
+        encoder = load_model(str(model_dir), precision="fp32")
+
+        store = Path(tmp) / "cold"
+        store.mkdir()
+        synthetic_store(store, encoder, 1000)
+        exe = str(Path(sys.executable).parent / "clipsearch")
+        query = [exe, "query", "a dog", "--store", str(store), "--model", str(model_dir), "-k", "5"]
+        subprocess.run(query, check=True, capture_output=True)  # builds the index once
+        torch_import = timed([sys.executable, "-c", "import torch"])
+        model_load = timed(
+            [
+                sys.executable,
+                "-c",
+                f"from clipsearch import load_model; load_model({str(model_dir)!r})",
+            ]
+        )
+        cold = timed(query)
+        print(
+            f"cold: import torch {torch_import:.2f} s, import+load ViT-B-32 {model_load:.2f} s, "
+            f"clipsearch query {cold:.2f} s = {cold / torch_import:.1f}x torch import, "
+            f"{cold / model_load:.2f}x model load"
+        )
+
+        for n in map(int, args.sizes.split(",")):
+            folder = Path(tmp) / f"warm{n}"
+            folder.mkdir()
+            synthetic_store(folder, encoder, n)
+            for preset in args.presets.split(","):
+                with Library(folder) as lib:
+                    lib.rebuild(preset, str(model_dir))
+                    lib._encoders[str(model_dir)] = encoder
+                    for q in QUERIES:  # warm up: index loaded, tokenizer cached
+                        lib.search(q, k=10, model=str(model_dir))
+                    times, encode = [], []
+                    for i in range(60):
+                        q = QUERIES[i % len(QUERIES)] + f" {i}"
+                        t = time.perf_counter()
+                        encoder.encode_text([q])
+                        encode.append(time.perf_counter() - t)
+                        t = time.perf_counter()
+                        lib.search(q, k=10, model=str(model_dir))
+                        times.append(time.perf_counter() - t)
+                print(
+                    f"warm {n:>8} {preset:>8}: search p50 {np.median(times) * 1000:6.1f} ms "
+                    f"(text encoding alone {np.median(encode) * 1000:5.1f} ms)",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -274,7 +274,7 @@ class Indexer:
         scan.missing = list(missing.values())
         return remaining
 
-    def _copy_row(self, s, src: File, found: Found, print_: str) -> None:
+    def _copy_row(self, s, src: File, found: Found, fp: str) -> None:
         fields = {
             c: getattr(src, c)
             for c in ("width", "height", "format", "taken_at", "camera_make", "camera_model")
@@ -283,7 +283,7 @@ class Indexer:
             path=found.path,
             size=found.size,
             mtime_ns=found.mtime_ns,
-            fingerprint=print_,
+            fingerprint=fp,
             state="ok",
             **fields,
         )
@@ -350,14 +350,14 @@ class Indexer:
             self.report.failures.append((f.path, error))
             return
         try:
-            print_ = fingerprint(f.path, f.size)
+            fp = fingerprint(f.path, f.size)
         except OSError:
-            print_ = None
+            fp = None
         row = File(
             path=f.path,
             size=f.size,
             mtime_ns=f.mtime_ns,
-            fingerprint=print_,
+            fingerprint=fp,
             state="ok",
             **_file_fields(info),
         )

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -98,11 +98,10 @@ def choose_preset(n: int, dim: int, memory_budget: int | None = None) -> Preset:
     return PRESETS["ivf-pq"]
 
 
-def _set_params(index: faiss.Index, params: dict) -> None:
+def _set_params(index: faiss.Index, params: dict, gpu: bool = False) -> None:
     if params:
-        faiss.ParameterSpace().set_index_parameters(
-            index, ",".join(f"{k}={v}" for k, v in params.items())
-        )
+        space = faiss.GpuParameterSpace() if gpu else faiss.ParameterSpace()
+        space.set_index_parameters(index, ",".join(f"{k}={v}" for k, v in params.items()))
 
 
 def exact_topk(queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray, k: int):
@@ -134,6 +133,7 @@ class LoadedIndex:
     log_seq: int
     tombstones: set[int]
     dim: int
+    gpu: faiss.Index | None = field(default=None, repr=False, compare=False)
 
     @property
     def count(self) -> int:
@@ -159,6 +159,7 @@ class LoadedIndex:
             if len(ids):
                 self.index.add_with_ids(vecs, ids)
         self.log_seq = entries[-1][0]
+        self.gpu = None  # the GPU copy is stale
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
         """Raw FAISS search: (scores, ids) with -1 past the end; tombstones excluded.
@@ -168,8 +169,9 @@ class LoadedIndex:
         with the fraction filtered out."""
         k = max(1, k)
         if allowed is None and not self.tombstones:
-            _set_params(self.index, self.params)
-            return self.index.search(queries, k)
+            gpu = self._on_gpu()
+            _set_params(gpu or self.index, self.params, gpu=gpu is not None)
+            return (gpu or self.index).search(queries, k)
         if allowed is not None:
             sel = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
             fraction = len(allowed) / max(1, self.count)
@@ -177,6 +179,16 @@ class LoadedIndex:
             dead = faiss.IDSelectorBatch(np.fromiter(self.tombstones, dtype=np.int64))
             sel, fraction = faiss.IDSelectorNot(dead), 1.0
         return self.index.search(queries, k, params=self._search_parameters(sel, fraction))
+
+    def _on_gpu(self) -> faiss.Index | None:
+        """A GPU copy for unfiltered search when faiss-gpu sees GPUs and the preset runs
+        there; filtered and tombstoned searches stay on the CPU copy (same results)."""
+        if self.gpu is None and self.preset.gpu and gpu_count() > 0:
+            try:
+                self.gpu = faiss.index_cpu_to_all_gpus(self.index)
+            except (RuntimeError, AttributeError):  # an index type the GPU build cannot hold
+                self.preset = replace(self.preset, gpu=False)
+        return self.gpu
 
     def _search_parameters(self, sel, fraction: float):
         if "efSearch" in self.params:
@@ -387,7 +399,7 @@ class VectorIndexes:
             1, loaded.index.ntotal
         )
         if loaded is None or too_dead or self._outgrown(loaded, preset):
-            loaded = self.build(model_id, preset if preset != "auto" else "auto", tune_queries)
+            loaded = self.build(model_id, preset, tune_queries)
             action = "rebuilt"
         elif row is not None and loaded.log_seq == row.log_seq:
             return loaded, "unchanged"

@@ -124,10 +124,11 @@ def main() -> None:
         for label, folder, decode in (("12-MP JPEG", jpegs, draft), ("small PNG", pngs, png)):
             bound = cores / (decode + per_image * cores)
             for workers in sorted({1, max(1, cores - 1), cores}):
-                rate = pipeline_rate(folder, encoder, workers, args.batch)
+                overall, steady = pipeline_rate(folder, encoder, workers, args.batch)
                 print(
-                    f"{label:>10}: workers {workers}: {rate:6.1f} img/s; bound {bound:6.1f} img/s; "
-                    f"{rate / bound:5.0%} of bound"
+                    f"{label:>10}: workers {workers}: steady {steady:6.1f} img/s "
+                    f"({steady / bound:4.0%} of bound {bound:.1f}), "
+                    f"whole run {overall:6.1f} img/s ({overall / bound:4.0%})"
                 )
 
 

@@ -80,6 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--presets", default="exact,hnsw,ivf-flat,ivf-pq")
+    parser.add_argument("--precisions", default="fp32,int8", help="text tower precisions")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "ViT-B-32"
@@ -114,23 +115,31 @@ def main() -> None:
             for preset in args.presets.split(","):
                 with Library(folder) as lib:
                     lib.rebuild(preset, str(model_dir))
-                    lib._encoders[str(model_dir)] = encoder
-                    for q in QUERIES:  # warm up: index loaded, tokenizer cached
-                        lib.search(q, k=10, model=str(model_dir))
-                    times, encode = [], []
-                    for i in range(60):
-                        q = QUERIES[i % len(QUERIES)] + f" {i}"
-                        t = time.perf_counter()
-                        encoder.encode_text([q])
-                        encode.append(time.perf_counter() - t)
-                        t = time.perf_counter()
-                        lib.search(q, k=10, model=str(model_dir))
-                        times.append(time.perf_counter() - t)
-                print(
-                    f"warm {n:>8} {preset:>8}: search p50 {np.median(times) * 1000:6.1f} ms "
-                    f"(text encoding alone {np.median(encode) * 1000:5.1f} ms)",
-                    flush=True,
-                )
+                for precision in args.precisions.split(","):
+                    with Library(folder, precision=precision) as lib:
+                        p50, encode = warm_latency(lib, str(model_dir))
+                    print(
+                        f"warm {n:>8} {preset:>8} {precision}: search p50 {p50:6.1f} ms "
+                        f"(text encoding alone {encode:5.1f} ms)",
+                        flush=True,
+                    )
+
+
+def warm_latency(lib: Library, model: str) -> tuple[float, float]:
+    """p50 of Library.search and of text encoding alone, after a warm-up."""
+    for q in QUERIES:  # model and index loaded, tokenizer cache warm
+        lib.search(q, k=10, model=model)
+    encoder = lib.encoder(model)
+    times, encode = [], []
+    for i in range(60):
+        q = QUERIES[i % len(QUERIES)] + f" {i}"
+        t = time.perf_counter()
+        encoder.encode_text([q])
+        encode.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        lib.search(q, k=10, model=model)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)) * 1000, float(np.median(encode)) * 1000
 
 
 if __name__ == "__main__":

@@ -1,3 +1,6 @@
+"""`python -m clipsearch`: the same as the `clipsearch` command."""
+
 from .cli import app
 
-app(prog_name="clipsearch")
+if __name__ == "__main__":  # decode workers (spawn) import this module again
+    app(prog_name="clipsearch")

@@ -244,6 +244,11 @@ class Catalog:
             )
             return [(m, counts.get(m.id, 0)) for m in s.scalars(select(Model).order_by(Model.id))]
 
+    def has_vectors(self, model_id: int) -> bool:
+        with self.session() as s:
+            q = select(Vector.file_id).where(Vector.model_id == model_id).limit(1)
+            return s.scalar(q) is not None
+
     def find_model(self, digest: str) -> Model | None:
         with self.session() as s:
             return s.scalar(select(Model).where(Model.digest == digest))
@@ -262,7 +267,12 @@ class Catalog:
                 )
                 out.update((f.path, f) for f in s.scalars(q))
             # Undecodable names are stored as BLOBs, which sort after all text in SQLite.
-            for f in s.scalars(select(File).where(func.typeof(File.path) == "blob")):
+            blobs = (
+                s.scalars(select(File).where(func.typeof(File.path) == "blob"))
+                if self.engine.dialect.name == "sqlite"
+                else []
+            )
+            for f in blobs:
                 if any(f.path == r or f.path.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
                     out[f.path] = f
         return out

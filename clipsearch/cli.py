@@ -143,8 +143,8 @@ def open_library(store: Path | None, db: str | None, create: bool = False, **kwa
 
 
 @contextmanager
-def progress_bar(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A rich progress bar with images/s and ETA on a terminal; nothing otherwise."""
+def progress_bar(enabled: bool, label: str) -> Iterator[Callable[[int, int, str], None] | None]:
+    """A rich progress bar (count, a status text, elapsed, ETA) on a terminal; else None."""
     if not enabled:
         yield None
         return
@@ -158,20 +158,18 @@ def progress_bar(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
     )
 
     columns = (
-        TextColumn("embedding"),
+        TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=err) as bar:
-        task = bar.add_task("index", total=None, rate="")
-        start = time.perf_counter()
+        task = bar.add_task(label, total=None, info="")
 
-        def update(done: int, total: int) -> None:
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            bar.update(task, completed=done, total=total, rate=f"{rate:.1f} img/s")
+        def update(done: int, total: int, info: str) -> None:
+            bar.update(task, completed=done, total=total, info=info)
 
         yield update
 
@@ -241,8 +239,13 @@ def index(
 
             if preset not in PRESETS:
                 raise ValueError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-        with progress_bar(enabled=out.is_terminal and not as_json) as progress:
-            report = lib.index([str(p) for p in paths], model, options, progress)
+        with progress_bar(out.is_terminal and not as_json, "embedding") as bar:
+            start = time.perf_counter()
+
+            def progress(done: int, total: int) -> None:
+                bar(done, total, f"{done / (time.perf_counter() - start):.1f} img/s")
+
+            report = lib.index([str(p) for p in paths], model, options, bar and progress)
     if as_json:
         emit_json(report.to_dict())
         return
@@ -351,6 +354,13 @@ def rebuild(
 
 
 FORMATS = ("table", "json", "jsonl", "paths", "html")
+QueryPrecisionOption = typer.Option(
+    "auto", "--precision", help="Query encoder precision: auto, fp32, bf16, int8 (fastest on CPU)."
+)
+KOption = typer.Option(10, "-k", min=1, help="Number of results.")
+InOption = typer.Option([], "--in", help="Only images under this folder (repeatable).")
+FormatOption = typer.Option("table", "--format", "-f", help="table, json, jsonl, paths or html.")
+OutputOption = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout.")
 
 
 def _filters(folders, after, before, ext):
@@ -405,16 +415,14 @@ def query(
     terms: list[str] = typer.Argument(
         None, help='Words, image files and operators: "beach" + "sunset" - "people", 2:beach.'
     ),
-    k: int = typer.Option(10, "-k", min=1, help="Number of results."),
+    k: int = KOption,
     image: list[Path] = typer.Option(
         [], "--image", "-i", help="An image to search by (repeatable)."
     ),
     model: str = StoreModelOption,
     store: Path = StoreOption,
     db: str = DbOption,
-    folder: list[Path] = typer.Option(
-        [], "--in", help="Only images under this folder (repeatable)."
-    ),
+    folder: list[Path] = InOption,
     after: str = typer.Option(
         None, "--after", help="Taken on or after (EXIF date, else file time)."
     ),
@@ -424,14 +432,13 @@ def query(
     exclude_self: bool = typer.Option(
         False, "--exclude-self", help="Leave query images out of the results."
     ),
-    fmt: str = typer.Option("table", "--format", "-f", help="table, json, jsonl, paths or html."),
-    output: Path = typer.Option(
-        None, "--output", "-o", help="Write to this file instead of stdout."
-    ),
+    fmt: str = FormatOption,
+    output: Path = OutputOption,
     device: str = DeviceOption,
+    precision: str = QueryPrecisionOption,
 ) -> None:
     """Find the images that best match words, images, or a weighted combination."""
-    with user_errors(), open_library(store, db, device=device) as lib:
+    with user_errors(), open_library(store, db, device=device, precision=precision) as lib:
         answer = lib.search(
             terms or [],
             k=k,
@@ -447,21 +454,18 @@ def query(
 @app.command()
 def similar(
     path: Path = typer.Argument(..., help="An image, indexed or not."),
-    k: int = typer.Option(10, "-k", min=1, help="Number of results."),
+    k: int = KOption,
     model: str = StoreModelOption,
     store: Path = StoreOption,
     db: str = DbOption,
-    folder: list[Path] = typer.Option(
-        [], "--in", help="Only images under this folder (repeatable)."
-    ),
-    fmt: str = typer.Option("table", "--format", "-f", help="table, json, jsonl, paths or html."),
-    output: Path = typer.Option(
-        None, "--output", "-o", help="Write to this file instead of stdout."
-    ),
+    folder: list[Path] = InOption,
+    fmt: str = FormatOption,
+    output: Path = OutputOption,
     device: str = DeviceOption,
+    precision: str = QueryPrecisionOption,
 ) -> None:
     """Find the images nearest to one image (the image itself excluded)."""
-    with user_errors(), open_library(store, db, device=device) as lib:
+    with user_errors(), open_library(store, db, device=device, precision=precision) as lib:
         answer = lib.similar(str(path), k=k, model=model, filters=_filters(folder, None, None, []))
         _print_answer(answer, fmt, output)
 
@@ -563,8 +567,12 @@ def train(
         max_bad_fraction=max_bad,
         resume=resume,
     )
-    with user_errors(), training_progress(enabled=out.is_terminal and not as_json) as progress:
-        result = run_training(cfg, progress)
+    with user_errors(), progress_bar(out.is_terminal and not as_json, "training") as bar:
+
+        def progress(step: int, total: int, m: dict) -> None:
+            bar(step, total, f"loss {m['loss']:.3f} lr {m['lr']:.2e} {m['images_per_s']:.0f} img/s")
+
+        result = run_training(cfg, bar and progress)
     if as_json:
         from dataclasses import asdict
 
@@ -585,36 +593,6 @@ def train(
         )
         if result.best:
             out.print(f"Best (epoch {result.best['epoch']}): {result.run_dir}/best")
-
-
-@contextmanager
-def training_progress(enabled: bool):
-    if not enabled:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn("training"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err) as bar:
-        task = bar.add_task("train", total=None, info="")
-
-        def update(step: int, total: int, m: dict) -> None:
-            info = f"loss {m['loss']:.3f} lr {m['lr']:.2e} {m['images_per_s']:.0f} img/s"
-            bar.update(task, completed=step, total=total, info=info)
-
-        yield update
 
 
 @app.command("eval")

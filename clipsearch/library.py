@@ -61,6 +61,8 @@ class Library:
         self.precision = precision
         self._encoders: dict[str, Encoder] = {}
         self._indexes: dict[int, tuple[LoadedIndex, str]] = {}
+        self._model_rows: dict[str, Model] = {}
+        self._default: str | None = None
 
     def close(self) -> None:
         self.store.close()
@@ -79,21 +81,28 @@ class Library:
         return models[0].name if len(models) == 1 else DEFAULT_MODEL
 
     def encoder(self, spec: str | None = None) -> Encoder:
-        spec = spec or self.default_model()
+        if spec is None:
+            self._default = self._default or self.default_model()
+            spec = self._default
         if spec not in self._encoders:
             self._encoders[spec] = load_model(spec, device=self.device, precision=self.precision)
         return self._encoders[spec]
 
     def model_row(self, encoder: Encoder) -> Model:
+        """The catalog's row for the encoder's weights; an error naming the models that
+        do have vectors here if it has none."""
+        if encoder.digest in self._model_rows:
+            return self._model_rows[encoder.digest]
         row = self.catalog.find_model(encoder.digest)
-        have = [(m, n) for m, n in self.catalog.models() if n > 0]
-        if row is None or not any(m.id == row.id for m, _ in have):
+        if row is None or not self.catalog.has_vectors(row.id):
+            have = [(m, n) for m, n in self.catalog.models() if n > 0]
             listing = ", ".join(f"{m.name} ({n} vectors)" for m, n in have) or "none yet"
             raise QueryError(
                 f"this store has no vectors from model {encoder.name} (weights {encoder.digest}). "
                 f"Models here: {listing}. Use --model with one of them, or index with this "
                 f"one: clipsearch index PATH --model {encoder.name}"
             )
+        self._model_rows[encoder.digest] = row
         return row
 
     # ---- indexing -------------------------------------------------------------------

@@ -158,6 +158,24 @@ def _file_fields(info: ImageInfo) -> dict:
     )
 
 
+IMAGE_FIELDS = ("width", "height", "format", "taken_at", "camera_make", "camera_model")
+
+
+def _ok_row(s, found: Found, fp: str | None, image_fields: dict) -> File:
+    """Insert an indexed file's row and return it with its id."""
+    row = File(
+        path=found.path,
+        size=found.size,
+        mtime_ns=found.mtime_ns,
+        fingerprint=fp,
+        state="ok",
+        **image_fields,
+    )
+    s.add(row)
+    s.flush()
+    return row
+
+
 class Indexer:
     """One run of `clipsearch index` over some roots for one model."""
 
@@ -275,20 +293,7 @@ class Indexer:
         return remaining
 
     def _copy_row(self, s, src: File, found: Found, fp: str) -> None:
-        fields = {
-            c: getattr(src, c)
-            for c in ("width", "height", "format", "taken_at", "camera_make", "camera_model")
-        }
-        row = File(
-            path=found.path,
-            size=found.size,
-            mtime_ns=found.mtime_ns,
-            fingerprint=fp,
-            state="ok",
-            **fields,
-        )
-        s.add(row)
-        s.flush()
+        row = _ok_row(s, found, fp, {c: getattr(src, c) for c in IMAGE_FIELDS})
         for model_id, blob in s.execute(
             select(Vector.model_id, Vector.vector).where(Vector.file_id == src.id)
         ):
@@ -353,16 +358,7 @@ class Indexer:
             fp = fingerprint(f.path, f.size)
         except OSError:
             fp = None
-        row = File(
-            path=f.path,
-            size=f.size,
-            mtime_ns=f.mtime_ns,
-            fingerprint=fp,
-            state="ok",
-            **_file_fields(info),
-        )
-        s.add(row)
-        s.flush()
+        row = _ok_row(s, f, fp, _file_fields(info))
         Catalog.add_vectors(s, self.model_id, [row.id], vector[None])
         if task.replaces is not None:
             self.report.updated += 1

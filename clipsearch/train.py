@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -318,12 +318,19 @@ def build_model(cfg: TrainConfig) -> tuple[CLIP, str]:
 def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
     """Run (or resume) training; returns the metrics before and after."""
     world = init_world()
-    torch.manual_seed(cfg.seed)
     run = Path(cfg.run_dir)
-    if (run / STATE_FILE).exists() and not cfg.resume:
-        raise ValueError(
-            f"{run} already holds a run; pass --resume to continue it, or another --run-dir"
-        )
+    state = None
+    if (run / STATE_FILE).exists():
+        if not cfg.resume:
+            raise ValueError(
+                f"{run} already holds a run; pass --resume to continue it, or another --run-dir"
+            )
+        state = load_checkpoint(run)  # the run goes on with the settings it started with
+        saved = TrainConfig(**state["config"])
+        cfg = replace(saved, run_dir=cfg.run_dir, resume=True, stop_after=cfg.stop_after)
+    elif cfg.resume:
+        raise ValueError(f"{run}: nothing to resume (no {STATE_FILE})")
+    torch.manual_seed(cfg.seed)
     run.mkdir(parents=True, exist_ok=True)
     model, base_name = build_model(cfg)
     name = f"{base_name}+ft:{run.name}" if cfg.init else base_name
@@ -333,9 +340,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
     )
 
     position = {"step": 0, "epoch": 0, "batch": 0, "best": None, "before": None, "bad_images": 0}
-    resumed = cfg.resume and (run / STATE_FILE).exists()
-    if resumed:
-        state = load_checkpoint(run)
+    if state is not None:
         model.load_state_dict(state["model"])
         position = state["position"]
         torch.set_rng_state(state["rng"])
@@ -345,7 +350,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6
     )
-    if resumed:
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
     wrapped = nn.parallel.DistributedDataParallel(model) if world.size > 1 else model
 
@@ -392,7 +397,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
                 position["step"] += 1
                 record = {
                     "step": position["step"],
-                    "epoch": epoch,
+                    "epoch": epoch + 1,
                     "loss": loss.item(),
                     "lr": lr,
                     "logit_scale": float(model.logit_scale.exp()),

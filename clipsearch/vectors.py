@@ -54,6 +54,7 @@ class Preset:
     search: dict = field(default_factory=dict)
     tune: str | None = None
     rerank: int = 1
+    train: dict = field(default_factory=dict)  # OPQ training effort: opq_niter, opq_max_points
 
     def memory(self, n: int, dim: int) -> int:
         b = self.bytes_per_vector
@@ -264,10 +265,11 @@ class VectorIndexes:
         factory = chosen.factory_for(n, dim)
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         _set_params(index, chosen.build)
+        _set_training_effort(index, chosen.train)
         if not index.is_trained:
-            sample = np.sort(
-                np.random.default_rng(0).permutation(all_ids)[: max(256, 100 * _nlist(factory))]
-            )
+            # k-means wants ~39 points per list and gains little past ~64
+            size = max(256, 64 * _nlist(factory))
+            sample = np.sort(np.random.default_rng(0).permutation(all_ids)[:size])
             _, train = self.catalog.vectors(model_id, sample.tolist())
             index.train(train)
         for ids, vecs in self.catalog.iter_vector_batches(model_id):
@@ -413,6 +415,20 @@ class VectorIndexes:
         return choose_preset(loaded.count, loaded.dim).name != loaded.preset.name and (
             loaded.count > loaded.preset.max_vectors or loaded.count < loaded.preset.min_vectors
         )
+
+
+def _set_training_effort(index: faiss.Index, train: dict) -> None:
+    """OPQ's rotation (50 rounds on 65k points by default) and the PQ codebooks dominate an
+    IVF-PQ build on a small CPU; exact re-ranking makes rougher ones enough."""
+    if not train or not isinstance(index, faiss.IndexPreTransform):
+        return
+    opq = faiss.downcast_VectorTransform(index.chain.at(0))
+    if isinstance(opq, faiss.OPQMatrix):
+        opq.niter = train.get("opq_niter", opq.niter)
+        opq.max_train_points = train.get("opq_max_points", opq.max_train_points)
+    ivf = faiss.downcast_index(index.index)
+    if isinstance(ivf, faiss.IndexIVFPQ) and "pq_points_per_centroid" in train:
+        ivf.pq.cp.max_points_per_centroid = train["pq_points_per_centroid"]
 
 
 def _nlist(factory: str) -> int:

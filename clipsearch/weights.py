@@ -39,14 +39,18 @@ class Weights:
     state_dict: dict[str, torch.Tensor]
 
     def build(self) -> CLIP:
-        model = CLIP(self.config)
-        missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+        """A float32 model owning a copy of the weights. Built on the meta device: random
+        initialisation would cost more than loading."""
+        with torch.device("meta"):
+            model = CLIP(self.config)
+        weights = {k: v.to(torch.float32, copy=True) for k, v in self.state_dict.items()}
+        missing, unexpected = model.load_state_dict(weights, strict=False, assign=True)
         if missing or unexpected:
             raise WeightsError(
                 f"{self.name}: weights do not fit CLIP {self.config.vision.width}-wide ViT: "
                 f"missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
-        return model.float()
+        return model
 
 
 # ---- Hugging Face CLIPModel layout -> OpenAI layout ----------------------------------

@@ -68,3 +68,34 @@ def test_installed_script_reports_offline_model_clearly(tmp_path):
     proc = subprocess.run([exe, "embed", "-t", "cat"], capture_output=True, text=True, env=env)
     assert proc.returncode == 1
     assert "ViT-B-32/openai" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_index_summary_and_status_failed(tmp_path):
+    for i in range(3):
+        make_image(tmp_path / "p" / f"{i}.png", seed=i)
+    (tmp_path / "p" / "bad.jpg").write_text("nope")
+    store = str(tmp_path / "store")
+    result = run(
+        "index", str(tmp_path / "p"), "--model", "random:tiny", "--store", store, "--workers", "1"
+    )
+    assert result.exit_code == 0, result.output
+    assert "3 added" in result.stdout and "1 failed" in result.stdout
+    assert "bad.jpg" in result.stderr  # each failure named as it happens
+    status = run("status", "--store", store, "--failed")
+    assert "3 indexed, 1 failed" in status.stdout and "bad.jpg: not an image" in status.stdout
+    dry = run("index", str(tmp_path / "p"), "--store", store, "--dry-run")
+    assert "would embed 0" in dry.stdout
+
+
+def test_index_rejects_unknown_preset(tmp_path):
+    result = run(
+        "index",
+        str(tmp_path),
+        "--model",
+        "random:tiny",
+        "--store",
+        str(tmp_path / "s"),
+        "--preset",
+        "magic",
+    )
+    assert result.exit_code == 1 and "unknown preset" in result.stderr

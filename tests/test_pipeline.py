@@ -246,3 +246,18 @@ def test_kill_9_then_rerun_loses_nothing(tmp_path, tiny):
     assert loaded.count == 120
     ids = np.array(sorted(loaded.index.id_map.at(i) for i in range(loaded.index.ntotal)))
     assert len(np.unique(ids)) == 120
+
+
+def test_heic_without_pillow_heif_is_recorded_with_install_hint(tmp_path, photos, tiny):
+    from clipsearch.preprocess import heif_support
+
+    if heif_support():
+        pytest.skip("pillow-heif is installed here")
+    (photos / "phone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64)
+    report = index(tmp_path / "store", [photos], tiny)
+    assert report.skipped_heif == 1
+    assert "pillow-heif" in dict(report.failures)[str(photos / "phone.heic")]
+    from clipsearch.library import Library
+
+    with Library(tmp_path / "store") as lib:
+        assert lib.status()["heif_skipped"] == 1

@@ -139,3 +139,18 @@ def test_decompression_bomb(tmp_path):
 def test_directory_with_image_name(tmp_path):
     (tmp_path / "dir.jpg").mkdir()
     expect_error(tmp_path / "dir.jpg", "directory")
+
+
+def test_file_that_changes_or_vanishes_while_read_is_not_trusted(tmp_path):
+    from clipsearch.preprocess import decode_for_index
+
+    path = make_image(tmp_path / "a.png")
+    st = path.stat()
+    pixels, info, error = decode_for_index(str(path), 32, (st.st_size, st.st_mtime_ns))
+    assert error is None and pixels.shape == (3, 32, 32)
+    # the scan saw an older version: size and time differ from what was decoded
+    _, _, error = decode_for_index(str(path), 32, (st.st_size + 1, st.st_mtime_ns - 1))
+    assert "changed while being read" in error
+    path.unlink()
+    _, _, error = decode_for_index(str(path), 32, (st.st_size, st.st_mtime_ns))
+    assert "not found" in error

@@ -244,6 +244,10 @@ class Catalog:
             )
             return [(m, counts.get(m.id, 0)) for m in s.scalars(select(Model).order_by(Model.id))]
 
+    def model(self, model_id: int) -> Model:
+        with self.session() as s:
+            return s.get_one(Model, model_id)
+
     def has_vectors(self, model_id: int) -> bool:
         with self.session() as s:
             q = select(Vector.file_id).where(Vector.model_id == model_id).limit(1)

@@ -189,10 +189,12 @@ class Indexer:
     def run(self, roots: Sequence[str], progress: Progress | None = None) -> IndexReport:
         start = time.perf_counter()
         scan = self.scan(_absolute_roots(roots))
-        model = self.catalog.model_row(
-            self.encoder.name, self.encoder.architecture, self.encoder.digest, self.encoder.dim
-        )
-        self.model_id = model.id
+        e = self.encoder
+        if self.options.dry_run:  # nothing written, not even the model's row
+            known = self.catalog.find_model(e.digest)
+            self.model_id = known.id if known else None
+        else:
+            self.model_id = self.catalog.model_row(e.name, e.architecture, e.digest, e.dim).id
         tasks = self.plan(scan)
         if self.options.dry_run:
             self.report.planned = {
@@ -248,6 +250,8 @@ class Indexer:
 
     def _files_with_vector(self, ids: list[int]) -> set[int]:
         out: set[int] = set()
+        if self.model_id is None:
+            return out
         with self.catalog.session() as s:
             for i in range(0, len(ids), 900):
                 q = select(Vector.file_id).where(

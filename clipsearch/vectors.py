@@ -259,8 +259,7 @@ class VectorIndexes:
         log_seq = self.catalog.log_position(model_id)
         all_ids = self._ids(model_id)
         n = len(all_ids)
-        model = next(m for m, _ in self.catalog.models() if m.id == model_id)
-        dim = model.dim
+        dim = self.catalog.model(model_id).dim
         chosen = choose_preset(n, dim, memory_budget) if preset == "auto" else PRESETS[preset]
         factory = chosen.factory_for(n, dim)
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
@@ -363,7 +362,9 @@ class VectorIndexes:
             index, tombstones = _deserialize((self.directory / row.filename).read_bytes())
         except Exception:  # missing, truncated, garbage: the catalog rebuilds it
             return None
-        model = next(m for m, _ in self.catalog.models() if m.id == model_id)
+        dim = self.catalog.model(model_id).dim
+        if index.d != dim:  # a file that belongs to something else
+            return None
         loaded = LoadedIndex(
             model_id,
             PRESETS[row.preset],
@@ -372,7 +373,7 @@ class VectorIndexes:
             json.loads(row.params),
             row.log_seq,
             tombstones,
-            model.dim,
+            dim,
         )
         loaded.apply_log(self.catalog.log_since(model_id, row.log_seq), self.catalog)
         return loaded

@@ -261,3 +261,67 @@ def test_heic_without_pillow_heif_is_recorded_with_install_hint(tmp_path, photos
 
     with Library(tmp_path / "store") as lib:
         assert lib.status()["heif_skipped"] == 1
+
+
+UNPRIVILEGED_INDEX = """
+import os, sys
+os.setgid(65534)
+os.setuid(65534)  # nobody: file permissions apply again
+from clipsearch.encoder import load_model
+from clipsearch.pipeline import IndexOptions, Indexer
+from clipsearch.store import Store
+report = Indexer(Store(sys.argv[1]), load_model("random:tiny"), IndexOptions(workers=1)).run(
+    [sys.argv[2]]
+)
+print(dict(report.failures)[sys.argv[3]])
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="covered by the permission case above")
+def test_permission_denied_as_an_unprivileged_user(tmp_path):
+    """Root reads every file, so the indexer runs as `nobody` to meet a real EACCES."""
+    import tempfile
+
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os; os.setgid(65534); os.setuid(65534); "
+            "import clipsearch.pipeline, clipsearch.encoder, PIL.PngImagePlugin",
+        ],
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip("python and clipsearch are not readable by the unprivileged user here")
+    base = Path(tempfile.mkdtemp(prefix="clipsearch-perm-"))
+    try:
+        base.chmod(0o777)
+        make_image(base / "photos" / "ok.png")
+        locked = make_image(base / "photos" / "locked.png", seed=1)
+        locked.chmod(0)
+        (base / "photos").chmod(0o755)
+        (base / "store").mkdir(mode=0o777)
+        (base / "store").chmod(0o777)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                UNPRIVILEGED_INDEX,
+                str(base / "store"),
+                str(base / "photos"),
+                str(locked),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HOME": str(base)},
+        )
+        if (
+            proc.returncode != 0
+            and "Permission denied" in proc.stderr
+            and "site-packages" in proc.stderr
+        ):
+            pytest.skip("the test environment is not readable by an unprivileged user")
+        assert proc.returncode == 0, proc.stderr
+        assert "permission denied" in proc.stdout
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

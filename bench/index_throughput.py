@@ -65,23 +65,26 @@ def model_cost(encoder, n: int = 64, batch: int = 32) -> float:
     return (time.perf_counter() - start) / n
 
 
-def pipeline_rate(folder: Path, encoder, workers: int, batch: int) -> float:
+def pipeline_rate(folder: Path, encoder, workers: int, batch: int) -> tuple[float, float]:
+    """(whole run, steady) images/s. Whole run: from the start (scan, worker start-up, the
+    first batch's decode) to the last commit. Steady: from the first commit on, which is
+    what a long run sees."""
     with tempfile.TemporaryDirectory() as tmp, Store(tmp) as store:
-        done = {}
+        commits: list[tuple[float, int]] = []
         start = time.perf_counter()
 
         def progress(n: int, total: int) -> None:
-            done["t"], done["n"] = time.perf_counter(), n
+            commits.append((time.perf_counter(), n))
 
-        Indexer(store, encoder, IndexOptions(workers=workers, batch_size=batch)).run(
-            [str(folder)], progress
-        )
-        return done["n"] / (done["t"] - start)
+        options = IndexOptions(workers=workers, batch_size=batch)
+        Indexer(store, encoder, options).run([str(folder)], progress)
+        (t0, n0), (t1, n1) = commits[0], commits[-1]
+        return n1 / (t1 - start), (n1 - n0) / (t1 - t0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jpegs", type=int, default=48)
+    parser.add_argument("--jpegs", type=int, default=96)
     parser.add_argument("--pngs", type=int, default=400)
     parser.add_argument("--model", default="random:ViT-B-32")
     parser.add_argument("--precision", default="auto")
@@ -108,6 +111,8 @@ def main() -> None:
         for i in range(args.pngs):
             small_png(pngs / f"{i:05d}.png", rng)
         sample = sorted(jpegs.iterdir())[:8]
+        mb = np.mean([p.stat().st_size for p in sample]) / 1e6
+        print(f"{args.jpegs} generated 12-MP JPEGs, {mb:.1f} MB each; {args.pngs} 256x256 PNGs")
         full = decode_cost(sample, size, draft=False)
         draft = decode_cost(sample, size, draft=True)
         a = encoder.encode_pixels(np.stack([preprocess(p, size)[0] for p in sample]))

@@ -48,7 +48,7 @@ def weights_digest(model: nn.Module) -> str:
     for key, value in sorted(model.state_dict().items()):
         t = value.detach().float().contiguous().cpu()
         h.update(f"{key}:{tuple(t.shape)}".encode())
-        h.update(t.numpy().tobytes())
+        h.update(memoryview(t.numpy()).cast("B"))  # no copy of the weights
     return h.hexdigest()[:16]
 
 

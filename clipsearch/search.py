@@ -170,8 +170,8 @@ def nearest(
         ids, vecs = catalog.vectors(loaded.model_id, allowed.tolist())
         scores, found = exact_topk(q, ids, vecs, want)
     else:
-        scores, found = loaded.search(q, want * loaded.preset.rerank, allowed)
-        if loaded.preset.rerank > 1:
+        scores, found = loaded.search(q, want * loaded.rerank, allowed)
+        if loaded.rerank > 1:
             scores, found = _rerank(catalog, loaded.model_id, q, found[0], want)
         expected = min(want, loaded.count if allowed is None else len(allowed))
         if int((found[0] >= 0).sum()) < expected and allowed is not None:

@@ -32,6 +32,7 @@ else:  # pragma: no cover
 TOMBSTONE_REBUILD_FRACTION = 0.1
 TUNE_RECALL = 0.95
 TUNE_K = 10
+TUNE_LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
 class IndexWriteError(ClipsearchError):
@@ -100,9 +101,10 @@ def choose_preset(n: int, dim: int, memory_budget: int | None = None) -> Preset:
 
 
 def _set_params(index: faiss.Index, params: dict, gpu: bool = False) -> None:
-    if params:
+    faiss_params = {k: v for k, v in params.items() if k != "rerank"}
+    if faiss_params:
         space = faiss.GpuParameterSpace() if gpu else faiss.ParameterSpace()
-        space.set_index_parameters(index, ",".join(f"{k}={v}" for k, v in params.items()))
+        space.set_index_parameters(index, ",".join(f"{k}={v}" for k, v in faiss_params.items()))
 
 
 def exact_topk(queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray, k: int):
@@ -139,6 +141,11 @@ class LoadedIndex:
     @property
     def count(self) -> int:
         return self.index.ntotal - len(self.tombstones)
+
+    @property
+    def rerank(self) -> int:
+        """Candidates fetched per result for the exact re-rank (1: none)."""
+        return int(self.params.get("rerank", self.preset.rerank))
 
     def apply_log(self, entries: list[tuple[int, int, str]], catalog: Catalog) -> None:
         """Replay catalog changes: adds in one batch, removes in place or as tombstones."""
@@ -303,14 +310,21 @@ class VectorIndexes:
             )
         truth = self.ground_truth(loaded.model_id, queries, TUNE_K)
         name = loaded.preset.tune
+        # Compressed codes rank candidates roughly: when no probe count is enough, fetch
+        # more candidates for the exact re-rank (rerank x k) and try again.
+        reranks = (
+            [loaded.preset.rerank * 2**i for i in range(4)] if loaded.preset.rerank > 1 else [1]
+        )
         best = dict(loaded.params)
-        for value in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048):
-            params = {**loaded.params, name: value}
-            trial = LoadedIndex(**{**loaded.__dict__, "params": params})
-            recall = self.recall(trial, queries, truth)
-            best = params
-            if recall >= TUNE_RECALL:
-                break
+        for rerank in reranks:
+            for value in TUNE_LADDER:
+                params = {**loaded.params, name: value}
+                if rerank > 1:
+                    params["rerank"] = rerank
+                trial = LoadedIndex(**{**loaded.__dict__, "params": params})
+                best = params
+                if self.recall(trial, queries, truth) >= TUNE_RECALL:
+                    return best
         return best
 
     def ground_truth(self, model_id: int, queries: np.ndarray, k: int) -> np.ndarray:
@@ -325,7 +339,7 @@ class VectorIndexes:
 
     def recall(self, loaded: LoadedIndex, queries: np.ndarray, truth: np.ndarray) -> float:
         k = truth.shape[1]
-        _, found = loaded.search(queries, k * loaded.preset.rerank)
+        _, found = loaded.search(queries, k * loaded.rerank)
         hits = sum(len(set(t[t >= 0]) & set(f)) for t, f in zip(truth, found))
         return hits / max(1, int((truth >= 0).sum()))
 

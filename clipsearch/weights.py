@@ -39,11 +39,11 @@ class Weights:
     state_dict: dict[str, torch.Tensor]
 
     def build(self) -> CLIP:
-        """A float32 model owning a copy of the weights. Built on the meta device: random
-        initialisation would cost more than loading."""
+        """A float32 model on these weights (fp32 tensors are taken over, not copied: build
+        once). Built on the meta device: random initialisation would cost more than loading."""
         with torch.device("meta"):
             model = CLIP(self.config)
-        weights = {k: v.to(torch.float32, copy=True) for k, v in self.state_dict.items()}
+        weights = {k: v.to(torch.float32) for k, v in self.state_dict.items()}
         missing, unexpected = model.load_state_dict(weights, strict=False, assign=True)
         if missing or unexpected:
             raise WeightsError(

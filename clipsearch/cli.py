@@ -7,6 +7,7 @@ errors are one clear line on stderr and exit status 1, never a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import warnings
@@ -573,6 +574,8 @@ def train(
             bar(step, total, f"loss {m['loss']:.3f} lr {m['lr']:.2e} {m['images_per_s']:.0f} img/s")
 
         result = run_training(cfg, bar and progress)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, the first process reports
+        return
     if as_json:
         from dataclasses import asdict
 

@@ -84,7 +84,8 @@ def pipeline_rate(folder: Path, encoder, workers: int, batch: int) -> tuple[floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jpegs", type=int, default=96)
+    parser.add_argument("--jpegs", type=int, default=64)
+    parser.add_argument("--copies", type=int, default=5, help="variants of each JPEG")
     parser.add_argument("--pngs", type=int, default=400)
     parser.add_argument("--model", default="random:ViT-B-32")
     parser.add_argument("--precision", default="auto")
@@ -108,11 +109,20 @@ def main() -> None:
         pngs.mkdir()
         for i in range(args.jpegs):
             camera_jpeg(jpegs / f"{i:04d}.jpg", rng)
+        # Long enough for a steady state: each photo again with distinct trailing bytes
+        # (after the JPEG end marker), so fingerprints differ and every file is embedded.
+        originals = sorted(jpegs.iterdir())
+        for copy in range(1, args.copies):
+            for p in originals:
+                (jpegs / f"{p.stem}-{copy}.jpg").write_bytes(p.read_bytes() + bytes([copy]) * 16)
         for i in range(args.pngs):
             small_png(pngs / f"{i:05d}.png", rng)
         sample = sorted(jpegs.iterdir())[:8]
         mb = np.mean([p.stat().st_size for p in sample]) / 1e6
-        print(f"{args.jpegs} generated 12-MP JPEGs, {mb:.1f} MB each; {args.pngs} 256x256 PNGs")
+        print(
+            f"{args.jpegs} x {args.copies} generated 12-MP JPEGs, {mb:.1f} MB each; "
+            f"{args.pngs} 256x256 PNGs"
+        )
         full = decode_cost(sample, size, draft=False)
         draft = decode_cost(sample, size, draft=True)
         a = encoder.encode_pixels(np.stack([preprocess(p, size)[0] for p in sample]))

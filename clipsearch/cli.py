@@ -203,7 +203,7 @@ def index(
         32, "--batch-size", min=1, help="Images per model batch and per commit."
     ),
     workers: int = typer.Option(
-        None, "--workers", min=1, help="Decoding processes (default: cores - 1)."
+        None, "--workers", min=1, help="Decoding processes (default: one per core)."
     ),
     device: str = DeviceOption,
     precision: str = typer.Option(

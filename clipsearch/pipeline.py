@@ -88,7 +88,7 @@ TUNING_PROMPTS = [
 @dataclass
 class IndexOptions:
     batch_size: int = 32
-    workers: int | None = None  # decode processes; default: cores - 1, at least 1
+    workers: int | None = None  # decode processes; default: one per core
     preset: str = "auto"
     include_hidden: bool = False
     follow_symlinks: bool = False
@@ -134,7 +134,9 @@ Progress = Callable[[int, int], None]  # (done, total)
 
 
 def default_workers() -> int:
-    return max(1, (os.cpu_count() or 2) - 1)
+    """One decoding process per core. Workers only decode a few batches ahead and then
+    wait, so on CPU they take the cores the model leaves; measured 2 > 1 on 2 cores."""
+    return os.cpu_count() or 2
 
 
 def _absolute_roots(roots: Sequence[str]) -> list[str]:

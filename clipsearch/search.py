@@ -213,7 +213,7 @@ def results(
                 height=row.height,
                 format=row.format,
                 taken_at=row.taken_at,
-                modified=datetime.fromtimestamp(row.mtime_ns / 1e9),
+                modified=_utc(row.mtime_ns),
                 camera=camera,
             )
         )

@@ -281,7 +281,8 @@ class Indexer:
         with self.catalog.session() as s, s.begin():
             for t in tasks:
                 src = sources.get(prints.get(t.found.path, ""))
-                if src is None or src.id not in with_vector or t not in fresh:
+                is_new = t.replaces is None and t.existing is None
+                if src is None or src.id not in with_vector or not is_new:
                     remaining.append(t)
                     continue
                 if src.id in missing:

@@ -154,9 +154,9 @@ class LoadedIndex:
         added, removed = [], []
         for _, fid, op in entries:
             (added if op == "+" else removed).append(fid)
-        gone = set(removed)
+        gone, new = set(removed), set(added)
         fresh = [f for f in added if f not in gone]  # added then removed: never indexed
-        stale = [f for f in removed if f not in set(added)]
+        stale = [f for f in removed if f not in new]
         if stale:
             if self.preset.removes:
                 self.index.remove_ids(np.array(stale, dtype=np.int64))

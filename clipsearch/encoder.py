@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import packed
 from .model import CLIP
 from .preprocess import ImageSource, preprocess
 from .pretrained import DEFAULT_MODEL
@@ -95,6 +96,9 @@ class Encoder:
         self.precision = auto_precision(self.device) if precision == "auto" else precision
         self.model = _apply_precision(model.to(self.device), self.precision, self.device)
         self.tokenizer = tokenizer or default_tokenizer()
+        self._pack_text = (
+            self.device.type == "cpu" and self.precision in ("fp32", "int8") and packed.available()
+        )
 
     @property
     def architecture(self) -> str:
@@ -108,6 +112,9 @@ class Encoder:
         """Token ids (n, ≤77) -> unit vectors, the batch cut to its longest text."""
         if len(tokens) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self._pack_text:  # on first use: indexing never needs the text tower
+            packed.pack_text_tower(self.model)
+            self._pack_text = False
         length = int(tokens.argmax(axis=1).max()) + 1
         t = torch.from_numpy(tokens[:, :length]).to(self.device)
         return self._unit(self.model.encode_text(t))

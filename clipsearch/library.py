@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,6 +29,8 @@ from .search import (
 )
 from .store import Store
 from .vectors import PRESETS, LoadedIndex
+
+TEXT_CACHE_SIZE = 512  # recent query texts kept as vectors: paging and re-filtering are free
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Library:
         self._indexes: dict[int, tuple[LoadedIndex, str]] = {}
         self._model_rows: dict[str, Model] = {}
         self._default: str | None = None
+        self._text_vectors: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 
     def close(self) -> None:
         self.store.close()
@@ -214,8 +218,18 @@ class Library:
             if t.image is not None:
                 vectors.append(self._image_vector(t.image, encoder))
             else:
-                vectors.append(encoder.encode_text([t.text])[0])
+                vectors.append(self._text_vector(t.text, encoder))
         return combine(np.stack(vectors), [t.weight for t in terms])
+
+    def _text_vector(self, text: str, encoder: Encoder) -> np.ndarray:
+        key = (encoder.digest, text)
+        if key in self._text_vectors:
+            self._text_vectors.move_to_end(key)
+        else:
+            self._text_vectors[key] = encoder.encode_text([text])[0]
+            if len(self._text_vectors) > TEXT_CACHE_SIZE:
+                self._text_vectors.popitem(last=False)
+        return self._text_vectors[key]
 
     def _image_vector(self, path: str, encoder: Encoder) -> np.ndarray:
         """An indexed image's stored vector, or a fresh embedding of an outside image."""

@@ -105,11 +105,16 @@ class Attention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
 
     def forward(self, x: torch.Tensor, causal: bool) -> torch.Tensor:
-        n, length, width = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
-        q, k, v = qkv.view(n, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        return self.out_proj(y.transpose(1, 2).reshape(n, length, width))
+        return self.out_proj(attend(qkv, self.heads, causal))
+
+
+def attend(qkv: torch.Tensor, heads: int, causal: bool) -> torch.Tensor:
+    """(n, length, 3 * width) stacked queries, keys, values -> (n, length, width)."""
+    n, length, width = *qkv.shape[:2], qkv.shape[2] // 3
+    q, k, v = qkv.view(n, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    return y.transpose(1, 2).reshape(n, length, width)
 
 
 class MLP(nn.Module):

@@ -18,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from clipsearch.cli import app
-from clipsearch.search import QueryError, Term, combine, describe, parse_query
+from clipsearch.search import Filters, QueryError, Term, combine, describe, parse_query
 
 runner = CliRunner()
 MODEL = "random:tiny"
@@ -268,6 +268,22 @@ def test_query_while_indexing_answers_from_what_is_committed(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_repeated_text_query_reuses_its_vector(indexed):
+    from clipsearch.library import Library
+
+    _, store = indexed
+    with Library(store) as lib:
+        first = lib.search("a red square", k=5, model=MODEL)
+        encoder = lib.encoder(MODEL)
+        encoded, encode = [], encoder.encode_text
+        encoder.encode_text = lambda texts: encoded.append(texts) or encode(texts)
+        again = lib.search("a red square", k=5, model=MODEL, filters=Filters(extensions=("png",)))
+        lib.search(["a red square", "+", "a blue circle"], k=5, model=MODEL)
+    assert encoded == [["a blue circle"]]
+    pngs = [r for r in first.results if r.path.endswith(".png")]
+    assert [r.path for r in again.results][: len(pngs)] == [r.path for r in pngs]
 
 
 def test_parse_query_operators_weights_and_images(tmp_path):

@@ -1,11 +1,14 @@
 """Indexing throughput against the machine's own bound.
 
     python bench/index_throughput.py [--jpegs 48] [--pngs 400] [--model random:ViT-B-32]
+                                     [--device cpu|cuda]
 
 Measured in one run: the per-image decode+preprocess cost (full decode and JPEG draft
-mode, one core), the image tower's throughput on all cores, and `clipsearch index`'s
-images/s for several worker counts. On CPU decoding and the model share the cores, so the
-bound is cores / (decode core-seconds + model core-seconds) per image; the ratio to it says
+mode, one core), the image tower's throughput, and `clipsearch index`'s images/s for
+several worker counts. On CPU decoding and the model share the cores, so the bound is
+cores / (decode core-seconds + model core-seconds) per image. On CUDA the model leaves
+the CPU and the bound is the slower of the GPU and cores / decode seconds; the worker
+sweep then says how many decode workers keep the GPU fed. The ratio to the bound says
 how much the pipeline leaves on the table. Draft mode's effect is the cosine similarity
 of its embeddings to full-decode ones.
 """
@@ -90,16 +93,18 @@ def main() -> None:
     parser.add_argument("--model", default="random:ViT-B-32")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
 
     cores = os.cpu_count() or 1
-    encoder = load_model(args.model, precision=args.precision)
+    encoder = load_model(args.model, device=args.device, precision=args.precision)
     size = encoder.image_size
     rng = np.random.default_rng(0)
-    per_image = model_cost(encoder)
+    on_gpu = args.device == "cuda"
+    per_image = model_cost(encoder, n=4096, batch=args.batch) if on_gpu else model_cost(encoder)
     print(
         f"{cores} cores, torch threads {torch.get_num_threads()}, "
-        f"model {encoder.name} {encoder.precision}: "
+        f"model {encoder.name} {encoder.precision} on {args.device}: "
         f"{1 / per_image:.1f} img/s = {per_image * cores * 1000:.0f} core-ms/image"
     )
 
@@ -137,8 +142,13 @@ def main() -> None:
         print(f"256x256 PNG decode+preprocess: {png * 1000:.1f} ms")
 
         for label, folder, decode in (("12-MP JPEG", jpegs, draft), ("small PNG", pngs, png)):
-            bound = cores / (decode + per_image * cores)
-            for workers in sorted({1, max(1, cores - 1), cores}):
+            if on_gpu:
+                bound = min(1 / per_image, cores / decode)
+                sweep = {2**i for i in range(cores.bit_length())} | {cores}
+            else:
+                bound = cores / (decode + per_image * cores)
+                sweep = {1, max(1, cores - 1), cores}
+            for workers in sorted(sweep):
                 overall, steady = pipeline_rate(folder, encoder, workers, args.batch)
                 print(
                     f"{label:>10}: workers {workers}: steady {steady:6.1f} img/s "

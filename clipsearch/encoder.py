@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import packed
+from .digests import DigestCache
 from .model import CLIP
 from .preprocess import ImageSource, preprocess
 from .pretrained import DEFAULT_MODEL
@@ -85,13 +86,17 @@ class Encoder:
         device: str | None = None,
         precision: str = "fp32",
         tokenizer: Tokenizer | None = None,
+        digest: str | None = None,
     ):
         model = model.eval()
+        if model.visual is None and digest is None:
+            raise ValueError("a text-only model needs the digest of its full weights")
         self.name = name
         self.config = model.config
         self.dim = model.config.embed_dim
         self.image_size = model.config.vision.image_size
-        self.digest = weights_digest(model)
+        self.text_only = model.visual is None
+        self.digest = digest or weights_digest(model)
         self.device = resolve_device(device)
         self.precision = auto_precision(self.device) if precision == "auto" else precision
         self.model = _apply_precision(model.to(self.device), self.precision, self.device)
@@ -131,6 +136,8 @@ class Encoder:
     @torch.inference_mode()
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Preprocessed images (n, 3, size, size) -> unit vectors."""
+        if self.text_only:
+            raise ValueError(f"{self.name} was loaded for text only (load_model(text_only=False))")
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self._unit(self.model.encode_image(torch.from_numpy(pixels).to(self.device)))
@@ -146,8 +153,8 @@ class Encoder:
 
     def save(self, directory: str) -> None:
         """Write clipsearch's model directory (loads back with the same digest)."""
-        if self.precision != "fp32":
-            raise ValueError("save a model loaded with precision='fp32'; casts lose weights")
+        if self.precision != "fp32" or self.text_only:
+            raise ValueError("save a model loaded whole, with precision='fp32'")
         save_weights(self.model, directory, self.name)
 
     @staticmethod
@@ -156,7 +163,11 @@ class Encoder:
 
 
 def load_model(
-    spec: str = DEFAULT_MODEL, device: str | None = None, precision: str = "fp32"
+    spec: str = DEFAULT_MODEL,
+    device: str | None = None,
+    precision: str = "fp32",
+    text_only: bool = False,
+    digests: DigestCache | None = None,
 ) -> Encoder:
     """Load CLIP for encoding.
 
@@ -167,6 +178,20 @@ def load_model(
         an OpenAI TorchScript archive, or a Hugging Face CLIPModel weights file;
       - a directory: clipsearch's own model (clipsearch.json) or a Hugging Face CLIPModel;
       - "random:<config>[:seed]", untrained weights for tests and benchmarks.
+
+    text_only leaves out the image tower, for queries: with the digest known to `digests`,
+    its weights are not even read.
     """
-    weights = resolve(spec)
-    return Encoder(weights.build(), weights.name, device=device, precision=precision)
+    weights = resolve(spec, text_only=text_only)
+    digest = digests.get(weights.source) if digests is not None else None
+    if digest is not None:
+        model = weights.build(text_only=text_only)
+    else:  # the digest covers every tensor: read them all, once
+        weights = weights if weights.complete else resolve(spec)
+        model = weights.build()
+        digest = weights_digest(model)
+        if digests is not None:
+            digests.put(weights.source, digest)
+        if text_only:
+            model.visual = None
+    return Encoder(model, weights.name, device=device, precision=precision, digest=digest)

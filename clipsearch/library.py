@@ -84,12 +84,21 @@ class Library:
         models = [m for m, n in self.catalog.models() if n > 0]
         return models[0].name if len(models) == 1 else DEFAULT_MODEL
 
-    def encoder(self, spec: str | None = None) -> Encoder:
+    def encoder(self, spec: str | None = None, text_only: bool = False) -> Encoder:
+        """The model for a spec, loaded once; text_only (for text queries) leaves out the
+        image tower until something needs it."""
         if spec is None:
             self._default = self._default or self.default_model()
             spec = self._default
-        if spec not in self._encoders:
-            self._encoders[spec] = load_model(spec, device=self.device, precision=self.precision)
+        loaded = self._encoders.get(spec)
+        if loaded is None or (loaded.text_only and not text_only):
+            self._encoders[spec] = load_model(
+                spec,
+                device=self.device,
+                precision=self.precision,
+                text_only=text_only,
+                digests=self.store.digests,
+            )
         return self._encoders[spec]
 
     def model_row(self, encoder: Encoder) -> Model:
@@ -160,7 +169,7 @@ class Library:
         from .pipeline import TUNING_PROMPTS
 
         try:
-            return self.encoder(row.name).encode_text(TUNING_PROMPTS)
+            return self.encoder(row.name, text_only=True).encode_text(TUNING_PROMPTS)
         except Exception:  # model not available here: tune with image vectors instead
             return None
 
@@ -258,7 +267,7 @@ class Library:
         if k < 1:
             raise QueryError("-k must be at least 1")
         terms = parse_query([query] if isinstance(query, str) else list(query), images)
-        encoder = self.encoder(model)
+        encoder = self.encoder(model, text_only=all(t.image is None for t in terms))
         row = self.model_row(encoder)
         try:
             vector = self.query_vector(terms, encoder)

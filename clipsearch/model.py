@@ -159,18 +159,25 @@ class Transformer(nn.Module):
         return x
 
 
+def normal(*shape: int, std: float) -> torch.Tensor:
+    """N(0, std) values, or only the shape on the meta device: a model built there is about
+    to receive loaded weights, and drawing on it would import torch's compiler (2 s)."""
+    t = torch.empty(*shape)
+    return t if t.is_meta else t.normal_(std=std)
+
+
 class VisionTransformer(nn.Module):
     def __init__(self, cfg: VisionConfig, embed_dim: int, quick_gelu: bool):
         super().__init__()
         grid = cfg.image_size // cfg.patch_size
         scale = cfg.width**-0.5
         self.conv1 = nn.Conv2d(3, cfg.width, cfg.patch_size, cfg.patch_size, bias=False)
-        self.class_embedding = nn.Parameter(scale * torch.randn(cfg.width))
-        self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, cfg.width))
+        self.class_embedding = nn.Parameter(normal(cfg.width, std=scale))
+        self.positional_embedding = nn.Parameter(normal(grid * grid + 1, cfg.width, std=scale))
         self.ln_pre = LayerNorm(cfg.width)
         self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, quick_gelu, causal=False)
         self.ln_post = LayerNorm(cfg.width)
-        self.proj = nn.Parameter(scale * torch.randn(cfg.width, embed_dim))
+        self.proj = nn.Parameter(normal(cfg.width, embed_dim, std=scale))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.conv1(pixels).flatten(2).transpose(1, 2)  # (n, grid*grid, width)
@@ -186,7 +193,9 @@ class CLIP(nn.Module):
         self.config = cfg
         t = cfg.text
         self.visual = VisionTransformer(cfg.vision, cfg.embed_dim, cfg.quick_gelu)
-        self.token_embedding = nn.Embedding(t.vocab_size, t.width)
+        self.token_embedding = nn.Embedding(
+            t.vocab_size, t.width, _weight=normal(t.vocab_size, t.width, std=1.0)
+        )
         self.positional_embedding = nn.Parameter(torch.empty(t.context_length, t.width))
         self.transformer = Transformer(t.width, t.layers, t.heads, cfg.quick_gelu, causal=True)
         self.ln_final = LayerNorm(t.width)
@@ -196,6 +205,8 @@ class CLIP(nn.Module):
 
     def _init_text(self) -> None:
         """OpenAI's initialisation, so training from scratch starts where the paper did."""
+        if self.text_projection.is_meta:
+            return
         t = self.config.text
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
@@ -209,7 +220,7 @@ class CLIP(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.visual.conv1.weight.dtype
+        return self.token_embedding.weight.dtype
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         self.visual.transformer.grad_checkpointing = enabled

@@ -8,11 +8,13 @@ from pathlib import Path
 import platformdirs
 
 from .catalog import Catalog, sqlite_url
+from .digests import DigestCache
 from .errors import ClipsearchError
 from .vectors import VectorIndexes
 
 CATALOG_FILE = "catalog.db"
 INDEX_DIR = "indexes"
+DIGESTS_FILE = "weights-digests.json"
 
 
 class StoreNotFound(ClipsearchError):
@@ -41,6 +43,7 @@ class Store:
         self.db_url = db_url or sqlite_url(self.path / CATALOG_FILE)
         self.catalog = Catalog(self.db_url)
         self.indexes = VectorIndexes(self.catalog, self.path / INDEX_DIR)
+        self.digests = DigestCache(self.path / DIGESTS_FILE)
 
     def close(self) -> None:
         self.catalog.close()

@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from .errors import ClipsearchError
 from .model import CLIP, CONFIGS, CLIPConfig, TextConfig, VisionConfig
@@ -24,6 +25,11 @@ from .pretrained import PRETRAINED, Pretrained, cached_file
 OWN_CONFIG = "clipsearch.json"
 OWN_WEIGHTS = "model.safetensors"
 RANDOM_PREFIX = "random:"
+VISION_PREFIXES = ("visual.", "vision_model.", "visual_projection.")  # every layout's
+
+
+def is_vision_key(key: str) -> bool:
+    return key.removeprefix("module.").startswith(VISION_PREFIXES)
 
 
 class WeightsError(ClipsearchError):
@@ -32,24 +38,42 @@ class WeightsError(ClipsearchError):
 
 @dataclass
 class Weights:
-    """A state dict in OpenAI layout with the config it fits and a display name."""
+    """A state dict in OpenAI layout with the config it fits and a display name.
+
+    Read for text only, the image tower's tensors are shape-only placeholders (the meta
+    device); `source` is the file the tensors came from, when there is one.
+    """
 
     name: str
     config: CLIPConfig
     state_dict: dict[str, torch.Tensor]
+    source: Path | None = None
 
-    def build(self) -> CLIP:
+    @property
+    def complete(self) -> bool:
+        return not any(v.is_meta for v in self.state_dict.values())
+
+    def build(self, text_only: bool = False) -> CLIP:
         """A float32 model on these weights (fp32 tensors are taken over, not copied: build
-        once). Built on the meta device: random initialisation would cost more than loading."""
+        once). Built on the meta device: random initialisation would cost more than loading.
+        text_only leaves out the image tower (`model.visual` is None)."""
         with torch.device("meta"):
             model = CLIP(self.config)
-        weights = {k: v.to(torch.float32) for k, v in self.state_dict.items()}
+        if text_only:
+            model.visual = None
+        weights = {
+            k: v.to(torch.float32)
+            for k, v in self.state_dict.items()
+            if not (text_only and is_vision_key(k))
+        }
         missing, unexpected = model.load_state_dict(weights, strict=False, assign=True)
         if missing or unexpected:
             raise WeightsError(
                 f"{self.name}: weights do not fit CLIP {self.config.vision.width}-wide ViT: "
                 f"missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
+        if any(p.is_meta for p in model.parameters()):
+            raise ValueError(f"{self.name} was read for text only; build it with text_only")
         return model
 
 
@@ -172,14 +196,32 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors from .safetensors, a pickle (weights only) or an OpenAI TorchScript archive."""
+def _read_safetensors(path: Path, text_only: bool) -> dict[str, torch.Tensor]:
+    out = {}
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+            if text_only and is_vision_key(key):
+                part = f.get_slice(key)
+                dtype = getattr(torch, _SAFETENSORS_DTYPES[part.get_dtype()])
+                out[key] = torch.empty(part.get_shape(), dtype=dtype, device="meta")
+            else:
+                out[key] = f.get_tensor(key)
+    return out
+
+
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+
+
+def read_state_dict(path: Path, text_only: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors from .safetensors, a pickle (weights only) or an OpenAI TorchScript archive.
+    text_only reads the image tower's shapes but not its values, where the format allows."""
     try:
         if path.suffix == ".safetensors":
-            return load_file(str(path))
+            return _read_safetensors(path, text_only)
         if _is_torchscript(path):
             return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        mmap = text_only and zipfile.is_zipfile(path)  # pages of unread tensors stay on disk
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except (OSError, RuntimeError, ValueError, zipfile.BadZipFile) as e:
         raise WeightsError(f"{path}: cannot read weights: {e}") from None
     except Exception as e:  # unpickling refused by weights_only, or a foreign format
@@ -188,6 +230,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         obj = obj["state_dict"]  # open_clip training checkpoints
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{path}: does not contain a state dict of tensors")
+    if text_only:
+        obj = {
+            k: torch.empty_like(v, device="meta") if is_vision_key(k) else v for k, v in obj.items()
+        }
     return obj
 
 
@@ -209,32 +255,35 @@ def _open_clip_quick_gelu(config_path: Path, default: bool) -> bool:
 
 
 def load_file_weights(
-    path: Path, quick_gelu: bool | None = None, name: str | None = None
+    path: Path, quick_gelu: bool | None = None, name: str | None = None, text_only: bool = False
 ) -> Weights:
     """A single checkpoint file. Activation: argument, else a config beside it, else QuickGELU
     (TorchScript archives are OpenAI's own and always QuickGELU)."""
-    sd = _normalise_keys(read_state_dict(path))
+    sd = _normalise_keys(read_state_dict(path, text_only))
     hf_config = path.parent / "config.json"
     if quick_gelu is None and (path.parent / "open_clip_config.json").exists():
         quick_gelu = _open_clip_quick_gelu(path.parent / "open_clip_config.json", True)
     config = infer_config(sd, True if quick_gelu is None else quick_gelu)
     if hf_config.exists() and quick_gelu is None:
         config = _apply_hf_config(config, hf_config)
-    return Weights(name or str(path.resolve()), config, sd)
+    return Weights(name or str(path.resolve()), config, sd, source=path)
 
 
-def load_dir_weights(path: Path) -> Weights:
+def load_dir_weights(path: Path, text_only: bool = False) -> Weights:
     if (path / OWN_CONFIG).exists():
         meta = json.loads((path / OWN_CONFIG).read_text())
         config = CLIPConfig.from_dict(meta["config"])
-        return Weights(str(path.resolve()), config, load_file(str(path / OWN_WEIGHTS)))
+        weights = path / OWN_WEIGHTS
+        return Weights(str(path.resolve()), config, read_state_dict(weights, text_only), weights)
     for candidates, has_config in (
         (("model.safetensors", "pytorch_model.bin"), "config.json"),
         (("open_clip_model.safetensors", "open_clip_pytorch_model.bin"), "open_clip_config.json"),
     ):
         for filename in candidates:
             if (path / filename).exists() and (path / has_config).exists():
-                return load_file_weights(path / filename, name=str(path.resolve()))
+                return load_file_weights(
+                    path / filename, name=str(path.resolve()), text_only=text_only
+                )
     raise WeightsError(
         f"{path}: no CLIP model here (expected {OWN_CONFIG}, a Hugging Face CLIPModel "
         "with config.json, or open_clip_model.safetensors)"
@@ -286,18 +335,21 @@ def random_weights(spec: str) -> Weights:
     return Weights(f"{RANDOM_PREFIX}{arch}:{seed}", model.config, model.state_dict())
 
 
-def resolve(spec: str) -> Weights:
-    """Any model spec -> Weights. See `load_model` for the forms a spec takes."""
+def resolve(spec: str, text_only: bool = False) -> Weights:
+    """Any model spec -> Weights. See `load_model` for the forms a spec takes. text_only
+    skips reading the image tower's values where the file format allows it."""
     if spec.startswith(RANDOM_PREFIX):
         return random_weights(spec)
     if spec in PRETRAINED:
         p = PRETRAINED[spec]
-        return load_file_weights(Path(download(p)), quick_gelu=p.quick_gelu, name=p.name)
+        return load_file_weights(
+            Path(download(p)), quick_gelu=p.quick_gelu, name=p.name, text_only=text_only
+        )
     path = Path(spec).expanduser()
     if path.is_dir():
-        return load_dir_weights(path)
+        return load_dir_weights(path, text_only)
     if path.is_file():
-        return load_file_weights(path)
+        return load_file_weights(path, text_only=text_only)
     raise WeightsError(
         f"unknown model {spec!r}: not a file, a directory, or a named model "
         f"({', '.join(PRETRAINED)}); `random:<config>` is for tests"

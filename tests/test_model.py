@@ -91,6 +91,16 @@ def test_hf_directory_matches_transformers(tmp_path, size):
     assert_same(ours(encoder, pixels, tokens), reference(hf, pixels, tokens))
 
 
+def test_text_only_hf_directory_matches_transformers(tmp_path):
+    hf = hf_clip(**SIZES["tiny"])
+    hf.save_pretrained(tmp_path / "hf")
+    pixels, tokens = inputs(SIZES["tiny"]["image"])
+    encoder = load_model(str(tmp_path / "hf"), text_only=True)
+    assert encoder.model.visual is None
+    text = torch.from_numpy(encoder.encode_tokens(tokens.numpy()))
+    assert_same([text], [reference(hf, pixels, tokens)[1]])
+
+
 @pytest.mark.parametrize("size", ["tiny", "ViT-B-32"])
 def test_openai_layout_file_matches_transformers(tmp_path, size):
     hf = hf_clip(**SIZES[size])

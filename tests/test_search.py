@@ -286,6 +286,23 @@ def test_repeated_text_query_reuses_its_vector(indexed):
     assert [r.path for r in again.results][: len(pngs)] == [r.path for r in pngs]
 
 
+def test_text_query_loads_only_the_text_tower(indexed, tmp_path):
+    from clipsearch.library import Library
+
+    photos, store = indexed
+    model = tmp_path / "model"
+    Library(store).encoder(MODEL).save(str(model))  # a model on disk, like a download
+    index = cli("index", photos, "--model", model, "--store", store, "--workers", "1")
+    assert index.exit_code == 0, index.output
+    with Library(store) as lib:
+        by_text = lib.search("a red square", k=3, model=str(model))
+        assert lib.encoder(str(model), text_only=True).text_only
+        by_image = lib.search([], k=1, images=[str(photos / "home" / "00.png")], model=str(model))
+        assert not lib.encoder(str(model), text_only=True).text_only  # the whole one, kept
+        assert by_image.results[0].path == str(photos / "home" / "00.png")
+        assert lib.search("a red square", k=3, model=str(model)).results == by_text.results
+
+
 def test_parse_query_operators_weights_and_images(tmp_path):
     img = make_image(tmp_path / "q.png")
     terms = parse_query(["beach", "+", "sunset", "-", "2:people", str(img)])

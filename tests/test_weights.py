@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from clipsearch.digests import DigestCache
 from clipsearch.encoder import load_model
 from clipsearch.model import CLIP, CONFIGS
-from clipsearch.weights import PRETRAINED, Pretrained, WeightsError
+from clipsearch.weights import PRETRAINED, Pretrained, WeightsError, resolve
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +145,76 @@ def test_named_model_loads_from_hub_cache(tmp_path, monkeypatch, reference):
     loaded = load_model("tiny/test")
     assert loaded.name == "tiny/test"
     assert loaded.digest == reference.digest
+
+
+@pytest.mark.parametrize("layout", ["own directory", "openai .pt", "safetensors file"])
+def test_text_only_load_equals_full_and_remembers_the_digest(tmp_path, reference, layout):
+    source = {
+        "own directory": tmp_path / "m" / "model.safetensors",
+        "openai .pt": tmp_path / "m.pt",
+        "safetensors file": tmp_path / "m.safetensors",
+    }[layout]
+    if layout == "own directory":
+        reference.save(str(tmp_path / "m"))
+    elif layout == "openai .pt":
+        torch.save(state(reference), source)
+    else:
+        save_file(state(reference), str(source))
+    spec = str(tmp_path / "m") if layout == "own directory" else str(source)
+    digests = DigestCache(tmp_path / "digests.json")
+    texts = ["a red square", "🐶 on a beach"]
+    for _ in range(2):  # first the digest is computed from every tensor, then remembered
+        text = load_model(spec, text_only=True, digests=digests)
+        assert text.text_only and text.model.visual is None
+        assert text.digest == reference.digest
+        np.testing.assert_allclose(text.encode_text(texts), reference.encode_text(texts), atol=1e-6)
+    assert digests.get(source) == reference.digest
+    with pytest.raises(ValueError, match="text only"):
+        text.encode_pixels(np.zeros((1, 3, 32, 32), np.float32))
+    with pytest.raises(ValueError, match="whole"):
+        text.save(str(tmp_path / "again"))
+
+
+def test_text_only_read_leaves_image_tensors_unread(tmp_path, reference):
+    save_file(state(reference), str(tmp_path / "m.safetensors"))
+    weights = resolve(str(tmp_path / "m.safetensors"), text_only=True)
+    assert weights.state_dict["visual.conv1.weight"].is_meta
+    assert not weights.state_dict["token_embedding.weight"].is_meta
+    assert weights.config == reference.config  # shapes are still read
+    with pytest.raises(ValueError, match="text only"):
+        weights.build()
+
+
+def test_changed_weights_file_is_hashed_again(tmp_path):
+    digests = DigestCache(tmp_path / "digests.json")
+    first, second = load_model("random:tiny:1"), load_model("random:tiny:2")
+    first.save(str(tmp_path / "m"))
+    assert load_model(str(tmp_path / "m"), digests=digests).digest == first.digest
+    second.save(str(tmp_path / "m"))  # same path, new weights
+    assert load_model(str(tmp_path / "m"), text_only=True, digests=digests).digest == second.digest
+
+
+def test_digest_cache_survives_garbage_and_read_only_folders(tmp_path):
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"weights")
+    (tmp_path / "digests.json").write_text("[not json")
+    digests = DigestCache(tmp_path / "digests.json")
+    assert digests.get(weights) is None
+    digests.put(weights, "abc")
+    assert digests.get(weights) == "abc"
+    locked = DigestCache(tmp_path / "missing-folder" / "digests.json")
+    locked.put(weights, "abc")  # cannot write: computed again next time, no error
+    assert locked.get(weights) is None
+
+
+def test_loading_weights_does_not_import_the_compiler(tmp_path, reference):
+    """Building on the meta device must not draw random numbers there: that imports
+    torch._dynamo and sympy, two seconds of every cold query."""
+    reference.save(str(tmp_path / "m"))
+    code = (
+        "import sys; from clipsearch.encoder import load_model; "
+        f"load_model({str(tmp_path / 'm')!r}).encode_text(['a dog']); "
+        "print('torch._dynamo' in sys.modules, 'sympy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

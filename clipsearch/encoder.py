@@ -87,6 +87,7 @@ class Encoder:
         precision: str = "fp32",
         tokenizer: Tokenizer | None = None,
         digest: str | None = None,
+        pack_text: bool = False,
     ):
         model = model.eval()
         if model.visual is None and digest is None:
@@ -101,8 +102,11 @@ class Encoder:
         self.precision = auto_precision(self.device) if precision == "auto" else precision
         self.model = _apply_precision(model.to(self.device), self.precision, self.device)
         self.tokenizer = tokenizer or default_tokenizer()
-        self._pack_text = (
-            self.device.type == "cpu" and self.precision in ("fp32", "int8") and packed.available()
+        self._pack_text = (  # the packed copy would not follow a model still in training
+            pack_text
+            and self.device.type == "cpu"
+            and self.precision in ("fp32", "int8")
+            and packed.available()
         )
 
     @property
@@ -194,4 +198,6 @@ def load_model(
             digests.put(weights.source, digest)
         if text_only:
             model.visual = None
-    return Encoder(model, weights.name, device=device, precision=precision, digest=digest)
+    return Encoder(
+        model, weights.name, device=device, precision=precision, digest=digest, pack_text=True
+    )

@@ -278,12 +278,17 @@ class VectorIndexes:
             sample = np.sort(np.random.default_rng(0).permutation(all_ids)[:size])
             _, train = self.catalog.vectors(model_id, sample.tolist())
             index.train(train)
+        present: set[int] = set()
         for ids, vecs in self.catalog.iter_vector_batches(model_id):
             index.add_with_ids(vecs, ids)
+            present.update(ids.tolist())
         loaded = LoadedIndex(
             model_id, chosen, factory, index, dict(chosen.search), log_seq, set(), dim
         )
-        loaded.apply_log(self.catalog.log_since(model_id, log_seq), self.catalog)
+        # Vectors committed while the batches were read are in already: replay the rest.
+        later = self.catalog.log_since(model_id, log_seq)
+        loaded.apply_log([e for e in later if not (e[2] == "+" and e[1] in present)], self.catalog)
+        loaded.log_seq = later[-1][0] if later else log_seq
         if chosen.tune and n > 0:
             loaded.params = self.tune(loaded, tune_queries)
         return loaded

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from clipsearch import packed
-from clipsearch.encoder import load_model, weights_digest
-from clipsearch.model import CLIP, CONFIGS
+from clipsearch.encoder import Encoder, load_model, weights_digest
+from clipsearch.model import CLIP, CONFIGS, Attention
 from clipsearch.tokenizer import default_tokenizer
 
 pytestmark = pytest.mark.skipif(not packed.available(), reason="torch built without oneDNN")
@@ -44,3 +44,10 @@ def test_packing_keeps_state_dict_digest_and_saving(tmp_path):
     assert again.digest == encoder.digest
     a, b = encoder.encode_text(TEXTS), again.encode_text(TEXTS)
     assert np.allclose(a, b, atol=1e-6)
+
+
+def test_encoder_over_a_model_in_training_leaves_it_unpacked():
+    """Validation wraps the live training model; a packed copy would freeze its weights."""
+    model = CLIP(CONFIGS["tiny"])
+    Encoder(model, "in training").encode_text(["validation caption"])
+    assert type(model.transformer.resblocks[0].attn) is Attention

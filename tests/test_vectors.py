@@ -138,3 +138,37 @@ def test_presets_are_declared_in_files():
     assert set(PRESETS) == {"exact", "hnsw", "ivf-flat", "ivf-pq"}
     pq = PRESETS["ivf-pq"]
     assert pq.factory_for(1_000_000, 512) == "OPQ64,IVF4000,PQ64np" and pq.rerank > 1
+
+
+@pytest.mark.parametrize("preset", ["exact", "hnsw"])
+def test_vectors_committed_during_a_build_are_indexed_once(store, preset):
+    """An indexer commits while a query builds the index: the new vectors are both read
+    and in the log since the build's start; they must not be added twice."""
+    catalog, indexes, model_id, _ = store
+    late = clustered(3, seed=9)
+    read_batches = catalog.iter_vector_batches
+
+    def commit_then_read(mid, *args):
+        with catalog.session() as s, s.begin():
+            s.execute(
+                insert(File),
+                [
+                    {
+                        "id": 5000 + i,
+                        "path": f"/late/{i}.jpg",
+                        "size": 1,
+                        "mtime_ns": 1,
+                        "state": "ok",
+                    }
+                    for i in range(3)
+                ],
+            )
+            Catalog.add_vectors(s, mid, [5000, 5001, 5002], late)
+        catalog.iter_vector_batches = read_batches
+        return read_batches(mid, *args)
+
+    catalog.iter_vector_batches = commit_then_read
+    loaded = indexes.build(model_id, preset)
+    assert loaded.index.ntotal == loaded.count == 4003
+    scores, ids = loaded.search(late[:1], 2)
+    assert ids[0][0] == 5000 and ids[0][1] != 5000

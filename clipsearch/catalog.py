@@ -8,6 +8,7 @@ A file's vector never changes under its id: changed content gets a new file row.
 
 from __future__ import annotations
 
+import base64
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -50,12 +51,22 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+RAW_PATH = "raw:"  # stored paths are absolute, so no real one starts with this
+
+
 class FsPath(TypeDecorator):
     """A file-system path. Text as usual; a name that is not valid UTF-8 (undecodable
-    bytes on Linux) is stored as its raw bytes, which SQLite keeps exactly."""
+    bytes on Linux) is stored as its raw bytes, which SQLite keeps exactly, and elsewhere
+    (text must be UTF-8) as RAW_PATH + base64 of the bytes. Compared bytewise (collation
+    C), so that a folder's files are one range of paths."""
 
     impl = Text
     cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":  # BINARY, SQLite's default, is bytewise already
+            return dialect.type_descriptor(Text())
+        return dialect.type_descriptor(Text(collation="C"))
 
     def process_bind_param(self, value, dialect):
         if value is None:
@@ -64,9 +75,12 @@ class FsPath(TypeDecorator):
             value.encode("utf-8")
             return value
         except UnicodeEncodeError:
-            return os.fsencode(value)
+            raw = os.fsencode(value)
+            return raw if dialect.name == "sqlite" else RAW_PATH + base64.b64encode(raw).decode()
 
     def process_result_value(self, value, dialect):
+        if isinstance(value, str) and value.startswith(RAW_PATH):
+            return os.fsdecode(base64.b64decode(value[len(RAW_PATH) :]))
         return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
@@ -259,6 +273,13 @@ class Catalog:
 
     # ---- files ----------------------------------------------------------------------
 
+    def raw_paths(self):
+        """Rows whose name is not UTF-8. They sort apart from text paths (BLOBs after all
+        text in SQLite, RAW_PATH elsewhere), so path ranges miss them: match in Python."""
+        if self.engine.dialect.name == "sqlite":
+            return func.typeof(File.path) == "blob"
+        return File.path.startswith(RAW_PATH, autoescape=True)
+
     def files_under(self, roots: Sequence[str]) -> dict[str, File]:
         """Catalog rows whose path lies under any of the roots (or is one)."""
         out: dict[str, File] = {}
@@ -270,13 +291,7 @@ class Catalog:
                     (File.path == root) | ((File.path >= prefix) & (File.path < after))
                 )
                 out.update((f.path, f) for f in s.scalars(q))
-            # Undecodable names are stored as BLOBs, which sort after all text in SQLite.
-            blobs = (
-                s.scalars(select(File).where(func.typeof(File.path) == "blob"))
-                if self.engine.dialect.name == "sqlite"
-                else []
-            )
-            for f in blobs:
+            for f in s.scalars(select(File).where(self.raw_paths())):
                 if any(f.path == r or f.path.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
                     out[f.path] = f
         return out

@@ -6,7 +6,6 @@ errors are one clear line on stderr and exit status 1, never a traceback.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -79,7 +78,9 @@ def user_errors() -> Iterator[None]:
 
 
 def emit_json(data) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+    from .render import json_text
+
+    sys.stdout.write(json_text(data) + "\n")
 
 
 @app.command()
@@ -175,11 +176,20 @@ def progress_bar(enabled: bool, label: str) -> Iterator[Callable[[int, int, str]
         yield update
 
 
+def shown(text: str) -> str:
+    """Text as rich prints it: undecodable bytes as \\udcXX, brackets not markup."""
+    from rich.markup import escape
+
+    from .render import printable
+
+    return escape(printable(text))
+
+
 def show_problems(report) -> None:
     for p in report.problems:
-        err.print(f"[yellow]Skipped:[/yellow] {p.path}: {p.reason}", markup=True)
+        err.print(f"[yellow]Skipped:[/yellow] {shown(p.path)}: {shown(p.reason)}", markup=True)
     for path, reason in report.failures[:20]:
-        err.print(f"[red]Failed:[/red] {path}: {reason}", markup=True)
+        err.print(f"[red]Failed:[/red] {shown(path)}: {shown(reason)}", markup=True)
     if len(report.failures) > 20:
         err.print(f"... and {len(report.failures) - 20} more: `clipsearch status --failed`")
 
@@ -312,7 +322,7 @@ def status(
         )
     if failed:
         for f in info["failed"]:
-            out.print(f"{f['path']}: {f['reason']}")
+            out.print(f"{shown(f['path'])}: {shown(f['reason'])}")
     elif info["failed"]:
         out.print("List failed files with: clipsearch status --failed")
 
@@ -382,9 +392,10 @@ def _print_answer(answer, fmt: str, output: Path | None) -> None:
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}")
     if fmt == "table" and output is None:
-        table = Table("#", "score", "path", "date", "size", title=answer.query)
+        table = Table("#", "score", "path", "date", "size", title=shown(answer.query))
         for rank, r in enumerate(answer.results, 1):
-            table.add_row(str(rank), f"{r.score:.3f}", r.path, f"{r.date:%Y-%m-%d}", _size(r.size))
+            path = shown(r.path)
+            table.add_row(str(rank), f"{r.score:.3f}", path, f"{r.date:%Y-%m-%d}", _size(r.size))
         out.print(table)
         if not answer.results:
             err.print("No results.")
@@ -396,10 +407,13 @@ def _print_answer(answer, fmt: str, output: Path | None) -> None:
         "html": lambda: render.as_html(answer.query, answer.model, answer.results),
         "table": lambda: render.as_paths(answer.results),
     }[fmt]()
+    data = text.encode("utf-8", "surrogateescape")  # `paths` gives names back byte for byte
     if output is None:
-        sys.stdout.write(text)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
     else:
-        output.write_text(text, encoding="utf-8")
+        output.write_bytes(data)
         err.print(f"Wrote {len(answer.results)} results to {output}")
 
 

@@ -16,15 +16,23 @@ from .search import Result
 THUMBNAIL = 256
 
 
+def printable(text: str) -> str:
+    """A file name that is not UTF-8 (its bytes kept as lone surrogates) with those bytes
+    written as \\udcXX: printable anywhere, and a valid JSON escape that decodes back to
+    the same name."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def json_text(data) -> str:
+    return printable(json.dumps(data, ensure_ascii=False))
+
+
 def as_json(query: str, model: str, results: Sequence[Result]) -> str:
-    return json.dumps(
-        {"query": query, "model": model, "results": [r.to_dict() for r in results]},
-        ensure_ascii=False,
-    )
+    return json_text({"query": query, "model": model, "results": [r.to_dict() for r in results]})
 
 
 def as_jsonl(results: Sequence[Result]) -> str:
-    return "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in results)
+    return "".join(json_text(r.to_dict()) + "\n" for r in results)
 
 
 def as_paths(results: Sequence[Result]) -> str:

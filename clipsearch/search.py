@@ -107,26 +107,47 @@ def _ext_aliases(ext: str) -> set[str]:
 
 def filtered_ids(catalog: Catalog, model_id: int, filters: Filters) -> np.ndarray:
     """Ids of files with this model's vector that pass every filter. Dates use the EXIF
-    capture time, else the file's modification time."""
+    capture time, else the file's modification time (both UTC)."""
     conds = [Vector.model_id == model_id, File.state == "ok"]
+    for bound, newer in ((filters.after, True), (filters.before, False)):
+        if bound is not None:
+            ns = int(bound.replace(tzinfo=timezone.utc).timestamp() * 1e9)
+            taken, mtime = (
+                (File.taken_at >= bound, File.mtime_ns >= ns)
+                if newer
+                else (File.taken_at < bound, File.mtime_ns < ns)
+            )
+            conds.append(or_(taken, and_(File.taken_at.is_(None), mtime)))
+    by_name = []
     if filters.folders:
         ors = []
-        for folder in filters.folders:
-            prefix = os.path.abspath(folder).rstrip(os.sep) + os.sep
+        for prefix in _folder_prefixes(filters):
             ors.append(and_(File.path >= prefix, File.path < prefix[:-1] + chr(ord(os.sep) + 1)))
-        conds.append(or_(*ors))
-    mtime_as_date = func.datetime(File.mtime_ns / 1_000_000_000, "unixepoch")
-    when = func.coalesce(File.taken_at, mtime_as_date)
-    if filters.after:
-        conds.append(when >= filters.after.strftime("%Y-%m-%d %H:%M:%S"))
-    if filters.before:
-        conds.append(when < filters.before.strftime("%Y-%m-%d %H:%M:%S"))
+        by_name.append(or_(*ors))
     if filters.extensions:
-        exts = set().union(*(_ext_aliases(e) for e in filters.extensions))
-        conds.append(or_(*(func.lower(File.path).like(f"%{e}") for e in exts)))
-    q = select(File.id).join(Vector, Vector.file_id == File.id).where(*conds)
+        by_name.append(or_(*(func.lower(File.path).like(f"%{e}") for e in _extensions(filters))))
+    joined = select(File.id).join(Vector, Vector.file_id == File.id).where(*conds)
     with catalog.session() as s:
-        return np.array(s.scalars(q).all(), dtype=np.int64)
+        ids = set(s.scalars(joined.where(*by_name)))
+        if by_name:
+            raw = joined.add_columns(File.path).where(catalog.raw_paths())
+            ids.update(i for i, path in s.execute(raw) if _name_passes(path, filters))
+    return np.array(sorted(ids), dtype=np.int64)
+
+
+def _folder_prefixes(filters: Filters) -> list[str]:
+    return [os.path.abspath(f).rstrip(os.sep) + os.sep for f in filters.folders]
+
+
+def _extensions(filters: Filters) -> set[str]:
+    return set().union(*(_ext_aliases(e) for e in filters.extensions))
+
+
+def _name_passes(path: str, filters: Filters) -> bool:
+    """The folder and extension filters, in Python, for names SQL cannot compare."""
+    in_folder = not filters.folders or path.startswith(tuple(_folder_prefixes(filters)))
+    has_ext = not filters.extensions or path.lower().endswith(tuple(_extensions(filters)))
+    return in_folder and has_ext
 
 
 @dataclass

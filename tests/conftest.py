@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +101,57 @@ def emoji_models(tmp_path_factory):
         )
     )
     return {"dir": d, "scratch": scratch, "tuned": tuned, "val": val}
+
+
+def _pg_binaries() -> tuple[str, str] | None:
+    """initdb and pg_ctl from PATH or Debian's versioned folders."""
+    for folder in [None, *sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)]:
+        initdb = shutil.which("initdb", path=str(folder) if folder else None)
+        pg_ctl = shutil.which("pg_ctl", path=str(folder) if folder else None)
+        if initdb and pg_ctl:
+            return initdb, pg_ctl
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server on a Unix socket (run as `postgres` when we are root:
+    the server refuses root). Yields a function that makes a fresh database's URL."""
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver psycopg is not installed")
+    binaries = _pg_binaries()
+    if binaries is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    initdb, pg_ctl = binaries
+    base = Path(tempfile.mkdtemp(prefix="clipsearch-pg-"))
+    as_owner: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data, log = base / "data", base / "server.log"
+    subprocess.run(
+        [*as_owner, initdb, "-D", str(data), "-A", "trust", "-U", "clipsearch", "--no-sync"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-k {base} -c listen_addresses='' -c fsync=off"
+    started = subprocess.run(
+        [*as_owner, pg_ctl, "-D", str(data), "-o", options, "-l", str(log), "-w", "start"],
+        capture_output=True,
+        text=True,
+    )
+    if started.returncode != 0:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.skip(f"PostgreSQL did not start: {started.stderr.strip()}")
+    import psycopg
+
+    made = iter(range(10**6))
+
+    def fresh_database() -> str:
+        name = f"catalog{next(made)}"
+        with psycopg.connect(f"host={base} user=clipsearch dbname=postgres", autocommit=True) as c:
+            c.execute(f"CREATE DATABASE {name}")
+        return f"postgresql+psycopg://clipsearch@/{name}?host={base}"
+
+    yield fresh_database
+    subprocess.run([*as_owner, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], check=False)
+    shutil.rmtree(base, ignore_errors=True)

@@ -101,3 +101,44 @@ def test_log_positions_are_never_reused_after_trimming(tmp_path):
         Catalog.log(s, model.id, [3], "+")
     assert catalog.log_since(model.id, 2) == [(3, 3, "+")]
     assert catalog.log_position(model.id) == 3
+
+
+def test_postgresql_catalog_end_to_end(postgres_server, tmp_path):
+    """`--db URL` with PostgreSQL: schema by Alembic, odd and undecodable names, folder
+    filters (bytewise path ranges), incremental re-index, forget, and the same answers
+    as a SQLite catalog of the same photos."""
+    import json
+
+    from conftest import make_image
+    from typer.testing import CliRunner
+
+    from clipsearch.cli import app
+
+    photos = tmp_path / "photos"
+    for i in range(6):
+        make_image(photos / ("a" if i % 2 else "a b") / f"{i}.png", seed=i)
+    make_image(photos / "a" / "ünïcødé 🐶.png", seed=7)
+    make_image(photos / "a" / os.fsdecode(b"caf\xe9 \xff.png"), seed=8)
+    make_image(photos / "a0" / "sibling.png", seed=9)  # sorts between "a" and "a/"
+    db = postgres_server()
+    runner = CliRunner()
+
+    def run(*args, store="pg", url=db):
+        extra = ["--db", url] if url else []
+        result = runner.invoke(app, [*map(str, args), "--store", str(tmp_path / store), *extra])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    index = ["index", photos, "--model", "random:tiny", "--workers", "1", "--json"]
+    assert json.loads(run(*index))["added"] == 9
+    assert json.loads(run(*index))["unchanged"] == 9
+    run(*index, store="sqlite", url=None)
+    query = ["query", photos / "a" / "1.png", "-k", "20", "--in", photos / "a", "-f", "json"]
+    on_pg, on_sqlite = (
+        json.loads(run(*query, **kw))["results"] for kw in ({}, {"store": "sqlite", "url": None})
+    )
+    assert [r["path"] for r in on_pg] == [r["path"] for r in on_sqlite]
+    assert len(on_pg) == 5 and on_pg[0]["path"] == str(photos / "a" / "1.png")
+    assert str(photos / "a" / os.fsdecode(b"caf\xe9 \xff.png")) in {r["path"] for r in on_pg}
+    run("forget", photos / "a")
+    assert json.loads(run("status", "--json"))["files"]["ok"] == 4

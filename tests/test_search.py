@@ -306,6 +306,26 @@ def test_text_query_loads_only_the_text_tower(indexed, tmp_path):
         assert lib.search("a red square", k=3, model=str(model)).results == by_text.results
 
 
+def test_undecodable_and_bracketed_names_in_every_format(tmp_path):
+    """A name that is not UTF-8 comes back byte for byte in `paths`, as a JSON escape
+    that decodes to the same name, and printable in the table; brackets stay text."""
+    photos = tmp_path / "photos"
+    odd = make_image(photos / os.fsdecode(b"caf\xe9 \xff.png"), seed=1)
+    make_image(photos / "holiday [1].png", seed=2)
+    store = tmp_path / "store"
+    assert cli("index", photos, "--model", MODEL, "--store", store, "--workers", "1").exit_code == 0
+    ask = ["query", odd, "--store", store, "-k", "2", "--in", photos]
+    paths = runner.invoke(app, [*map(str, ask), "-f", "paths"])
+    assert paths.exit_code == 0, paths.output
+    assert paths.stdout_bytes.split(b"\n")[0] == os.fsencode(odd)
+    listed = as_json(cli(*ask, "-f", "json"))["results"]
+    assert [r["path"] for r in listed][0] == str(odd)
+    table = runner.invoke(app, list(map(str, ask)), env={"COLUMNS": "400"})
+    assert table.exit_code == 0, table.output
+    assert "holiday [1].png" in table.stdout
+    assert "caf\\udce9 \\udcff.png" in table.stdout
+
+
 def test_parse_query_operators_weights_and_images(tmp_path):
     img = make_image(tmp_path / "q.png")
     terms = parse_query(["beach", "+", "sunset", "-", "2:people", str(img)])

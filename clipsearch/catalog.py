@@ -32,6 +32,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal_column,
     select,
     update,
 )
@@ -276,8 +277,8 @@ class Catalog:
     def raw_paths(self):
         """Rows whose name is not UTF-8. They sort apart from text paths (BLOBs after all
         text in SQLite, RAW_PATH elsewhere), so path ranges miss them: match in Python."""
-        if self.engine.dialect.name == "sqlite":
-            return func.typeof(File.path) == "blob"
+        if self.engine.dialect.name == "sqlite":  # every BLOB >= the empty one > all text
+            return File.path >= literal_column("x''")
         return File.path.startswith(RAW_PATH, autoescape=True)
 
     def files_under(self, roots: Sequence[str]) -> dict[str, File]:

@@ -312,8 +312,13 @@ def test_undecodable_and_bracketed_names_in_every_format(tmp_path):
     photos = tmp_path / "photos"
     odd = make_image(photos / os.fsdecode(b"caf\xe9 \xff.png"), seed=1)
     make_image(photos / "holiday [1].png", seed=2)
+    (photos / os.fsdecode(b"bad \xfe.png")).write_text("not an image")
     store = tmp_path / "store"
-    assert cli("index", photos, "--model", MODEL, "--store", store, "--workers", "1").exit_code == 0
+    index = cli("index", photos, "--model", MODEL, "--store", store, "--workers", "1")
+    assert index.exit_code == 0, index.output
+    failed = cli("status", "--store", store, "--failed")
+    assert failed.exit_code == 0, failed.output
+    assert "bad \\udcfe.png" in failed.stdout
     ask = ["query", odd, "--store", store, "-k", "2", "--in", photos]
     paths = runner.invoke(app, [*map(str, ask), "-f", "paths"])
     assert paths.exit_code == 0, paths.output

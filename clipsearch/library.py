@@ -8,11 +8,11 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .catalog import Catalog, Model
-from .encoder import Encoder, load_model
 from .pipeline import Indexer, IndexOptions, IndexReport, Progress
 from .preprocess import ImageError
 from .pretrained import DEFAULT_MODEL
@@ -29,6 +29,9 @@ from .search import (
 )
 from .store import Store
 from .vectors import PRESETS, LoadedIndex
+
+if TYPE_CHECKING:  # torch loads with the first model, not with `status` or `forget`
+    from .encoder import Encoder
 
 TEXT_CACHE_SIZE = 512  # recent query texts kept as vectors: paging and re-filtering are free
 
@@ -92,6 +95,8 @@ class Library:
             spec = self._default
         loaded = self._encoders.get(spec)
         if loaded is None or (loaded.text_only and not text_only):
+            from .encoder import load_model
+
             self._encoders[spec] = load_model(
                 spec,
                 device=self.device,

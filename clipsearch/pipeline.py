@@ -16,16 +16,19 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import select, update
 
 from .catalog import Catalog, File, Vector
-from .encoder import Encoder
 from .preprocess import NO_HEIF, ImageInfo, decode_many, heif_support
 from .scan import Found, ScanProblem, ScanResult, Walker, compare, fingerprint
 from .store import Store
 from .vectors import IndexWriteError
+
+if TYPE_CHECKING:  # torch: not imported by `status`, `forget` or decoding workers
+    from .encoder import Encoder
 
 # Generic prompts used to tune approximate indexes for text-side recall.
 TUNING_PROMPTS = [

@@ -99,3 +99,20 @@ def test_index_rejects_unknown_preset(tmp_path):
         "magic",
     )
     assert result.exit_code == 1 and "unknown preset" in result.stderr
+
+
+def test_status_and_forget_do_not_import_torch(tmp_path):
+    """Commands that need no model answer without torch's seconds of import."""
+    make_image(tmp_path / "p" / "a.png")
+    store = str(tmp_path / "s")
+    indexed = run("index", str(tmp_path / "p"), "--model", "random:tiny", "--store", store)
+    assert indexed.exit_code == 0, indexed.output
+    code = (
+        "import sys; from clipsearch.cli import app; "
+        "app(sys.argv[1:], standalone_mode=False); "
+        "print('torch' in sys.modules, file=sys.stderr)"
+    )
+    for args in (["status", "--store", store], ["forget", str(tmp_path / "p"), "--store", store]):
+        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1] == "False"

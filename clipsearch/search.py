@@ -8,6 +8,7 @@ selector or, for small sets, exactly over the catalog's vectors: never top-k-the
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 from collections.abc import Sequence
@@ -109,45 +110,38 @@ def filtered_ids(catalog: Catalog, model_id: int, filters: Filters) -> np.ndarra
     """Ids of files with this model's vector that pass every filter. Dates use the EXIF
     capture time, else the file's modification time (both UTC)."""
     conds = [Vector.model_id == model_id, File.state == "ok"]
-    for bound, newer in ((filters.after, True), (filters.before, False)):
-        if bound is not None:
-            ns = int(bound.replace(tzinfo=timezone.utc).timestamp() * 1e9)
-            taken, mtime = (
-                (File.taken_at >= bound, File.mtime_ns >= ns)
-                if newer
-                else (File.taken_at < bound, File.mtime_ns < ns)
-            )
-            conds.append(or_(taken, and_(File.taken_at.is_(None), mtime)))
+    if filters.after is not None:
+        conds.append(_taken(operator.ge, filters.after))
+    if filters.before is not None:
+        conds.append(_taken(operator.lt, filters.before))
+    prefixes = tuple(os.path.abspath(f).rstrip(os.sep) + os.sep for f in filters.folders)
+    exts = tuple(set().union(*(_ext_aliases(e) for e in filters.extensions)))
     by_name = []
-    if filters.folders:
-        ors = []
-        for prefix in _folder_prefixes(filters):
-            ors.append(and_(File.path >= prefix, File.path < prefix[:-1] + chr(ord(os.sep) + 1)))
-        by_name.append(or_(*ors))
-    if filters.extensions:
-        by_name.append(or_(*(func.lower(File.path).like(f"%{e}") for e in _extensions(filters))))
+    if prefixes:
+        ranges = (and_(File.path >= p, File.path < p[:-1] + chr(ord(os.sep) + 1)) for p in prefixes)
+        by_name.append(or_(*ranges))
+    if exts:
+        by_name.append(or_(*(func.lower(File.path).like(f"%{e}") for e in exts)))
     joined = select(File.id).join(Vector, Vector.file_id == File.id).where(*conds)
     with catalog.session() as s:
         ids = set(s.scalars(joined.where(*by_name)))
-        if by_name:
+        if by_name:  # names SQL cannot compare (not UTF-8): the same filters in Python
             raw = joined.add_columns(File.path).where(catalog.raw_paths())
-            ids.update(i for i, path in s.execute(raw) if _name_passes(path, filters))
+            ids.update(
+                i
+                for i, path in s.execute(raw)
+                if (not prefixes or path.startswith(prefixes))
+                and (not exts or path.lower().endswith(exts))
+            )
     return np.array(sorted(ids), dtype=np.int64)
 
 
-def _folder_prefixes(filters: Filters) -> list[str]:
-    return [os.path.abspath(f).rstrip(os.sep) + os.sep for f in filters.folders]
-
-
-def _extensions(filters: Filters) -> set[str]:
-    return set().union(*(_ext_aliases(e) for e in filters.extensions))
-
-
-def _name_passes(path: str, filters: Filters) -> bool:
-    """The folder and extension filters, in Python, for names SQL cannot compare."""
-    in_folder = not filters.folders or path.startswith(tuple(_folder_prefixes(filters)))
-    has_ext = not filters.extensions or path.lower().endswith(tuple(_extensions(filters)))
-    return in_folder and has_ext
+def _taken(compare, when: datetime):
+    """Capture time against `when`, or the file time where there is no capture time."""
+    ns = int(when.replace(tzinfo=timezone.utc).timestamp() * 1e9)
+    return or_(
+        compare(File.taken_at, when), and_(File.taken_at.is_(None), compare(File.mtime_ns, ns))
+    )
 
 
 @dataclass

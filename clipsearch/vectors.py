@@ -278,16 +278,18 @@ class VectorIndexes:
             sample = np.sort(np.random.default_rng(0).permutation(all_ids)[:size])
             _, train = self.catalog.vectors(model_id, sample.tolist())
             index.train(train)
-        present: set[int] = set()
+        read = [np.zeros(0, np.int64)]
         for ids, vecs in self.catalog.iter_vector_batches(model_id):
             index.add_with_ids(vecs, ids)
-            present.update(ids.tolist())
+            read.append(ids)
         loaded = LoadedIndex(
             model_id, chosen, factory, index, dict(chosen.search), log_seq, set(), dim
         )
         # Vectors committed while the batches were read are in already: replay the rest.
         later = self.catalog.log_since(model_id, log_seq)
-        loaded.apply_log([e for e in later if not (e[2] == "+" and e[1] in present)], self.catalog)
+        adds = np.array([fid for _, fid, op in later if op == "+"], dtype=np.int64)
+        already = set(adds[np.isin(adds, np.concatenate(read))].tolist())
+        loaded.apply_log([e for e in later if not (e[2] == "+" and e[1] in already)], self.catalog)
         loaded.log_seq = later[-1][0] if later else log_seq
         if chosen.tune and n > 0:
             loaded.params = self.tune(loaded, tune_queries)

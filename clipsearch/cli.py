@@ -299,7 +299,7 @@ def status(
         return
     out.print(f"Store: {info['store']}")
     out.print(f"Files: {info['files']['ok']} indexed, {info['files']['failed']} failed")
-    table = Table("model", "weights", "dim", "vectors", "index", "built", "state")
+    table = Table("model", "weights", "dim", "vectors", "index", "built", "state", "text queries")
     for m in info["models"]:
         ix = m["index"]
         state = (
@@ -313,6 +313,7 @@ def status(
             "-" if ix is None else f"{ix['preset']} ({ix['count']})",
             "-" if ix is None else ix["built_at"][:19],
             state,
+            query_precision(m["int8_check"]),
         )
     out.print(table)
     if info["heif_skipped"]:
@@ -325,6 +326,16 @@ def status(
             out.print(f"{shown(f['path'])}: {shown(f['reason'])}")
     elif info["failed"]:
         out.print("List failed files with: clipsearch status --failed")
+
+
+def query_precision(check: dict | None) -> str:
+    """What `--precision auto` does for text queries, from the store's int8 check."""
+    from .int8_check import MIN_AGREEMENT
+
+    if check is None:
+        return "-"
+    agreement = check["agreement"]
+    return f"{'int8' if agreement >= MIN_AGREEMENT else 'fp32'} ({agreement:.0%} same top-10)"
 
 
 @app.command()
@@ -366,7 +377,11 @@ def rebuild(
 
 FORMATS = ("table", "json", "jsonl", "paths", "html")
 QueryPrecisionOption = typer.Option(
-    "auto", "--precision", help="Query encoder precision: auto, fp32, bf16, int8 (fastest on CPU)."
+    "auto",
+    "--precision",
+    help="Query encoder precision: auto, fp32, bf16 or int8. auto: fp16 on CUDA, bf16 on CPUs "
+    "that have it, else int8 for text queries if the store's first check shows it finds what "
+    "fp32 finds (see `clipsearch status`), else fp32.",
 )
 KOption = typer.Option(10, "-k", min=1, help="Number of results.")
 InOption = typer.Option([], "--in", help="Only images under this folder (repeatable).")

@@ -54,7 +54,9 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def _apply_precision(model: CLIP, precision: str, device: torch.device) -> nn.Module:
+def _apply_precision(
+    model: CLIP, precision: str, device: torch.device, in_place: bool
+) -> nn.Module:
     if precision == "bf16":
         return model.to(torch.bfloat16)
     if precision == "fp16":
@@ -66,7 +68,7 @@ def _apply_precision(model: CLIP, precision: str, device: torch.device) -> nn.Mo
             warnings.simplefilter("ignore")
             from torch.ao.quantization import quantize_dynamic
 
-            return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+            return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=in_place)
     if precision != "fp32":
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
     return model
@@ -87,7 +89,7 @@ class Encoder:
         precision: str = "fp32",
         tokenizer: Tokenizer | None = None,
         digest: str | None = None,
-        pack_text: bool = False,
+        owns_model: bool = False,
     ):
         model = model.eval()
         if model.visual is None and digest is None:
@@ -100,10 +102,14 @@ class Encoder:
         self.digest = digest or weights_digest(model)
         self.device = resolve_device(device)
         self.precision = auto_precision(self.device) if precision == "auto" else precision
-        self.model = _apply_precision(model.to(self.device), self.precision, self.device)
+        # A model handed over (load_model's) may be changed in place: quantised without a
+        # copy, its text tower packed. A caller's model, perhaps still in training, is not.
+        self.model = _apply_precision(
+            model.to(self.device), self.precision, self.device, in_place=owns_model
+        )
         self.tokenizer = tokenizer or default_tokenizer()
-        self._pack_text = (  # the packed copy would not follow a model still in training
-            pack_text
+        self._pack_text = (
+            owns_model
             and self.device.type == "cpu"
             and self.precision in ("fp32", "int8")
             and packed.available()
@@ -122,7 +128,7 @@ class Encoder:
         if len(tokens) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self._pack_text:  # on first use: indexing never needs the text tower
-            packed.pack_text_tower(self.model)
+            packed.pack_text_tower(self.model, int8=self.precision == "int8")
             self._pack_text = False
         length = int(tokens.argmax(axis=1).max()) + 1
         t = torch.from_numpy(tokens[:, :length]).to(self.device)
@@ -199,5 +205,5 @@ def load_model(
         if text_only:
             model.visual = None
     return Encoder(
-        model, weights.name, device=device, precision=precision, digest=digest, pack_text=True
+        model, weights.name, device=device, precision=precision, digest=digest, owns_model=True
     )

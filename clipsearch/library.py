@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import int8_check
 from .catalog import Catalog, Model
 from .pipeline import Indexer, IndexOptions, IndexReport, Progress
 from .preprocess import ImageError
@@ -70,6 +71,7 @@ class Library:
         self._model_rows: dict[str, Model] = {}
         self._default: str | None = None
         self._text_vectors: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._int8_decided: set[str] = set()
 
     def close(self) -> None:
         self.store.close()
@@ -90,21 +92,62 @@ class Library:
     def encoder(self, spec: str | None = None, text_only: bool = False) -> Encoder:
         """The model for a spec, loaded once; text_only (for text queries) leaves out the
         image tower until something needs it."""
+        spec = self._spec(spec)
+        loaded = self._encoders.get(spec)
+        if loaded is None or (loaded.text_only and not text_only):
+            self._encoders[spec] = self._load(spec, self.precision, text_only)
+        return self._encoders[spec]
+
+    def query_encoder(self, spec: str | None = None, text_only: bool = False) -> Encoder:
+        """The model for a query. Under precision "auto", text queries on a CPU without
+        native bf16 use int8 once this store has shown that it finds what fp32 finds."""
+        spec = self._spec(spec)
+        encoder = self.encoder(spec, text_only)
+        if (
+            text_only
+            and self.precision == "auto"
+            and encoder.precision == "fp32"
+            and encoder.device.type == "cpu"
+            and encoder.digest not in self._int8_decided
+        ):
+            self._int8_decided.add(encoder.digest)
+            int8 = self._int8_if_it_agrees(spec, encoder)
+            if int8 is not None:
+                self._encoders[spec] = encoder = int8
+        return encoder
+
+    def _int8_if_it_agrees(self, spec: str, fp32: Encoder) -> Encoder | None:
+        loaded, _ = self._index_for(self.model_row(fp32).id)
+        checks = self.store.int8_checks
+        found = checks.get(fp32.digest, loaded.count)
+        if found is not None and found < int8_check.MIN_AGREEMENT:
+            return None
+        int8 = self._load(spec, "int8", text_only=True)
+        if found is None:
+
+            def top_ids(vector: np.ndarray) -> list[int]:
+                return [i for i, _ in nearest(self.catalog, loaded, vector, 10)]
+
+            found = int8_check.agreement(fp32, int8, top_ids)
+            checks.put(fp32.digest, loaded.count, found)
+        return int8 if found >= int8_check.MIN_AGREEMENT else None
+
+    def _spec(self, spec: str | None) -> str:
         if spec is None:
             self._default = self._default or self.default_model()
             spec = self._default
-        loaded = self._encoders.get(spec)
-        if loaded is None or (loaded.text_only and not text_only):
-            from .encoder import load_model
+        return spec
 
-            self._encoders[spec] = load_model(
-                spec,
-                device=self.device,
-                precision=self.precision,
-                text_only=text_only,
-                digests=self.store.digests,
-            )
-        return self._encoders[spec]
+    def _load(self, spec: str, precision: str, text_only: bool) -> Encoder:
+        from .encoder import load_model
+
+        return load_model(
+            spec,
+            device=self.device,
+            precision=precision,
+            text_only=text_only,
+            digests=self.store.digests,
+        )
 
     def model_row(self, encoder: Encoder) -> Model:
         """The catalog's row for the encoder's weights; an error naming the models that
@@ -209,6 +252,9 @@ class Library:
                     "index": index,
                 }
             )
+        checks = self.store.int8_checks.read()
+        for m in models:
+            m["int8_check"] = checks.get(m["digest"])
         failed = self.catalog.failed_files()
         return {
             "store": str(self.store.path),
@@ -272,7 +318,7 @@ class Library:
         if k < 1:
             raise QueryError("-k must be at least 1")
         terms = parse_query([query] if isinstance(query, str) else list(query), images)
-        encoder = self.encoder(model, text_only=all(t.image is None for t in terms))
+        encoder = self.query_encoder(model, text_only=all(t.image is None for t in terms))
         row = self.model_row(encoder)
         try:
             vector = self.query_vector(terms, encoder)

@@ -10,9 +10,16 @@ The packed copy sits beside the original weights, which stay as parameters with 
 names: the state dict, the weights digest and saving are unchanged, at the cost of a
 second copy of the text tower's linear weights (150 MB for ViT-B/32). It does not follow
 later changes to those weights, so only a model nothing trains is packed.
+
+Under dynamic int8 the linear layers are already quantised, except the attention's
+in-projection: it is two raw parameters (nn.MultiheadAttention's names), which
+quantize_dynamic does not see. Here it is quantised the same way, which takes a quarter of
+the text tower's weights from fp32 to int8 (ViT-B/32 text encoding 14 -> 10 ms).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import nn
@@ -53,18 +60,37 @@ class PackedLinear(nn.Module):
 
 
 class PackedAttention(nn.Module):
-    """Attention with both projections packed, under Attention's parameter names."""
+    """Attention with both projections packed (or int8), under Attention's parameter names."""
 
-    def __init__(self, attn: Attention):
+    def __init__(self, attn: Attention, int8: bool):
         super().__init__()
         self.heads = attn.heads
         self.in_proj_weight, self.in_proj_bias = attn.in_proj_weight, attn.in_proj_bias
-        self.register_buffer("in_proj_packed", _pack(attn.in_proj_weight), persistent=False)
+        self.in_proj = _int8_linear(attn.in_proj_weight, attn.in_proj_bias) if int8 else None
+        if not int8:
+            packed = _pack(attn.in_proj_weight)
+            self.register_buffer("in_proj_packed", packed, persistent=False)
         self.out_proj = _packed(attn.out_proj)
 
     def forward(self, x: torch.Tensor, causal: bool) -> torch.Tensor:
-        qkv = _linear(x, self.in_proj_packed, self.in_proj_bias)
+        if self.in_proj is None:
+            qkv = _linear(x, self.in_proj_packed, self.in_proj_bias)
+        else:
+            qkv = self.in_proj(x)
         return self.out_proj(attend(qkv, self.heads, causal))
+
+
+def _int8_linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Module:
+    """What quantize_dynamic makes of an nn.Linear, made from two bare parameters."""
+    with warnings.catch_warnings():  # deprecated for torchao, still the stock CPU path
+        warnings.simplefilter("ignore")
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+        from torch.ao.quantization import default_dynamic_qconfig
+
+    linear = nn.Linear(weight.shape[1], weight.shape[0], device="meta")
+    linear.weight, linear.bias = weight, bias
+    linear.qconfig = default_dynamic_qconfig
+    return DynamicLinear.from_float(linear)
 
 
 def _packed(layer: nn.Module) -> nn.Module:
@@ -72,9 +98,10 @@ def _packed(layer: nn.Module) -> nn.Module:
     return PackedLinear(layer) if type(layer) is nn.Linear else layer
 
 
-def pack_text_tower(model: CLIP) -> None:
-    """Swap the text transformer's fp32 linear layers for packed ones, in place."""
+def pack_text_tower(model: CLIP, int8: bool = False) -> None:
+    """Swap the text transformer's fp32 linear layers for packed ones, in place; int8 says
+    the model went through quantize_dynamic."""
     for block in model.transformer.resblocks:
-        block.attn = PackedAttention(block.attn)
+        block.attn = PackedAttention(block.attn, int8)
         block.mlp.c_fc = _packed(block.mlp.c_fc)
         block.mlp.c_proj = _packed(block.mlp.c_proj)

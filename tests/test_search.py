@@ -356,7 +356,8 @@ def test_combine_renormalises_and_refuses_cancelling_terms():
 def test_semantic_search_with_a_model_trained_by_clipsearch(emoji_models, tmp_path):
     """Index all 5,188 emoji with the model clipsearch trained and fine-tuned; the caption
     of each held-out concept should find one of its (at most 3) images in the top 5.
-    Chance is about 5 x 3 / 5,188 = 0.3%."""
+    Chance is about 5 x 3 / 5,188 = 0.3%. Queries run as a user's would (precision auto:
+    int8 if the store's check passes) and in fp32; the two must find about as much."""
     from conftest import EMOJI, write_emoji_split
 
     from clipsearch import Library
@@ -365,17 +366,25 @@ def test_semantic_search_with_a_model_trained_by_clipsearch(emoji_models, tmp_pa
     rows = [json.loads(line) for line in val.read_text().splitlines()]
     concept_of = {r["image"]: r["codepoint"] for r in rows}
     queries = {r["caption"]: r["codepoint"] for r in rows}
+    model = str(emoji_models["dir"] / "tuned")
     with Library(tmp_path / "store", create=True) as lib:
-        report = lib.index([EMOJI / "images"], model=str(emoji_models["dir"] / "tuned"))
+        report = lib.index([EMOJI / "images"], model=model)
         assert report.added == 5188
-        hits = sum(
-            any(concept_of.get(r.path) == codepoint for r in lib.search(caption, k=5).results)
-            for caption, codepoint in queries.items()
-        )
-    rate = hits / len(queries)
+    rates, used = {}, {}
+    for precision in ("auto", "fp32"):
+        with Library(tmp_path / "store", precision=precision) as lib:
+            hits = sum(
+                any(concept_of.get(r.path) == codepoint for r in lib.search(caption, k=5).results)
+                for caption, codepoint in queries.items()
+            )
+            used[precision] = lib.query_encoder(text_only=True).precision
+            check = lib.status()["models"][0]["int8_check"]
+        rates[precision] = hits / len(queries)
     chance = 5 * len(concept_of) / len(queries) / 5188  # ~3 images per concept
     print(
         f"\nsemantic search over all 5,188 emoji, {len(queries)} unseen concepts: "
-        f"top-5 hit rate {rate:.1%} (chance {chance:.2%})"
+        f"top-5 hit rate {rates['auto']:.1%} with precision auto ({used['auto']}, int8 check {check}), "
+        f"{rates['fp32']:.1%} in fp32 (chance {chance:.2%})"
     )
-    assert rate > 5 * chance
+    assert rates["auto"] > 5 * chance
+    assert abs(rates["auto"] - rates["fp32"]) <= 0.02

@@ -383,7 +383,8 @@ def test_semantic_search_with_a_model_trained_by_clipsearch(emoji_models, tmp_pa
     chance = 5 * len(concept_of) / len(queries) / 5188  # ~3 images per concept
     print(
         f"\nsemantic search over all 5,188 emoji, {len(queries)} unseen concepts: "
-        f"top-5 hit rate {rates['auto']:.1%} with precision auto ({used['auto']}, int8 check {check}), "
+        f"top-5 hit rate {rates['auto']:.1%} with precision auto ({used['auto']}, "
+        f"int8 check {check}), "
         f"{rates['fp32']:.1%} in fp32 (chance {chance:.2%})"
     )
     assert rates["auto"] > 5 * chance

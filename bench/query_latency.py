@@ -80,7 +80,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--presets", default="exact,hnsw,ivf-flat,ivf-pq")
-    parser.add_argument("--precisions", default="fp32,int8", help="text tower precisions")
+    parser.add_argument(
+        "--precisions",
+        default="fp32,int8,auto",
+        help="text tower precisions; auto is int8 only if the store's int8 check passes",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "ViT-B-32"
@@ -118,6 +122,10 @@ def main() -> None:
                 for precision in args.precisions.split(","):
                     with Library(folder, precision=precision) as lib:
                         p50, encode, repeat = warm_latency(lib, str(model_dir))
+                        used = lib.query_encoder(str(model_dir), text_only=True).precision
+                        check = lib.status()["models"][0]["int8_check"]
+                    if precision == "auto":
+                        precision = f"auto={used} (int8 check {check})"
                     print(
                         f"warm {n:>8} {preset:>8} {precision}: search p50 {p50:6.1f} ms "
                         f"(text encoding alone {encode:5.1f} ms; "
@@ -131,7 +139,7 @@ def warm_latency(lib: Library, model: str) -> tuple[float, float, float]:
     a repeated query (its vector cached), after a warm-up."""
     for q in QUERIES:  # model and index loaded, tokenizer cache warm
         lib.search(q, k=10, model=model)
-    encoder = lib.encoder(model)
+    encoder = lib.query_encoder(model, text_only=True)
     times, encode, repeat = [], [], []
     for i in range(60):
         q = QUERIES[i % len(QUERIES)] + f" {i}"

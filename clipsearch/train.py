@@ -400,7 +400,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
                     "epoch": epoch + 1,
                     "loss": loss.item(),
                     "lr": lr,
-                    "logit_scale": float(model.logit_scale.exp()),
+                    "logit_scale": model.logit_scale.detach().exp().item(),
                     "images_per_s": seen / (time.perf_counter() - started),
                 }
                 if world.main and position["step"] % 10 == 0:

@@ -51,3 +51,14 @@ def test_encoder_over_a_model_in_training_leaves_it_unpacked():
     model = CLIP(CONFIGS["tiny"])
     Encoder(model, "in training").encode_text(["validation caption"])
     assert type(model.transformer.resblocks[0].attn) is Attention
+
+
+def test_int8_text_tower_quantises_the_in_projection_too():
+    """quantize_dynamic sees only nn.Linear; the in-projection is two bare parameters."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    fp32, int8 = load_model("random:mini"), load_model("random:mini", precision="int8")
+    a, b = fp32.encode_text(TEXTS), int8.encode_text(TEXTS)
+    attn = int8.model.transformer.resblocks[0].attn
+    assert isinstance(attn, packed.PackedAttention) and isinstance(attn.in_proj, DynamicLinear)
+    assert float((a * b).sum(axis=1).min()) > 0.999

@@ -330,12 +330,9 @@ def status(
 
 def query_precision(check: dict | None) -> str:
     """What `--precision auto` does for text queries, from the store's int8 check."""
-    from .int8_check import MIN_AGREEMENT
-
     if check is None:
         return "-"
-    agreement = check["agreement"]
-    return f"{'int8' if agreement >= MIN_AGREEMENT else 'fp32'} ({agreement:.0%} same top-10)"
+    return f"{'int8' if check['int8'] else 'fp32'} ({check['agreement']:.0%} same top-10)"
 
 
 @app.command()

@@ -82,14 +82,27 @@ def agreement(
 class Int8Checks(MemoFile):
     """Agreement found per weights digest, with the number of vectors it was found on."""
 
-    def get(self, digest: str, vectors: int) -> float | None:
-        """The remembered agreement, or None if unchecked or checked on a much smaller store."""
+    def _entry(self, digest: str) -> tuple[int, float] | None:
         try:
             entry = self.read()[digest]
-            checked_on, found = int(entry["vectors"]), float(entry["agreement"])
+            return int(entry["vectors"]), float(entry["agreement"])
         except (KeyError, TypeError, ValueError):
             return None
-        return None if vectors >= RECHECK_GROWTH * checked_on else found
+
+    def get(self, digest: str, vectors: int) -> float | None:
+        """The remembered agreement, or None if unchecked or checked on a much smaller store."""
+        entry = self._entry(digest)
+        if entry is None or vectors >= RECHECK_GROWTH * entry[0]:
+            return None
+        return entry[1]
+
+    def verdict(self, digest: str) -> dict | None:
+        """For `status`: what the last check found, and whether text queries use int8."""
+        entry = self._entry(digest)
+        if entry is None:
+            return None
+        vectors, found = entry
+        return {"agreement": found, "vectors": vectors, "int8": found >= MIN_AGREEMENT}
 
     def put(self, digest: str, vectors: int, agreement: float) -> None:
         entries = self.read()

@@ -104,7 +104,7 @@ class Library:
         spec = self._spec(spec)
         encoder = self.encoder(spec, text_only)
         if (
-            text_only
+            encoder.text_only  # a whole model, loaded for an image term, stays as it is
             and self.precision == "auto"
             and encoder.precision == "fp32"
             and encoder.device.type == "cpu"
@@ -250,11 +250,9 @@ class Library:
                     "dim": m.dim,
                     "vectors": n,
                     "index": index,
+                    "int8_check": self.store.int8_checks.verdict(m.digest),
                 }
             )
-        checks = self.store.int8_checks.read()
-        for m in models:
-            m["int8_check"] = checks.get(m["digest"])
         failed = self.catalog.failed_files()
         return {
             "store": str(self.store.path),

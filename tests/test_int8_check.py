@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from conftest import make_image
 from sqlalchemy import insert
+from typer.testing import CliRunner
 
 from clipsearch import Library
 from clipsearch.catalog import Catalog, File
+from clipsearch.cli import app
 from clipsearch.encoder import load_model
 from clipsearch.int8_check import MIN_AGREEMENT, PROBES, RECHECK_GROWTH, Int8Checks, agreement
 from clipsearch.store import INT8_CHECKS_FILE
@@ -30,19 +32,25 @@ def file_vectors(store, encoder, vectors: np.ndarray) -> None:
     catalog.close()
 
 
+def indexed_store(folder, images: int):
+    for i in range(images):
+        make_image(folder / "photos" / f"{i:02d}.png", seed=i)
+    with Library(folder / "store", create=True) as lib:
+        lib.index([folder / "photos"], model=MODEL)
+    return folder / "store"
+
+
 def test_int8_is_used_where_it_agrees_and_the_verdict_is_kept(tmp_path):
-    photos = tmp_path / "photos"
-    for i in range(40):
-        make_image(photos / f"{i:02d}.png", seed=i)
-    with Library(tmp_path / "store", create=True) as lib:
-        lib.index([photos], model=MODEL)
-    with Library(tmp_path / "store") as lib:
+    store = indexed_store(tmp_path, 40)
+    with Library(store) as lib:
         hits = lib.search("a red square", k=5, model=MODEL).results
         encoder = lib.query_encoder(MODEL, text_only=True)
         assert encoder.precision == "int8"
         check = lib.status()["models"][0]["int8_check"]
-    assert check["vectors"] == 40 and check["agreement"] >= MIN_AGREEMENT
-    with Library(tmp_path / "store", precision="fp32") as lib:
+    assert check["int8"] and check["agreement"] >= MIN_AGREEMENT and check["vectors"] == 40
+    shown = CliRunner().invoke(app, ["status", "--store", str(store)], env={"COLUMNS": "200"})
+    assert f"int8 ({check['agreement']:.0%} same top-10)" in shown.output
+    with Library(store, precision="fp32") as lib:
         exact = lib.search("a red square", k=5, model=MODEL).results
     assert hits[0].path == exact[0].path
     assert len({r.path for r in hits} & {r.path for r in exact}) >= 4
@@ -76,15 +84,11 @@ def test_fp32_is_kept_where_int8_reorders_a_crowded_store(tmp_path):
 
 
 def test_explicit_precision_is_never_second_guessed(tmp_path):
-    photos = tmp_path / "photos"
-    for i in range(3):
-        make_image(photos / f"{i}.png", seed=i)
-    with Library(tmp_path / "store", create=True) as lib:
-        lib.index([photos], model=MODEL)
-    with Library(tmp_path / "store", precision="fp32") as lib:
+    store = indexed_store(tmp_path, 3)
+    with Library(store, precision="fp32") as lib:
         lib.search("a dog", k=2, model=MODEL)
         assert lib.query_encoder(MODEL, text_only=True).precision == "fp32"
-    assert not (tmp_path / "store" / INT8_CHECKS_FILE).exists()
+    assert not (store / INT8_CHECKS_FILE).exists()
 
 
 def test_agreement_of_an_encoder_with_itself_is_total():
@@ -105,5 +109,6 @@ def test_verdicts_are_checked_again_when_the_store_grows(tmp_path):
     assert checks.get("abc", 1000) == 0.97
     assert checks.get("abc", RECHECK_GROWTH * 1000 - 1) == 0.97
     assert checks.get("abc", RECHECK_GROWTH * 1000) is None
+    assert checks.verdict("abc") == {"agreement": 0.97, "vectors": 1000, "int8": True}
     (tmp_path / "checks.json").write_text('{"abc": "damaged"}')
-    assert checks.get("abc", 1000) is None
+    assert checks.get("abc", 1000) is None and checks.verdict("abc") is None

@@ -57,6 +57,20 @@ def test_int8_is_used_where_it_agrees_and_the_verdict_is_kept(tmp_path):
     assert abs(hits[0].score - exact[0].score) < 0.01
 
 
+def test_an_image_term_loads_the_whole_model_once_and_text_queries_keep_it(tmp_path):
+    store = indexed_store(tmp_path, 12)
+    photo = str(tmp_path / "photos" / "03.png")
+    with Library(store) as lib:
+        assert lib.query_encoder(MODEL, text_only=True).precision == "int8"
+        lib.search("a red square", k=3, model=MODEL)
+        by_image = lib.search([], k=1, images=[photo], model=MODEL).results
+        whole = lib.query_encoder(MODEL, text_only=True)
+        assert not whole.text_only and whole.precision == "fp32"
+        assert lib.search("a red square", k=3, model=MODEL).results
+        assert lib.query_encoder(MODEL, text_only=True) is whole
+    assert by_image[0].path == photo
+
+
 def test_fp32_is_kept_where_int8_reorders_a_crowded_store(tmp_path):
     """Each probe has 30 stored vectors around its own fp32 vector, closer together than
     int8's rounding: their order is noise to int8, so the check must refuse it."""

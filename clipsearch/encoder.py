@@ -29,6 +29,11 @@ def native_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+def int8_supported() -> bool:
+    """Dynamic int8 runs on one of torch's quantised CPU engines (x86/fbgemm, qnnpack)."""
+    return torch.backends.quantized.engine != "none"
+
+
 def auto_precision(device: torch.device) -> str:
     """fp16 on CUDA; bf16 on CPUs with native bf16; fp32 otherwise. int8 is faster still on
     CPU but opt-in: its effect on released weights is not measured offline."""

@@ -117,6 +117,10 @@ class Library:
         return encoder
 
     def _int8_if_it_agrees(self, spec: str, fp32: Encoder) -> Encoder | None:
+        from .encoder import int8_supported
+
+        if not int8_supported():
+            return None
         loaded, _ = self._index_for(self.model_row(fp32).id)
         checks = self.store.int8_checks
         found = checks.get(fp32.digest, loaded.count)

@@ -105,6 +105,17 @@ def test_explicit_precision_is_never_second_guessed(tmp_path):
     assert not (store / INT8_CHECKS_FILE).exists()
 
 
+def test_a_torch_without_quantised_engines_stays_in_fp32(tmp_path, monkeypatch):
+    import clipsearch.encoder
+
+    monkeypatch.setattr(clipsearch.encoder, "int8_supported", lambda: False)
+    store = indexed_store(tmp_path, 3)
+    with Library(store) as lib:
+        assert lib.search("a dog", k=2, model=MODEL).results
+        assert lib.query_encoder(MODEL, text_only=True).precision == "fp32"
+    assert not (store / INT8_CHECKS_FILE).exists()
+
+
 def test_agreement_of_an_encoder_with_itself_is_total():
     encoder = load_model(MODEL)
     vectors = np.random.default_rng(0).standard_normal((200, encoder.dim))

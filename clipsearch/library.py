@@ -110,8 +110,8 @@ class Library:
             and encoder.device.type == "cpu"
             and encoder.digest not in self._int8_decided
         ):
+            int8 = self._int8_if_it_agrees(spec, encoder)  # may raise: no vectors here yet
             self._int8_decided.add(encoder.digest)
-            int8 = self._int8_if_it_agrees(spec, encoder)
             if int8 is not None:
                 self._encoders[spec] = encoder = int8
         return encoder

@@ -15,6 +15,7 @@ from clipsearch.catalog import Catalog, File
 from clipsearch.cli import app
 from clipsearch.encoder import load_model
 from clipsearch.int8_check import MIN_AGREEMENT, PROBES, RECHECK_GROWTH, Int8Checks, agreement
+from clipsearch.search import QueryError
 from clipsearch.store import INT8_CHECKS_FILE
 
 MODEL = "random:tiny"
@@ -103,6 +104,18 @@ def test_explicit_precision_is_never_second_guessed(tmp_path):
         lib.search("a dog", k=2, model=MODEL)
         assert lib.query_encoder(MODEL, text_only=True).precision == "fp32"
     assert not (store / INT8_CHECKS_FILE).exists()
+
+
+def test_a_model_indexed_after_a_failed_query_is_still_checked(tmp_path):
+    store = indexed_store(tmp_path, 12)
+    other = "random:tiny:1"
+    with Library(store) as lib:
+        with pytest.raises(QueryError, match="no vectors from model"):
+            lib.search("a dog", k=2, model=other)
+        with Library(store) as indexer:  # another process, say
+            indexer.index([tmp_path / "photos"], model=other)
+        assert lib.search("a dog", k=2, model=other).results
+        assert lib.query_encoder(other, text_only=True).precision == "int8"
 
 
 def test_a_torch_without_quantised_engines_stays_in_fp32(tmp_path, monkeypatch):

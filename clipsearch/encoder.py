@@ -36,7 +36,8 @@ def int8_supported() -> bool:
 
 def auto_precision(device: torch.device) -> str:
     """fp16 on CUDA; bf16 on CPUs with native bf16; fp32 otherwise. int8 is faster still on
-    CPU but opt-in: its effect on released weights is not measured offline."""
+    CPU, but how far it moves results depends on the weights and the store: Library uses it
+    for text queries only where the store's int8 check passes (int8_check.py)."""
     if device.type == "cuda":
         return "fp16"
     return "bf16" if native_bf16() else "fp32"

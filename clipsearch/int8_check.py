@@ -82,27 +82,30 @@ def agreement(
 class Int8Checks(MemoFile):
     """Agreement found per weights digest, with the number of vectors it was found on."""
 
-    def _entry(self, digest: str) -> tuple[int, float] | None:
-        try:
-            entry = self.read()[digest]
-            return int(entry["vectors"]), float(entry["agreement"])
-        except (KeyError, TypeError, ValueError):
-            return None
+    def _entries(self) -> dict[str, tuple[int, float]]:
+        """(vectors checked on, agreement) by digest; damaged entries left out."""
+        out = {}
+        for digest, entry in self.read().items():
+            try:
+                out[digest] = int(entry["vectors"]), float(entry["agreement"])
+            except (KeyError, TypeError, ValueError):
+                continue
+        return out
 
     def get(self, digest: str, vectors: int) -> float | None:
         """The remembered agreement, or None if unchecked or checked on a much smaller store."""
-        entry = self._entry(digest)
+        entry = self._entries().get(digest)
         if entry is None or vectors >= RECHECK_GROWTH * entry[0]:
             return None
         return entry[1]
 
-    def verdict(self, digest: str) -> dict | None:
-        """For `status`: what the last check found, and whether text queries use int8."""
-        entry = self._entry(digest)
-        if entry is None:
-            return None
-        vectors, found = entry
-        return {"agreement": found, "vectors": vectors, "int8": found >= MIN_AGREEMENT}
+    def verdicts(self) -> dict[str, dict]:
+        """For `status`: by digest, what the last check found and whether text queries use
+        int8."""
+        return {
+            digest: {"agreement": found, "vectors": vectors, "int8": found >= MIN_AGREEMENT}
+            for digest, (vectors, found) in self._entries().items()
+        }
 
     def put(self, digest: str, vectors: int, agreement: float) -> None:
         entries = self.read()

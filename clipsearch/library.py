@@ -230,6 +230,7 @@ class Library:
     def status(self) -> dict:
         files = self.catalog.count_files()
         indexes = {r.model_id: r for r in self.catalog.index_rows()}
+        int8_verdicts = self.store.int8_checks.verdicts()
         models = []
         for m, n in self.catalog.models():
             row = indexes.get(m.id)
@@ -254,7 +255,7 @@ class Library:
                     "dim": m.dim,
                     "vectors": n,
                     "index": index,
-                    "int8_check": self.store.int8_checks.verdict(m.digest),
+                    "int8_check": int8_verdicts.get(m.digest),
                 }
             )
         failed = self.catalog.failed_files()

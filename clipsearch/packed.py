@@ -14,7 +14,8 @@ later changes to those weights, so only a model nothing trains is packed.
 Under dynamic int8 the linear layers are already quantised, except the attention's
 in-projection: it is two raw parameters (nn.MultiheadAttention's names), which
 quantize_dynamic does not see. Here it is quantised the same way, which takes a quarter of
-the text tower's weights from fp32 to int8 (ViT-B/32 text encoding 14 -> 10 ms).
+the text tower's weights from fp32 to int8 (ViT-B/32 text encoding, interleaved A/B:
+medians 16.6 -> 13.0 ms).
 """
 
 from __future__ import annotations

@@ -147,6 +147,6 @@ def test_verdicts_are_checked_again_when_the_store_grows(tmp_path):
     assert checks.get("abc", 1000) == 0.97
     assert checks.get("abc", RECHECK_GROWTH * 1000 - 1) == 0.97
     assert checks.get("abc", RECHECK_GROWTH * 1000) is None
-    assert checks.verdict("abc") == {"agreement": 0.97, "vectors": 1000, "int8": True}
+    assert checks.verdicts() == {"abc": {"agreement": 0.97, "vectors": 1000, "int8": True}}
     (tmp_path / "checks.json").write_text('{"abc": "damaged"}')
-    assert checks.get("abc", 1000) is None and checks.verdict("abc") is None
+    assert checks.get("abc", 1000) is None and checks.verdicts() == {}

@@ -106,8 +106,8 @@ def main() -> None:
     parser.add_argument("--store", choices=("clusters", "captions"), default="clusters")
     parser.add_argument(
         "--precisions",
-        default="fp32,int8,auto",
-        help="text tower precisions; auto is int8 only if the store's int8 check passes",
+        default="fp32,int8,fp16,auto",
+        help="text tower precisions; auto is int8 or fp16 only if the store's check passes",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,9 +147,9 @@ def main() -> None:
                     with Library(folder, precision=precision) as lib:
                         p50, encode, repeat = warm_latency(lib, str(model_dir))
                         used = lib.query_encoder(str(model_dir), text_only=True).precision
-                        check = lib.status()["models"][0]["int8_check"]
+                        check = lib.status()["models"][0]["query_precision"]
                     if precision == "auto":
-                        precision = f"auto={used} (int8 check {check})"
+                        precision = f"auto={used} (check {check['agreement']})"
                     print(
                         f"warm {n:>8} {preset:>8} {precision}: search p50 {p50:6.1f} ms "
                         f"(text encoding alone {encode:5.1f} ms; "

@@ -218,7 +218,8 @@ def index(
     device: str = DeviceOption,
     precision: str = typer.Option(
         "auto",
-        help="auto (bf16 where the CPU has it, fp16 on CUDA, else fp32), fp32, bf16, fp16, int8.",
+        help="auto (bf16 where the CPU has it, fp16 on CUDA, else fp32), fp32, bf16, fp16, int8. "
+        "On a CPU, fp16 keeps weights in fp16 and computes in fp32.",
     ),
     preset: str = typer.Option(
         "auto", help="Vector index preset: auto, exact, hnsw, ivf-flat, ivf-pq."
@@ -313,7 +314,7 @@ def status(
             "-" if ix is None else f"{ix['preset']} ({ix['count']})",
             "-" if ix is None else ix["built_at"][:19],
             state,
-            query_precision(m["int8_check"]),
+            query_precision(m["query_precision"]),
         )
     out.print(table)
     if info["heif_skipped"]:
@@ -329,10 +330,11 @@ def status(
 
 
 def query_precision(check: dict | None) -> str:
-    """What `--precision auto` does for text queries, from the store's int8 check."""
+    """What `--precision auto` does for text queries, from the store's precision check."""
     if check is None:
         return "-"
-    return f"{'int8' if check['int8'] else 'fp32'} ({check['agreement']:.0%} same top-10)"
+    found = ", ".join(f"{p} {a:.0%}" for p, a in check["agreement"].items())
+    return f"{check['uses']} (same top-10: {found})"
 
 
 @app.command()
@@ -376,9 +378,10 @@ FORMATS = ("table", "json", "jsonl", "paths", "html")
 QueryPrecisionOption = typer.Option(
     "auto",
     "--precision",
-    help="Query encoder precision: auto, fp32, bf16 or int8. auto: fp16 on CUDA, bf16 on CPUs "
-    "that have it, else int8 for text queries if the store's first check shows it finds what "
-    "fp32 finds (see `clipsearch status`), else fp32.",
+    help="Query encoder precision: auto, fp32, bf16, fp16 or int8. auto: fp16 on CUDA, bf16 "
+    "on CPUs that have it; else, for text queries, the fastest of int8 and fp16 weights (fp32 "
+    "arithmetic) that the store's first check shows finds what fp32 finds (see `clipsearch "
+    "status`), else fp32.",
 )
 KOption = typer.Option(10, "-k", min=1, help="Number of results.")
 InOption = typer.Option([], "--in", help="Only images under this folder (repeatable).")

@@ -20,6 +20,7 @@ from .tokenizer import Tokenizer, default_tokenizer
 from .weights import resolve, save_weights
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+DYNAMIC = {"int8": torch.qint8, "fp16": torch.float16}  # quantize_dynamic's dtype on a CPU
 
 
 def native_bf16() -> bool:
@@ -29,15 +30,24 @@ def native_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def int8_supported() -> bool:
-    """Dynamic int8 runs on one of torch's quantised CPU engines (x86/fbgemm, qnnpack)."""
-    return torch.backends.quantized.engine != "none"
+def cpu_fp16_weights() -> bool:
+    """FBGEMM (x86) keeps linear weights in fp16 and computes in fp32 (quantize_dynamic's
+    float16): half the bytes to read, fp32's arithmetic. Elsewhere fp16 on a CPU is
+    torch's half-precision arithmetic."""
+    return any(e in torch.backends.quantized.supported_engines for e in ("x86", "fbgemm"))
+
+
+def reduced_precisions() -> tuple[str, ...]:
+    """Precisions faster than fp32 for a CPU text query, fastest first."""
+    int8 = ("int8",) if torch.backends.quantized.engine != "none" else ()
+    return int8 + (("fp16",) if cpu_fp16_weights() else ())
 
 
 def auto_precision(device: torch.device) -> str:
-    """fp16 on CUDA; bf16 on CPUs with native bf16; fp32 otherwise. int8 is faster still on
-    CPU, but how far it moves results depends on the weights and the store: Library uses it
-    for text queries only where the store's int8 check passes (int8_check.py)."""
+    """fp16 on CUDA; bf16 on CPUs with native bf16; fp32 otherwise. int8 and fp16 weights
+    are faster still for CPU text queries, but how far they move results depends on the
+    weights and the store: Library uses them only where the store's check passes
+    (query_precision.py)."""
     if device.type == "cuda":
         return "fp16"
     return "bf16" if native_bf16() else "fp32"
@@ -65,16 +75,17 @@ def _apply_precision(
 ) -> nn.Module:
     if precision == "bf16":
         return model.to(torch.bfloat16)
-    if precision == "fp16":
+    if precision == "fp16" and (device.type != "cpu" or not cpu_fp16_weights()):
         return model.to(torch.float16)
-    if precision == "int8":
+    if precision in ("int8", "fp16"):
         if device.type != "cpu":
             raise ValueError("int8 (dynamic quantisation) runs on CPU only")
         with warnings.catch_warnings():  # deprecated for torchao, still the stock CPU path
             warnings.simplefilter("ignore")
             from torch.ao.quantization import quantize_dynamic
 
-            return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=in_place)
+            dtype = DYNAMIC[precision]
+            return quantize_dynamic(model, {nn.Linear}, dtype=dtype, inplace=in_place)
     if precision != "fp32":
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
     return model
@@ -114,12 +125,19 @@ class Encoder:
             model.to(self.device), self.precision, self.device, in_place=owns_model
         )
         self.tokenizer = tokenizer or default_tokenizer()
-        self._pack_text = (
+        # The CPU text tower is packed on first use (indexing never needs it) and traced on
+        # the second: a process that asks once, like the CLI, never pays for the trace.
+        self._fast_cpu_text = (
             owns_model
             and self.device.type == "cpu"
-            and self.precision in ("fp32", "int8")
             and packed.available()
+            and (
+                self.precision in ("fp32", "int8")
+                or (self.precision == "fp16" and cpu_fp16_weights())
+            )
         )
+        self._text_calls = 0
+        self._traced = None
 
     @property
     def architecture(self) -> str:
@@ -133,12 +151,17 @@ class Encoder:
         """Token ids (n, ≤77) -> unit vectors, the batch cut to its longest text."""
         if len(tokens) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if self._pack_text:  # on first use: indexing never needs the text tower
-            packed.pack_text_tower(self.model, int8=self.precision == "int8")
-            self._pack_text = False
         length = int(tokens.argmax(axis=1).max()) + 1
         t = torch.from_numpy(tokens[:, :length]).to(self.device)
-        return self._unit(self.model.encode_text(t))
+        if self._traced is not None:
+            return self._unit(self._traced(t))
+        if self._fast_cpu_text and self._text_calls == 0:
+            packed.pack_text_tower(self.model, DYNAMIC.get(self.precision))
+        y = self.model.encode_text(t)
+        self._text_calls += 1
+        if self._fast_cpu_text and self._text_calls == 2:
+            self._traced = packed.trace_text_tower(self.model, t, y)
+        return self._unit(y)
 
     def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Texts -> float32 (n, dim), L2-normalised. Over-long text is truncated with a

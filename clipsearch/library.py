@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import int8_check
+from . import query_precision
 from .catalog import Catalog, Model
 from .pipeline import Indexer, IndexOptions, IndexReport, Progress
 from .preprocess import ImageError
@@ -71,7 +71,7 @@ class Library:
         self._model_rows: dict[str, Model] = {}
         self._default: str | None = None
         self._text_vectors: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self._int8_decided: set[str] = set()
+        self._precision_decided: set[str] = set()
 
     def close(self) -> None:
         self.store.close()
@@ -100,7 +100,8 @@ class Library:
 
     def query_encoder(self, spec: str | None = None, text_only: bool = False) -> Encoder:
         """The model for a query. Under precision "auto", text queries on a CPU without
-        native bf16 use int8 once this store has shown that it finds what fp32 finds."""
+        native bf16 use int8 or fp16 weights once this store has shown that they find what
+        fp32 finds (query_precision.py)."""
         spec = self._spec(spec)
         encoder = self.encoder(spec, text_only)
         if (
@@ -108,33 +109,38 @@ class Library:
             and self.precision == "auto"
             and encoder.precision == "fp32"
             and encoder.device.type == "cpu"
-            and encoder.digest not in self._int8_decided
+            and encoder.digest not in self._precision_decided
         ):
-            int8 = self._int8_if_it_agrees(spec, encoder)  # may raise: no vectors here yet
-            self._int8_decided.add(encoder.digest)
-            if int8 is not None:
-                self._encoders[spec] = encoder = int8
+            faster = self._faster_if_it_agrees(spec, encoder)  # may raise: no vectors yet
+            self._precision_decided.add(encoder.digest)
+            if faster is not None:
+                self._encoders[spec] = encoder = faster
         return encoder
 
-    def _int8_if_it_agrees(self, spec: str, fp32: Encoder) -> Encoder | None:
-        from .encoder import int8_supported
+    def _faster_if_it_agrees(self, spec: str, fp32: Encoder) -> Encoder | None:
+        """The fastest reduced-precision text tower this store's check passes, checking
+        those not yet checked here."""
+        from .encoder import reduced_precisions
 
-        if not int8_supported():
+        candidates = reduced_precisions()
+        if not candidates:
             return None
         loaded, _ = self._index_for(self.model_row(fp32).id)
-        checks = self.store.int8_checks
-        found = checks.get(fp32.digest, loaded.count)
-        if found is not None and found < int8_check.MIN_AGREEMENT:
-            return None
-        int8 = self._load(spec, "int8", text_only=True)
-        if found is None:
+        checks = self.store.precision_checks
+        found = checks.get(fp32.digest, loaded.count) or {}
 
-            def top_ids(vector: np.ndarray) -> list[int]:
-                return [i for i, _ in nearest(self.catalog, loaded, vector, 10)]
+        def top_ids(vector: np.ndarray) -> list[int]:
+            return [i for i, _ in nearest(self.catalog, loaded, vector, 10)]
 
-            found = int8_check.agreement(fp32, int8, top_ids)
-            checks.put(fp32.digest, loaded.count, found)
-        return int8 if found >= int8_check.MIN_AGREEMENT else None
+        for precision in candidates:
+            encoder = None
+            if precision not in found:
+                encoder = self._load(spec, precision, text_only=True)
+                found[precision] = query_precision.agreement(fp32, encoder, top_ids)
+                checks.put(fp32.digest, loaded.count, found)
+            if found[precision] >= query_precision.MIN_AGREEMENT:
+                return encoder or self._load(spec, precision, text_only=True)
+        return None
 
     def _spec(self, spec: str | None) -> str:
         if spec is None:
@@ -230,7 +236,7 @@ class Library:
     def status(self) -> dict:
         files = self.catalog.count_files()
         indexes = {r.model_id: r for r in self.catalog.index_rows()}
-        int8_verdicts = self.store.int8_checks.verdicts()
+        precision_verdicts = self.store.precision_checks.verdicts()
         models = []
         for m, n in self.catalog.models():
             row = indexes.get(m.id)
@@ -255,7 +261,7 @@ class Library:
                     "dim": m.dim,
                     "vectors": n,
                     "index": index,
-                    "int8_check": int8_verdicts.get(m.digest),
+                    "query_precision": precision_verdicts.get(m.digest),
                 }
             )
         failed = self.catalog.failed_files()

@@ -10,13 +10,13 @@ import platformdirs
 from .catalog import Catalog, sqlite_url
 from .digests import DigestCache
 from .errors import ClipsearchError
-from .int8_check import Int8Checks
+from .query_precision import PrecisionChecks
 from .vectors import VectorIndexes
 
 CATALOG_FILE = "catalog.db"
 INDEX_DIR = "indexes"
 DIGESTS_FILE = "weights-digests.json"
-INT8_CHECKS_FILE = "int8-checks.json"
+PRECISION_CHECKS_FILE = "precision-checks.json"
 
 
 class StoreNotFound(ClipsearchError):
@@ -46,7 +46,7 @@ class Store:
         self.catalog = Catalog(self.db_url)
         self.indexes = VectorIndexes(self.catalog, self.path / INDEX_DIR)
         self.digests = DigestCache(self.path / DIGESTS_FILE)
-        self.int8_checks = Int8Checks(self.path / INT8_CHECKS_FILE)
+        self.precision_checks = PrecisionChecks(self.path / PRECISION_CHECKS_FILE)
 
     def close(self) -> None:
         self.catalog.close()

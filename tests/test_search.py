@@ -357,7 +357,8 @@ def test_semantic_search_with_a_model_trained_by_clipsearch(emoji_models, tmp_pa
     """Index all 5,188 emoji with the model clipsearch trained and fine-tuned; the caption
     of each held-out concept should find one of its (at most 3) images in the top 5.
     Chance is about 5 x 3 / 5,188 = 0.3%. Queries run as a user's would (precision auto:
-    int8 if the store's check passes) and in fp32; the two must find about as much."""
+    int8 or fp16 weights if the store's check passes) and in fp32; the two must find about
+    as much."""
     from conftest import EMOJI, write_emoji_split
 
     from clipsearch import Library
@@ -378,13 +379,13 @@ def test_semantic_search_with_a_model_trained_by_clipsearch(emoji_models, tmp_pa
                 for caption, codepoint in queries.items()
             )
             used[precision] = lib.query_encoder(text_only=True).precision
-            check = lib.status()["models"][0]["int8_check"]
+            check = lib.status()["models"][0]["query_precision"]
         rates[precision] = hits / len(queries)
     chance = 5 * len(concept_of) / len(queries) / 5188  # ~3 images per concept
     print(
         f"\nsemantic search over all 5,188 emoji, {len(queries)} unseen concepts: "
         f"top-5 hit rate {rates['auto']:.1%} with precision auto ({used['auto']}, "
-        f"int8 check {check}), "
+        f"precision check {check}), "
         f"{rates['fp32']:.1%} in fp32 (chance {chance:.2%})"
     )
     assert rates["auto"] > 5 * chance

@@ -1,4 +1,5 @@
-"""Text queries use int8 only where the store shows it finds what fp32 finds."""
+"""Text queries use int8 or fp16 weights only where the store shows they find what fp32
+finds."""
 
 from __future__ import annotations
 
@@ -14,9 +15,15 @@ from clipsearch import Library
 from clipsearch.catalog import Catalog, File
 from clipsearch.cli import app
 from clipsearch.encoder import load_model
-from clipsearch.int8_check import MIN_AGREEMENT, PROBES, RECHECK_GROWTH, Int8Checks, agreement
+from clipsearch.query_precision import (
+    MIN_AGREEMENT,
+    PROBES,
+    RECHECK_GROWTH,
+    PrecisionChecks,
+    agreement,
+)
 from clipsearch.search import QueryError
-from clipsearch.store import INT8_CHECKS_FILE
+from clipsearch.store import PRECISION_CHECKS_FILE
 
 MODEL = "random:tiny"
 
@@ -47,10 +54,12 @@ def test_int8_is_used_where_it_agrees_and_the_verdict_is_kept(tmp_path):
         hits = lib.search("a red square", k=5, model=MODEL).results
         encoder = lib.query_encoder(MODEL, text_only=True)
         assert encoder.precision == "int8"
-        check = lib.status()["models"][0]["int8_check"]
-    assert check["int8"] and check["agreement"] >= MIN_AGREEMENT and check["vectors"] == 40
+        check = lib.status()["models"][0]["query_precision"]
+    assert check["uses"] == "int8" and check["vectors"] == 40
+    assert list(check["agreement"]) == ["int8"]  # the fastest passed: nothing more to check
+    assert check["agreement"]["int8"] >= MIN_AGREEMENT
     shown = CliRunner().invoke(app, ["status", "--store", str(store)], env={"COLUMNS": "200"})
-    assert f"int8 ({check['agreement']:.0%} same top-10)" in shown.output
+    assert f"int8 (same top-10: int8 {check['agreement']['int8']:.0%})" in shown.output
     with Library(store, precision="fp32") as lib:
         exact = lib.search("a red square", k=5, model=MODEL).results
     assert hits[0].path == exact[0].path
@@ -72,30 +81,82 @@ def test_an_image_term_loads_the_whole_model_once_and_text_queries_keep_it(tmp_p
     assert by_image[0].path == photo
 
 
-def test_fp32_is_kept_where_int8_reorders_a_crowded_store(tmp_path):
-    """Each probe has 30 stored vectors around its own fp32 vector, closer together than
-    int8's rounding: their order is noise to int8, so the check must refuse it."""
+def record_loads(lib: Library) -> list[tuple]:
+    """(spec, precision, text_only) of every model the library loads from now on."""
+    loads, load = [], lib._load
+
+    def recording(spec, precision, text_only):
+        loads.append((spec, precision, text_only))
+        return load(spec, precision, text_only)
+
+    lib._load = recording
+    return loads
+
+
+def crowded_store(folder, noise: float):
+    """Each probe has 30 stored vectors around its own fp32 vector, `noise` apart: closer
+    than a precision's rounding, and their order is noise to it."""
     fp32 = load_model(MODEL)
     rng = np.random.default_rng(0)
     crowd = np.repeat(fp32.encode_text(PROBES), 30, axis=0)
-    crowd += 2e-3 * rng.standard_normal(crowd.shape)
+    crowd += noise * rng.standard_normal(crowd.shape)
     crowd /= np.linalg.norm(crowd, axis=1, keepdims=True)
-    store = tmp_path / "store"
+    store = folder / "store"
     with Library(store, create=True):
         pass
     file_vectors(store, fp32, crowd)
+    return store, fp32.digest, len(crowd)
+
+
+def test_fp16_weights_where_int8_reorders_a_crowded_store(tmp_path):
+    """int8 moves the tiny model's vectors by 1 - cosine ~1e-3, fp16 weights by ~1e-7."""
+    store, digest, n = crowded_store(tmp_path, noise=2e-3)
+    with Library(store) as lib:
+        lib.search("a dog", k=5, model=MODEL)
+        assert lib.query_encoder(MODEL, text_only=True).precision == "fp16"
+    check = json.loads((store / PRECISION_CHECKS_FILE).read_text())[digest]
+    assert check["vectors"] == n and list(check["agreement"]) == ["int8", "fp16"]
+    assert check["agreement"]["int8"] < MIN_AGREEMENT <= check["agreement"]["fp16"]
+    with Library(store) as lib:  # remembered: no second check, no int8 model loaded
+        loads = record_loads(lib)
+        assert lib.search("a dog", k=5, model=MODEL).results
+        assert lib.query_encoder(MODEL, text_only=True).precision == "fp16"
+    assert loads == [(MODEL, "auto", True), (MODEL, "fp16", True)]
+
+
+def test_fp32_is_kept_where_every_faster_precision_reorders_the_store(tmp_path):
+    store, digest, _ = crowded_store(tmp_path, noise=1e-4)
     with Library(store) as lib:
         lib.search("a dog", k=5, model=MODEL)
         assert lib.query_encoder(MODEL, text_only=True).precision == "fp32"
-    check = json.loads((store / INT8_CHECKS_FILE).read_text())[fp32.digest]
-    assert check == {"agreement": pytest.approx(check["agreement"]), "vectors": len(crowd)}
-    assert check["agreement"] < MIN_AGREEMENT
-    with Library(store) as lib:  # remembered: no second check, no int8 model loaded
-        loads, load = [], lib._load
-        lib._load = lambda *args: loads.append(args) or load(*args)
+        check = lib.status()["models"][0]["query_precision"]
+    assert check["uses"] == "fp32" and max(check["agreement"].values()) < MIN_AGREEMENT
+    with Library(store) as lib:
+        loads = record_loads(lib)
         assert lib.search("a dog", k=5, model=MODEL).results
         assert lib.query_encoder(MODEL, text_only=True).precision == "fp32"
     assert loads == [(MODEL, "auto", True)]
+
+
+def test_a_precision_this_torch_could_not_check_is_checked_where_it_can(tmp_path, monkeypatch):
+    """A store checked by a torch with int8 kernels only (ARM's qnnpack, say) and opened
+    where fp16 weights run too checks fp16 then."""
+    import clipsearch.encoder
+
+    store, digest, _ = crowded_store(tmp_path, noise=2e-3)
+    with monkeypatch.context() as patch:
+        patch.setattr(clipsearch.encoder, "reduced_precisions", lambda: ("int8",))
+        with Library(store) as lib:
+            lib.search("a dog", k=5, model=MODEL)
+            assert lib.query_encoder(MODEL, text_only=True).precision == "fp32"
+    assert list(PrecisionChecks(store / PRECISION_CHECKS_FILE).get(digest, 1)) == ["int8"]
+    with Library(store) as lib:
+        lib.search("a dog", k=5, model=MODEL)
+        assert lib.query_encoder(MODEL, text_only=True).precision == "fp16"
+    assert list(PrecisionChecks(store / PRECISION_CHECKS_FILE).get(digest, 1)) == [
+        "int8",
+        "fp16",
+    ]
 
 
 def test_explicit_precision_is_never_second_guessed(tmp_path):
@@ -103,7 +164,7 @@ def test_explicit_precision_is_never_second_guessed(tmp_path):
     with Library(store, precision="fp32") as lib:
         lib.search("a dog", k=2, model=MODEL)
         assert lib.query_encoder(MODEL, text_only=True).precision == "fp32"
-    assert not (store / INT8_CHECKS_FILE).exists()
+    assert not (store / PRECISION_CHECKS_FILE).exists()
 
 
 def test_a_model_indexed_after_a_failed_query_is_still_checked(tmp_path):
@@ -121,12 +182,12 @@ def test_a_model_indexed_after_a_failed_query_is_still_checked(tmp_path):
 def test_a_torch_without_quantised_engines_stays_in_fp32(tmp_path, monkeypatch):
     import clipsearch.encoder
 
-    monkeypatch.setattr(clipsearch.encoder, "int8_supported", lambda: False)
+    monkeypatch.setattr(clipsearch.encoder, "reduced_precisions", lambda: ())
     store = indexed_store(tmp_path, 3)
     with Library(store) as lib:
         assert lib.search("a dog", k=2, model=MODEL).results
         assert lib.query_encoder(MODEL, text_only=True).precision == "fp32"
-    assert not (store / INT8_CHECKS_FILE).exists()
+    assert not (store / PRECISION_CHECKS_FILE).exists()
 
 
 def test_agreement_of_an_encoder_with_itself_is_total():
@@ -141,12 +202,14 @@ def test_agreement_of_an_encoder_with_itself_is_total():
 
 
 def test_verdicts_are_checked_again_when_the_store_grows(tmp_path):
-    checks = Int8Checks(tmp_path / "checks.json")
+    checks = PrecisionChecks(tmp_path / "checks.json")
     assert checks.get("abc", 10) is None
-    checks.put("abc", 1000, 0.97)
-    assert checks.get("abc", 1000) == 0.97
-    assert checks.get("abc", RECHECK_GROWTH * 1000 - 1) == 0.97
+    checks.put("abc", 1000, {"int8": 0.9, "fp16": 0.99})
+    assert checks.get("abc", 1000) == {"int8": 0.9, "fp16": 0.99}
+    assert checks.get("abc", RECHECK_GROWTH * 1000 - 1) == {"int8": 0.9, "fp16": 0.99}
     assert checks.get("abc", RECHECK_GROWTH * 1000) is None
-    assert checks.verdicts() == {"abc": {"agreement": 0.97, "vectors": 1000, "int8": True}}
-    (tmp_path / "checks.json").write_text('{"abc": "damaged"}')
+    assert checks.verdicts() == {
+        "abc": {"vectors": 1000, "agreement": {"int8": 0.9, "fp16": 0.99}, "uses": "fp16"}
+    }
+    (tmp_path / "checks.json").write_text('{"abc": "damaged", "def": {"vectors": 5}}')
     assert checks.get("abc", 1000) is None and checks.verdicts() == {}

@@ -1,13 +1,15 @@
-"""The packed text tower computes what the plain one does and changes nothing else."""
+"""The CPU text tower, packed, quantised and traced, computes what the plain one does and
+changes nothing else."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from clipsearch import packed
-from clipsearch.encoder import Encoder, load_model, weights_digest
+from clipsearch.encoder import DYNAMIC, Encoder, load_model, weights_digest
 from clipsearch.model import CLIP, CONFIGS, Attention
 from clipsearch.tokenizer import default_tokenizer
 
@@ -49,16 +51,62 @@ def test_packing_keeps_state_dict_digest_and_saving(tmp_path):
 def test_encoder_over_a_model_in_training_leaves_it_unpacked():
     """Validation wraps the live training model; a packed copy would freeze its weights."""
     model = CLIP(CONFIGS["tiny"])
-    Encoder(model, "in training").encode_text(["validation caption"])
+    encoder = Encoder(model, "in training")
+    for _ in range(3):
+        encoder.encode_text(["validation caption"])
     assert type(model.transformer.resblocks[0].attn) is Attention
+    assert encoder._traced is None
 
 
-def test_int8_text_tower_quantises_the_in_projection_too():
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_quantised_text_tower_converts_the_in_projection_too(precision):
     """quantize_dynamic sees only nn.Linear; the in-projection is two bare parameters."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
-    fp32, int8 = load_model("random:mini"), load_model("random:mini", precision="int8")
-    a, b = fp32.encode_text(TEXTS), int8.encode_text(TEXTS)
-    attn = int8.model.transformer.resblocks[0].attn
+    fp32, other = load_model("random:mini"), load_model("random:mini", precision=precision)
+    a, b = fp32.encode_text(TEXTS), other.encode_text(TEXTS)
+    attn = other.model.transformer.resblocks[0].attn
     assert isinstance(attn, packed.PackedAttention) and isinstance(attn.in_proj, DynamicLinear)
-    assert float((a * b).sum(axis=1).min()) > 0.999
+    assert attn.in_proj._packed_params.dtype == DYNAMIC[precision]
+    closeness = 1e-3 if precision == "int8" else 1e-6  # 1 - cosine
+    assert float(1 - (a * b).sum(axis=1).min()) < closeness
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8", "fp16"])
+def test_traced_text_tower_equals_eager_for_every_length_and_batch(precision):
+    """Traced once on a short text, the tower must hold for 1 to 77 tokens and any batch."""
+    encoder = load_model("random:mini", precision=precision)
+    encoder.encode_text(["packs"])
+    assert encoder._traced is None  # a one-query process never pays for the trace
+    encoder.encode_text(["traces on this"])
+    assert encoder._traced is not None
+    texts = ["", "a dog", *("word " * n for n in range(3, 76, 8)), "🐶 " * 40]
+
+    def eager(batch: list[str]) -> np.ndarray:
+        tokens = default_tokenizer()(batch)
+        tokens = torch.from_numpy(tokens[:, : tokens.argmax(axis=1).max() + 1])
+        with torch.inference_mode():
+            return F.normalize(encoder.model.encode_text(tokens), dim=-1).numpy()
+
+    # int8 scales activations per call, so a batch and its texts one by one differ a little
+    assert np.allclose(encoder.encode_text(texts), eager(texts), atol=1e-6)
+    for text in texts:
+        assert np.allclose(encoder.encode_text([text]), eager([text]), atol=1e-6)
+
+
+def test_a_trace_that_disagrees_or_fails_leaves_the_tower_eager(monkeypatch):
+    encoder = load_model("random:mini")
+    tokens = torch.from_numpy(default_tokenizer()(["a dog"]))
+    with torch.inference_mode():
+        right = encoder.model.encode_text(tokens)
+        assert packed.trace_text_tower(encoder.model, tokens, right) is not None
+        assert packed.trace_text_tower(encoder.model, tokens, right + 1e-2) is None
+
+    def unsupported(*args, **kwargs):
+        raise RuntimeError("an op the tracer cannot record")
+
+    monkeypatch.setattr(torch.jit, "trace_module", unsupported)
+    fresh = load_model("random:mini")
+    first, second, third = (fresh.encode_text(TEXTS) for _ in range(3))
+    assert fresh._traced is None
+    assert np.allclose(first, third) and np.allclose(second, third)

@@ -3,11 +3,12 @@
     python bench/text_latency.py [--model random:ViT-B-32] [--runs 60]
 
 Load: a model saved to disk like a download, whole vs text tower only, with and without
-the weights digest remembered (import time excluded; medians of 3), and until the first
-text is encoded in fp32 and int8. Encode: one query
-text of about ten tokens, p50 over distinct texts, for the text tower as `F.linear`
-computes it (MKL), pre-packed for oneDNN (what clipsearch uses on CPU), and dynamic int8,
-with the largest difference from the plain fp32 vectors.
+the weights digest remembered (import time excluded; medians of 3), until the first text
+is encoded in fp32, int8 and fp16 weights, and what the second text costs (the trace).
+Encode: one query text of about ten tokens, p50 over distinct texts, for the text tower as
+`F.linear` computes it (MKL), then as clipsearch runs it on CPU in fp32 (pre-packed for
+oneDNN), int8 and fp16 weights, each in eager mode and traced, with the largest difference
+from the plain fp32 vectors.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from clipsearch.digests import DigestCache
 from clipsearch.encoder import Encoder, load_model
@@ -28,27 +31,45 @@ from clipsearch.weights import resolve
 TEXTS = [f"a photo of {w} {{}}" for w in ("a dog", "a beach at sunset", "two cats on a sofa")]
 
 
-def load_seconds(spec: str, first_text: bool = False, **kwargs) -> float:
-    """Median of 3 loads; first_text adds the first encoding (packing, int8 in-projection)."""
+def load_seconds(spec: str, texts: int = 0, **kwargs) -> float:
+    """Median of 3 loads, each followed by encoding `texts` texts one by one (the first
+    packs and quantises the in-projection, the second traces)."""
     times = []
     for _ in range(3):
         start = time.perf_counter()
         encoder = load_model(spec, **kwargs)
-        if first_text:
-            encoder.encode_text(["a dog"])
+        for i in range(texts):
+            encoder.encode_text([f"a dog {i}"])
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def encode_ms(encoder: Encoder, runs: int) -> tuple[float, np.ndarray]:
-    encoder.encode_text(["warm up the kernels"])
+def encode_ms(encode: Callable[[str], np.ndarray], runs: int) -> tuple[float, np.ndarray]:
+    for i in range(3):
+        encode(f"warm up the kernels {i}")
     times, vectors = [], []
     for i in range(runs):
         text = TEXTS[i % len(TEXTS)].format(i)
         start = time.perf_counter()
-        vectors.append(encoder.encode_text([text])[0])
+        vectors.append(encode(text))
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000, np.stack(vectors)
+
+
+def one_by_one(encoder: Encoder) -> Callable[[str], np.ndarray]:
+    return lambda text: encoder.encode_text([text])[0]
+
+
+def eager(encoder: Encoder) -> Callable[[str], np.ndarray]:
+    """The packed tower's modules called directly: what encoding costs without the trace."""
+
+    @torch.inference_mode()
+    def encode(text: str) -> np.ndarray:
+        tokens = encoder.tokenizer([text])
+        tokens = torch.from_numpy(tokens[:, : tokens.argmax() + 1])
+        return F.normalize(encoder.model.encode_text(tokens), dim=-1)[0].numpy()
+
+    return encode
 
 
 def main() -> None:
@@ -72,28 +93,36 @@ def main() -> None:
             f"whole {whole_known:.2f} s, text only {text_known:.2f} s"
         )
         ready = {
-            precision: load_seconds(
-                spec, first_text=True, text_only=True, digests=digests, precision=precision
+            (precision, texts): load_seconds(
+                spec, texts, text_only=True, digests=digests, precision=precision
             )
-            for precision in ("fp32", "int8")
+            for precision in ("fp32", "int8", "fp16")
+            for texts in (1, 2)
         }
         print(
-            f"text tower ready, first text encoded (digest remembered): fp32 {ready['fp32']:.2f} s"
-            f", int8 {ready['int8']:.2f} s (quantised at load)"
+            "text tower ready, first text encoded (digest remembered): "
+            + ", ".join(f"{p} {ready[p, 1]:.2f} s" for p in ("fp32", "int8", "fp16"))
+            + "; the second text (traced): "
+            + ", ".join(f"{p} +{ready[p, 2] - ready[p, 1]:.2f} s" for p in ("fp32", "int8", "fp16"))
         )
 
         weights = resolve(spec)
-        plain_ms, plain = encode_ms(Encoder(weights.build(), spec), args.runs)
+        plain = Encoder(weights.build(), spec)  # a caller's model: neither packed nor traced
+        plain_ms, reference = encode_ms(one_by_one(plain), args.runs)
         print(f"encode one text, fp32 F.linear (MKL):   p50 {plain_ms:5.1f} ms")
-        for label, encoder in (
-            ("fp32 packed (oneDNN)", load_model(spec)),
-            ("int8 dynamic", load_model(spec, precision="int8")),
+        for label, precision in (
+            ("fp32 packed (oneDNN)", "fp32"),
+            ("int8 dynamic", "int8"),
+            ("fp16 weights", "fp16"),
         ):
-            ms, vectors = encode_ms(encoder, args.runs)
-            cosine = float(np.min(np.sum(vectors * plain, axis=1)))
+            encoder = load_model(spec, precision=precision)
+            traced_ms, vectors = encode_ms(one_by_one(encoder), args.runs)
+            eager_ms, _ = encode_ms(eager(encoder), args.runs)
+            cosine = float(np.min(np.sum(vectors * reference, axis=1)))
             print(
-                f"encode one text, {label + ':':<24} p50 {ms:5.1f} ms = "
-                f"{plain_ms / ms:.2f}x, min cosine to fp32 {cosine:.6f}"
+                f"encode one text, {label + ':':<24} p50 eager {eager_ms:5.1f} ms, "
+                f"traced {traced_ms:5.1f} ms = {plain_ms / traced_ms:.2f}x; "
+                f"min cosine to fp32 {cosine:.7f}"
             )
 
 

@@ -112,7 +112,7 @@ class Attention(nn.Module):
 def attend(qkv: torch.Tensor, heads: int, causal: bool) -> torch.Tensor:
     """(n, length, 3 * width) stacked queries, keys, values -> (n, length, width)."""
     n, length, width = *qkv.shape[:2], qkv.shape[2] // 3
-    q, k, v = qkv.view(n, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.view(n, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
     y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     return y.transpose(1, 2).reshape(n, length, width)
 

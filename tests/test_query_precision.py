@@ -51,9 +51,9 @@ def indexed_store(folder, images: int):
 def test_int8_is_used_where_it_agrees_and_the_verdict_is_kept(tmp_path):
     store = indexed_store(tmp_path, 40)
     with Library(store) as lib:
+        lib.search("a blue circle", k=5, model=MODEL)
+        assert lib.query_encoder(MODEL, text_only=True).precision == "int8"
         hits = lib.search("a red square", k=5, model=MODEL).results
-        encoder = lib.query_encoder(MODEL, text_only=True)
-        assert encoder.precision == "int8"
         check = lib.status()["models"][0]["query_precision"]
     assert check["uses"] == "int8" and check["vectors"] == 40
     assert list(check["agreement"]) == ["int8"]  # the fastest passed: nothing more to check
@@ -71,14 +71,28 @@ def test_an_image_term_loads_the_whole_model_once_and_text_queries_keep_it(tmp_p
     store = indexed_store(tmp_path, 12)
     photo = str(tmp_path / "photos" / "03.png")
     with Library(store) as lib:
-        assert lib.query_encoder(MODEL, text_only=True).precision == "int8"
         lib.search("a red square", k=3, model=MODEL)
+        assert lib.query_encoder(MODEL, text_only=True).precision == "int8"
         by_image = lib.search([], k=1, images=[photo], model=MODEL).results
         whole = lib.query_encoder(MODEL, text_only=True)
         assert not whole.text_only and whole.precision == "fp32"
         assert lib.search("a red square", k=3, model=MODEL).results
         assert lib.query_encoder(MODEL, text_only=True) is whole
     assert by_image[0].path == photo
+
+
+def test_the_first_text_query_runs_in_fp32_and_checks_nothing(tmp_path):
+    """A one-query process (the CLI) is answered by the fp32 tower it loaded to learn the
+    digest: a faster one would cost more to prepare than it saves."""
+    store = indexed_store(tmp_path, 12)
+    with Library(store) as lib:
+        loads = record_loads(lib)
+        answer = lib.search("a red square", k=3, model=MODEL)
+        assert answer.results and lib.encoder(MODEL, text_only=True).precision == "fp32"
+    assert loads == [(MODEL, "auto", True)]
+    assert not (store / PRECISION_CHECKS_FILE).exists()
+    shown = CliRunner().invoke(app, ["query", "a dog", "--store", str(store), "--model", MODEL])
+    assert shown.exit_code == 0 and not (store / PRECISION_CHECKS_FILE).exists()
 
 
 def record_loads(lib: Library) -> list[tuple]:

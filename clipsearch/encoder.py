@@ -163,6 +163,12 @@ class Encoder:
             self._traced = packed.trace_text_tower(self.model, t, y)
         return self._unit(y)
 
+    def warm_up_text(self) -> None:
+        """Pack and trace the text tower now, for a caller about to ask many queries: one
+        pause now instead of one at each of the next two queries."""
+        while self._fast_cpu_text and self._text_calls < 2:
+            self.encode_text(["a photo of a dog"])
+
     def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Texts -> float32 (n, dim), L2-normalised. Over-long text is truncated with a
         TruncationWarning."""

@@ -145,7 +145,9 @@ class Library:
                 found[precision] = query_precision.agreement(fp32, encoder, top_ids)
                 checks.put(fp32.digest, loaded.count, found)
             if found[precision] >= query_precision.MIN_AGREEMENT:
-                return encoder or self._load(spec, precision, text_only=True)
+                encoder = encoder or self._load(spec, precision, text_only=True)
+                encoder.warm_up_text()  # this Library asks repeatedly: worth tracing now
+                return encoder
         return None
 
     def _spec(self, spec: str | None) -> str:

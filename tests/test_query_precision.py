@@ -134,7 +134,9 @@ def test_fp16_weights_where_int8_reorders_a_crowded_store(tmp_path):
     with Library(store) as lib:  # remembered: no second check, no int8 model loaded
         loads = record_loads(lib)
         assert lib.search("a dog", k=5, model=MODEL).results
-        assert lib.query_encoder(MODEL, text_only=True).precision == "fp16"
+        fp16 = lib.query_encoder(MODEL, text_only=True)
+        assert fp16.precision == "fp16"
+        assert fp16._traced is not None  # traced at the switch, not one query later
     assert loads == [(MODEL, "auto", True), (MODEL, "fp16", True)]
 
 

@@ -130,7 +130,7 @@ def test_text_cut_to_longest_member_changes_nothing():
     assert torch.allclose(full, cut, atol=1e-6)
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("precision", ["bf16", "int8", "fp16"])
 def test_reduced_precision_stays_close_to_fp32(precision):
     fp32 = load_model("random:tiny")
     low = load_model("random:tiny", precision=precision)
@@ -138,6 +138,21 @@ def test_reduced_precision_stays_close_to_fp32(precision):
     a, b = fp32.encode_pixels(pixels.numpy()), low.encode_pixels(pixels.numpy())
     assert low.digest == fp32.digest
     assert np.min(np.sum(a * b, axis=1)) > 0.99
+
+
+def test_fp16_on_a_cpu_keeps_fp16_weights_and_computes_in_fp32():
+    """FBGEMM's fp16 linear: half the bytes of fp32 and nearly its numbers, where torch's
+    own half-precision arithmetic on a CPU would round every product."""
+    from clipsearch.encoder import cpu_fp16_weights
+
+    if not cpu_fp16_weights():
+        pytest.skip("this torch has no FBGEMM (x86) quantised engine")
+    fp32, fp16 = load_model("random:tiny"), load_model("random:tiny", precision="fp16")
+    assert fp16.model.token_embedding.weight.dtype == torch.float32
+    assert fp16.model.visual.transformer.resblocks[0].mlp.c_fc._packed_params.dtype == torch.float16
+    pixels, _ = inputs(32)
+    a, b = fp32.encode_pixels(pixels.numpy()), fp16.encode_pixels(pixels.numpy())
+    assert float(1 - np.min(np.sum(a * b, axis=1))) < 1e-5
 
 
 def test_gradient_checkpointing_gives_same_gradients():

@@ -104,7 +104,7 @@ class Library:
         native bf16 use int8 or fp16 weights once this store has shown that they find what
         fp32 finds (query_precision.py) — from the second text query of this Library on:
         the fp32 tower is loaded anyway (it tells the digest) and ready at once, where a
-        faster one costs 0.3-0.5 s to prepare, which a single query never wins back."""
+        faster one costs 0.3-0.9 s to prepare, which a single query never wins back."""
         spec = self._spec(spec)
         encoder = self.encoder(spec, text_only)
         if (

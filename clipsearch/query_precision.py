@@ -1,12 +1,13 @@
 """Which precision CPU text queries use on a store: the fastest that finds what fp32 finds.
 
 Two precisions make a ViT-B/32 text query faster on a CPU without native bf16: dynamic int8
-(~2.3x, BENCHMARKS.md) and fp16 weights with fp32 arithmetic (~1.7x, half the bytes to
+(~2.5x, BENCHMARKS.md) and fp16 weights with fp32 arithmetic (~1.7x, half the bytes to
 read). Their vectors differ from fp32 ones by rounding: int8's by far more (1 - cosine
 ~1e-3 against ~2e-7 on ViT-B/32). How far that moves results depends on the weights
 (activation outliers in some released models) and on how crowded a store is, so it cannot
 be settled once, offline, for everybody. Instead each store checks each model the first
-time a text query needs it: probe texts are encoded in fp32 and in a candidate precision
+time a Library asks it for a second text query (one query would not repay the faster
+tower's preparation): probe texts are encoded in fp32 and in a candidate precision
 and searched, and the candidate is used if the two top-10s agree as well as the vector
 indexes agree with exact search (the presets are tuned to that recall). Candidates are
 tried fastest first; the verdicts are remembered by weights digest and checked again when

@@ -20,7 +20,6 @@ from .tokenizer import Tokenizer, default_tokenizer
 from .weights import resolve, save_weights
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-DYNAMIC = {"int8": torch.qint8, "fp16": torch.float16}  # quantize_dynamic's dtype on a CPU
 
 
 def native_bf16() -> bool:
@@ -70,22 +69,32 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def dynamic_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """quantize_dynamic's dtype where a precision means dynamic quantisation: int8, and fp16
+    on a CPU with FBGEMM (fp16 weights, fp32 arithmetic); None where it does not."""
+    if precision == "int8":
+        return torch.qint8
+    if precision == "fp16" and device.type == "cpu" and cpu_fp16_weights():
+        return torch.float16
+    return None
+
+
 def _apply_precision(
     model: CLIP, precision: str, device: torch.device, in_place: bool
 ) -> nn.Module:
-    if precision == "bf16":
-        return model.to(torch.bfloat16)
-    if precision == "fp16" and (device.type != "cpu" or not cpu_fp16_weights()):
-        return model.to(torch.float16)
-    if precision in ("int8", "fp16"):
+    dtype = dynamic_dtype(precision, device)
+    if dtype is not None:
         if device.type != "cpu":
             raise ValueError("int8 (dynamic quantisation) runs on CPU only")
         with warnings.catch_warnings():  # deprecated for torchao, still the stock CPU path
             warnings.simplefilter("ignore")
             from torch.ao.quantization import quantize_dynamic
 
-            dtype = DYNAMIC[precision]
             return quantize_dynamic(model, {nn.Linear}, dtype=dtype, inplace=in_place)
+    if precision == "bf16":
+        return model.to(torch.bfloat16)
+    if precision == "fp16":
+        return model.to(torch.float16)
     if precision != "fp32":
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
     return model
@@ -127,14 +136,12 @@ class Encoder:
         self.tokenizer = tokenizer or default_tokenizer()
         # The CPU text tower is packed on first use (indexing never needs it) and traced on
         # the second: a process that asks once, like the CLI, never pays for the trace.
+        self._dynamic = dynamic_dtype(self.precision, self.device)
         self._fast_cpu_text = (
             owns_model
             and self.device.type == "cpu"
             and packed.available()
-            and (
-                self.precision in ("fp32", "int8")
-                or (self.precision == "fp16" and cpu_fp16_weights())
-            )
+            and (self.precision == "fp32" or self._dynamic is not None)
         )
         self._text_calls = 0
         self._traced = None
@@ -156,7 +163,7 @@ class Encoder:
         if self._traced is not None:
             return self._unit(self._traced(t))
         if self._fast_cpu_text and self._text_calls == 0:
-            packed.pack_text_tower(self.model, DYNAMIC.get(self.precision))
+            packed.pack_text_tower(self.model, self._dynamic)
         y = self.model.encode_text(t)
         self._text_calls += 1
         if self._fast_cpu_text and self._text_calls == 2:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from clipsearch import packed
-from clipsearch.encoder import DYNAMIC, Encoder, load_model, weights_digest
+from clipsearch.encoder import Encoder, dynamic_dtype, load_model, weights_digest
 from clipsearch.model import CLIP, CONFIGS, Attention
 from clipsearch.tokenizer import default_tokenizer
 
@@ -67,7 +67,7 @@ def test_quantised_text_tower_converts_the_in_projection_too(precision):
     a, b = fp32.encode_text(TEXTS), other.encode_text(TEXTS)
     attn = other.model.transformer.resblocks[0].attn
     assert isinstance(attn, packed.PackedAttention) and isinstance(attn.in_proj, DynamicLinear)
-    assert attn.in_proj._packed_params.dtype == DYNAMIC[precision]
+    assert attn.in_proj._packed_params.dtype == dynamic_dtype(precision, other.device)
     closeness = 1e-3 if precision == "int8" else 1e-6  # 1 - cosine
     assert float(1 - (a * b).sum(axis=1).min()) < closeness
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from collections.abc import Sequence
 
@@ -16,6 +17,7 @@ from .digests import DigestCache
 from .model import CLIP
 from .preprocess import ImageSource, preprocess
 from .pretrained import DEFAULT_MODEL
+from .query_precision import CANDIDATES
 from .tokenizer import Tokenizer, default_tokenizer
 from .weights import resolve, save_weights
 
@@ -24,7 +26,11 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 def native_bf16() -> bool:
     """bf16 matmuls in hardware (AVX512-BF16 or AMX). Without them torch emulates bf16 and
-    a ViT-B/32 runs ~7x slower than fp32 (BENCHMARKS.md)."""
+    a ViT-B/32 runs ~7x slower than fp32 (BENCHMARKS.md). CLIPSEARCH_NATIVE_BF16=0 or 1
+    overrides the answer: to keep fp32 on such a CPU, and for tests of both kinds on one."""
+    forced = os.environ.get("CLIPSEARCH_NATIVE_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
@@ -37,16 +43,21 @@ def cpu_fp16_weights() -> bool:
 
 
 def reduced_precisions() -> tuple[str, ...]:
-    """Precisions faster than fp32 for a CPU text query, fastest first."""
-    int8 = ("int8",) if torch.backends.quantized.engine != "none" else ()
-    return int8 + (("fp16",) if cpu_fp16_weights() else ())
+    """The candidates for a CPU text query (query_precision.CANDIDATES, fastest first)
+    that this torch and CPU run faster than fp32."""
+    runs = {
+        "int8": torch.backends.quantized.engine != "none",
+        "fp16": cpu_fp16_weights(),
+        "bf16": native_bf16(),
+    }
+    return tuple(p for p in CANDIDATES if runs[p])
 
 
 def auto_precision(device: torch.device) -> str:
-    """fp16 on CUDA; bf16 on CPUs with native bf16; fp32 otherwise. int8 and fp16 weights
-    are faster still for CPU text queries, but how far they move results depends on the
-    weights and the store: Library uses them only where the store's check passes
-    (query_precision.py)."""
+    """fp16 on CUDA; bf16 on CPUs with native bf16; fp32 otherwise. This is what images are
+    embedded in. Text queries on a CPU start in fp32 instead and move to a faster tower only
+    where the store's check passes (query_precision.py): a query's few rows gain little
+    from bf16, and its rounding can reorder a crowded store."""
     if device.type == "cuda":
         return "fp16"
     return "bf16" if native_bf16() else "fp32"

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import query_precision
 from .catalog import Catalog, Model
 from .pipeline import Indexer, IndexOptions, IndexReport, Progress
 from .preprocess import ImageError
 from .pretrained import DEFAULT_MODEL
+from .prompts import SEARCH_PROMPTS
+from .query_precision import TextTowers
 from .search import (
     Filters,
     QueryError,
@@ -71,8 +72,10 @@ class Library:
         self._model_rows: dict[str, Model] = {}
         self._default: str | None = None
         self._text_vectors: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self._precision_decided: set[str] = set()
-        self._first_text_query: set[str] = set()
+        self.text_towers = TextTowers(
+            self.store.precision_checks,
+            lambda spec, precision: self._load(spec, precision, text_only=True),
+        )
 
     def close(self) -> None:
         self.store.close()
@@ -100,55 +103,35 @@ class Library:
         return self._encoders[spec]
 
     def query_encoder(self, spec: str | None = None, text_only: bool = False) -> Encoder:
-        """The model for a query. Under precision "auto", text queries on a CPU without
-        native bf16 use int8 or fp16 weights once this store has shown that they find what
-        fp32 finds (query_precision.py) — from the second text query of this Library on:
-        the fp32 tower is loaded anyway (it tells the digest) and ready at once, where a
-        faster one costs 0.3-0.9 s to prepare, which a single query never wins back."""
+        """The model for a query. Under precision "auto" on a CPU, text queries start in
+        fp32 and move to a faster tower where this store shows that it finds what fp32
+        finds (query_precision.TextTowers)."""
         spec = self._spec(spec)
-        encoder = self.encoder(spec, text_only)
-        if (
-            encoder.text_only  # a whole model, loaded for an image term, stays as it is
-            and self.precision == "auto"
-            and encoder.precision == "fp32"
-            and encoder.device.type == "cpu"
-            and encoder.digest not in self._precision_decided
-        ):
-            if encoder.digest not in self._first_text_query:
-                self._first_text_query.add(encoder.digest)
-                return encoder
-            faster = self._faster_if_it_agrees(spec, encoder)  # may raise: no vectors yet
-            self._precision_decided.add(encoder.digest)
-            if faster is not None:
-                self._encoders[spec] = encoder = faster
+        if not (text_only and self._chooses_text_precision()):
+            return self.encoder(spec, text_only)
+        encoder = self._encoders.get(spec)
+        if encoder is None:
+            encoder = self._encoders[spec] = self._load(spec, "fp32", text_only=True)
+        if not encoder.text_only or encoder.precision != "fp32":
+            return encoder  # a whole model loaded for an image term, or the chosen tower
+        faster = self.text_towers.after_query(spec, encoder, lambda: self._searcher(encoder))
+        if faster is not None:
+            self._encoders[spec] = encoder = faster
         return encoder
 
-    def _faster_if_it_agrees(self, spec: str, fp32: Encoder) -> Encoder | None:
-        """The fastest reduced-precision text tower this store's check passes, checking
-        those not yet checked here."""
-        from .encoder import reduced_precisions
+    def _chooses_text_precision(self) -> bool:
+        from .encoder import resolve_device
 
-        candidates = reduced_precisions()
-        if not candidates:
-            return None
-        loaded, _ = self._index_for(self.model_row(fp32).id)
-        checks = self.store.precision_checks
-        found = checks.get(fp32.digest, loaded.count) or {}
+        return self.precision == "auto" and resolve_device(self.device).type == "cpu"
+
+    def _searcher(self, encoder: Encoder):
+        """(top-10 file ids of a query vector, vectors searched) in this store's index."""
+        loaded, _ = self._index_for(self.model_row(encoder).id)
 
         def top_ids(vector: np.ndarray) -> list[int]:
             return [i for i, _ in nearest(self.catalog, loaded, vector, 10)]
 
-        for precision in candidates:
-            encoder = None
-            if precision not in found:
-                encoder = self._load(spec, precision, text_only=True)
-                found[precision] = query_precision.agreement(fp32, encoder, top_ids)
-                checks.put(fp32.digest, loaded.count, found)
-            if found[precision] >= query_precision.MIN_AGREEMENT:
-                encoder = encoder or self._load(spec, precision, text_only=True)
-                encoder.warm_up_text()  # this Library asks repeatedly: worth tracing now
-                return encoder
-        return None
+        return top_ids, loaded.count
 
     def _spec(self, spec: str | None) -> str:
         if spec is None:
@@ -232,10 +215,8 @@ class Library:
 
     def _tuning_queries(self, row: Model) -> np.ndarray | None:
         """Text prompts from the model itself when it can be loaded without a download."""
-        from .pipeline import TUNING_PROMPTS
-
         try:
-            return self.encoder(row.name, text_only=True).encode_text(TUNING_PROMPTS)
+            return self.encoder(row.name, text_only=True).encode_text(SEARCH_PROMPTS)
         except Exception:  # model not available here: tune with image vectors instead
             return None
 

@@ -23,69 +23,13 @@ from sqlalchemy import select, update
 
 from .catalog import Catalog, File, Vector
 from .preprocess import NO_HEIF, ImageInfo, decode_many, heif_support
+from .prompts import SEARCH_PROMPTS
 from .scan import Found, ScanProblem, ScanResult, Walker, compare, fingerprint
 from .store import Store
 from .vectors import IndexWriteError
 
 if TYPE_CHECKING:  # torch: not imported by `status`, `forget` or decoding workers
     from .encoder import Encoder
-
-# Generic prompts used to tune approximate indexes for text-side recall.
-TUNING_PROMPTS = [
-    f"a photo of {t}"
-    for t in (
-        "a dog",
-        "a cat",
-        "a beach",
-        "a sunset",
-        "a mountain",
-        "a city at night",
-        "a car",
-        "people",
-        "a child",
-        "food",
-        "a flower",
-        "a tree",
-        "a house",
-        "a building",
-        "a bird",
-        "the sea",
-        "snow",
-        "a forest",
-        "a river",
-        "a bridge",
-        "a boat",
-        "a bicycle",
-        "a road",
-        "a document",
-        "a screenshot",
-        "a face",
-        "a group of friends",
-        "a wedding",
-        "a party",
-        "a birthday cake",
-        "a kitchen",
-        "a bedroom",
-        "an office",
-        "a computer",
-        "a phone",
-        "a book",
-        "a painting",
-        "a statue",
-        "a church",
-        "a castle",
-        "a train",
-        "a plane",
-        "a horse",
-        "a cow",
-        "a fish",
-        "an insect",
-        "the sky",
-        "clouds",
-        "the moon",
-        "stars",
-    )
-]
 
 
 @dataclass
@@ -386,7 +330,7 @@ class Indexer:
 
     def update_index(self) -> None:
         try:
-            queries = self.encoder.encode_text(TUNING_PROMPTS)
+            queries = self.encoder.encode_text(SEARCH_PROMPTS)
             loaded, action = self.store.indexes.sync(self.model_id, self.options.preset, queries)
             self.report.index_action, self.report.preset = action, loaded.preset.name
         except IndexWriteError as e:

@@ -1,79 +1,42 @@
 """Which precision CPU text queries use on a store: the fastest that finds what fp32 finds.
 
-Two precisions make a ViT-B/32 text query faster on a CPU without native bf16: dynamic int8
-(~2.5x, BENCHMARKS.md) and fp16 weights with fp32 arithmetic (~1.7x, half the bytes to
-read). Their vectors differ from fp32 ones by rounding: int8's by far more (1 - cosine
-~1e-3 against ~2e-7 on ViT-B/32). How far that moves results depends on the weights
-(activation outliers in some released models) and on how crowded a store is, so it cannot
-be settled once, offline, for everybody. Instead each store checks each model the first
-time a Library asks it for a second text query (one query would not repay the faster
-tower's preparation): probe texts are encoded in fp32 and in a candidate precision
-and searched, and the candidate is used if the two top-10s agree as well as the vector
-indexes agree with exact search (the presets are tuned to that recall). Candidates are
-tried fastest first; the verdicts are remembered by weights digest and checked again when
-the store has grown.
+Three precisions can make a text query faster on a CPU than fp32: dynamic int8, fp16
+weights with fp32 arithmetic (half the bytes to read), and bf16 where the CPU has it in
+hardware. Their vectors differ from fp32 ones by rounding: int8's by far the most (1 -
+cosine ~1e-3 against ~2e-7 for fp16 weights on ViT-B/32), bf16's 8-bit mantissa more than
+fp16 weights'. How far that moves results depends on the weights (activation outliers in
+some released models) and on how crowded a store is, so it cannot be settled once,
+offline, for everybody. Instead each store checks each model the first time a Library asks
+it for a second text query (one query would not repay the faster tower's preparation):
+probe texts are encoded in fp32 and in a candidate precision and searched, and the
+candidate is used if the two top-10s agree as well as the vector indexes agree with exact
+search. Candidates are tried fastest first; the verdicts are remembered by weights digest
+and checked again when the store has grown.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from enum import Enum
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .memo import MemoFile
-from .vectors import TUNE_RECALL
+from .prompts import AGREEMENT_TARGET, SEARCH_PROMPTS
 
 if TYPE_CHECKING:
     from .encoder import Encoder
 
-CANDIDATES = ("int8", "fp16")  # fastest first
-MIN_AGREEMENT = TUNE_RECALL
+CANDIDATES = ("int8", "fp16", "bf16")  # fastest first, as measured on x86 CPUs
 RECHECK_GROWTH = 4  # check again once the store holds this many times the vectors checked on
-
-# What people search photo archives, catalogues and datasets for: everyday subjects,
-# scenes, documents, single words and longer sentences.
-PROBES = (
-    "a dog",
-    "a cat sleeping on a sofa",
-    "a beach at sunset",
-    "snow on the mountains",
-    "a city street at night",
-    "a birthday cake with candles",
-    "a group of friends smiling at the camera",
-    "a baby",
-    "a red car parked by the road",
-    "a plate of pasta",
-    "fruit in a bowl",
-    "flowers in a garden",
-    "a screenshot of a phone",
-    "a scanned document with text",
-    "a bird on a branch",
-    "a horse in a field",
-    "a forest path in autumn",
-    "a boat on a lake",
-    "a wedding",
-    "children playing football",
-    "a bicycle",
-    "a laptop on a desk",
-    "a selfie",
-    "a crowd at a concert",
-    "fireworks",
-    "a bridge over a river",
-    "an old stone church",
-    "a christmas tree",
-    "a child's drawing",
-    "a map",
-    "a kitchen",
-    "an airplane in the sky",
-)
 
 
 def agreement(
     fp32: Encoder,
     other: Encoder,
     top_ids: Callable[[np.ndarray], Sequence[int]],
-    probes: Sequence[str] = PROBES,
+    probes: Sequence[str] = SEARCH_PROMPTS,
 ) -> float:
     """Mean share of each probe's fp32 results that its other vector also finds."""
     shares = []
@@ -86,7 +49,7 @@ def agreement(
 
 def choose(found: Mapping[str, float]) -> str:
     """The fastest candidate whose agreement passes, else fp32."""
-    passing = [p for p in CANDIDATES if found.get(p, 0.0) >= MIN_AGREEMENT]
+    passing = [p for p in CANDIDATES if found.get(p, 0.0) >= AGREEMENT_TARGET]
     return passing[0] if passing else "fp32"
 
 
@@ -126,3 +89,62 @@ class PrecisionChecks(MemoFile):
         agreement = {p: round(a, 4) for p, a in found.items()}
         entries[digest] = {"vectors": vectors, "agreement": agreement}
         self.write(entries)
+
+
+class Stage(Enum):
+    """Where a model's text queries stand in a process, under precision auto on a CPU."""
+
+    FIRST_ANSWERED = "the first query was answered by the fp32 tower"
+    SETTLED = "the faster tower is in use, or fp32 stays"
+
+
+Searcher = Callable[[], tuple[Callable[[np.ndarray], Sequence[int]], int]]
+
+
+class TextTowers:
+    """Chooses, per model, the text tower that answers a Library's queries.
+
+    The first text query is answered by the fp32 tower, which is loaded anyway to learn
+    the weights digest and is ready at once; a faster one costs 0.3-0.9 s to prepare,
+    which a single query never wins back (a `clipsearch query` command asks once). The
+    second query settles it: the fastest candidate that this store's check passes,
+    prepared and traced now, else fp32 for good.
+    """
+
+    def __init__(self, checks: PrecisionChecks, load: Callable[[str, str], Encoder]):
+        self.checks = checks
+        self.load = load  # (spec, precision) -> a text-only Encoder
+        self.stage: dict[str, Stage] = {}
+
+    def after_query(self, spec: str, fp32: Encoder, searcher: Searcher) -> Encoder | None:
+        """The tower to use from now on in place of `fp32`, or None to keep it. searcher
+        gives (top-10 ids of a vector, vectors in the store) and may raise where the store
+        has no vectors of this model yet: the stage is then left for a later query."""
+        stage = self.stage.get(fp32.digest)
+        if stage is None:
+            self.stage[fp32.digest] = Stage.FIRST_ANSWERED
+            return None
+        if stage is Stage.SETTLED:
+            return None
+        faster = self._fastest_agreeing(spec, fp32, *searcher())
+        self.stage[fp32.digest] = Stage.SETTLED
+        return faster
+
+    def _fastest_agreeing(
+        self, spec: str, fp32: Encoder, top_ids: Callable[[np.ndarray], Sequence[int]], n: int
+    ) -> Encoder | None:
+        """Checks the candidates not yet checked on this store, fastest first."""
+        from .encoder import reduced_precisions
+
+        found = self.checks.get(fp32.digest, n) or {}
+        for precision in reduced_precisions():
+            encoder = None
+            if precision not in found:
+                encoder = self.load(spec, precision)
+                found[precision] = agreement(fp32, encoder, top_ids)
+                self.checks.put(fp32.digest, n, found)
+            if found[precision] >= AGREEMENT_TARGET:
+                encoder = encoder or self.load(spec, precision)
+                encoder.warm_up_text()  # this Library asks repeatedly: worth tracing now
+                return encoder
+        return None

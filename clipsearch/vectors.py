@@ -23,6 +23,7 @@ import numpy as np
 
 from .catalog import Catalog
 from .errors import ClipsearchError
+from .prompts import AGREEMENT_TARGET
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,7 +31,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TOMBSTONE_REBUILD_FRACTION = 0.1
-TUNE_RECALL = 0.95
 TUNE_K = 10
 TUNE_LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
@@ -305,7 +305,7 @@ class VectorIndexes:
         return np.array(rows, dtype=np.int64)
 
     def tune(self, loaded: LoadedIndex, queries: np.ndarray | None) -> dict:
-        """Smallest search parameter reaching recall@10 >= 0.95 against exact search.
+        """Smallest search parameter reaching AGREEMENT_TARGET recall@10 against exact search.
 
         Text queries (when the caller has a model to encode them) sit further from image
         vectors than images do, and need more probes; without them, stored vectors are
@@ -330,7 +330,7 @@ class VectorIndexes:
                     params["rerank"] = rerank
                 trial = LoadedIndex(**{**loaded.__dict__, "params": params})
                 best = params
-                if self.recall(trial, queries, truth) >= TUNE_RECALL:
+                if self.recall(trial, queries, truth) >= AGREEMENT_TARGET:
                     return best
         return best
 

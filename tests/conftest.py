@@ -17,6 +17,14 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 EMOJI = SHARED_DATA / "emoji"
 
 
+@pytest.fixture(params=["avx2", "bf16"])
+def cpu_kind(request, monkeypatch):
+    """Both kinds of CPU these machines come in, whichever this one is: without native bf16
+    (AVX2) and with it (AVX512-BF16 or AMX), as `native_bf16()` answers."""
+    monkeypatch.setenv("CLIPSEARCH_NATIVE_BF16", "1" if request.param == "bf16" else "0")
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def tiny():
     from clipsearch import load_model

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import make_image
 from sqlalchemy import insert
 from typer.testing import CliRunner
@@ -14,18 +15,15 @@ from typer.testing import CliRunner
 from clipsearch import Library
 from clipsearch.catalog import Catalog, File
 from clipsearch.cli import app
-from clipsearch.encoder import load_model
-from clipsearch.query_precision import (
-    MIN_AGREEMENT,
-    PROBES,
-    RECHECK_GROWTH,
-    PrecisionChecks,
-    agreement,
-)
+from clipsearch.encoder import auto_precision, load_model
+from clipsearch.prompts import AGREEMENT_TARGET as MIN_AGREEMENT
+from clipsearch.prompts import SEARCH_PROMPTS as PROBES
+from clipsearch.query_precision import RECHECK_GROWTH, PrecisionChecks, agreement
 from clipsearch.search import QueryError
 from clipsearch.store import PRECISION_CHECKS_FILE
 
 MODEL = "random:tiny"
+pytestmark = pytest.mark.usefixtures("cpu_kind")
 
 
 def file_vectors(store, encoder, vectors: np.ndarray) -> None:
@@ -75,7 +73,7 @@ def test_an_image_term_loads_the_whole_model_once_and_text_queries_keep_it(tmp_p
         assert lib.query_encoder(MODEL, text_only=True).precision == "int8"
         by_image = lib.search([], k=1, images=[photo], model=MODEL).results
         whole = lib.query_encoder(MODEL, text_only=True)
-        assert not whole.text_only and whole.precision == "fp32"
+        assert not whole.text_only and whole.precision == auto_precision(torch.device("cpu"))
         assert lib.search("a red square", k=3, model=MODEL).results
         assert lib.query_encoder(MODEL, text_only=True) is whole
     assert by_image[0].path == photo
@@ -89,7 +87,7 @@ def test_the_first_text_query_runs_in_fp32_and_checks_nothing(tmp_path):
         loads = record_loads(lib)
         answer = lib.search("a red square", k=3, model=MODEL)
         assert answer.results and lib.encoder(MODEL, text_only=True).precision == "fp32"
-    assert loads == [(MODEL, "auto", True)]
+    assert loads == [(MODEL, "fp32", True)]
     assert not (store / PRECISION_CHECKS_FILE).exists()
     shown = CliRunner().invoke(app, ["query", "a dog", "--store", str(store), "--model", MODEL])
     assert shown.exit_code == 0 and not (store / PRECISION_CHECKS_FILE).exists()
@@ -137,7 +135,7 @@ def test_fp16_weights_where_int8_reorders_a_crowded_store(tmp_path):
         fp16 = lib.query_encoder(MODEL, text_only=True)
         assert fp16.precision == "fp16"
         assert fp16._traced is not None  # traced at the switch, not one query later
-    assert loads == [(MODEL, "auto", True), (MODEL, "fp16", True)]
+    assert loads == [(MODEL, "fp32", True), (MODEL, "fp16", True)]
 
 
 def test_fp32_is_kept_where_every_faster_precision_reorders_the_store(tmp_path):
@@ -151,7 +149,7 @@ def test_fp32_is_kept_where_every_faster_precision_reorders_the_store(tmp_path):
         loads = record_loads(lib)
         assert lib.search("a dog", k=5, model=MODEL).results
         assert lib.query_encoder(MODEL, text_only=True).precision == "fp32"
-    assert loads == [(MODEL, "auto", True)]
+    assert loads == [(MODEL, "fp32", True)]
 
 
 def test_a_precision_this_torch_could_not_check_is_checked_where_it_can(tmp_path, monkeypatch):

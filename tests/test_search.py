@@ -18,6 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from clipsearch.cli import app
+from clipsearch.encoder import load_model
 from clipsearch.search import Filters, QueryError, Term, combine, describe, parse_query
 
 runner = CliRunner()
@@ -289,12 +290,13 @@ def test_repeated_text_query_reuses_its_vector(indexed):
     assert [r.path for r in again.results][: len(pngs)] == [r.path for r in pngs]
 
 
+@pytest.mark.usefixtures("cpu_kind")
 def test_text_query_loads_only_the_text_tower(indexed, tmp_path):
     from clipsearch.library import Library
 
     photos, store = indexed
     model = tmp_path / "model"
-    Library(store).encoder(MODEL).save(str(model))  # a model on disk, like a download
+    load_model(MODEL).save(str(model))  # a model on disk, like a download
     index = cli("index", photos, "--model", model, "--store", store, "--workers", "1")
     assert index.exit_code == 0, index.output
     with Library(store) as lib:

@@ -18,6 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from . import torchscript
 from .errors import ClipsearchError
 from .model import CLIP, CONFIGS, CLIPConfig, TextConfig, VisionConfig
 from .pretrained import PRETRAINED, Pretrained, cached_file
@@ -189,13 +190,6 @@ def _normalise_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 # ---- files ---------------------------------------------------------------------------------
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
-
-
 def _read_safetensors(path: Path, text_only: bool) -> dict[str, torch.Tensor]:
     out = {}
     with safe_open(str(path), framework="pt") as f:
@@ -213,10 +207,16 @@ def read_state_dict(path: Path, text_only: bool = False) -> dict[str, torch.Tens
     try:
         if path.suffix == ".safetensors":
             return _read_safetensors(path, text_only)
-        if _is_torchscript(path):
-            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        if torchscript.is_torchscript(path):
+            return torchscript.read_tensors(path)
         mmap = text_only and zipfile.is_zipfile(path)  # pages of unread tensors stay on disk
         obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+    except torchscript.ArchiveError as e:
+        raise WeightsError(
+            f"{path}: a TorchScript archive clipsearch will not load: {e}. Weights files are "
+            "read without running any code they carry; save the weights as a state dict "
+            "(.safetensors) instead"
+        ) from None
     except (OSError, RuntimeError, ValueError, zipfile.BadZipFile) as e:
         raise WeightsError(f"{path}: cannot read weights: {e}") from None
     except Exception as e:  # unpickling refused by weights_only, or a foreign format

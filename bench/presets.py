@@ -21,7 +21,7 @@ from sqlalchemy import insert
 
 from clipsearch.catalog import Catalog, File
 from clipsearch.search import nearest
-from clipsearch.vectors import PRESETS, VectorIndexes
+from clipsearch.vectors import VectorIndexes, presets
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -29,13 +29,13 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def fill(catalog: Catalog, n: int, dim: int, centres: np.ndarray, rng) -> int:
-    model = catalog.model_row("synthetic", "bench", f"bench-{n}-{dim}", dim)
+    model = catalog.register_model("synthetic", "bench", f"bench-{n}-{dim}", dim)
     step = 50_000
     for start in range(0, n, step):
         m = min(step, n - start)
         x = unit(centres[rng.integers(0, len(centres), m)] + 0.6 * rng.standard_normal((m, dim)))
         ids = list(range(start + 1, start + m + 1))
-        with catalog.session() as s, s.begin():
+        with catalog.write() as s:
             s.execute(
                 insert(File),
                 [
@@ -51,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--presets", default=",".join(PRESETS))
+    parser.add_argument("--presets", default=",".join(presets()))
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
 

@@ -73,7 +73,7 @@ def centres(encoder, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, f
 def synthetic_store(folder: Path, encoder, n: int, kind: str = "clusters") -> None:
     """n unit vectors filed under the encoder's digest, as if its images were indexed."""
     catalog = Catalog(f"sqlite:///{folder / 'catalog.db'}")
-    model = catalog.model_row(encoder.name, encoder.architecture, encoder.digest, encoder.dim)
+    model = catalog.register_model(encoder.name, encoder.architecture, encoder.digest, encoder.dim)
     rng = np.random.default_rng(0)
     middle, noise = centres(encoder, kind, rng)
     for start in range(0, n, 50_000):
@@ -81,7 +81,7 @@ def synthetic_store(folder: Path, encoder, n: int, kind: str = "clusters") -> No
         x = middle[rng.integers(0, len(middle), m)] + noise * rng.standard_normal((m, encoder.dim))
         x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
         ids = list(range(start + 1, start + m + 1))
-        with catalog.session() as s, s.begin():
+        with catalog.write() as s:
             s.execute(
                 insert(File),
                 [

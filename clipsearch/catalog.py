@@ -9,10 +9,13 @@ A file's vector never changes under its id: changed content gets a new file row.
 from __future__ import annotations
 
 import base64
+import operator
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from enum import Enum
 from importlib import resources
 from pathlib import Path
 
@@ -27,25 +30,34 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    and_,
     create_engine,
     delete,
     event,
     func,
     insert,
+    inspect,
     literal_column,
+    or_,
     select,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from . import faults
 from .errors import ClipsearchError
 
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 
 
 class CatalogError(ClipsearchError):
     """The catalog cannot be opened or used as asked."""
+
+
+class CatalogMissing(CatalogError):
+    """A command that reads found no catalog to read."""
 
 
 def utcnow() -> datetime:
@@ -95,7 +107,8 @@ class File(Base):
     path: Mapped[str] = mapped_column(FsPath, unique=True)
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
-    fingerprint: Mapped[str | None] = mapped_column(String(40), index=True)
+    fingerprint: Mapped[str | None] = mapped_column(String(40), index=True)  # cheap: candidates
+    content: Mapped[str | None] = mapped_column(String(64))  # hash of every byte: proof
     width: Mapped[int | None]
     height: Mapped[int | None]
     format: Mapped[str | None] = mapped_column(String(16))
@@ -159,23 +172,78 @@ class VectorIndex(Base):
     built_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's and PostgreSQL's parameter limits
+
+
+def chunks(items: Sequence, size: int = IN_CHUNK) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])
+
+
+def under(column, folder: str):
+    """Paths inside a folder, as one range of the bytewise collation (index-friendly)."""
+    prefix = folder.rstrip(os.sep) + os.sep
+    return (column >= prefix) & (column < prefix[:-1] + chr(ord(os.sep) + 1))
+
+
+def sqlite_url(path: Path) -> URL:
+    """A file's SQLite URL. Built, never formatted: `?`, `#` or `%20` in a folder name
+    would otherwise be read as URL syntax and put the catalog somewhere else."""
+    return URL.create("sqlite", database=str(path))
+
+
+def _sqlite_connect(dbapi_conn, _record) -> None:
+    # Transactions are begun explicitly (see _sqlite_begin): pysqlite's own handling
+    # commits DDL as it runs, so a crash in the first migration left half a schema.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")  # queries read while indexing writes
     cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoint, never corrupt
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
-    engine = create_engine(url)
+def _sqlite_begin(conn) -> None:
+    """Writers take SQLite's write lock when they begin: a read transaction that later
+    writes fails at once, without waiting, when another process has written meanwhile."""
+    writes = conn.get_execution_options().get("write")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+
+def make_engine(url: str | URL) -> Engine:
+    """An engine for a catalog URL; every way a URL can be unusable is one clear line."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise CatalogError(
+            f"--db {url!s}: not a database URL; use e.g. sqlite:////path/catalog.db or "
+            "postgresql+psycopg://user@host/db"
+        ) from None
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise CatalogError(
+            f"{shown}: an in-memory catalog would vanish when the command ends; give a file "
+            "(--store DIR, or --db sqlite:////path/catalog.db)"
+        )
+    try:
+        engine = create_engine(parsed)
+    except NoSuchModuleError:
+        raise CatalogError(
+            f"{shown}: SQLAlchemy knows no database {parsed.drivername!r}; "
+            "use sqlite:// or postgresql+psycopg://"
+        ) from None
+    except ImportError as e:
+        raise CatalogError(
+            f"{shown}: the database driver is not installed ({e.name or e}); for PostgreSQL: "
+            "pip install 'clipsearch[postgres]'"
+        ) from None
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
-def _alembic_config(engine: Engine, connection):
+def _alembic_config(connection):
     from alembic.config import Config
 
     cfg = Config()
@@ -184,33 +252,22 @@ def _alembic_config(engine: Engine, connection):
     return cfg
 
 
-def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
-
-
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to `revision`; refuse a catalog from a newer clipsearch."""
-    from alembic import command
+def known_revisions() -> set[str]:
     from alembic.script import ScriptDirectory
 
-    with engine.begin() as conn:
-        cfg = _alembic_config(engine, conn)
-        current = current_revision(engine)
-        known = {s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()}
-        if current is not None and current not in known:
-            raise CatalogError(
-                f"this catalog has schema revision {current}, written by a newer clipsearch; "
-                "upgrade clipsearch to use it (nothing was changed)"
-            )
-        command.upgrade(cfg, revision)
+    return {s.revision for s in ScriptDirectory.from_config(_alembic_config(None)).walk_revisions()}
 
 
-def _backup_sqlite(engine: Engine, path: Path, revision: str | None) -> None:
+def _revision(conn) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _backup_sqlite(engine: Engine, path: Path, revision: str) -> None:
     """Copy the database with SQLite's online backup before a migration touches it."""
-    target = path.with_name(f"{path.name}.before-{revision or 'none'}.bak")
+    target = path.with_name(f"{path.name}.before-{revision}.bak")
+    private_file(target)
     raw = engine.raw_connection()
     try:
         dest = sqlite3.connect(target)
@@ -220,30 +277,149 @@ def _backup_sqlite(engine: Engine, path: Path, revision: str | None) -> None:
         raw.close()
 
 
-class Catalog:
-    """Files, models and vectors in one SQL database, migrated to the current schema."""
+def private_file(path: Path) -> None:
+    """Create an empty file only its owner can read: file names of photos are private."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
-    def __init__(self, url: str):
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the schema to `revision` in one transaction that holds the database's write
+    lock from the start (an advisory lock on PostgreSQL): a crash undoes it whole, and a
+    second process migrating at the same time waits, then finds nothing left to do."""
+    from alembic import command
+
+    with engine.execution_options(write=True).begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(2026112801)")
+        command.upgrade(_alembic_config(conn), revision)
+        faults.hit("migration")
+
+
+class State(Enum):
+    """What a catalog database holds, found without changing it."""
+
+    MISSING = "no database file yet"
+    EMPTY = "a database without tables"
+    OLDER = "a catalog from an older clipsearch"
+    CURRENT = "a catalog at this clipsearch's schema"
+
+
+class Catalog:
+    """Files, models and vectors in one SQL database.
+
+    Opening changes nothing: a database that is not a clipsearch catalog, or one from a
+    newer clipsearch, is refused untouched, and reading needs a catalog at the current
+    schema. The first write creates or upgrades the schema, in one transaction.
+    """
+
+    def __init__(self, url: str | URL):
         self.url = url
         self.engine = make_engine(url)
-        revision = current_revision(self.engine)
-        if revision != SCHEMA_HEAD:
-            db = self.engine.url.database
-            if self.engine.dialect.name == "sqlite" and revision is not None and db:
-                _backup_sqlite(self.engine, Path(db), revision)
-            migrate(self.engine)
+        self.shown = self.engine.url.render_as_string(hide_password=True)
+        try:
+            self.state = self._inspect()
+        except CatalogError:
+            self.engine.dispose()  # a refused database keeps no connection (nor WAL files)
+            raise
 
-    def session(self) -> Session:
-        return Session(self.engine, expire_on_commit=False)
+    @property
+    def sqlite_file(self) -> Path | None:
+        db = self.engine.url.database
+        return Path(db) if self.engine.dialect.name == "sqlite" and db else None
+
+    def _inspect(self) -> State:
+        if self.sqlite_file is not None and not self.sqlite_file.exists():
+            return State.MISSING
+        if self.sqlite_file is not None and not self.sqlite_file.is_file():
+            raise CatalogError(f"{self.sqlite_file} is not a file; point --store at a folder")
+        try:
+            with self.engine.connect() as conn:
+                revision = _revision(conn)
+                tables = inspect(conn).get_table_names()
+        except DBAPIError as e:
+            raise CatalogError(self._cannot_open(e)) from None
+        if revision is None:
+            if tables:
+                raise CatalogError(
+                    f"{self.shown} is not a clipsearch catalog (it holds tables "
+                    f"{', '.join(sorted(tables)[:5])}); nothing was changed. Use another "
+                    "--store or --db"
+                )
+            return State.EMPTY
+        if revision not in known_revisions():
+            raise CatalogError(
+                f"this catalog has schema revision {revision}, written by a newer clipsearch; "
+                "upgrade clipsearch to use it (nothing was changed)"
+            )
+        return State.CURRENT if revision == SCHEMA_HEAD else State.OLDER
+
+    def _cannot_open(self, e: DBAPIError) -> str:
+        reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
+        if "not a database" in reason:
+            return f"{self.shown} is not a clipsearch catalog ({reason}); nothing was changed"
+        return f"cannot open the catalog {self.shown}: {reason}"
+
+    def prepare(self) -> None:
+        """Create or upgrade the schema: in one transaction that a crash undoes whole, and
+        that a second process doing the same waits for and then finds done."""
+        if self.state is State.CURRENT:
+            return
+        if self.state is State.MISSING:
+            if not self.sqlite_file.parent.is_dir():
+                raise CatalogError(
+                    f"the folder {self.sqlite_file.parent} does not exist; create it or give "
+                    "another --db"
+                )
+            private_file(self.sqlite_file)
+        elif self.state is State.OLDER and self.sqlite_file is not None:
+            with self.engine.connect() as conn:
+                revision = _revision(conn)
+            _backup_sqlite(self.engine, self.sqlite_file, revision)
+        migrate(self.engine)
+        if self.engine.dialect.name == "sqlite":  # persistent; queries read while indexing writes
+            raw = self.engine.raw_connection()
+            try:
+                raw.driver_connection.execute("PRAGMA journal_mode=WAL")
+            finally:
+                raw.close()
+        self.state = State.CURRENT
+
+    def _readable(self) -> None:
+        if self.state is State.CURRENT:
+            return
+        if self.state is State.OLDER:
+            raise CatalogError(
+                f"the catalog {self.shown} was written by an older clipsearch; any command "
+                "that writes (e.g. `clipsearch index PATH`) upgrades it, keeping a backup"
+            )
+        raise CatalogMissing(
+            f"no clipsearch catalog at {self.shown} yet; run `clipsearch index PATH` first"
+        )
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reading; nothing is written through it."""
+        self._readable()
+        with Session(self.engine, expire_on_commit=False) as s:
+            yield s
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One transaction holding the database's write lock from its first statement:
+        everything in it commits together, or nothing does."""
+        self.prepare()
+        engine = self.engine.execution_options(write=True)
+        with Session(engine, expire_on_commit=False) as s, s.begin():
+            yield s
 
     def close(self) -> None:
         self.engine.dispose()
 
     # ---- models ---------------------------------------------------------------------
 
-    def model_row(self, name: str, architecture: str, digest: str, dim: int) -> Model:
+    def register_model(self, name: str, architecture: str, digest: str, dim: int) -> Model:
         """The row for these weights, created on first use."""
-        with self.session() as s, s.begin():
+        with self.write() as s:
             row = s.scalar(select(Model).where(Model.digest == digest))
             if row is None:
                 row = Model(name=name, architecture=architecture, digest=digest, dim=dim)
@@ -253,23 +429,23 @@ class Catalog:
 
     def models(self) -> list[tuple[Model, int]]:
         """Every model with the number of vectors it has here."""
-        with self.session() as s:
+        with self.read() as s:
             counts = dict(
                 s.execute(select(Vector.model_id, func.count()).group_by(Vector.model_id)).all()
             )
             return [(m, counts.get(m.id, 0)) for m in s.scalars(select(Model).order_by(Model.id))]
 
     def model(self, model_id: int) -> Model:
-        with self.session() as s:
+        with self.read() as s:
             return s.get_one(Model, model_id)
 
     def has_vectors(self, model_id: int) -> bool:
-        with self.session() as s:
+        with self.read() as s:
             q = select(Vector.file_id).where(Vector.model_id == model_id).limit(1)
             return s.scalar(q) is not None
 
     def find_model(self, digest: str) -> Model | None:
-        with self.session() as s:
+        with self.read() as s:
             return s.scalar(select(Model).where(Model.digest == digest))
 
     # ---- files ----------------------------------------------------------------------
@@ -284,45 +460,103 @@ class Catalog:
     def files_under(self, roots: Sequence[str]) -> dict[str, File]:
         """Catalog rows whose path lies under any of the roots (or is one)."""
         out: dict[str, File] = {}
-        with self.session() as s:
+        with self.read() as s:
             for root in roots:
-                prefix = root.rstrip(os.sep) + os.sep
-                after = prefix[:-1] + chr(ord(os.sep) + 1)  # first string past the prefix
-                q = select(File).where(
-                    (File.path == root) | ((File.path >= prefix) & (File.path < after))
-                )
+                q = select(File).where((File.path == root) | under(File.path, root))
                 out.update((f.path, f) for f in s.scalars(q))
             for f in s.scalars(select(File).where(self.raw_paths())):
                 if any(f.path == r or f.path.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
                     out[f.path] = f
         return out
 
-    def files_by_fingerprint(self, fingerprints: Iterable[str]) -> dict[str, File]:
-        fps = list(set(fingerprints))
-        out: dict[str, File] = {}
-        with self.session() as s:
-            for i in range(0, len(fps), 500):
-                q = select(File).where(File.fingerprint.in_(fps[i : i + 500]), File.state == "ok")
-                for f in s.scalars(q):
-                    out.setdefault(f.fingerprint, f)
+    def files_by_fingerprint(self, fingerprints: Iterable[str]) -> dict[str, list[File]]:
+        """Indexed files by their cheap fingerprint: candidates for a moved or copied file."""
+        out: dict[str, list[File]] = {}
+        with self.read() as s:
+            for chunk in chunks(sorted(set(fingerprints))):
+                q = select(File).where(File.fingerprint.in_(chunk), File.state == "ok")
+                for f in s.scalars(q.order_by(File.id)):
+                    out.setdefault(f.fingerprint, []).append(f)
         return out
 
     def count_files(self) -> dict[str, int]:
-        with self.session() as s:
+        with self.read() as s:
             return dict(s.execute(select(File.state, func.count()).group_by(File.state)).all())
 
     def failed_files(self) -> list[File]:
-        with self.session() as s:
+        with self.read() as s:
             return list(s.scalars(select(File).where(File.state == "failed").order_by(File.path)))
 
     def file_rows(self, ids: Sequence[int]) -> dict[int, File]:
         out: dict[int, File] = {}
-        with self.session() as s:
-            for i in range(0, len(ids), 500):
-                out.update(
-                    (f.id, f) for f in s.scalars(select(File).where(File.id.in_(ids[i : i + 500])))
-                )
+        with self.read() as s:
+            for chunk in chunks(ids):
+                out.update((f.id, f) for f in s.scalars(select(File).where(File.id.in_(chunk))))
         return out
+
+    def ids_matching(
+        self,
+        model_id: int,
+        folders: Sequence[str] = (),
+        extensions: Sequence[str] = (),
+        after: datetime | None = None,
+        before: datetime | None = None,
+    ) -> np.ndarray:
+        """Sorted ids of files with this model's vector under any of the folders, with any
+        of the extensions (lower-case, with the dot), taken within [after, before). Dates
+        are the EXIF capture time, else the file's modification time (both UTC)."""
+        conds = [Vector.model_id == model_id, File.state == "ok"]
+        if after is not None:
+            conds.append(_taken(operator.ge, after))
+        if before is not None:
+            conds.append(_taken(operator.lt, before))
+        prefixes = tuple(f.rstrip(os.sep) + os.sep for f in folders)
+        by_name = []
+        if folders:
+            by_name.append(or_(*(under(File.path, f) for f in folders)))
+        if extensions:
+            lower = func.lower(File.path)
+            by_name.append(or_(*(lower.endswith(e, autoescape=True) for e in extensions)))
+        joined = select(File.id).join(Vector, Vector.file_id == File.id).where(*conds)
+        with self.read() as s:
+            ids = set(s.scalars(joined.where(*by_name)))
+            if by_name:  # names SQL cannot compare (not UTF-8): the same filters in Python
+                raw = joined.add_columns(File.path).where(self.raw_paths())
+                ids.update(
+                    i
+                    for i, path in s.execute(raw)
+                    if (not prefixes or path.startswith(prefixes))
+                    and (not extensions or path.lower().endswith(tuple(extensions)))
+                )
+        return np.array(sorted(ids), dtype=np.int64)
+
+    @staticmethod
+    def add_file(s: Session, path: str, size: int, mtime_ns: int, **fields) -> File:
+        """Insert a file's row (state ok unless the fields say otherwise); with its id."""
+        row = File(path=path, size=size, mtime_ns=mtime_ns, **{"state": "ok", **fields})
+        s.add(row)
+        s.flush()
+        return row
+
+    @staticmethod
+    def move_file(s: Session, file_id: int, path: str, size: int, mtime_ns: int) -> None:
+        """The same content under a new name keeps its row, id and vectors."""
+        s.execute(
+            update(File).where(File.id == file_id).values(path=path, size=size, mtime_ns=mtime_ns)
+        )
+
+    @staticmethod
+    def copy_file(s: Session, source: File, path: str, size: int, mtime_ns: int) -> File:
+        """A new row for a copy of an indexed file, with the source's vectors for every
+        model (logged, so the vector indexes add them)."""
+        fields = {c: getattr(source, c) for c in COPIED_FIELDS}
+        row = Catalog.add_file(s, path, size, mtime_ns, **fields)
+        for model_id, blob in s.execute(
+            select(Vector.model_id, Vector.vector).where(Vector.file_id == source.id)
+        ):
+            s.add(Vector(file_id=row.id, model_id=model_id, vector=blob))
+            Catalog.log(s, model_id, [row.id], "+")
+        return row
 
     # ---- vectors --------------------------------------------------------------------
 
@@ -335,8 +569,7 @@ class Catalog:
     @staticmethod
     def remove_files(s: Session, file_ids: Sequence[int]) -> None:
         """Delete file rows and their vectors, logging each removed vector per model."""
-        for i in range(0, len(file_ids), 500):
-            chunk = list(file_ids[i : i + 500])
+        for chunk in chunks(file_ids):
             pairs = s.execute(
                 select(Vector.model_id, Vector.file_id).where(Vector.file_id.in_(chunk))
             ).all()
@@ -360,24 +593,37 @@ class Catalog:
             s.execute(insert(Vector), rows)
             Catalog.log(s, model_id, file_ids, "+")
 
+    def with_vector(self, model_id: int | None, file_ids: Sequence[int]) -> set[int]:
+        """Those of the files that have a vector from the model."""
+        out: set[int] = set()
+        if model_id is None:
+            return out
+        with self.read() as s:
+            for chunk in chunks(file_ids):
+                q = select(Vector.file_id).where(
+                    Vector.model_id == model_id, Vector.file_id.in_(chunk)
+                )
+                out.update(s.scalars(q))
+        return out
+
+    def vector_ids(self, model_id: int) -> np.ndarray:
+        with self.read() as s:
+            rows = s.scalars(select(Vector.file_id).where(Vector.model_id == model_id)).all()
+        return np.array(rows, dtype=np.int64)
+
     def vectors(
         self, model_id: int, file_ids: Sequence[int] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(ids int64, vectors float32 (n, dim)) for a model, optionally only some files."""
-        with self.session() as s:
+        with self.read() as s:
             q = select(Vector.file_id, Vector.vector).where(Vector.model_id == model_id)
             if file_ids is None:
                 rows = s.execute(q.order_by(Vector.file_id)).all()
             else:
                 rows = []
-                for i in range(0, len(file_ids), 900):
-                    rows += s.execute(q.where(Vector.file_id.in_(file_ids[i : i + 900]))).all()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        if not rows:
-            return ids, np.zeros((0, 0), np.float32)
-        return ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(
-            len(rows), -1
-        )
+                for chunk in chunks(file_ids):
+                    rows += s.execute(q.where(Vector.file_id.in_(chunk))).all()
+        return _decode(rows)
 
     def iter_vector_batches(
         self, model_id: int, batch: int = 50_000
@@ -385,7 +631,7 @@ class Catalog:
         """All of a model's vectors in id order, a batch at a time (bounded memory)."""
         last = -1
         while True:
-            with self.session() as s:
+            with self.read() as s:
                 rows = s.execute(
                     select(Vector.file_id, Vector.vector)
                     .where(Vector.model_id == model_id, Vector.file_id > last)
@@ -395,21 +641,17 @@ class Catalog:
             if not rows:
                 return
             last = rows[-1][0]
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            yield (
-                ids,
-                np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1),
-            )
+            yield _decode(rows)
 
     def log_position(self, model_id: int) -> int:
         """The latest change to the model's vectors (the log is trimmed once indexed)."""
-        with self.session() as s:
+        with self.read() as s:
             logged = s.scalar(select(func.max(VectorLog.seq)).where(VectorLog.model_id == model_id))
             indexed = s.scalar(select(VectorIndex.log_seq).where(VectorIndex.model_id == model_id))
         return max(logged or 0, indexed or 0)
 
     def log_since(self, model_id: int, seq: int) -> list[tuple[int, int, str]]:
-        with self.session() as s:
+        with self.read() as s:
             return [
                 tuple(r)
                 for r in s.execute(
@@ -422,17 +664,21 @@ class Catalog:
     # ---- vector index bookkeeping ----------------------------------------------------
 
     def index_row(self, model_id: int) -> VectorIndex | None:
-        with self.session() as s:
+        with self.read() as s:
             return s.scalar(select(VectorIndex).where(VectorIndex.model_id == model_id))
 
     def index_rows(self) -> list[VectorIndex]:
-        with self.session() as s:
+        with self.read() as s:
             return list(s.scalars(select(VectorIndex)))
 
-    def record_index(self, model_id: int, **fields) -> None:
-        """Point the model at a newly written index file and trim the log it has absorbed."""
-        with self.session() as s, s.begin():
+    def record_index(self, model_id: int, **fields) -> bool:
+        """Point the model at a newly written index file and trim the log it has absorbed;
+        False, changing nothing, where the catalog already points at a later one: the log
+        position never moves back, so no change logged since is ever lost."""
+        with self.write() as s:
             row = s.scalar(select(VectorIndex).where(VectorIndex.model_id == model_id))
+            if row is not None and row.log_seq > fields["log_seq"]:
+                return False
             if row is None:
                 s.add(VectorIndex(model_id=model_id, **fields))
             else:
@@ -442,7 +688,33 @@ class Catalog:
                     VectorLog.model_id == model_id, VectorLog.seq <= fields["log_seq"]
                 )
             )
+            faults.hit("record-index")
+            return True
 
 
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}"
+COPIED_FIELDS = (
+    "fingerprint",
+    "content",
+    "width",
+    "height",
+    "format",
+    "taken_at",
+    "camera_make",
+    "camera_model",
+)
+
+
+def _decode(rows) -> tuple[np.ndarray, np.ndarray]:
+    """(file id, float32 BLOB) rows -> (ids, vectors (n, dim))."""
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    if not rows:
+        return ids, np.zeros((0, 0), np.float32)
+    return ids, np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1)
+
+
+def _taken(compare, when: datetime):
+    """Capture time against `when`, or the file time where there is no capture time."""
+    ns = int(when.replace(tzinfo=timezone.utc).timestamp() * 1e9)
+    return or_(
+        compare(File.taken_at, when), and_(File.taken_at.is_(None), compare(File.mtime_ns, ns))
+    )

@@ -7,6 +7,7 @@ errors are one clear line on stderr and exit status 1, never a traceback.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 import warnings
@@ -18,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import ClipsearchError
+from .errors import explain
 from .pretrained import DEFAULT_MODEL, PRETRAINED, cached_file
 from .tokenizer import TruncationWarning
 
@@ -31,8 +32,6 @@ app = typer.Typer(
 )
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-USER_ERRORS = (ClipsearchError, ValueError, OSError)  # heavy modules load lazily
 
 ModelOption = typer.Option(
     DEFAULT_MODEL,
@@ -56,25 +55,71 @@ StoreOption = typer.Option(
     help="Store folder (catalog + vector indexes). Default: the user data folder.",
 )
 DbOption = typer.Option(None, "--db", help="SQLAlchemy URL for the catalog instead of SQLite.")
+WaitOption = typer.Option(
+    True,
+    "--wait/--no-wait",
+    help="If another clipsearch process is writing the store: wait for it (the default), or "
+    "stop at once.",
+)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (from `timeout`, systemd, kill): stop as Ctrl-C does."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        envvar="CLIPSEARCH_DEBUG",
+        help="On an error, also print the traceback (for bug reports).",
+    ),
+) -> None:
+    global DEBUG
+    DEBUG = debug
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+DEBUG = False
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Known failures become one line on stderr; truncation becomes a warning line."""
+    """Failures become one line on stderr that says what to do (with the traceback too
+    under --debug); Ctrl-C and SIGTERM stop cleanly; truncation becomes a warning line."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TruncationWarning)
         try:
             yield
-        except USER_ERRORS as e:
-            err.print(f"[red]Error:[/red] {e}", markup=True)
+        except (typer.Exit, typer.Abort):
+            raise
+        except KeyboardInterrupt as e:
+            err.print("Stopped." if isinstance(e, Terminated) else "Interrupted.")
+            raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
+        except Exception as e:
+            if DEBUG:
+                err.print_exception()
+            message = explain(e)
+            if message is None:
+                message = (
+                    f"unexpected {type(e).__name__}: {e}. This is a bug in clipsearch; run "
+                    "again with --debug and report what it prints"
+                )
+            err.print("[red]Error:[/red] " + shown(message, multiline=True), markup=True)
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err.print("Interrupted.")
-            raise typer.Exit(130) from None
         finally:
             for w in caught:
                 if issubclass(w.category, TruncationWarning):
-                    err.print(f"[yellow]Warning:[/yellow] {w.message}", markup=True)
+                    err.print("[yellow]Warning:[/yellow] " + shown(str(w.message)), markup=True)
+
+
+def on_wait(holder: str) -> None:
+    err.print(f"Another clipsearch process (pid {shown(holder)}) is writing this store; waiting…")
 
 
 def emit_json(data) -> None:
@@ -176,13 +221,15 @@ def progress_bar(enabled: bool, label: str) -> Iterator[Callable[[int, int, str]
         yield update
 
 
-def shown(text: str) -> str:
-    """Text as rich prints it: undecodable bytes as \\udcXX, brackets not markup."""
+def shown(text: str, multiline: bool = False) -> str:
+    """Text safe to print on a terminal: control characters (escape sequences that clear
+    the screen, retitle the window or forge links) written as \\xNN, undecodable bytes as
+    \\udcXX, brackets not read as rich markup. multiline keeps line breaks."""
     from rich.markup import escape
 
-    from .render import printable
+    from .render import printable, visible
 
-    return escape(printable(text))
+    return escape(visible(printable(text), keep="\n" if multiline else ""))
 
 
 def show_problems(report) -> None:
@@ -227,10 +274,12 @@ def index(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Report what would change; write nothing."
     ),
+    wait: bool = WaitOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Embed every image under PATHS into the store. Re-runs touch only new, changed,
-    moved and deleted files; an interrupted run continues where it stopped."""
+    moved and deleted files; an interrupted run (Ctrl-C, kill, power cut) continues where
+    it stopped. One process writes a store at a time; searching never waits."""
     from .pipeline import IndexOptions
 
     options = IndexOptions(
@@ -244,20 +293,17 @@ def index(
     )
     with (
         user_errors(),
-        open_library(store, db, create=True, device=device, precision=precision) as lib,
+        open_library(
+            store, db, create=True, device=device, precision=precision, wait=wait, on_wait=on_wait
+        ) as lib,
+        progress_bar(out.is_terminal and not as_json, "embedding") as bar,
     ):
-        if preset != "auto":
-            from .vectors import PRESETS
+        start = time.perf_counter()
 
-            if preset not in PRESETS:
-                raise ValueError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-        with progress_bar(out.is_terminal and not as_json, "embedding") as bar:
-            start = time.perf_counter()
+        def progress(done: int, total: int) -> None:
+            bar(done, total, f"{done / (time.perf_counter() - start):.1f} img/s")
 
-            def progress(done: int, total: int) -> None:
-                bar(done, total, f"{done / (time.perf_counter() - start):.1f} img/s")
-
-            report = lib.index([str(p) for p in paths], model, options, bar and progress)
+        report = lib.index([str(p) for p in paths], model, options, bar and progress)
     if as_json:
         emit_json(report.to_dict())
         return
@@ -275,9 +321,11 @@ def index(
         f"{report.failed} failed, {report.unchanged} unchanged."
     )
     if report.index_error:
-        err.print(f"[yellow]Warning:[/yellow] {report.index_error}", markup=True)
+        err.print(f"[yellow]Warning:[/yellow] {shown(report.index_error)}", markup=True)
     elif report.index_action:
         out.print(f"Vector index ({report.preset}): {report.index_action}.")
+    if report.index_note:
+        err.print(f"[yellow]Note:[/yellow] {shown(report.index_note)}", markup=True)
     if report.skipped_heif:
         err.print(
             f"{report.skipped_heif} HEIC/AVIF files need pillow-heif: "
@@ -298,7 +346,7 @@ def status(
     if as_json:
         emit_json(info)
         return
-    out.print(f"Store: {info['store']}")
+    out.print(f"Store: {shown(info['store'])}")
     out.print(f"Files: {info['files']['ok']} indexed, {info['files']['failed']} failed")
     table = Table("model", "weights", "dim", "vectors", "index", "built", "state", "text queries")
     for m in info["models"]:
@@ -307,7 +355,7 @@ def status(
             "-" if ix is None else ("stale (updated on next query)" if ix["stale"] else "current")
         )
         table.add_row(
-            m["name"],
+            shown(m["name"]),
             m["digest"],
             str(m["dim"]),
             str(m["vectors"]),
@@ -342,10 +390,11 @@ def forget(
     paths: list[Path] = typer.Argument(..., help="Files or folders to remove from the store."),
     store: Path = StoreOption,
     db: str = DbOption,
+    wait: bool = WaitOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Remove files or folders from the catalog and the vector indexes (not from disk)."""
-    with user_errors(), open_library(store, db) as lib:
+    with user_errors(), open_library(store, db, wait=wait, on_wait=on_wait) as lib:
         n = lib.forget([str(p) for p in paths])
     if as_json:
         emit_json({"forgotten": n})
@@ -359,19 +408,23 @@ def rebuild(
     model: str = typer.Option(None, "--model", "-m", help="Only this model's index."),
     store: Path = StoreOption,
     db: str = DbOption,
+    wait: bool = WaitOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Rebuild vector indexes from the catalog (e.g. to change preset)."""
-    with user_errors(), open_library(store, db) as lib:
+    from dataclasses import asdict
+
+    with user_errors(), open_library(store, db, wait=wait, on_wait=on_wait) as lib:
         done = lib.rebuild(preset, model)
     if as_json:
-        emit_json(done)
+        emit_json([asdict(d) for d in done])
         return
     for d in done:
         out.print(
-            f"{d['model']}: {d['preset']} index of {d['count']} vectors, "
-            f"search {d['params'] or 'exact'}"
+            f"{shown(d.model)}: {d.preset} index of {d.count} vectors, search {d.params or 'exact'}"
         )
+        if d.note:
+            err.print(f"[yellow]Note:[/yellow] {shown(d.note)}", markup=True)
 
 
 FORMATS = ("table", "json", "jsonl", "paths", "html")
@@ -428,8 +481,10 @@ def _print_answer(answer, fmt: str, output: Path | None) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        output.write_bytes(data)
-        err.print(f"Wrote {len(answer.results)} results to {output}")
+        from .files import write_atomic
+
+        write_atomic(output, data, mode=0o666)  # a full disk leaves the old file whole
+        err.print(f"Wrote {len(answer.results)} results to {shown(str(output))}")
 
 
 def _size(n: int) -> str:
@@ -539,7 +594,7 @@ def train(
     lr: float = typer.Option(5e-4, help="Peak learning rate (fine-tuning wants ~1e-5)."),
     weight_decay: float = typer.Option(0.2, "--wd"),
     warmup: int = typer.Option(100, help="Warmup steps."),
-    accum: int = typer.Option(1, help="Batches per optimizer step."),
+    accum: int = typer.Option(1, min=1, help="Batches per optimizer step."),
     lock_image: bool = typer.Option(False, "--lock-image", help="Freeze the image tower (LiT)."),
     lock_text: bool = typer.Option(False, "--lock-text", help="Freeze the text tower."),
     unlock_last: int = typer.Option(

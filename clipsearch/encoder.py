@@ -14,6 +14,7 @@ from torch import nn
 
 from . import packed
 from .digests import DigestCache
+from .errors import ClipsearchError
 from .model import CLIP
 from .preprocess import ImageSource, preprocess
 from .pretrained import DEFAULT_MODEL
@@ -63,10 +64,28 @@ def auto_precision(device: torch.device) -> str:
     return "bf16" if native_bf16() else "fp32"
 
 
+class DeviceError(ClipsearchError, ValueError):
+    """A device this torch cannot run on."""
+
+
 def resolve_device(device: str | None) -> torch.device:
+    """auto (CUDA if there is one, else the CPU), cpu, cuda or cuda:N, checked."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    if chosen.type not in ("cpu", "cuda"):
+        raise DeviceError(f"device {device!r} is not supported; use auto, cpu or cuda")
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(
+            f"--device {device}: this torch sees no CUDA GPU (a CPU build, or no driver); use "
+            "--device cpu, or install torch's CUDA build (README, GPU)"
+        )
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise DeviceError(f"--device {device}: there are {torch.cuda.device_count()} GPUs")
+    return chosen
 
 
 def weights_digest(model: nn.Module) -> str:

@@ -1,8 +1,45 @@
-"""The base of every error clipsearch reports to a person as one line, without a traceback.
+"""The base of every error clipsearch reports to a person as one line, without a traceback,
+and the translation of other libraries' errors into such lines.
 
 Kept free of heavy imports so the command line can catch these before loading torch.
 """
 
+from __future__ import annotations
+
+import errno
+
 
 class ClipsearchError(Exception):
     """A failure with a message that says what went wrong and what to do."""
+
+
+def explain(e: BaseException) -> str | None:
+    """What to tell a person about an error raised by a library clipsearch uses (the
+    database, the disk), or None if it is not one that says something about their setup."""
+    if isinstance(e, ClipsearchError):
+        return str(e)
+    if isinstance(e, MemoryError):
+        return "ran out of memory; close other programs, or use a smaller --batch-size"
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {e.filename}" if e.filename else ""
+        return f"the disk is full{where}; free some space and run again (nothing committed is lost)"
+    if type(e).__module__.startswith("sqlalchemy"):
+        return _database(e)
+    if isinstance(e, (ValueError, OSError)):
+        return str(e)
+    return None
+
+
+def _database(e: BaseException) -> str:
+    orig = getattr(e, "orig", None)
+    reason = (str(orig) if orig is not None else str(e)).strip().splitlines()[0]
+    if "disk is full" in reason or "disk I/O error" in reason:
+        return (
+            f"the disk holding the catalog is full or failing ({reason}); free some space and "
+            "run again (everything committed before is kept)"
+        )
+    if "database is locked" in reason:
+        return "the catalog stayed locked by another program for 30 s; try again when it is done"
+    if "readonly database" in reason or "read-only" in reason:
+        return f"the catalog cannot be written ({reason}); check the store folder's permissions"
+    return f"catalog error: {reason}"

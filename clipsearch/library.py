@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .catalog import Catalog, Model
-from .pipeline import Indexer, IndexOptions, IndexReport, Progress
+from .catalog import Catalog, Model, State
+from .pipeline import Indexer, IndexOptions, IndexReport, Progress, absolute_roots
 from .preprocess import ImageError
 from .pretrained import DEFAULT_MODEL
 from .prompts import SEARCH_PROMPTS
@@ -29,13 +29,24 @@ from .search import (
     parse_query,
     results,
 )
-from .store import Store
-from .vectors import PRESETS, LoadedIndex
+from .store import OnWait, Store
+from .vectors import LoadedIndex, preset_named
 
 if TYPE_CHECKING:  # torch loads with the first model, not with `status` or `forget`
     from .encoder import Encoder
 
 TEXT_CACHE_SIZE = 512  # recent query texts kept as vectors: paging and re-filtering are free
+
+
+@dataclass
+class Rebuilt:
+    """One model's rebuilt vector index."""
+
+    model: str
+    preset: str
+    count: int
+    params: dict  # the tuned search parameters; empty for exact search
+    note: str | None = None  # why the preset is not the one asked for
 
 
 @dataclass
@@ -62,8 +73,13 @@ class Library:
         create: bool = False,
         device: str | None = None,
         precision: str = "auto",
+        wait: bool = True,
+        on_wait: OnWait | None = None,
     ):
-        self.store = Store(store, db_url=db_url, create=create)
+        """create: a folder without a store may be indexed into (nothing is written until
+        then). wait / on_wait: what a writing call does when another process is writing
+        the store: wait for it (telling on_wait first), or raise StoreBusy."""
+        self.store = Store(store, db_url=db_url, create=create, wait=wait, on_wait=on_wait)
         self.catalog: Catalog = self.store.catalog
         self.device = device
         self.precision = precision
@@ -89,9 +105,22 @@ class Library:
     # ---- models -------------------------------------------------------------------
 
     def default_model(self) -> str:
-        """The store's only model if it has one, else clipsearch's default."""
-        models = [m for m, n in self.catalog.models() if n > 0]
-        return models[0].name if len(models) == 1 else DEFAULT_MODEL
+        """The store's only model if it has one, clipsearch's default if the store has
+        none or has it among several; with several others, the caller must choose (and
+        no model is looked for on the network in the meantime)."""
+        have = [(m, n) for m, n in self.catalog.models() if n > 0] if self._has_catalog() else []
+        names = [m.name for m, _ in have]
+        if len(have) == 1:
+            return names[0]
+        if not have or DEFAULT_MODEL in names:
+            return DEFAULT_MODEL
+        listing = ", ".join(f"{m.name} ({n} vectors)" for m, n in have)
+        raise QueryError(
+            f"this store has vectors from several models: {listing}; pick one with --model"
+        )
+
+    def _has_catalog(self) -> bool:
+        return self.catalog.state in (State.CURRENT, State.OLDER)
 
     def encoder(self, spec: str | None = None, text_only: bool = False) -> Encoder:
         """The model for a spec, loaded once; text_only (for text queries) leaves out the
@@ -126,7 +155,7 @@ class Library:
 
     def _searcher(self, encoder: Encoder):
         """(top-10 file ids of a query vector, vectors searched) in this store's index."""
-        loaded, _ = self._index_for(self.model_row(encoder).id)
+        loaded, _ = self._index_for(self.model_with_vectors(encoder).id)
 
         def top_ids(vector: np.ndarray) -> list[int]:
             return [i for i, _ in nearest(self.catalog, loaded, vector, 10)]
@@ -150,7 +179,7 @@ class Library:
             digests=self.store.digests,
         )
 
-    def model_row(self, encoder: Encoder) -> Model:
+    def model_with_vectors(self, encoder: Encoder) -> Model:
         """The catalog's row for the encoder's weights; an error naming the models that
         do have vectors here if it has none."""
         if encoder.digest in self._model_rows:
@@ -181,36 +210,31 @@ class Library:
 
     def forget(self, paths: Sequence[str | os.PathLike]) -> int:
         """Remove files or whole folders from the catalog and the vector indexes."""
-        roots = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
-        ids = [row.id for row in self.catalog.files_under(roots).values()]
-        if ids:
-            with self.catalog.session() as s, s.begin():
-                Catalog.remove_files(s, ids)
-            for model, _ in self.catalog.models():
-                if self.catalog.index_row(model.id) is not None:
-                    self.store.indexes.sync(model.id)
+        with self.store.writing():
+            ids = [row.id for row in self.catalog.files_under(absolute_roots(paths)).values()]
+            if ids:
+                with self.catalog.write() as s:
+                    Catalog.remove_files(s, ids)
+                for model, _ in self.catalog.models():
+                    if self.catalog.index_row(model.id) is not None:
+                        self.store.indexes.sync(model.id)
         return len(ids)
 
-    def rebuild(self, preset: str = "auto", model: str | None = None) -> list[dict]:
+    def rebuild(self, preset: str = "auto", model: str | None = None) -> list[Rebuilt]:
         """Rebuild vector indexes from the catalog (every model, or one)."""
-        if preset != "auto" and preset not in PRESETS:
-            raise QueryError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+        if preset != "auto":
+            preset_named(preset)
         done = []
-        targets = [m for m, n in self.catalog.models() if n > 0]
-        if model is not None:
-            targets = [self.model_row(self.encoder(model))]
-        for row in targets:
-            queries = self._tuning_queries(row)
-            loaded = self.store.indexes.build(row.id, preset, queries)
-            self.store.indexes.save(loaded)
-            done.append(
-                {
-                    "model": row.name,
-                    "preset": loaded.preset.name,
-                    "count": loaded.count,
-                    "params": loaded.params,
-                }
-            )
+        with self.store.writing():
+            targets = [m for m, n in self.catalog.models() if n > 0]
+            if model is not None:
+                targets = [self.model_with_vectors(self.encoder(model))]
+            for row in targets:
+                loaded = self.store.indexes.build(row.id, preset, self._tuning_queries(row))
+                self.store.indexes.save(loaded)
+                done.append(
+                    Rebuilt(row.name, loaded.preset.name, loaded.count, loaded.params, loaded.note)
+                )
         return done
 
     def _tuning_queries(self, row: Model) -> np.ndarray | None:
@@ -231,7 +255,8 @@ class Library:
             row = indexes.get(m.id)
             index = None
             if row is not None:
-                exists = (self.store.indexes.directory / row.filename).exists()
+                file = self.store.indexes.file_for(row)
+                exists = file is not None and file.exists()
                 index = {
                     "preset": row.preset,
                     "factory": row.factory,
@@ -240,7 +265,7 @@ class Library:
                     "built_at": row.built_at.isoformat(),
                     "tombstones": row.tombstones,
                     "stale": (not exists) or self.catalog.log_position(m.id) > row.log_seq,
-                    "file": row.filename if exists else None,
+                    "file": file.name if exists else None,
                 }
             models.append(
                 {
@@ -317,12 +342,13 @@ class Library:
             raise QueryError("-k must be at least 1")
         terms = parse_query([query] if isinstance(query, str) else list(query), images)
         encoder = self.query_encoder(model, text_only=all(t.image is None for t in terms))
-        row = self.model_row(encoder)
+        row = self.model_with_vectors(encoder)
         try:
             vector = self.query_vector(terms, encoder)
         except ImageError as e:
             raise QueryError(f"cannot use the image query {e.path}: {e.reason}") from None
         loaded, action = self._index_for(row.id)
+        k = min(k, max(1, loaded.count))  # no more results than vectors, whatever is asked
         exclude = self._self_ids(terms) if exclude_self else []
         hits = nearest(self.catalog, loaded, vector, k, filters, exclude)
         return Answer(describe(terms), encoder.name, results(self.catalog, hits, min_score), action)

@@ -7,9 +7,11 @@ read-only store or a damaged file means the answer is worked out again, never an
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 from pathlib import Path
+
+from .files import write_atomic
 
 
 class MemoFile:
@@ -26,9 +28,5 @@ class MemoFile:
         return entries if isinstance(entries, dict) else {}
 
     def write(self, entries: dict) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(entries, indent=1))
-            os.replace(tmp, self.path)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            write_atomic(self.path, json.dumps(entries, indent=1).encode())

@@ -7,26 +7,24 @@ a crash or kill -9 loses at most the batch in flight and the next run goes on fr
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import islice
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import select, update
 
-from .catalog import Catalog, File, Vector
-from .preprocess import NO_HEIF, ImageInfo, decode_many, heif_support
+from . import faults
+from .catalog import Catalog, File, State
+from .content import file_content_hash, file_fingerprint
+from .decoding import DecodePool
+from .preprocess import NO_HEIF, ImageInfo, heif_support
 from .prompts import SEARCH_PROMPTS
-from .scan import Found, ScanProblem, ScanResult, Walker, compare, fingerprint
+from .scan import Found, ScanProblem, ScanResult, Walker, compare
 from .store import Store
-from .vectors import IndexWriteError
+from .vectors import IndexWriteError, preset_named
 
 if TYPE_CHECKING:  # torch: not imported by `status`, `forget` or decoding workers
     from .encoder import Encoder
@@ -59,6 +57,7 @@ class IndexReport:
     index_action: str = ""
     preset: str = ""
     index_error: str | None = None
+    index_note: str | None = None  # why the preset is not the one asked for
     planned: dict[str, int] = field(default_factory=dict)  # for --dry-run
 
     def to_dict(self) -> dict:
@@ -86,8 +85,15 @@ def default_workers() -> int:
     return os.cpu_count() or 2
 
 
-def _absolute_roots(roots: Sequence[str]) -> list[str]:
-    return [os.path.abspath(os.path.expanduser(str(r))) for r in roots]
+def absolute_roots(roots: Sequence[str]) -> list[str]:
+    """Absolute, user-expanded roots, each once, none inside another: `index A A/` or
+    `index A A/x.png` index every file once."""
+    paths = sorted({os.path.abspath(os.path.expanduser(str(r))) for r in roots})
+    kept: list[str] = []
+    for path in paths:  # sorted: a folder comes before everything inside it
+        if not any(path.startswith(k.rstrip(os.sep) + os.sep) for k in kept):
+            kept.append(path)
+    return kept
 
 
 def _file_fields(info: ImageInfo) -> dict:
@@ -98,6 +104,8 @@ def _file_fields(info: ImageInfo) -> dict:
         except ValueError:
             taken = None
     return dict(
+        fingerprint=info.fingerprint,
+        content=info.content,
         width=info.width,
         height=info.height,
         format=info.format,
@@ -105,24 +113,6 @@ def _file_fields(info: ImageInfo) -> dict:
         camera_make=info.camera_make,
         camera_model=info.camera_model,
     )
-
-
-IMAGE_FIELDS = ("width", "height", "format", "taken_at", "camera_make", "camera_model")
-
-
-def _ok_row(s, found: Found, fp: str | None, image_fields: dict) -> File:
-    """Insert an indexed file's row and return it with its id."""
-    row = File(
-        path=found.path,
-        size=found.size,
-        mtime_ns=found.mtime_ns,
-        fingerprint=fp,
-        state="ok",
-        **image_fields,
-    )
-    s.add(row)
-    s.flush()
-    return row
 
 
 class Indexer:
@@ -134,58 +124,69 @@ class Indexer:
         self.encoder = encoder
         self.options = options or IndexOptions()
         self.report = IndexReport()
+        self.model_id: int | None = None
 
     def run(self, roots: Sequence[str], progress: Progress | None = None) -> IndexReport:
+        """Index under the store's writer lock; a dry run takes none and writes nothing."""
         start = time.perf_counter()
-        scan = self.scan(_absolute_roots(roots))
-        e = self.encoder
-        if self.options.dry_run:  # nothing written, not even the model's row
-            known = self.catalog.find_model(e.digest)
-            self.model_id = known.id if known else None
-        else:
-            self.model_id = self.catalog.model_row(e.name, e.architecture, e.digest, e.dim).id
-        tasks = self.plan(scan)
+        if self.options.preset != "auto":
+            preset_named(self.options.preset)  # an unknown name fails before any work
         if self.options.dry_run:
-            self.report.planned = {
-                "embed": len(tasks),
-                "remove": len(scan.missing),
-                "unchanged": len(scan.unchanged),
-            }
+            self.dry_run(absolute_roots(roots))
         else:
-            tasks = self.reuse_moved_and_copied(tasks, scan)
-            self.embed(tasks, progress)
-            self.remove_missing(scan)
-            self.update_index()
+            with self.store.writing():
+                self.index(absolute_roots(roots), progress)
         self.report.seconds = time.perf_counter() - start
         return self.report
 
+    def dry_run(self, roots: list[str]) -> None:
+        stored = self.catalog.state in (State.CURRENT, State.OLDER)
+        scan = self.scan(roots, known=stored)
+        known = self.catalog.find_model(self.encoder.digest) if stored else None
+        self.model_id = known.id if known else None
+        tasks = self.plan(scan)
+        self.report.planned = {
+            "embed": len(tasks),
+            "remove": len(scan.missing),
+            "unchanged": len(scan.unchanged),
+        }
+
+    def index(self, roots: list[str], progress: Progress | None) -> None:
+        scan = self.scan(roots)
+        e = self.encoder
+        self.model_id = self.catalog.register_model(e.name, e.architecture, e.digest, e.dim).id
+        tasks = self.reuse_moved_and_copied(self.plan(scan), scan)
+        self.embed(tasks, progress)
+        self.remove_missing(scan)
+        self.update_index()
+
     # ---- scan and plan ----------------------------------------------------------------
 
-    def scan(self, roots: list[str]) -> ScanResult:
+    def scan(self, roots: list[str], known: bool = True) -> ScanResult:
         walker = Walker(
             include_hidden=self.options.include_hidden,
             follow_symlinks=self.options.follow_symlinks,
             exclude=self.options.exclude,
         )
-        found: list[Found] = []
+        found: dict[str, Found] = {}
         existing_roots = []
         for root in roots:
-            if not os.path.exists(root):
+            if not os.path.lexists(root):
                 walker.problems.append(
                     ScanProblem(root, "does not exist; nothing under it was changed")
                 )
                 continue
             existing_roots.append(root)
-            found.extend(walker.walk(root))
-        scan = compare(found, self.catalog.files_under(existing_roots))
+            found.update((f.path, f) for f in walker.walk(root))
+        rows = self.catalog.files_under(existing_roots) if known else {}
         self.report.problems = walker.problems
-        return scan
+        return compare(list(found.values()), rows)
 
     def plan(self, scan: ScanResult) -> list[Task]:
         """Files to embed: new, changed, and unchanged ones without this model's vector.
         Unchanged failures wait until the file changes, except HEIF files skipped for lack
         of pillow-heif, retried once it is installed."""
-        have = self._files_with_vector([f.id for f in scan.unchanged])
+        have = self.catalog.with_vector(self.model_id, [f.id for f in scan.unchanged])
         tasks = [Task(f) for f in scan.new] + [Task(f, replaces=row) for f, row in scan.changed]
         for row in scan.unchanged:
             found = Found(row.path, row.size, row.mtime_ns)
@@ -197,62 +198,56 @@ class Indexer:
                 self.report.unchanged += 1
         return tasks
 
-    def _files_with_vector(self, ids: list[int]) -> set[int]:
-        out: set[int] = set()
-        if self.model_id is None:
-            return out
-        with self.catalog.session() as s:
-            for i in range(0, len(ids), 900):
-                q = select(Vector.file_id).where(
-                    Vector.model_id == self.model_id, Vector.file_id.in_(ids[i : i + 900])
-                )
-                out.update(s.scalars(q))
-        return out
-
     # ---- moves and copies ---------------------------------------------------------------
 
     def reuse_moved_and_copied(self, tasks: list[Task], scan: ScanResult) -> list[Task]:
-        """New files whose fingerprint matches a catalogued file take its vectors: a file
-        that vanished from its old path moved (same row, new path); otherwise a copy."""
-        fresh = [t for t in tasks if t.replaces is None and t.existing is None]
-        prints: dict[str, str] = {}
-        for t in fresh:
-            try:
-                prints[t.found.path] = fingerprint(t.found.path, t.found.size)
-            except OSError:
-                continue  # decoding will record why
-        sources = self.catalog.files_by_fingerprint(prints.values())
+        """New files equal to a catalogued file take its vectors: a file that vanished
+        from its old path moved (same row, new path); otherwise it is a copy. Equal means
+        the same hash of every byte; the cheap fingerprint only says which files to hash."""
         missing = {row.id: row for row in scan.missing}
-        with_vector = self._files_with_vector([r.id for r in sources.values()])
         remaining = []
-        with self.catalog.session() as s, s.begin():
+        reused = {t.found.path: src for t, src in self._equal_files(tasks)}
+        with self.catalog.write() as s:
             for t in tasks:
-                src = sources.get(prints.get(t.found.path, ""))
-                is_new = t.replaces is None and t.existing is None
-                if src is None or src.id not in with_vector or not is_new:
+                src = reused.get(t.found.path)
+                if src is None:
                     remaining.append(t)
-                    continue
-                if src.id in missing:
-                    del missing[src.id]
-                    s.execute(
-                        update(File)
-                        .where(File.id == src.id)
-                        .values(path=t.found.path, size=t.found.size, mtime_ns=t.found.mtime_ns)
-                    )
+                elif missing.pop(src.id, None) is not None:
+                    Catalog.move_file(s, src.id, t.found.path, t.found.size, t.found.mtime_ns)
                     self.report.moved += 1
                 else:
-                    self._copy_row(s, src, t.found, prints[t.found.path])
+                    Catalog.copy_file(s, src, t.found.path, t.found.size, t.found.mtime_ns)
                     self.report.copied += 1
         scan.missing = list(missing.values())
         return remaining
 
-    def _copy_row(self, s, src: File, found: Found, fp: str) -> None:
-        row = _ok_row(s, found, fp, {c: getattr(src, c) for c in IMAGE_FIELDS})
-        for model_id, blob in s.execute(
-            select(Vector.model_id, Vector.vector).where(Vector.file_id == src.id)
-        ):
-            s.add(Vector(file_id=row.id, model_id=model_id, vector=blob))
-            Catalog.log(s, model_id, [row.id], "+")
+    def _equal_files(self, tasks: list[Task]) -> list[tuple[Task, File]]:
+        """(new file, catalogued file with this model's vector and the same content)."""
+        fresh = [t for t in tasks if t.replaces is None and t.existing is None]
+        prints: dict[str, str] = {}
+        for t in fresh:
+            try:
+                prints[t.found.path] = file_fingerprint(t.found.path, t.found.size)
+            except OSError:
+                continue  # decoding will record why
+        candidates = self.catalog.files_by_fingerprint(prints.values())
+        with_vector = self.catalog.with_vector(
+            self.model_id, [f.id for rows in candidates.values() for f in rows]
+        )
+        out = []
+        for t in fresh:
+            rows = [f for f in candidates.get(prints.get(t.found.path, ""), []) if f.content]
+            rows = [f for f in rows if f.id in with_vector]
+            if not rows:
+                continue
+            try:
+                content = file_content_hash(t.found.path)
+            except OSError:
+                continue
+            same = next((f for f in rows if f.content == content), None)
+            if same is not None:
+                out.append((t, same))
+        return out
 
     # ---- decode, embed, commit ------------------------------------------------------------
 
@@ -261,23 +256,12 @@ class Indexer:
             return
         size, batch = self.encoder.image_size, max(1, self.options.batch_size)
         chunks = [tasks[i : i + batch] for i in range(0, len(tasks), batch)]
-        workers = self.options.workers or default_workers()
+        items = [[(t.found.path, (t.found.size, t.found.mtime_ns)) for t in c] for c in chunks]
         done = 0
-        # spawn: workers import only PIL and numpy, never the parent's torch threads.
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-
-            def submit(chunk: list[Task]):
-                items = [(t.found.path, (t.found.size, t.found.mtime_ns)) for t in chunk]
-                return chunk, pool.submit(decode_many, items, size)
-
-            # A few chunks decode ahead of the model: overlap without unbounded memory.
-            queue = iter(chunks)
-            pending = deque(submit(c) for c in islice(queue, workers + 2))
-            while pending:
-                chunk, future = pending.popleft()
-                if (nxt := next(queue, None)) is not None:
-                    pending.append(submit(nxt))
-                self.commit(chunk, future.result())
+        with DecodePool(self.options.workers or default_workers(), size) as pool:
+            for number, (chunk, decoded) in enumerate(zip(chunks, pool.decode(items)), 1):
+                self.commit(chunk, decoded)
+                faults.hit("batch-committed", f"batch {number}.")
                 done += len(chunk)
                 if progress:
                     progress(done, len(tasks))
@@ -288,7 +272,7 @@ class Indexer:
             self.encoder.encode_pixels(np.stack([decoded[i][0] for i in good])) if good else []
         )
         by_index = dict(zip(good, vectors))
-        with self.catalog.session() as s, s.begin():
+        with self.catalog.write() as s:
             for i, (task, (_, info, error)) in enumerate(zip(chunk, decoded)):
                 self._commit_one(s, task, info, error, by_index.get(i))
 
@@ -303,16 +287,12 @@ class Indexer:
         if task.existing is not None:  # was fine with other models, now unreadable
             Catalog.remove_files(s, [task.existing.id])
         if error is not None:
-            s.add(File(path=f.path, size=f.size, mtime_ns=f.mtime_ns, state="failed", error=error))
+            Catalog.add_file(s, f.path, f.size, f.mtime_ns, state="failed", error=error)
             self.report.failed += 1
             self.report.skipped_heif += error == NO_HEIF
             self.report.failures.append((f.path, error))
             return
-        try:
-            fp = fingerprint(f.path, f.size)
-        except OSError:
-            fp = None
-        row = _ok_row(s, f, fp, _file_fields(info))
+        row = Catalog.add_file(s, f.path, f.size, f.mtime_ns, **_file_fields(info))
         Catalog.add_vectors(s, self.model_id, [row.id], vector[None])
         if task.replaces is not None:
             self.report.updated += 1
@@ -324,7 +304,7 @@ class Indexer:
     def remove_missing(self, scan: ScanResult) -> None:
         ids = [row.id for row in scan.missing]
         if ids:
-            with self.catalog.session() as s, s.begin():
+            with self.catalog.write() as s:
                 Catalog.remove_files(s, ids)
         self.report.removed = len(ids)
 
@@ -333,6 +313,7 @@ class Indexer:
             queries = self.encoder.encode_text(SEARCH_PROMPTS)
             loaded, action = self.store.indexes.sync(self.model_id, self.options.preset, queries)
             self.report.index_action, self.report.preset = action, loaded.preset.name
+            self.report.index_note = loaded.note
         except IndexWriteError as e:
             self.report.index_error = (
                 f"{e}; the catalog is complete and the index will be rebuilt from it"

@@ -9,20 +9,32 @@ on white first is what a person sees in a viewer.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import faults
+from .content import content_hash, fingerprint_of
 from .errors import ClipsearchError
 
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
-ImageSource = str | os.PathLike | Image.Image
+
+@dataclass(frozen=True)
+class BytesSource:
+    """An image file's bytes, already read, and the name to report it by."""
+
+    path: str
+    data: bytes
+
+
+ImageSource = str | os.PathLike | Image.Image | BytesSource
 
 
 class ImageError(ClipsearchError):
@@ -44,6 +56,8 @@ class ImageInfo:
     taken_at: str | None = None  # EXIF DateTimeOriginal, "YYYY:MM:DD HH:MM:SS"
     camera_make: str | None = None
     camera_model: str | None = None
+    fingerprint: str | None = None  # of the bytes decoded (scan.fingerprint)
+    content: str | None = None  # hash of every byte decoded (scan.content_hash)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -66,17 +80,29 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+MAX_RESIZED_PIXELS = 4096 * 4096  # 50 MB as RGB
+
+
 def resize_and_crop(img: Image.Image, size: int) -> Image.Image:
-    """Short side to `size` with bicubic filtering, then the centred square, as torchvision."""
+    """Short side to `size` with bicubic filtering, then the centred square, as torchvision.
+
+    An image of extreme aspect ratio would be enormous once its short side is scaled up
+    (1 x 200,000 pixels: 224 x 44.8 million, 30 GB), so there only the square the crop
+    keeps is resampled, from the same source area (PIL's resize box): the same pixels to
+    within 1/255 in a few places, in bounded memory."""
     w, h = img.size
     if w <= h:
         new_w, new_h = size, int(size * h / w)
     else:
         new_w, new_h = int(size * w / h), size
-    if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
     left = int(round((new_w - size) / 2.0))
     top = int(round((new_h - size) / 2.0))
+    if new_w * new_h > MAX_RESIZED_PIXELS:
+        sx, sy = w / new_w, h / new_h
+        box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+        return img.resize((size, size), Image.Resampling.BICUBIC, box=box)
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
     return img.crop((left, top, left + size, top + size))
 
 
@@ -111,13 +137,17 @@ def open_image(source: ImageSource, draft_size: int | None = None) -> tuple[Imag
         img = source
         info = ImageInfo(img.width, img.height, img.format)
         return to_rgb(ImageOps.exif_transpose(img)), info
-    path = str(source)
+    if isinstance(source, BytesSource):
+        path, file, empty = source.path, io.BytesIO(source.data), not source.data
+    else:
+        path = file = str(source)
+        empty = os.path.getsize(path) == 0 if os.path.isfile(path) else False
     try:
-        if os.path.getsize(path) == 0:
+        if empty:
             raise ImageError(path, "empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(file) as img:
                 info = ImageInfo(img.width, img.height, img.format, *_exif_info(img))
                 if draft_size and img.format == "JPEG":
                     img.draft("RGB", (draft_size, draft_size))
@@ -173,23 +203,36 @@ def heif_support() -> bool:
 def decode_for_index(
     path: str, size: int, expect: tuple[int, int]
 ) -> tuple[np.ndarray | None, ImageInfo | None, str | None]:
-    """Worker-process entry point: (pixels, info, None) or (None, None, reason).
+    """Worker-process entry point: (pixels, info, None) or (None, None, reason). Whatever
+    goes wrong with one file (memory included) is that file's failure, never the run's.
 
-    `expect` is the (size, mtime_ns) seen by the scan; a file that differs afterwards
-    changed while being read, and its pixels cannot be trusted to match the catalog row.
+    The file is read once: its bytes are hashed (what recognises it when it moves) and
+    decoded. `expect` is the (size, mtime_ns) seen by the scan; a file that differs
+    afterwards changed while being read, and its pixels cannot be trusted to match.
     """
+    faults.hit("decode", path)
     if os.path.splitext(path)[1].lower() in HEIF_EXTENSIONS and not heif_support():
         return None, None, NO_HEIF
     try:
-        pixels, info = preprocess(path, size, draft=True)
+        with open(path, "rb") as f:
+            data = f.read()
         st = os.stat(path)
+        if (st.st_size, st.st_mtime_ns) != expect or len(data) != expect[0]:
+            return None, None, "changed while being read; it will be retried on the next run"
+        pixels, info = preprocess(BytesSource(path, data), size, draft=True)
     except ImageError as e:
         return None, None, e.reason
+    except FileNotFoundError:
+        return None, None, "file not found: it vanished after the scan"
+    except PermissionError:
+        return None, None, "permission denied"
     except OSError as e:
-        return None, None, f"vanished while being read: {e.strerror}"
-    if (st.st_size, st.st_mtime_ns) != expect:
-        return None, None, "changed while being read; it will be retried on the next run"
-    return pixels, info, None
+        return None, None, f"cannot read: {e.strerror or e}"
+    except MemoryError:
+        return None, None, "too large to decode in memory"
+    except Exception as e:  # a decoder bug on crafted data: this file's problem
+        return None, None, f"cannot decode: {type(e).__name__}: {e}"
+    return pixels, replace(info, fingerprint=fingerprint_of(data), content=content_hash(data)), None
 
 
 def decode_many(items: list[tuple[str, tuple[int, int]]], size: int) -> list:

@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+import re
 from collections.abc import Sequence
 
 from PIL import Image
@@ -21,6 +22,15 @@ def printable(text: str) -> str:
     written as \\udcXX: printable anywhere, and a valid JSON escape that decodes back to
     the same name."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def visible(text: str, keep: str = "") -> str:
+    """Control characters (except those in `keep`) written as \\xNN, as `ls` shows them:
+    a file name cannot drive the terminal it is printed on."""
+    return CONTROL.sub(lambda m: m[0] if m[0] in keep else f"\\x{ord(m[0]):02x}", text)
 
 
 def json_text(data) -> str:
@@ -56,9 +66,10 @@ def as_html(query: str, model: str, results: Sequence[Result]) -> str:
     for rank, r in enumerate(results, 1):
         uri = thumbnail_data_uri(r.path)
         img = f'<img src="{uri}" alt="">' if uri else '<div class="missing">unreadable</div>'
+        name = html.escape(printable(r.path))  # the page is UTF-8 whatever the file names
         cards.append(
-            f'<figure data-path="{html.escape(r.path)}" data-score="{r.score:.4f}">{img}'
-            f"<figcaption><b>{rank}.</b> {r.score:.3f}<br><span>{html.escape(r.path)}</span>"
+            f'<figure data-path="{name}" data-score="{r.score:.4f}">{img}'
+            f"<figcaption><b>{rank}.</b> {r.score:.3f}<br><span>{name}</span>"
             f"<br><small>{r.date:%Y-%m-%d %H:%M}</small></figcaption></figure>"
         )
     return f"""<!doctype html>

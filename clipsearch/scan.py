@@ -1,14 +1,13 @@
 """Walking folders and comparing what is there with the catalog.
 
-Unchanged files (same size and mtime_ns) are recognised from a stat alone; new and
-changed files get a cheap content fingerprint (size + hash of head and tail) so moved or
-copied files can reuse their vectors instead of running the model.
+Unchanged files (same size and mtime_ns) are recognised from a stat alone, never read. A new
+file's cheap fingerprint (size + hash of head and tail) finds catalogued files it may be a
+move or copy of; it reuses their vector only if a hash of its whole content matches too.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -16,8 +15,6 @@ from dataclasses import dataclass, field
 
 from .catalog import File
 from .preprocess import HEIF_EXTENSIONS, IMAGE_EXTENSIONS
-
-FINGERPRINT_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -44,24 +41,13 @@ class ScanResult:
     problems: list[ScanProblem] = field(default_factory=list)  # unreadable dirs, loops, bad roots
 
 
-def fingerprint(path: str, size: int) -> str:
-    """size + blake2b of the first and last 64 KiB: cheap, and equal for a moved file."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(str(size).encode())
-    with open(path, "rb") as f:
-        h.update(f.read(FINGERPRINT_CHUNK))
-        if size > 2 * FINGERPRINT_CHUNK:
-            f.seek(-FINGERPRINT_CHUNK, os.SEEK_END)
-            h.update(f.read(FINGERPRINT_CHUNK))
-    return h.hexdigest()
-
-
 @dataclass
 class Walker:
     include_hidden: bool = False
     follow_symlinks: bool = False
     exclude: Sequence[str] = ()
     problems: list[ScanProblem] = field(default_factory=list)
+    visited: set = field(default_factory=set)  # (device, inode) of every folder walked
 
     def excluded(self, path: str, name: str) -> bool:
         return any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(path, g) for g in self.exclude)
@@ -73,18 +59,29 @@ class Walker:
         return ext in IMAGE_EXTENSIONS or ext in HEIF_EXTENSIONS
 
     def walk(self, root: str) -> Iterator[Found]:
-        """Image files under root (or root itself), depth first, symlink loops cut."""
+        """Image files under root (or root itself), depth first. Each folder is walked
+        once, however many links lead to it: links that loop are reported, and links that
+        meet again (a diamond) cannot multiply the paths."""
         try:
             st = os.stat(root) if self.follow_symlinks else os.lstat(root)
         except OSError as e:
             self.problems.append(ScanProblem(root, f"cannot read: {e.strerror}"))
             return
+        if stat.S_ISLNK(st.st_mode):
+            if not os.path.isdir(root):
+                self.problems.append(
+                    ScanProblem(root, "is a symbolic link; pass --follow-symlinks to index it")
+                )
+                return
+            st = os.stat(root)  # a link named as a root folder is where the user points
         if stat.S_ISREG(st.st_mode):
             yield Found(root, st.st_size, st.st_mtime_ns)
             return
-        yield from self._walk_dir(root, {(st.st_dev, st.st_ino)})
+        key = (st.st_dev, st.st_ino)
+        self.visited.add(key)
+        yield from self._walk_dir(root, {key})
 
-    def _walk_dir(self, folder: str, ancestors: set[tuple[int, int]]) -> Iterator[Found]:
+    def _walk_dir(self, folder: str, ancestors: set) -> Iterator[Found]:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as e:
@@ -110,6 +107,9 @@ class Walker:
                 if key in ancestors:
                     self.problems.append(ScanProblem(entry.path, "symlink loop, not followed"))
                     continue
+                if key in self.visited:
+                    continue
+                self.visited.add(key)
                 yield from self._walk_dir(entry.path, ancestors | {key})
             elif stat.S_ISREG(st.st_mode) and self.wanted(name):
                 yield Found(entry.path, st.st_size, st.st_mtime_ns)

@@ -8,7 +8,6 @@ selector or, for small sets, exactly over the catalog's vectors: never top-k-the
 
 from __future__ import annotations
 
-import operator
 import os
 import re
 from collections.abc import Sequence
@@ -16,9 +15,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
 import numpy as np
-from sqlalchemy import and_, func, or_, select
 
-from .catalog import Catalog, File, Vector
+from .catalog import Catalog
 from .errors import ClipsearchError
 from .preprocess import HEIF_EXTENSIONS, IMAGE_EXTENSIONS
 from .vectors import LoadedIndex, exact_topk
@@ -107,40 +105,15 @@ def _ext_aliases(ext: str) -> set[str]:
 
 
 def filtered_ids(catalog: Catalog, model_id: int, filters: Filters) -> np.ndarray:
-    """Ids of files with this model's vector that pass every filter. Dates use the EXIF
-    capture time, else the file's modification time (both UTC)."""
-    conds = [Vector.model_id == model_id, File.state == "ok"]
-    if filters.after is not None:
-        conds.append(_taken(operator.ge, filters.after))
-    if filters.before is not None:
-        conds.append(_taken(operator.lt, filters.before))
-    prefixes = tuple(os.path.abspath(f).rstrip(os.sep) + os.sep for f in filters.folders)
-    exts = tuple(set().union(*(_ext_aliases(e) for e in filters.extensions)))
-    by_name = []
-    if prefixes:
-        ranges = (and_(File.path >= p, File.path < p[:-1] + chr(ord(os.sep) + 1)) for p in prefixes)
-        by_name.append(or_(*ranges))
-    if exts:
-        by_name.append(or_(*(func.lower(File.path).like(f"%{e}") for e in exts)))
-    joined = select(File.id).join(Vector, Vector.file_id == File.id).where(*conds)
-    with catalog.session() as s:
-        ids = set(s.scalars(joined.where(*by_name)))
-        if by_name:  # names SQL cannot compare (not UTF-8): the same filters in Python
-            raw = joined.add_columns(File.path).where(catalog.raw_paths())
-            ids.update(
-                i
-                for i, path in s.execute(raw)
-                if (not prefixes or path.startswith(prefixes))
-                and (not exts or path.lower().endswith(exts))
-            )
-    return np.array(sorted(ids), dtype=np.int64)
-
-
-def _taken(compare, when: datetime):
-    """Capture time against `when`, or the file time where there is no capture time."""
-    ns = int(when.replace(tzinfo=timezone.utc).timestamp() * 1e9)
-    return or_(
-        compare(File.taken_at, when), and_(File.taken_at.is_(None), compare(File.mtime_ns, ns))
+    """Ids of files with this model's vector that pass every filter. An extension is
+    matched literally (`%` is a character, not a wildcard)."""
+    extensions = set().union(*(_ext_aliases(e) for e in filters.extensions))
+    return catalog.ids_matching(
+        model_id,
+        folders=[os.path.abspath(f) for f in filters.folders],
+        extensions=sorted(extensions),
+        after=filters.after,
+        before=filters.before,
     )
 
 

@@ -8,21 +8,24 @@ with everything committed, and a missing or corrupt file is rebuilt from the cat
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import io
 import json
 import math
 import os
+import re
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from . import faults
 from .catalog import Catalog
 from .errors import ClipsearchError
+from .files import write_atomic
 from .prompts import AGREEMENT_TARGET
 
 if sys.version_info >= (3, 11):
@@ -56,6 +59,7 @@ class Preset:
     tune: str | None = None
     rerank: int = 1
     train: dict = field(default_factory=dict)  # OPQ training effort: opq_niter, opq_max_points
+    min_train: int = 0  # fewer vectors than this cannot train it: another preset stands in
 
     def memory(self, n: int, dim: int) -> int:
         b = self.bytes_per_vector
@@ -68,17 +72,53 @@ class Preset:
         return self.factory.format(nlist=nlist, m=m)
 
 
-def load_presets() -> dict[str, Preset]:
+class PresetError(ClipsearchError):
+    """A preset name or preset file that cannot be used; the message names it."""
+
+
+def _read_preset(name: str, text: str) -> Preset:
+    """One preset file, checked: its keys, and that FAISS can build its factory."""
+    where = f"preset file indexes/{name}"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise PresetError(f"{where}: not valid TOML ({e})") from None
+    known = {f.name for f in fields(Preset)}
+    required = {
+        f.name for f in fields(Preset) if f.default is MISSING and f.default_factory is MISSING
+    }
+    if unknown := sorted(set(data) - known):
+        raise PresetError(f"{where}: unknown keys {', '.join(unknown)}")
+    if missing := sorted(required - set(data)):
+        raise PresetError(f"{where}: missing keys {', '.join(missing)}")
+    preset = Preset(**data)
+    try:
+        faiss.index_factory(64, preset.factory_for(10_000, 64), faiss.METRIC_INNER_PRODUCT)
+    except (RuntimeError, KeyError, ValueError, IndexError, TypeError) as e:
+        raise PresetError(f"{where}: FAISS cannot build factory {preset.factory!r} ({e})") from None
+    return preset
+
+
+@functools.cache
+def presets() -> dict[str, Preset]:
+    """The presets shipped in indexes/, read on first use (a broken file is then an error
+    naming it, and commands that need no preset, like `status`, never read them)."""
     folder = resources.files("clipsearch.indexes")
-    presets = {}
+    out = {}
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".toml"):
-            data = tomllib.loads(entry.read_text())
-            presets[data["name"]] = Preset(**data)
-    return presets
+            preset = _read_preset(entry.name, entry.read_text())
+            out[preset.name] = preset
+    return out
 
 
-PRESETS = load_presets()
+def preset_named(name: str) -> Preset:
+    known = presets()
+    if name not in known:
+        raise PresetError(f"unknown preset {name!r}; presets: auto, {', '.join(known)}")
+    return known[name]
+
+
 AUTO_ORDER = ("exact", "hnsw", "ivf-flat", "ivf-pq")
 
 
@@ -94,10 +134,10 @@ def choose_preset(n: int, dim: int, memory_budget: int | None = None) -> Preset:
     (default: half the memory available now)."""
     budget = memory_budget if memory_budget is not None else available_memory() // 2
     for name in AUTO_ORDER:
-        p = PRESETS[name]
+        p = presets()[name]
         if p.min_vectors <= n <= p.max_vectors and p.memory(n, dim) <= budget:
             return p
-    return PRESETS["ivf-pq"]
+    return presets()["ivf-pq"]
 
 
 def _set_params(index: faiss.Index, params: dict, gpu: bool = False) -> None:
@@ -137,6 +177,7 @@ class LoadedIndex:
     tombstones: set[int]
     dim: int
     gpu: faiss.Index | None = field(default=None, repr=False, compare=False)
+    note: str | None = None  # why the preset is not the one asked for
 
     @property
     def count(self) -> int:
@@ -231,19 +272,13 @@ def _deserialize(data: bytes) -> tuple[faiss.Index, set[int]]:
         return faiss.deserialize_index(z["faiss"]), set(z["tombstones"].tolist())
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename: the old file stays whole until the new one is."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise IndexWriteError(f"could not write {path.name}: {e.strerror or e}") from None
+SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")  # a preset name as it may appear in a file name
+
+
+def index_file_name(model_id: int, preset: str, log_seq: int) -> str:
+    """An index file's name, made from the catalog row's numbers, never read from it: a
+    catalog that someone else can write cannot point clipsearch at any other file."""
+    return f"model{int(model_id)}-{preset}-{int(log_seq)}.faiss"
 
 
 class VectorIndexes:
@@ -264,10 +299,18 @@ class VectorIndexes:
     ) -> LoadedIndex:
         """A fresh index from every vector of the model in the catalog."""
         log_seq = self.catalog.log_position(model_id)
-        all_ids = self._ids(model_id)
+        all_ids = self.catalog.vector_ids(model_id)
         n = len(all_ids)
         dim = self.catalog.model(model_id).dim
-        chosen = choose_preset(n, dim, memory_budget) if preset == "auto" else PRESETS[preset]
+        chosen = choose_preset(n, dim, memory_budget) if preset == "auto" else preset_named(preset)
+        note = None
+        if n < chosen.min_train:
+            stand_in = choose_preset(n, dim, memory_budget)
+            note = (
+                f"{chosen.name} needs at least {chosen.min_train:,} vectors to train and there "
+                f"are {n:,}; {stand_in.name} stands in until there are enough"
+            )
+            chosen = stand_in
         factory = chosen.factory_for(n, dim)
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         _set_params(index, chosen.build)
@@ -283,7 +326,7 @@ class VectorIndexes:
             index.add_with_ids(vecs, ids)
             read.append(ids)
         loaded = LoadedIndex(
-            model_id, chosen, factory, index, dict(chosen.search), log_seq, set(), dim
+            model_id, chosen, factory, index, dict(chosen.search), log_seq, set(), dim, note=note
         )
         # Vectors committed while the batches were read are in already: replay the rest.
         later = self.catalog.log_since(model_id, log_seq)
@@ -295,15 +338,6 @@ class VectorIndexes:
             loaded.params = self.tune(loaded, tune_queries)
         return loaded
 
-    def _ids(self, model_id: int) -> np.ndarray:
-        from sqlalchemy import select
-
-        from .catalog import Vector
-
-        with self.catalog.session() as s:
-            rows = s.scalars(select(Vector.file_id).where(Vector.model_id == model_id)).all()
-        return np.array(rows, dtype=np.int64)
-
     def tune(self, loaded: LoadedIndex, queries: np.ndarray | None) -> dict:
         """Smallest search parameter reaching AGREEMENT_TARGET recall@10 against exact search.
 
@@ -313,7 +347,9 @@ class VectorIndexes:
         if queries is None or len(queries) == 0:
             ids, queries = self.catalog.vectors(
                 loaded.model_id,
-                np.random.default_rng(1).permutation(self._ids(loaded.model_id))[:200].tolist(),
+                np.random.default_rng(1)
+                .permutation(self.catalog.vector_ids(loaded.model_id))[:200]
+                .tolist(),
             )
         truth = self.ground_truth(loaded.model_id, queries, TUNE_K)
         name = loaded.preset.tune
@@ -352,14 +388,25 @@ class VectorIndexes:
 
     # ---- files ----------------------------------------------------------------------
 
-    def save(self, loaded: LoadedIndex) -> Path:
-        """Write under a new name, point the catalog at it, then drop the old file."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        old = self.catalog.index_row(loaded.model_id)
-        name = f"model{loaded.model_id}-{loaded.preset.name}-{loaded.log_seq}.faiss"
+    def file_for(self, row) -> Path | None:
+        """Where a catalog row's index lives; None for a preset this clipsearch lacks."""
+        if row is None or not SAFE_NAME.fullmatch(row.preset):
+            return None
+        return self.directory / index_file_name(row.model_id, row.preset, row.log_seq)
+
+    def save(self, loaded: LoadedIndex) -> Path | None:
+        """Write under a new name, point the catalog at it, then remove every other index
+        file of the model (an earlier one, or one a crash left unrecorded). None if the
+        catalog already points at a later index (written meanwhile by another process)."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        name = index_file_name(loaded.model_id, loaded.preset.name, loaded.log_seq)
         path = self.directory / name
-        write_atomic(path, _serialize(loaded.index, loaded.tombstones))
-        self.catalog.record_index(
+        try:
+            write_atomic(path, _serialize(loaded.index, loaded.tombstones))
+        except OSError as e:
+            raise IndexWriteError(f"could not write {name}: {e.strerror or e}") from None
+        faults.hit("index-written")
+        recorded = self.catalog.record_index(
             loaded.model_id,
             preset=loaded.preset.name,
             factory=loaded.factory,
@@ -369,26 +416,43 @@ class VectorIndexes:
             count=loaded.count,
             tombstones=len(loaded.tombstones),
         )
-        if old is not None and old.filename != name:
-            (self.directory / old.filename).unlink(missing_ok=True)
-        return path
+        current = self.file_for(self.catalog.index_row(loaded.model_id))
+        self.remove_others(loaded.model_id, current)
+        return path if recorded else None
+
+    def remove_others(self, model_id: int, keep: Path | None) -> None:
+        """Index files of the model other than `keep`, and temporary files, go."""
+        for stray in self.directory.glob(f"model{int(model_id)}-*.faiss*"):
+            if stray != keep:
+                stray.unlink(missing_ok=True)
 
     def load(self, model_id: int) -> LoadedIndex | None:
         """The saved index brought up to the catalog's present, or None if there is no
-        usable file (missing, unreadable or corrupt)."""
-        row = self.catalog.index_row(model_id)
-        if row is None or row.preset not in PRESETS:
-            return None
-        try:
-            index, tombstones = _deserialize((self.directory / row.filename).read_bytes())
-        except Exception:  # missing, truncated, garbage: the catalog rebuilds it
-            return None
-        dim = self.catalog.model(model_id).dim
-        if index.d != dim:  # a file that belongs to something else
+        usable file (missing, unreadable or corrupt). The row is read again after the
+        file and the log: a writer that replaced both meanwhile (and trimmed the log the
+        old file needed) makes this read them again."""
+        for _ in range(5):
+            row = self.catalog.index_row(model_id)
+            path = self.file_for(row)
+            preset = presets().get(row.preset) if row is not None else None
+            if path is None or preset is None:
+                return None
+            try:
+                index, tombstones = _deserialize(path.read_bytes())
+            except Exception:  # missing, truncated, garbage: the catalog rebuilds it
+                return None
+            dim = self.catalog.model(model_id).dim
+            if index.d != dim:  # a file that belongs to something else
+                return None
+            later = self.catalog.log_since(model_id, row.log_seq)
+            again = self.catalog.index_row(model_id)
+            if again is not None and again.log_seq == row.log_seq:
+                break
+        else:
             return None
         loaded = LoadedIndex(
             model_id,
-            PRESETS[row.preset],
+            preset,
             row.factory,
             index,
             json.loads(row.params),
@@ -396,7 +460,7 @@ class VectorIndexes:
             tombstones,
             dim,
         )
-        loaded.apply_log(self.catalog.log_since(model_id, row.log_seq), self.catalog)
+        loaded.apply_log(later, self.catalog)
         return loaded
 
     def get(self, model_id: int) -> tuple[LoadedIndex, str]:
@@ -405,7 +469,7 @@ class VectorIndexes:
         row = self.catalog.index_row(model_id)
         loaded = self.load(model_id)
         if loaded is None:
-            preset = row.preset if row is not None and row.preset in PRESETS else "auto"
+            preset = row.preset if row is not None and row.preset in presets() else "auto"
             return self.build(model_id, preset), "rebuilt"
         return loaded, "updated" if row is not None and loaded.log_seq != row.log_seq else "loaded"
 

@@ -18,7 +18,11 @@ def url(path) -> str:
 
 
 def test_new_catalog_is_at_head_in_wal_mode(tmp_path):
-    Catalog(url(tmp_path / "c.db")).close()
+    catalog = Catalog(url(tmp_path / "c.db"))
+    assert not (tmp_path / "c.db").exists()  # opening writes nothing; the first write creates
+    catalog.prepare()
+    catalog.close()
+    assert (tmp_path / "c.db").stat().st_mode & 0o777 == 0o600
     db = sqlite3.connect(tmp_path / "c.db")
     assert db.execute("select version_num from alembic_version").fetchone()[0] == SCHEMA_HEAD
     assert db.execute("pragma journal_mode").fetchone()[0] == "wal"
@@ -50,6 +54,10 @@ def test_catalog_from_previous_revision_is_upgraded_and_backed_up(tmp_path):
     engine.dispose()
 
     catalog = Catalog(url(path))
+    with pytest.raises(CatalogError, match="older clipsearch"):
+        catalog.models()  # reading never migrates
+    assert not (tmp_path / "old.db.before-0001.bak").exists()
+    catalog.prepare()
     assert (tmp_path / "old.db.before-0001.bak").exists()
     assert catalog.log_since(1, 0) == [(1, 1, "+")]  # old vectors enter the index log
     ids, vecs = catalog.vectors(1)
@@ -60,7 +68,9 @@ def test_catalog_from_previous_revision_is_upgraded_and_backed_up(tmp_path):
 
 def test_catalog_from_newer_version_is_refused_untouched(tmp_path):
     path = tmp_path / "new.db"
-    Catalog(url(path)).close()
+    catalog = Catalog(url(path))
+    catalog.prepare()
+    catalog.close()
     db = sqlite3.connect(path)
     db.execute("update alembic_version set version_num = '9999'")
     db.commit()
@@ -70,12 +80,13 @@ def test_catalog_from_newer_version_is_refused_untouched(tmp_path):
     with pytest.raises(CatalogError, match="newer clipsearch"):
         Catalog(url(path))
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.db"]  # no backup, no WAL
 
 
 def test_undecodable_path_round_trips(tmp_path):
     catalog = Catalog(url(tmp_path / "c.db"))
     odd = os.fsdecode(b"/photos/caf\xe9.jpg")
-    with catalog.session() as s, s.begin():
+    with catalog.write() as s:
         s.add(File(path=odd, size=1, mtime_ns=1, state="ok"))
         s.add(File(path="/photos/ok.jpg", size=1, mtime_ns=1, state="ok"))
     assert set(catalog.files_under(["/photos"])) == {odd, "/photos/ok.jpg"}
@@ -84,8 +95,8 @@ def test_undecodable_path_round_trips(tmp_path):
 
 def test_log_positions_are_never_reused_after_trimming(tmp_path):
     catalog = Catalog(url(tmp_path / "c.db"))
-    model = catalog.model_row("m", "vit", "d1", 2)
-    with catalog.session() as s, s.begin():
+    model = catalog.register_model("m", "vit", "d1", 2)
+    with catalog.write() as s:
         Catalog.log(s, model.id, [1, 2], "+")
     catalog.record_index(
         model.id,
@@ -97,7 +108,7 @@ def test_log_positions_are_never_reused_after_trimming(tmp_path):
         count=2,
         tombstones=0,
     )
-    with catalog.session() as s, s.begin():
+    with catalog.write() as s:
         Catalog.log(s, model.id, [3], "+")
     assert catalog.log_since(model.id, 2) == [(3, 3, "+")]
     assert catalog.log_position(model.id) == 3

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import make_image
 from PIL import Image
@@ -157,8 +154,13 @@ def test_hidden_and_excluded_files(tmp_path, photos, tiny):
 def test_dry_run_writes_nothing(tmp_path, photos, tiny):
     report = index(tmp_path / "store", [photos], tiny, dry_run=True)
     assert report.planned["embed"] == 7
-    _, vectors = catalog_rows(tmp_path / "store")
-    assert vectors == 0
+    assert not (tmp_path / "store").exists()  # not even the folder, let alone a catalog
+    index(tmp_path / "store", [photos], tiny)
+    (photos / "img0.png").unlink()
+    before = (tmp_path / "store" / "catalog.db").read_bytes()
+    report = index(tmp_path / "store", [photos], tiny, dry_run=True)
+    assert report.planned == {"embed": 0, "remove": 1, "unchanged": 6}
+    assert (tmp_path / "store" / "catalog.db").read_bytes() == before
 
 
 def test_two_models_side_by_side(tmp_path, photos, tiny):
@@ -183,7 +185,7 @@ def test_index_write_failure_keeps_catalog(tmp_path, photos, tiny):
         model_id = s.catalog.models()[0][0].id
         row = s.catalog.index_row(model_id)
         seq = s.catalog.log_position(model_id)
-    target = store / "indexes" / f"model{model_id}-exact-{seq + 1}.faiss.tmp"
+    target = store / "indexes" / f"model{model_id}-exact-{seq + 1}.faiss.{os.getpid()}.tmp"
     target.symlink_to("/dev/full")
     report = index(store, [photos], tiny)
     assert report.added == 1 and "No space left" in report.index_error
@@ -215,37 +217,37 @@ Indexer(store, load_model("random:tiny"), IndexOptions(batch_size=4, workers=1))
 """
 
 
+def run_killed(store, photos, fault: str, **env) -> subprocess.CompletedProcess:
+    """The indexer in its own process, killed (SIGKILL) at a fault-injection point."""
+    env = {**os.environ, "CLIPSEARCH_FAULT": fault, **env}
+    return subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(store), str(photos)], env=env, timeout=300
+    )
+
+
+def assert_whole(store, count: int) -> None:
+    """Every image once, every file row with its vector, the FAISS index equal to the
+    catalog."""
+    files, vectors = catalog_rows(store)
+    assert len(files) == vectors == count and len({p for p, _, _ in files}) == count
+    with Store(store) as s:
+        model_id = s.catalog.models()[0][0].id
+        loaded, _ = s.indexes.get(model_id)
+        ids = {int(loaded.index.id_map.at(i)) for i in range(loaded.index.ntotal)}
+        assert ids - loaded.tombstones == set(s.catalog.vector_ids(model_id).tolist())
+
+
 def test_kill_9_then_rerun_loses_nothing(tmp_path, tiny):
     photos = tmp_path / "many"
     for i in range(120):
         make_image(photos / f"{i:03d}.png", seed=i)
     store = tmp_path / "store"
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(store), str(photos)])
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill once some batches are committed, mid-run
-        time.sleep(0.2)
-        if (store / "catalog.db").exists():
-            try:
-                db = sqlite3.connect(store / "catalog.db", timeout=1)
-                n = db.execute("select count(*) from vectors").fetchone()[0]
-                db.close()
-            except sqlite3.OperationalError:
-                continue
-            if n >= 8:
-                break
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert run_killed(store, photos, "batch-committed:batch 3.=kill").returncode == -9
     files, vectors = catalog_rows(store)
-    assert 0 < vectors < 120 and vectors == len(files)
+    assert vectors == len(files) == 12  # three batches of four, committed whole
     report = index(store, [photos], tiny)
     assert report.added == 120 - vectors and report.unchanged == vectors
-    files, vectors = catalog_rows(store)
-    assert len(files) == vectors == 120 and len({p for p, _, _ in files}) == 120
-    with Store(store) as s:
-        loaded, _ = s.indexes.get(s.catalog.models()[0][0].id)
-    assert loaded.count == 120
-    ids = np.array(sorted(loaded.index.id_map.at(i) for i in range(loaded.index.ntotal)))
-    assert len(np.unique(ids)) == 120
+    assert_whole(store, 120)
 
 
 def test_heic_without_pillow_heif_is_recorded_with_install_hint(tmp_path, photos, tiny):

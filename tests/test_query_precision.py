@@ -29,10 +29,10 @@ pytestmark = pytest.mark.usefixtures("cpu_kind")
 def file_vectors(store, encoder, vectors: np.ndarray) -> None:
     """Vectors filed under the encoder's weights, as if images had been indexed."""
     catalog = Catalog(f"sqlite:///{store / 'catalog.db'}")
-    model = catalog.model_row(encoder.name, encoder.architecture, encoder.digest, encoder.dim)
+    model = catalog.register_model(encoder.name, encoder.architecture, encoder.digest, encoder.dim)
     ids = list(range(1, len(vectors) + 1))
     rows = [dict(id=i, path=f"/p/{i}.jpg", size=1, mtime_ns=1, state="ok") for i in ids]
-    with catalog.session() as s, s.begin():
+    with catalog.write() as s:
         s.execute(insert(File), rows)
         Catalog.add_vectors(s, model.id, ids, vectors.astype(np.float32))
     catalog.close()
@@ -114,8 +114,7 @@ def crowded_store(folder, noise: float):
     crowd += noise * rng.standard_normal(crowd.shape)
     crowd /= np.linalg.norm(crowd, axis=1, keepdims=True)
     store = folder / "store"
-    with Library(store, create=True):
-        pass
+    store.mkdir()
     file_vectors(store, fp32, crowd)
     return store, fp32.digest, len(crowd)
 

@@ -8,7 +8,7 @@ from sqlalchemy import insert
 
 from clipsearch.catalog import Catalog, File
 from clipsearch.search import Filters, nearest
-from clipsearch.vectors import PRESETS, VectorIndexes, choose_preset, exact_topk
+from clipsearch.vectors import VectorIndexes, choose_preset, exact_topk, presets
 
 DIM = 64
 
@@ -21,8 +21,8 @@ def clustered(n: int, dim: int = DIM, clusters: int = 40, seed: int = 0) -> np.n
 
 
 def fill(catalog: Catalog, vectors: np.ndarray, folder: str = "/p") -> int:
-    model = catalog.model_row("synthetic", "none", f"digest{len(vectors)}", vectors.shape[1])
-    with catalog.session() as s, s.begin():
+    model = catalog.register_model("synthetic", "none", f"digest{len(vectors)}", vectors.shape[1])
+    with catalog.write() as s:
         s.execute(
             insert(File),
             [
@@ -58,7 +58,7 @@ def shared(tmp_path_factory):
     """One read-only store whose indexes are built once per preset (OPQ trains slowly)."""
     catalog, indexes, model_id, vectors = make_store(tmp_path_factory.mktemp("shared"))
     queries = clustered(100, seed=5)
-    built = {p: indexes.build(model_id, p, tune_queries=queries) for p in PRESETS}
+    built = {p: indexes.build(model_id, p, tune_queries=queries) for p in presets()}
     return catalog, built, vectors, queries
 
 
@@ -82,7 +82,7 @@ def test_each_preset_reaches_recall_target_after_tuning(shared, preset):
 def test_saved_index_loads_and_catches_up_with_the_log(store):
     catalog, indexes, model_id, vectors = store
     indexes.save(indexes.build(model_id, "ivf-flat"))
-    with catalog.session() as s, s.begin():
+    with catalog.write() as s:
         Catalog.remove_files(s, [1, 2, 3])
     loaded, action = indexes.get(model_id)
     assert action == "updated" and loaded.count == 3997
@@ -93,12 +93,12 @@ def test_saved_index_loads_and_catches_up_with_the_log(store):
 def test_hnsw_removals_are_tombstones_until_rebuild(store):
     catalog, indexes, model_id, vectors = store
     indexes.save(indexes.build(model_id, "hnsw"))
-    with catalog.session() as s, s.begin():
+    with catalog.write() as s:
         Catalog.remove_files(s, [1])
     loaded, _ = indexes.sync(model_id, "hnsw")
     assert loaded.tombstones == {1} and loaded.count == 3999
     assert 1 not in [i for i, _ in nearest(catalog, loaded, vectors[0], 10)]
-    with catalog.session() as s, s.begin():  # past 10% dead: rebuilt clean
+    with catalog.write() as s:  # past 10% dead: rebuilt clean
         Catalog.remove_files(s, list(range(2, 500)))
     loaded, action = indexes.sync(model_id, "hnsw")
     assert action == "rebuilt" and not loaded.tombstones and loaded.count == 3501
@@ -135,8 +135,8 @@ def test_auto_preset_follows_size_and_memory():
 
 
 def test_presets_are_declared_in_files():
-    assert set(PRESETS) == {"exact", "hnsw", "ivf-flat", "ivf-pq"}
-    pq = PRESETS["ivf-pq"]
+    assert set(presets()) == {"exact", "hnsw", "ivf-flat", "ivf-pq"}
+    pq = presets()["ivf-pq"]
     assert pq.factory_for(1_000_000, 512) == "OPQ64,IVF4000,PQ64np" and pq.rerank > 1
 
 
@@ -149,7 +149,7 @@ def test_vectors_committed_during_a_build_are_indexed_once(store, preset):
     read_batches = catalog.iter_vector_batches
 
     def commit_then_read(mid, *args):
-        with catalog.session() as s, s.begin():
+        with catalog.write() as s:
             s.execute(
                 insert(File),
                 [

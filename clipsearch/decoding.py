@@ -1,0 +1,111 @@
+"""Decoding images in worker processes, a few batches ahead of the model.
+
+Workers are spawned (they import PIL and numpy, never the parent's torch and its threads)
+and end with their parent however it ends: the kernel signals them when it dies (Linux),
+and each also watches its parent, so a kill -9 of `clipsearch index` leaves no process
+behind. Ctrl-C is the parent's to handle. A worker that dies (the out-of-memory killer, a
+crashing decoder) costs only the file that killed it: its batch is decoded again one file
+at a time, and the file that kills a worker a second time is recorded as failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from .preprocess import decode_many
+
+Item = tuple[str, tuple[int, int]]  # path, (size, mtime_ns) as scanned
+Decoded = tuple  # (pixels | None, ImageInfo | None, error | None)
+WORKER_DIED = "the decoding process died on this file (out of memory, or a decoder crash)"
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initialiser: leave when the parent goes, and let it alone handle Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+class DecodePool:
+    """Decodes batches of files in `workers` processes, in order, `ahead` batches ahead."""
+
+    def __init__(self, workers: int, image_size: int, ahead: int | None = None):
+        self.workers = workers
+        self.image_size = image_size
+        self.ahead = ahead if ahead is not None else workers + 2
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
+        )
+
+    def _restart(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._start()
+
+    def _submit(self, batch: Sequence[Item]) -> Future:
+        return self._pool.submit(decode_many, list(batch), self.image_size)
+
+    def decode(self, batches: Sequence[Sequence[Item]]) -> Iterator[list[Decoded]]:
+        """Each batch's decoded files, in the order given."""
+        queue = deque(batches)
+        pending: deque[tuple[Sequence[Item], Future]] = deque()
+        while queue or pending:
+            while queue and len(pending) < self.ahead:
+                batch = queue.popleft()
+                pending.append((batch, self._submit(batch)))
+            batch, future = pending.popleft()
+            try:
+                decoded = future.result()
+            except BrokenProcessPool:  # every batch in flight is lost with the pool
+                queue.extendleft(reversed([b for b, _ in pending]))
+                pending.clear()
+                self._restart()
+                decoded = self._one_by_one(batch)
+            yield decoded
+
+    def _one_by_one(self, batch: Sequence[Item]) -> list[Decoded]:
+        out = []
+        for item in batch:
+            try:
+                out += self._submit([item]).result()
+            except BrokenProcessPool:
+                self._restart()
+                out.append((None, None, WORKER_DIED))
+        return out
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the workers: waiting for them after a normal end, not after an error or
+        Ctrl-C (they are told to stop and die with this process anyway)."""
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def __enter__(self) -> DecodePool:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(wait=exc_type is None)

@@ -1,0 +1,37 @@
+"""Fault-injection points for the test suite.
+
+Where a crash or a race must leave everything whole, the tests make it happen at exactly
+that point every time instead of hoping a timer lands there. Inert unless the environment
+variable CLIPSEARCH_FAULT names the point: `point=action` or `point:text=action`, where
+`text` must occur in the detail the code passes (a file name, say) and action is `kill`
+(SIGKILL this process), `exit` (leave at once with status 70, as a crash would) or
+`sleep:SECONDS`. Several specs are separated by `;`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+VARIABLE = "CLIPSEARCH_FAULT"
+
+
+def hit(point: str, detail: str = "") -> None:
+    specs = os.environ.get(VARIABLE)
+    if not specs:
+        return
+    for spec in specs.split(";"):
+        where, _, action = spec.partition("=")
+        name, _, text = where.partition(":")
+        if name == point and text in detail:
+            _act(action)
+
+
+def _act(action: str) -> None:
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "exit":
+        os._exit(70)
+    elif action.startswith("sleep:"):
+        time.sleep(float(action[len("sleep:") :]))

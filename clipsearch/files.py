@@ -1,0 +1,56 @@
+"""Files replaced whole or not at all: index files, memos, model weights, query output.
+
+A crash, a kill -9 or a full disk part-way through leaves the old file as it was and, at
+worst, a temporary file beside it (named `NAME.PID.tmp`, so whoever cleans a folder can
+tell them). New files are readable by their owner only: they hold names of private photos.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def temporary_name(path: Path) -> Path:
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
+@contextmanager
+def replacing(path: Path, mode: int = 0o600) -> Iterator[Path]:
+    """A temporary path to write `path`'s new content to. When the block ends without an
+    error the content is flushed to disk and renamed over `path`; otherwise it is removed
+    and `path` is untouched."""
+    tmp = temporary_name(path)
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode))
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _sync_folder(path.parent)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    with replacing(path, mode) as tmp:
+        tmp.write_bytes(data)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename itself durable (where the platform lets a folder be fsynced)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

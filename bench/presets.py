@@ -17,34 +17,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import insert
 
-from clipsearch.catalog import Catalog, File
+from clipsearch.catalog import Catalog
 from clipsearch.search import nearest
+from clipsearch.synthetic import around, file_vectors, unit
 from clipsearch.vectors import VectorIndexes, presets
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def fill(catalog: Catalog, n: int, dim: int, centres: np.ndarray, rng) -> int:
-    model = catalog.register_model("synthetic", "bench", f"bench-{n}-{dim}", dim)
-    step = 50_000
-    for start in range(0, n, step):
-        m = min(step, n - start)
-        x = unit(centres[rng.integers(0, len(centres), m)] + 0.6 * rng.standard_normal((m, dim)))
-        ids = list(range(start + 1, start + m + 1))
-        with catalog.write() as s:
-            s.execute(
-                insert(File),
-                [
-                    {"id": i, "path": f"/bench/{i}.jpg", "size": 1, "mtime_ns": 1, "state": "ok"}
-                    for i in ids
-                ],
-            )
-            Catalog.add_vectors(s, model.id, ids, x)
-    return model.id
+def fill(catalog: Catalog, n: int, dim: int, centres: np.ndarray) -> int:
+    model = ("synthetic", "bench", f"bench-{n}-{dim}", dim)
+    return file_vectors(catalog, around(centres, 0.6, n), model)
 
 
 def main() -> None:
@@ -66,7 +48,7 @@ def main() -> None:
     for n in map(int, args.sizes.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
             catalog = Catalog(f"sqlite:///{Path(tmp) / 'c.db'}")
-            model_id = fill(catalog, n, args.dim, centres, rng)
+            model_id = fill(catalog, n, args.dim, centres)
             indexes = VectorIndexes(catalog, Path(tmp) / "indexes")
             truth = indexes.ground_truth(model_id, queries, 10)
             for name in args.presets.split(","):

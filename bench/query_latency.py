@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import insert
 
-from clipsearch.catalog import Catalog, File
+from clipsearch.catalog import Catalog
 from clipsearch.encoder import load_model
 from clipsearch.library import Library
+from clipsearch.synthetic import around, file_vectors
 
 QUERIES = [
     f"a photo of {w}"
@@ -73,29 +73,9 @@ def centres(encoder, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, f
 def synthetic_store(folder: Path, encoder, n: int, kind: str = "clusters") -> None:
     """n unit vectors filed under the encoder's digest, as if its images were indexed."""
     catalog = Catalog(f"sqlite:///{folder / 'catalog.db'}")
-    model = catalog.register_model(encoder.name, encoder.architecture, encoder.digest, encoder.dim)
-    rng = np.random.default_rng(0)
-    middle, noise = centres(encoder, kind, rng)
-    for start in range(0, n, 50_000):
-        m = min(50_000, n - start)
-        x = middle[rng.integers(0, len(middle), m)] + noise * rng.standard_normal((m, encoder.dim))
-        x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-        ids = list(range(start + 1, start + m + 1))
-        with catalog.write() as s:
-            s.execute(
-                insert(File),
-                [
-                    {
-                        "id": i,
-                        "path": f"/photos/{i}.jpg",
-                        "size": 1000,
-                        "mtime_ns": 10**18,
-                        "state": "ok",
-                    }
-                    for i in ids
-                ],
-            )
-            Catalog.add_vectors(s, model.id, ids, x)
+    middle, noise = centres(encoder, kind, np.random.default_rng(0))
+    model = (encoder.name, encoder.architecture, encoder.digest, encoder.dim)
+    file_vectors(catalog, around(middle, noise, n), model)
     catalog.close()
 
 

@@ -67,18 +67,35 @@ def _pick(
     )
 
 
+def read_text(path: Path) -> str:
+    """A text file as UTF-8 (a BOM allowed); anything else is an error naming the file."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+            "save it as UTF-8"
+        ) from None
+
+
 def _table_rows(
     path: Path, image_col: str | None, caption_col: str | None
 ) -> list[tuple[str, str]]:
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path)
     if path.suffix.lower() in (".jsonl", ".json"):
         records = []
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    records.append(json.loads(line))
+                    record = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+                if not isinstance(record, dict):
+                    raise DataError(
+                        f"{path}:{n}: each line must be a JSON object like "
+                        '{"image": "a.jpg", "caption": "a dog"}'
+                    )
+                records.append(record)
         if not records:
             raise DataError(f"{path}: no rows")
         keys = list(records[0])
@@ -105,7 +122,7 @@ def _folder_rows(folder: Path) -> list[tuple[str, str]]:
         if img.suffix.lower() in IMAGE_EXTENSIONS:
             txt = img.with_suffix(".txt")
             if txt.exists():
-                rows.append((str(img), txt.read_text(encoding="utf-8").strip()))
+                rows.append((str(img), read_text(txt).strip()))
     if not rows:
         raise DataError(f"{folder}: no images with sidecar .txt captions")
     return rows
@@ -120,9 +137,13 @@ def _shard_rows(shards: list[str]) -> list[tuple[str, str]]:
                 for name in sorted(members):
                     stem, ext = os.path.splitext(name)
                     if ext.lower() in IMAGE_EXTENSIONS and stem + ".txt" in members:
-                        caption = (
-                            tar.extractfile(members[stem + ".txt"]).read().decode("utf-8").strip()
-                        )
+                        data = tar.extractfile(members[stem + ".txt"]).read()
+                        try:
+                            caption = data.decode("utf-8").strip()
+                        except UnicodeDecodeError:
+                            raise DataError(
+                                f"{shard}::{stem}.txt: not UTF-8 text; save captions as UTF-8"
+                            ) from None
                         rows.append((f"{shard}::{name}", caption))
         except (tarfile.TarError, OSError) as e:
             raise DataError(f"{shard}: cannot read tar shard: {e}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -72,9 +73,23 @@ def templates(kind: str) -> list[str]:
     else:
         text = Path(kind).read_text(encoding="utf-8")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines or not all("{}" in line for line in lines):
-        raise ValueError(f"{kind}: templates must be one per line, each with {{}} for the label")
+    for line in lines or [""]:
+        if not _one_label_slot(line):
+            raise ValueError(
+                f"{kind}: {line!r}: templates must be one per line, each with {{}} for the label "
+                "and no other braces (write {{ and }} for literal ones)"
+            )
     return lines
+
+
+def _one_label_slot(template: str) -> bool:
+    """Exactly one `{}` and no other replacement field: `{x}` or `{0.a}` would read
+    arguments that are not there, or attributes of the label."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError:  # an unmatched brace
+        return False
+    return fields == [""]
 
 
 def zero_shot_classifier(

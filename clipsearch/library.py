@@ -205,8 +205,13 @@ class Library:
         options: IndexOptions | None = None,
         progress: Progress | None = None,
     ) -> IndexReport:
-        indexer = Indexer(self.store, self.encoder(model), options)
-        return indexer.run([str(p) for p in paths], progress)
+        """Index files and folders for a model. The store is locked and ready before the
+        model loads: a store that cannot be written fails at once, not after the load."""
+        options = options or IndexOptions()
+        if options.dry_run:
+            return Indexer(self.store, self.encoder(model), options).run(paths, progress)
+        with self.store.writing():
+            return Indexer(self.store, self.encoder(model), options).run(paths, progress)
 
     def forget(self, paths: Sequence[str | os.PathLike]) -> int:
         """Remove files or whole folders from the catalog and the vector indexes."""

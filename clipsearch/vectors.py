@@ -76,7 +76,7 @@ class PresetError(ClipsearchError):
     """A preset name or preset file that cannot be used; the message names it."""
 
 
-def _read_preset(name: str, text: str) -> Preset:
+def read_preset(name: str, text: str) -> Preset:
     """One preset file, checked: its keys, and that FAISS can build its factory."""
     where = f"preset file indexes/{name}"
     try:
@@ -107,7 +107,7 @@ def presets() -> dict[str, Preset]:
     out = {}
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".toml"):
-            preset = _read_preset(entry.name, entry.read_text())
+            preset = read_preset(entry.name, entry.read_text())
             out[preset.name] = preset
     return out
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from safetensors import safe_open
@@ -67,7 +69,13 @@ class Weights:
             for k, v in self.state_dict.items()
             if not (text_only and is_vision_key(k))
         }
-        missing, unexpected = model.load_state_dict(weights, strict=False, assign=True)
+        try:
+            missing, unexpected = model.load_state_dict(weights, strict=False, assign=True)
+        except RuntimeError as e:  # shapes that contradict each other
+            found = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
+            raise WeightsError(
+                f"{self.name}: not a consistent CLIP checkpoint: {'; '.join(found[:2]) or e}"
+            ) from None
         if missing or unexpected:
             raise WeightsError(
                 f"{self.name}: weights do not fit CLIP {self.config.vision.width}-wide ViT: "
@@ -220,7 +228,10 @@ def read_state_dict(path: Path, text_only: bool = False) -> dict[str, torch.Tens
     except (OSError, RuntimeError, ValueError, zipfile.BadZipFile) as e:
         raise WeightsError(f"{path}: cannot read weights: {e}") from None
     except Exception as e:  # unpickling refused by weights_only, or a foreign format
-        raise WeightsError(f"{path}: not a weights file clipsearch can read safely: {e}") from None
+        raise WeightsError(
+            f"{path}: not a weights file clipsearch can read safely: it holds more than "
+            f"tensors, and reading it would run code it carries ({type(e).__name__})"
+        ) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]  # open_clip training checkpoints
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -301,6 +312,24 @@ def save_weights(model: CLIP, directory: str | os.PathLike, name: str) -> Path:
 # ---- named models and the hub ----------------------------------------------------------
 
 
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached, when that can be told at once (offline
+    mode, or its host name does not resolve); None when a download is worth trying.
+    Through a proxy the client never resolves the hub's name itself, so it is not checked."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return f"{host} cannot be found: no network here?"
+    return None
+
+
 def download(p: Pretrained) -> str:
     """Fetch once into huggingface_hub's cache; offline, say exactly what is missing."""
     from huggingface_hub import hf_hub_download
@@ -308,14 +337,15 @@ def download(p: Pretrained) -> str:
     if local := cached_file(p):
         return local
     try:
+        if why := hub_unreachable():  # at once, not after a minute of retries
+            raise ConnectionError(why)
         return hf_hub_download(p.repo, p.filename)
     except Exception as e:  # offline, DNS, HTTP errors: all mean "not available here"
         raise WeightsError(
-            f"{p.name} is not in the local Hugging Face cache and could not be downloaded "
-            f"({type(e).__name__}).\n"
-            '  On a machine with internet: python -c "import huggingface_hub as h; '
-            f"h.hf_hub_download('{p.repo}', '{p.filename}')\"\n"
-            f"  or fetch {p.url} and pass the file: --model /path/to/{p.filename}"
+            f"{p.name} is not downloaded yet and could not be ({type(e).__name__}: "
+            f"{str(e)[:100]}); on a machine with internet run `hf download {p.repo} "
+            f"{p.filename}` (then copy ~/.cache/huggingface here), or fetch {p.url} and pass "
+            f"the file with --model /path/to/{p.filename}"
         ) from None
 
 

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-EMOJI = SHARED_DATA / "emoji"
+from helpers import EMOJI, write_emoji_split
 
 
 @pytest.fixture(params=["avx2", "bf16"])
@@ -32,42 +27,11 @@ def tiny():
     return load_model("random:tiny")
 
 
-def make_image(path: Path, size=(48, 40), seed: int = 0, mode: str = "RGB", **save) -> Path:
-    """A real image file with random smooth content, so distinct seeds embed distinctly."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-    img = Image.fromarray(small).resize(size, Image.Resampling.BILINEAR)
-    if mode != "RGB":
-        img = img.convert(mode)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, **save)
-    return path
-
-
 @pytest.fixture
 def emoji_dir() -> Path:
     if not (EMOJI / "captions.jsonl").exists():
         pytest.skip(f"shared emoji data not found at {EMOJI}")
     return EMOJI
-
-
-def write_emoji_split(emoji: Path, out: Path, split: str, vendors: set[str]) -> Path:
-    """A JSONL of (absolute image path, caption) rows for some styles of one split."""
-    rows = [json.loads(line) for line in (emoji / "captions.jsonl").read_text().splitlines()]
-    with open(out, "w") as f:
-        for r in rows:
-            if r["split"] == split and r["vendor"] in vendors:
-                f.write(
-                    json.dumps(
-                        {
-                            "image": str(emoji / r["image"]),
-                            "caption": r["caption"],
-                            "codepoint": r["base_codepoint"],
-                        }
-                    )
-                    + "\n"
-                )
-    return out
 
 
 @pytest.fixture(scope="session")

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from sqlalchemy import text
+from typer.testing import CliRunner
 
-from clipsearch.catalog import SCHEMA_HEAD, Catalog, CatalogError, File, make_engine, migrate
+from clipsearch.catalog import (
+    SCHEMA_HEAD,
+    Catalog,
+    CatalogError,
+    File,
+    State,
+    make_engine,
+    migrate,
+)
+from clipsearch.cli import app
 
 
 def url(path) -> str:
@@ -118,12 +131,7 @@ def test_postgresql_catalog_end_to_end(postgres_server, tmp_path):
     """`--db URL` with PostgreSQL: schema by Alembic, odd and undecodable names, folder
     filters (bytewise path ranges), incremental re-index, forget, and the same answers
     as a SQLite catalog of the same photos."""
-    import json
-
-    from conftest import make_image
-    from typer.testing import CliRunner
-
-    from clipsearch.cli import app
+    from helpers import make_image
 
     photos = tmp_path / "photos"
     for i in range(6):
@@ -153,3 +161,95 @@ def test_postgresql_catalog_end_to_end(postgres_server, tmp_path):
     assert str(photos / "a" / os.fsdecode(b"caf\xe9 \xff.png")) in {r["path"] for r in on_pg}
     run("forget", photos / "a")
     assert json.loads(run("status", "--json"))["files"]["ok"] == 4
+
+
+MIGRATE = """
+import sys
+from clipsearch.catalog import Catalog
+Catalog(sys.argv[1]).prepare()
+"""
+
+
+def migrate_in_a_process(db_url: str, fault: str = "") -> subprocess.Popen:
+    env = {**os.environ, "CLIPSEARCH_FAULT": fault}
+    return subprocess.Popen([sys.executable, "-c", MIGRATE, db_url], env=env)
+
+
+def test_a_crash_inside_the_first_migration_leaves_nothing_half_made(tmp_path):
+    """Python's sqlite3 used to commit each CREATE TABLE as it ran: killed mid-migration,
+    the catalog had tables and no version, and every later command failed forever."""
+    db = url(tmp_path / "c.db")
+    assert migrate_in_a_process(db, "migration=kill").wait() == -9
+    raw = sqlite3.connect(tmp_path / "c.db")
+    assert raw.execute("select name from sqlite_master where type='table'").fetchall() == []
+    raw.close()
+    catalog = Catalog(db)
+    catalog.prepare()
+    assert catalog.models() == []
+
+
+def test_two_first_runs_racing_migrate_once(tmp_path):
+    db = url(tmp_path / "c.db")
+    runs = [migrate_in_a_process(db, "migration=sleep:1") for _ in range(3)]
+    assert [run.wait(timeout=120) for run in runs] == [0, 0, 0]
+    assert Catalog(db).state is State.CURRENT
+
+
+def test_reading_commands_refuse_a_foreign_database_untouched(tmp_path):
+    path = tmp_path / "other-program.db"
+    raw = sqlite3.connect(path)
+    raw.execute("create table notes (body text)")
+    raw.execute("insert into notes values ('mine')")
+    raw.commit()
+    raw.close()
+    before = path.read_bytes()
+    for command in (["status"], ["query", "dog"], ["index", str(tmp_path), "--dry-run"]):
+        result = CliRunner().invoke(app, [*command, "--db", url(path)])
+        assert result.exit_code == 1 and "not a clipsearch catalog" in result.stderr
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other-program.db"]  # no WAL
+
+
+def test_an_in_memory_catalog_is_refused():
+    with pytest.raises(CatalogError, match="in-memory"):
+        Catalog("sqlite://")
+
+
+def test_the_log_position_never_moves_back(tmp_path):
+    """Two writers out of order: the one that read the log earlier must not point the
+    catalog back at its older index and drop the changes logged since."""
+    catalog = Catalog(url(tmp_path / "c.db"))
+    model = catalog.register_model("m", "vit", "d1", 2)
+    with catalog.write() as s:
+        Catalog.log(s, model.id, [1, 2, 3, 4], "+")
+    fields = dict(preset="exact", factory="Flat", params="{}", filename="x", count=4)
+    assert catalog.record_index(model.id, log_seq=4, tombstones=0, **fields)
+    with catalog.write() as s:
+        Catalog.log(s, model.id, [5], "+")
+    assert not catalog.record_index(model.id, log_seq=2, tombstones=0, **fields)
+    assert catalog.index_row(model.id).log_seq == 4
+    assert catalog.log_since(model.id, 4) == [(5, 5, "+")]
+
+
+def test_an_index_file_name_in_the_catalog_is_never_used_as_a_path(tmp_path):
+    """A catalog someone else can write (a copied store, a shared --db) names a file to
+    delete; clipsearch derives index file names and touches only its own."""
+    from helpers import make_image
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    for i in range(3):
+        make_image(tmp_path / "photos" / f"{i}.png", seed=i)
+    store = tmp_path / "store"
+    run = ["--store", str(store)]
+    index = ["index", str(tmp_path / "photos"), "--model", "random:tiny", "--workers", "1"]
+    assert CliRunner().invoke(app, index + run).exit_code == 0
+    raw = sqlite3.connect(store / "catalog.db")
+    raw.execute("update vector_indexes set filename = ?", (str(victim),))
+    raw.commit()
+    raw.close()
+    for command in (index, ["rebuild"], ["forget", str(tmp_path / "photos" / "0.png")]):
+        assert CliRunner().invoke(app, command + run).exit_code == 0
+        assert victim.read_text() == "precious"
+    status = CliRunner().invoke(app, ["status", "--json", *run])
+    assert json.loads(status.stdout)["models"][0]["index"]["file"].startswith("model1-")

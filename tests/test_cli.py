@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import make_image
+import pytest
+from helpers import make_image
 from typer.testing import CliRunner
 
 from clipsearch.cli import app
@@ -116,3 +118,165 @@ def test_status_and_forget_do_not_import_torch(tmp_path):
         proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
         assert proc.stderr.strip().splitlines()[-1] == "False"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Everything the bad inputs below point at: a store of three photos, and files that
+    are wrong in every way the audit found."""
+    import sqlite3
+
+    import torch
+
+    from clipsearch.encoder import load_model
+
+    w = tmp_path_factory.mktemp("world")
+    for i in range(3):
+        make_image(w / "photos" / f"{i}.png", seed=i)
+    make_image(w / "photos" / "[x].png", seed=5)
+    indexed = run("index", str(w / "photos"), "--model", "random:tiny", "--store", str(w / "s"))
+    assert indexed.exit_code == 0, indexed.output
+    (w / "garbage").mkdir()
+    (w / "garbage" / "catalog.db").write_bytes(b"not a database " * 400)
+    (w / "folder" / "catalog.db").mkdir(parents=True)
+    foreign = sqlite3.connect(w / "foreign.db")
+    foreign.execute("create table notes (body text)")
+    foreign.commit()
+    foreign.close()
+    (w / "latin.csv").write_bytes("image,caption\nphotos/0.png,caf\xe9\n".encode("latin-1"))
+    (w / "lists.jsonl").write_text("[1, 2]\n")
+    (w / "templates.txt").write_text("a photo of {} in {x}\n")
+    state = load_model("random:tiny").model.state_dict()
+    state["visual.proj"] = torch.zeros(5, 7)
+    torch.save(state, w / "wrong-shapes.pt")
+    (w / "garbage.pt").write_bytes(b"\x00garbage" * 100)
+    (w / "link.png").symlink_to(w / "photos" / "0.png")
+    (w / "results.txt").write_text("the old results")
+    (w / f"results.txt.{os.getpid()}.tmp").symlink_to("/dev/full")  # disk full mid-write
+    return w
+
+
+# (what is wrong, arguments with {w} for the folder above, exit status, what the line says)
+BAD_INPUTS = [
+    ("catalog that is garbage", "status --store {w}/garbage", 1, "not a clipsearch catalog"),
+    ("catalog that is a folder", "status --store {w}/folder", 1, "is not a file"),
+    ("another program's SQLite", "status --db sqlite:///{w}/foreign.db", 1, "not a clipsearch"),
+    ("--db that is no URL", "status --db foo", 1, "not a database URL"),
+    ("--db of a web address", "status --db http://example.com/x", 1, "knows no database"),
+    ("--db without its driver", "status --db mysql://u@localhost/db", 1, "not installed"),
+    ("unreachable PostgreSQL", "status --db postgresql+psycopg://u@127.0.0.1:1/d", 1, "refused"),
+    ("--db in a missing folder", "index {w}/photos --db sqlite:///{w}/no/x.db", 1, "not exist"),
+    ("in-memory --db", "index {w}/photos --db sqlite://", 1, "in-memory"),
+    ("a file as --store", "status --store {w}/latin.csv", 1, "is a file"),
+    ("store never indexed", "query dog --store {w}/empty", 1, "clipsearch index PATH"),
+    ("unknown preset", "rebuild --store {w}/s --preset magic", 1, "unknown preset"),
+    ("preset too big for the store", "rebuild --store {w}/s --preset ivf-pq", 0, "stands in"),
+    ("huge -k", "query dog --store {w}/s -k 3000000000 -f paths", 0, ""),
+    ("-k 0", "query dog --store {w}/s -k 0", 2, "'-k'"),
+    ("markup as a model name", "query dog --store {w}/s --model [/bold]", 1, "'[/bold]'"),
+    ("colour markup as a model", "query dog --store {w}/s -m [red]x[/red]", 1, "[red]x[/red]"),
+    ("markup in an image name", "query --store {w}/s --image {w}/[/x].png", 1, "[/x].png"),
+    ("--ext %", "query dog --store {w}/s --ext % -f paths", 0, ""),
+    ("a date that is none", "query dog --store {w}/s --after yesterday", 1, "not a date"),
+    ("empty query", "query --store {w}/s", 1, "empty query"),
+    ("--device of no kind", "embed -t hi -m random:tiny --device foo", 1, "unknown device"),
+    ("weights of wrong shapes", "embed -t hi -m {w}/wrong-shapes.pt", 1, "size mismatch"),
+    ("weights that are garbage", "embed -t hi -m {w}/garbage.pt", 1, "read safely"),
+    ("a model name offline", "embed -t hi -m ViT-B-16/laion2b", 1, "hf download laion/"),
+    ("captions not in UTF-8", "train --data {w}/latin.csv --arch tiny", 1, "UTF-8"),
+    ("JSONL rows that are lists", "train --data {w}/lists.jsonl --arch tiny --run-dir {w}/r", 1,
+     "JSON object"),
+    ("--accum 0", "train --data {w}/lists.jsonl --arch tiny --accum 0", 2, "--accum"),
+    ("--accum -1", "train --data {w}/lists.jsonl --arch tiny --accum -1", 2, "--accum"),
+    ("{x} in a template", "classify {w}/photos/0.png --labels a,b --templates {w}/templates.txt "
+     "-m random:tiny", 1, "no other braces"),
+    ("a linked root file", "index {w}/link.png --store {w}/s2 -m random:tiny", 0, "symbolic link"),
+    ("output to a full disk", "query dog --store {w}/s -f paths -o {w}/results.txt", 1,
+     "disk is full"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "says"),
+    [case[1:] for case in BAD_INPUTS],
+    ids=[case[0] for case in BAD_INPUTS],
+)
+def test_bad_input_is_one_clear_line(world, args, status, says):
+    result = runner.invoke(app, args.format(w=world).split())
+    assert result.exit_code == status, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    if status == 1:
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert says in result.stderr
+
+
+def test_cuda_without_cuda_says_what_to_do():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = run("embed", "-t", "hi", "-m", "random:tiny", "--device", "cuda")
+    assert result.exit_code == 1 and "--device cpu" in result.stderr
+
+
+def test_a_failed_write_leaves_the_old_output_whole(world):
+    assert (world / "results.txt").read_text() == "the old results"
+
+
+def test_a_broken_preset_file_is_named_and_status_still_works(world, monkeypatch):
+    from clipsearch import vectors
+
+    def broken():
+        return vectors.read_preset("fast.toml", 'name = "fast"\nfactory = "Flat"\n')
+
+    monkeypatch.setattr(vectors, "presets", broken)
+    assert run("status", "--store", str(world / "s")).exit_code == 0
+    result = run("rebuild", "--store", str(world / "s"), "--preset", "fast")
+    assert result.exit_code == 1
+    assert "indexes/fast.toml: missing keys" in result.stderr
+
+
+def test_names_that_would_drive_the_terminal_are_shown_escaped(tmp_path):
+    """A file named with escape sequences (clear screen, retitle, OSC 8 links) reaches the
+    terminal as visible text; machine formats keep it exact."""
+    evil = "\x1b[2J\x1b]0;pwned\x07\x1b]8;;https:example.com\x1b\\"
+    make_image(tmp_path / "p" / f"{evil}.png")
+    (tmp_path / "p" / f"{evil}.jpg").write_text("not an image")
+    store = ["--store", str(tmp_path / "s")]
+    wide = {"COLUMNS": "300"}  # the whole name in the table's path column
+    shown = [
+        runner.invoke(app, ["index", str(tmp_path / "p"), "-m", "random:tiny", *store]),
+        runner.invoke(app, ["query", "a dog", *store], env=wide),
+        runner.invoke(app, ["status", "--failed", *store]),
+    ]
+    for result in shown:
+        assert result.exit_code == 0 and "\x1b" not in result.output and "\x07" not in result.output
+        assert "\\x1b[2J" in result.output
+    paths = run("query", "a dog", *store, "-f", "paths")
+    assert f"{evil}.png" in paths.stdout  # exact, for pipes
+
+
+def test_non_utf8_names_make_a_valid_utf8_gallery(tmp_path):
+    make_image(tmp_path / "p" / os.fsdecode(b"caf\xe9.png"))
+    store = ["--store", str(tmp_path / "s")]
+    assert run("index", str(tmp_path / "p"), "-m", "random:tiny", *store).exit_code == 0
+    result = run("query", "a dog", *store, "-f", "html", "-o", str(tmp_path / "g.html"))
+    assert result.exit_code == 0
+    (tmp_path / "g.html").read_bytes().decode("utf-8")  # strict: raises if invalid
+
+
+def test_two_models_and_no_model_named_ask_which_without_the_network(tmp_path):
+    make_image(tmp_path / "p" / "a.png")
+    store = ["--store", str(tmp_path / "s")]
+    for model in ("random:tiny", "random:tiny:1"):
+        assert run("index", str(tmp_path / "p"), "-m", model, *store).exit_code == 0
+    result = run("query", "a dog", *store)
+    assert result.exit_code == 1 and "several models" in result.stderr
+    assert "random:tiny:1 (1 vectors)" in result.stderr
+
+
+def test_debug_shows_the_traceback(world):
+    result = run("--debug", "status", "--store", str(world / "garbage"))
+    assert result.exit_code == 1 and "Traceback" in result.stderr

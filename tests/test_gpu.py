@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_image
-from test_vectors import clustered, make_store
+from helpers import clustered, make_image, make_store
 
 from clipsearch.encoder import load_model
 from clipsearch.library import Library

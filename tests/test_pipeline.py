@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import sqlite3
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import make_image
+from helpers import make_image, wait_until_gone
 from PIL import Image
 
+from clipsearch.decoding import WORKER_DIED
 from clipsearch.pipeline import Indexer, IndexOptions
 from clipsearch.store import Store
 
@@ -298,3 +303,186 @@ def test_permission_denied_as_root_without_file_overrides(tmp_path, photos):
     assert "permission denied" in proc.stdout
     files, vectors = catalog_rows(tmp_path / "store")
     assert vectors == sum(state == "ok" for _, state, _ in files) == len(files) - 1
+
+
+POISON_DECODE = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # a 30 GB resize would fail here
+from clipsearch.preprocess import decode_for_index
+pixels, info, error = decode_for_index(sys.argv[1], 224, (int(sys.argv[2]), int(sys.argv[3])))
+print(error or pixels.shape)
+"""
+
+
+def test_a_tiny_image_of_extreme_aspect_decodes_in_bounded_memory(tmp_path):
+    """1 x 200,000 pixels in a few hundred bytes: its short side scaled to 224 would be
+    224 x 44.8 million pixels."""
+    poison = tmp_path / "poison.png"
+    Image.new("RGB", (1, 200_000), (200, 30, 30)).save(poison, optimize=True)
+    assert poison.stat().st_size < 2000
+    st = poison.stat()
+    args = [str(poison), str(st.st_size), str(st.st_mtime_ns)]
+    proc = subprocess.run(
+        [sys.executable, "-c", POISON_DECODE, *args], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "(3, 224, 224)"
+
+
+def test_a_file_that_kills_its_decoding_process_fails_alone(tmp_path, photos, tiny, monkeypatch):
+    """What the out-of-memory killer does to a worker: the batch is decoded again one by
+    one, the file that kills a worker again is recorded, the others are indexed."""
+    make_image(photos / "killer.png", seed=40)
+    monkeypatch.setenv("CLIPSEARCH_FAULT", "decode:killer=kill")
+    report = index(tmp_path / "store", [photos], tiny, batch_size=3)
+    assert dict(report.failures) == {str(photos / "killer.png"): WORKER_DIED}
+    assert report.added == 7
+    monkeypatch.delenv("CLIPSEARCH_FAULT")
+    assert index(tmp_path / "store", [photos], tiny).unchanged == 8  # not retried until changed
+
+
+def bmp_pair(folder):
+    """Two uncompressed images of one size that differ only in the middle: the same
+    cheap fingerprint (size, first and last 64 KiB), different content."""
+    rows = np.full((400, 400, 3), 90, np.uint8)
+    a, b = rows.copy(), rows.copy()
+    b[190:210, 190:210] = 250
+    Image.fromarray(a).save(folder / "scan-a.bmp")
+    Image.fromarray(b).save(folder / "scan-b.bmp")
+    return folder / "scan-a.bmp", folder / "scan-b.bmp"
+
+
+def test_a_vector_is_reused_only_for_the_same_content(tmp_path, tiny):
+    from clipsearch.content import file_fingerprint
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    a, b = bmp_pair(photos)
+    assert file_fingerprint(str(a), a.stat().st_size) == file_fingerprint(str(b), b.stat().st_size)
+    b.rename(tmp_path / "later.bmp")
+    index(tmp_path / "store", [photos], tiny)
+    (tmp_path / "later.bmp").rename(b)
+    shutil.copy(a, photos / "copy-of-a.bmp")
+    report = index(tmp_path / "store", [photos], tiny)
+    assert (report.added, report.copied) == (1, 1)  # b embedded, the true copy reused
+    with Store(tmp_path / "store") as s:
+        model_id = s.catalog.models()[0][0].id
+        rows = s.catalog.files_under([str(photos)])
+        ids, vectors = s.catalog.vectors(model_id)
+    by_path = dict(zip([rows[p].id for p in sorted(rows)], sorted(rows)))
+    vector = {by_path[i]: v for i, v in zip(ids, vectors)}
+    assert np.array_equal(vector[str(a)], vector[str(photos / "copy-of-a.bmp")])
+    assert not np.array_equal(vector[str(a)], vector[str(b)])
+
+
+def test_an_unchanged_rerun_reads_no_file(tmp_path, photos, tiny, monkeypatch):
+    index(tmp_path / "store", [photos], tiny)
+    opened, real_open = [], open
+
+    def spy(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", spy)
+    report = index(tmp_path / "store", [photos], tiny)
+    assert report.unchanged == 7
+    assert not [p for p in opened if p.startswith(str(photos))]
+
+
+def test_overlapping_and_repeated_roots_index_each_file_once(tmp_path, photos, tiny):
+    report = index(tmp_path / "store", [photos, f"{photos}/", photos / "img0.png"], tiny)
+    assert report.added == 7 and report.failed == 0
+    files, vectors = catalog_rows(tmp_path / "store")
+    assert len(files) == vectors == 7
+
+
+def test_index_files_left_by_a_crash_are_removed(tmp_path, photos, tiny):
+    store = tmp_path / "store"
+    assert run_killed(store, photos, "index-written=kill").returncode == -9
+    left = sorted(p.name for p in (store / "indexes").iterdir())
+    assert len(left) == 1  # written, never recorded: nothing points at it
+    (store / "indexes" / "model1-hnsw-3.faiss.999.tmp").write_bytes(b"half")
+    make_image(photos / "new.png", seed=50)
+    index(store, [photos], tiny)
+    with Store(store) as s:
+        current = s.indexes.file_for(s.catalog.index_row(1))
+    assert [p.name for p in (store / "indexes").iterdir()] == [current.name]
+
+
+INDEX_CLI = [sys.executable, "-m", "clipsearch", "index", "--model", "random:tiny"]
+
+
+def test_kill_9_leaves_no_decoding_process_behind(tmp_path, photos):
+    marker = f"CLIPSEARCH_TEST_RUN={uuid.uuid4()}"
+    for i in range(20):
+        make_image(photos / "more" / f"{i}.png", seed=100 + i)
+    env = {**os.environ, "CLIPSEARCH_FAULT": "batch-committed:batch 2.=kill"}
+    env[marker.split("=")[0]] = marker.split("=")[1]
+    args = [str(photos), "--store", str(tmp_path / "store"), "--workers", "2", "--batch-size", "4"]
+    proc = subprocess.run([*INDEX_CLI, *args], env=env, capture_output=True, timeout=300)
+    assert proc.returncode == -9
+    assert wait_until_gone(marker) == []
+
+
+def test_sigterm_stops_like_ctrl_c(tmp_path, photos):
+    marker = f"CLIPSEARCH_TEST_RUN={uuid.uuid4()}"
+    env = {**os.environ, "CLIPSEARCH_FAULT": "batch-committed:batch 1.=sleep:30"}
+    env[marker.split("=")[0]] = marker.split("=")[1]
+    args = [str(photos), "--store", str(tmp_path / "store"), "--workers", "2", "--batch-size", "2"]
+    proc = subprocess.Popen([*INDEX_CLI, *args], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and catalog_count(tmp_path / "store") < 2:
+        time.sleep(0.2)
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err.strip().endswith("Stopped.") and "Traceback" not in err
+    assert catalog_rows(tmp_path / "store")[1] == 2  # the committed batch is kept
+    assert wait_until_gone(marker) == []
+
+
+def catalog_count(store) -> int:
+    try:
+        return catalog_rows(store)[1]
+    except sqlite3.Error:
+        return 0
+
+
+CRASH_POINTS = (
+    "batch-committed:batch {k}.=kill",
+    "index-written=kill",
+    "record-index=kill",
+    "decode={k}=exit",
+)
+
+
+@pytest.mark.slow
+def test_twenty_kills_at_random_moments_then_a_rerun_lose_nothing(tmp_path, tiny):
+    """kill -9 at random times and at every crash point the code has, with files added,
+    changed and deleted between the runs: the last run leaves every image once, every
+    vector with its file, the FAISS index equal to the catalog and no process behind."""
+    rng = random.Random(0)
+    photos = tmp_path / "photos"
+    for i in range(60):
+        make_image(photos / f"{i:03d}.png", seed=i)
+    store = tmp_path / "store"
+    marker = f"CLIPSEARCH_TEST_RUN={uuid.uuid4()}"
+    for kill in range(20):
+        victim = photos / f"{rng.randrange(60):03d}.png"
+        if rng.random() < 0.3 and victim.exists():
+            victim.unlink()
+        elif rng.random() < 0.5:
+            make_image(victim, seed=1000 + kill)
+        fault = rng.choice(CRASH_POINTS).format(k=rng.randrange(1, 6))
+        env = {**os.environ, "CLIPSEARCH_FAULT": "" if kill % 2 else fault}
+        env[marker.split("=")[0]] = marker.split("=")[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILL_SCRIPT, str(store), str(photos)], env=env
+        )
+        try:
+            proc.wait(timeout=rng.uniform(0.5, 4.0))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert wait_until_gone(marker) == []
+    index(store, [photos], tiny)
+    assert_whole(store, len(list(photos.iterdir())))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_image
+from helpers import make_image
 from PIL import Image
 
 from clipsearch.preprocess import ImageError, open_image, preprocess, to_rgb

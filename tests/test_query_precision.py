@@ -8,12 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import make_image
-from sqlalchemy import insert
+from helpers import make_image
 from typer.testing import CliRunner
 
-from clipsearch import Library
-from clipsearch.catalog import Catalog, File
+from clipsearch import Library, synthetic
+from clipsearch.catalog import Catalog
 from clipsearch.cli import app
 from clipsearch.encoder import auto_precision, load_model
 from clipsearch.prompts import AGREEMENT_TARGET as MIN_AGREEMENT
@@ -29,12 +28,8 @@ pytestmark = pytest.mark.usefixtures("cpu_kind")
 def file_vectors(store, encoder, vectors: np.ndarray) -> None:
     """Vectors filed under the encoder's weights, as if images had been indexed."""
     catalog = Catalog(f"sqlite:///{store / 'catalog.db'}")
-    model = catalog.register_model(encoder.name, encoder.architecture, encoder.digest, encoder.dim)
-    ids = list(range(1, len(vectors) + 1))
-    rows = [dict(id=i, path=f"/p/{i}.jpg", size=1, mtime_ns=1, state="ok") for i in ids]
-    with catalog.write() as s:
-        s.execute(insert(File), rows)
-        Catalog.add_vectors(s, model.id, ids, vectors.astype(np.float32))
+    model = (encoder.name, encoder.architecture, encoder.digest, encoder.dim)
+    synthetic.file_vectors(catalog, vectors, model, lambda i: f"/p/{i}.jpg")
     catalog.close()
 
 

@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-from conftest import make_image
+from helpers import make_image
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -361,7 +361,7 @@ def test_semantic_search_with_a_model_trained_by_clipsearch(emoji_models, tmp_pa
     Chance is about 5 x 3 / 5,188 = 0.3%. Queries run as a user's would (precision auto:
     int8 or fp16 weights if the store's check passes) and in fp32; the two must find about
     as much."""
-    from conftest import EMOJI, write_emoji_split
+    from helpers import EMOJI, write_emoji_split
 
     from clipsearch import Library
 

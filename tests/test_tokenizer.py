@@ -160,7 +160,7 @@ def test_truncation_matches_transformers(hf_tokenizer):
 
 @pytest.fixture
 def emoji_captions(request) -> list[str]:
-    from conftest import EMOJI
+    from helpers import EMOJI
 
     path = EMOJI / "captions.jsonl"
     if not path.exists():

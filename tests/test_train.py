@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as tmp
 import torch.nn.functional as F
-from conftest import make_image
+from helpers import make_image
 from typer.testing import CliRunner
 
 from clipsearch.captions import DataError, load_pairs, split

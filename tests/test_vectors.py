@@ -4,47 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sqlalchemy import insert
+from helpers import clustered, make_store
 
-from clipsearch.catalog import Catalog, File
+from clipsearch.catalog import Catalog
 from clipsearch.search import Filters, nearest
-from clipsearch.vectors import VectorIndexes, choose_preset, exact_topk, presets
-
-DIM = 64
-
-
-def clustered(n: int, dim: int = DIM, clusters: int = 40, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, dim))
-    x = centres[rng.integers(0, clusters, n)] + 0.35 * rng.standard_normal((n, dim))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def fill(catalog: Catalog, vectors: np.ndarray, folder: str = "/p") -> int:
-    model = catalog.register_model("synthetic", "none", f"digest{len(vectors)}", vectors.shape[1])
-    with catalog.write() as s:
-        s.execute(
-            insert(File),
-            [
-                {
-                    "id": i + 1,
-                    "path": f"{folder}/{i % 4}/{i}.jpg",
-                    "size": 1,
-                    "mtime_ns": 1,
-                    "state": "ok",
-                }
-                for i in range(len(vectors))
-            ],
-        )
-        Catalog.add_vectors(s, model.id, list(range(1, len(vectors) + 1)), vectors)
-    return model.id
-
-
-def make_store(folder):
-    catalog = Catalog(f"sqlite:///{folder / 'c.db'}")
-    vectors = clustered(4000)
-    model_id = fill(catalog, vectors)
-    return catalog, VectorIndexes(catalog, folder / "indexes"), model_id, vectors
+from clipsearch.vectors import choose_preset, exact_topk, presets
 
 
 @pytest.fixture
@@ -150,20 +114,9 @@ def test_vectors_committed_during_a_build_are_indexed_once(store, preset):
 
     def commit_then_read(mid, *args):
         with catalog.write() as s:
-            s.execute(
-                insert(File),
-                [
-                    {
-                        "id": 5000 + i,
-                        "path": f"/late/{i}.jpg",
-                        "size": 1,
-                        "mtime_ns": 1,
-                        "state": "ok",
-                    }
-                    for i in range(3)
-                ],
-            )
-            Catalog.add_vectors(s, mid, [5000, 5001, 5002], late)
+            ids = [Catalog.add_file(s, f"/late/{i}.jpg", 1, 1).id for i in range(3)]
+            assert ids == [4001, 4002, 4003]
+            Catalog.add_vectors(s, mid, ids, late)
         catalog.iter_vector_batches = read_batches
         return read_batches(mid, *args)
 
@@ -171,4 +124,4 @@ def test_vectors_committed_during_a_build_are_indexed_once(store, preset):
     loaded = indexes.build(model_id, preset)
     assert loaded.index.ntotal == loaded.count == 4003
     scores, ids = loaded.search(late[:1], 2)
-    assert ids[0][0] == 5000 and ids[0][1] != 5000
+    assert ids[0][0] == 4001 and ids[0][1] != 4001

@@ -1,0 +1,89 @@
+"""Helpers shared by the tests: generated images, the shared emoji data, processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+EMOJI = SHARED_DATA / "emoji"
+
+
+def make_image(path: Path, size=(48, 40), seed: int = 0, mode: str = "RGB", **save) -> Path:
+    """A real image file with random smooth content, so distinct seeds embed distinctly."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    img = Image.fromarray(small).resize(size, Image.Resampling.BILINEAR)
+    if mode != "RGB":
+        img = img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **save)
+    return path
+
+
+def write_emoji_split(emoji: Path, out: Path, split: str, vendors: set[str]) -> Path:
+    """A JSONL of (absolute image path, caption) rows for some styles of one split."""
+    rows = [json.loads(line) for line in (emoji / "captions.jsonl").read_text().splitlines()]
+    with open(out, "w") as f:
+        for r in rows:
+            if r["split"] == split and r["vendor"] in vendors:
+                f.write(
+                    json.dumps(
+                        {
+                            "image": str(emoji / r["image"]),
+                            "caption": r["caption"],
+                            "codepoint": r["base_codepoint"],
+                        }
+                    )
+                    + "\n"
+                )
+    return out
+
+
+def processes_marked(marker: str) -> list[int]:
+    """Processes whose environment holds `marker`: a run's own children, found again
+    after the run is gone."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if marker.encode() in (proc / "environ").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+def wait_until_gone(marker: str, seconds: float = 10) -> list[int]:
+    """The marked processes still alive after up to `seconds` (they exit asynchronously)."""
+    deadline = time.time() + seconds
+    while (alive := processes_marked(marker)) and time.time() < deadline:
+        time.sleep(0.2)
+    return alive
+
+
+def clustered(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
+    from clipsearch import synthetic
+
+    return synthetic.clustered(n, dim, seed=seed)
+
+
+def make_store(folder: Path, n: int = 4000):
+    """A catalog of n clustered 64-d vectors in folders /p/0../p/3, and its vector indexes:
+    (catalog, indexes, model id, vectors); the vector of file id i is vectors[i - 1]."""
+    from clipsearch import synthetic
+    from clipsearch.catalog import Catalog
+    from clipsearch.vectors import VectorIndexes
+
+    catalog = Catalog(f"sqlite:///{folder / 'c.db'}")
+    vectors = clustered(n)
+    model = ("synthetic", "none", f"digest{n}", vectors.shape[1])
+    model_id = synthetic.file_vectors(
+        catalog, vectors, model, lambda i: f"/p/{(i - 1) % 4}/{i - 1}.jpg"
+    )
+    return catalog, VectorIndexes(catalog, folder / "indexes"), model_id, vectors

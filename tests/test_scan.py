@@ -1,0 +1,39 @@
+"""Walking folders: what is found, what is skipped and said, and links that meet or loop."""
+
+from __future__ import annotations
+
+import os
+
+from helpers import make_image
+
+from clipsearch.scan import Walker
+
+
+def test_symlink_diamonds_are_walked_once(tmp_path):
+    """Each level links twice to the next: followed naively, 2**12 paths to one image."""
+    levels = [tmp_path / f"level{i}" for i in range(13)]
+    for level in levels:
+        level.mkdir()
+    make_image(levels[-1] / "deep.png")
+    for here, below in zip(levels, levels[1:]):
+        (here / "left").symlink_to(below, target_is_directory=True)
+        (here / "right").symlink_to(below, target_is_directory=True)
+    found = list(Walker(follow_symlinks=True).walk(str(levels[0])))
+    assert [os.path.basename(f.path) for f in found] == ["deep.png"]
+
+
+def test_a_link_named_as_a_root_file_is_reported_unless_followed(tmp_path):
+    image = make_image(tmp_path / "real.png")
+    (tmp_path / "link.png").symlink_to(image)
+    walker = Walker()
+    assert list(walker.walk(str(tmp_path / "link.png"))) == []
+    assert "--follow-symlinks" in walker.problems[0].reason
+    followed = list(Walker(follow_symlinks=True).walk(str(tmp_path / "link.png")))
+    assert [f.path for f in followed] == [str(tmp_path / "link.png")]
+
+
+def test_a_link_named_as_a_root_folder_is_walked(tmp_path):
+    make_image(tmp_path / "real" / "a.png")
+    (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+    found = list(Walker().walk(str(tmp_path / "link")))
+    assert [f.path for f in found] == [str(tmp_path / "link" / "a.png")]

@@ -128,8 +128,9 @@ def main() -> None:
                         p50, encode, repeat = warm_latency(lib, str(model_dir))
                         used = lib.query_encoder(str(model_dir), text_only=True).precision
                         check = lib.status()["models"][0]["query_precision"]
-                    if precision == "auto":
-                        precision = f"auto={used} (check {check['agreement']})"
+                    if precision == "auto":  # no check where no faster tower runs here
+                        found = check["agreement"] if check else "none made"
+                        precision = f"auto={used} (check {found})"
                     print(
                         f"warm {n:>8} {preset:>8} {precision}: search p50 {p50:6.1f} ms "
                         f"(text encoding alone {encode:5.1f} ms; "

@@ -355,6 +355,7 @@ def test_combine_renormalises_and_refuses_cancelling_terms():
         combine(np.stack([v[0], v[0]]), [1, -1])
 
 
+@pytest.mark.slow
 def test_semantic_search_with_a_model_trained_by_clipsearch(emoji_models, tmp_path):
     """Index all 5,188 emoji with the model clipsearch trained and fine-tuned; the caption
     of each held-out concept should find one of its (at most 3) images in the top 5.

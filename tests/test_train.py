@@ -275,6 +275,7 @@ def test_classify_and_eval_commands(tmp_path, small_data):
     assert metrics["n"] == 24 and 0 <= metrics["text_to_image_R@5"] <= 1
 
 
+@pytest.mark.slow
 def test_learns_unseen_concepts_and_fine_tuning_helps(emoji_models):
     """Text->image recall@5 on 192 held-out concepts in an unseen style (chance 2.6%)."""
     scratch, tuned = emoji_models["scratch"], emoji_models["tuned"]

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from clipsearch.encoder import load_model
-from clipsearch.pipeline import Indexer, IndexOptions
+from clipsearch.indexer import Indexer, IndexOptions
 from clipsearch.preprocess import preprocess
 from clipsearch.store import Store
 

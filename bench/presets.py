@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from clipsearch.ann import VectorIndexes, presets
 from clipsearch.catalog import Catalog
 from clipsearch.search import nearest
 from clipsearch.synthetic import around, file_vectors, unit
-from clipsearch.vectors import VectorIndexes, presets
 
 
 def fill(catalog: Catalog, n: int, dim: int, centres: np.ndarray) -> int:

@@ -127,7 +127,7 @@ def main() -> None:
                     with Library(folder, precision=precision) as lib:
                         p50, encode, repeat = warm_latency(lib, str(model_dir))
                         used = lib.query_encoder(str(model_dir), text_only=True).precision
-                        check = lib.status()["models"][0]["query_precision"]
+                        check = lib.status().models[0].query_precision
                     if precision == "auto":  # no check where no faster tower runs here
                         found = check["agreement"] if check else "none made"
                         precision = f"auto={used} (check {found})"

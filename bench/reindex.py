@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from clipsearch.encoder import load_model
-from clipsearch.pipeline import Indexer, IndexOptions
+from clipsearch.indexer import Indexer, IndexOptions
 from clipsearch.store import Store
 
 

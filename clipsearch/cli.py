@@ -6,7 +6,6 @@ errors are one clear line on stderr and exit status 1, never a traceback.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -280,7 +279,7 @@ def index(
     """Embed every image under PATHS into the store. Re-runs touch only new, changed,
     moved and deleted files; an interrupted run (Ctrl-C, kill, power cut) continues where
     it stopped. One process writes a store at a time; searching never waits."""
-    from .pipeline import IndexOptions
+    from .indexer import IndexOptions
 
     options = IndexOptions(
         batch_size=batch_size,
@@ -344,40 +343,38 @@ def status(
     with user_errors(), open_library(store, db) as lib:
         info = lib.status()
     if as_json:
-        emit_json(info)
+        emit_json(info.to_dict())
         return
-    out.print(f"Store: {shown(info['store'])}")
-    out.print(f"Files: {info['files']['ok']} indexed, {info['files']['failed']} failed")
+    out.print(f"Store: {shown(info.store)}")
+    out.print(f"Files: {info.files_ok} indexed, {info.files_failed} failed")
     table = Table("model", "weights", "dim", "vectors", "index", "built", "state", "text queries")
-    for m in info["models"]:
-        ix = m["index"]
-        state = (
-            "-" if ix is None else ("stale (updated on next query)" if ix["stale"] else "current")
-        )
+    for m in info.models:
+        ix = m.index
+        state = "-" if ix is None else ("stale (updated on next query)" if ix.stale else "current")
         table.add_row(
-            shown(m["name"]),
-            m["digest"],
-            str(m["dim"]),
-            str(m["vectors"]),
-            "-" if ix is None else f"{ix['preset']} ({ix['count']})",
-            "-" if ix is None else ix["built_at"][:19],
+            shown(m.name),
+            m.digest,
+            str(m.dim),
+            str(m.vectors),
+            "-" if ix is None else f"{ix.preset} ({ix.count})",
+            "-" if ix is None else ix.built_at[:19],
             state,
-            query_precision(m["query_precision"]),
+            precision_cell(m.query_precision),
         )
     out.print(table)
-    if info["heif_skipped"]:
+    if info.heif_skipped:
         out.print(
-            f"{info['heif_skipped']} HEIC/AVIF files skipped: "
+            f"{info.heif_skipped} HEIC/AVIF files skipped: "
             "pip install 'clipsearch[heif]', then index again."
         )
     if failed:
-        for f in info["failed"]:
-            out.print(f"{shown(f['path'])}: {shown(f['reason'])}")
-    elif info["failed"]:
+        for f in info.failed:
+            out.print(f"{shown(f.path)}: {shown(f.reason)}")
+    elif info.failed:
         out.print("List failed files with: clipsearch status --failed")
 
 
-def query_precision(check: dict | None) -> str:
+def precision_cell(check: dict | None) -> str:
     """What `--precision auto` does for text queries, from the store's precision check."""
     if check is None:
         return "-"
@@ -658,7 +655,7 @@ def train(
             bar(step, total, f"loss {m['loss']:.3f} lr {m['lr']:.2e} {m['images_per_s']:.0f} img/s")
 
         result = run_training(cfg, bar and progress)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, the first process reports
+    if not result.main_process:  # under torchrun, the first process reports
         return
     if as_json:
         from dataclasses import asdict
@@ -692,9 +689,9 @@ def evaluate_command(
     as_json: bool = JsonOption,
 ) -> None:
     """Text-to-image and image-to-text recall@1/5/10 and median rank on a data set."""
-    from .captions import load_pairs
     from .encoder import load_model
     from .evaluate import evaluate
+    from .training_data import load_pairs
 
     with user_errors():
         pairs = load_pairs(data, image_column, caption_column)

@@ -12,14 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import packed
+from . import cpu_text
 from .digests import DigestCache
 from .errors import ClipsearchError
 from .model import CLIP
 from .preprocess import ImageSource, preprocess
 from .pretrained import DEFAULT_MODEL
 from .query_precision import CANDIDATES
-from .tokenizer import Tokenizer, default_tokenizer
+from .tokenizer import Tokenizer, cut_to_longest, default_tokenizer
 from .weights import resolve, save_weights
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
@@ -170,7 +170,7 @@ class Encoder:
         self._fast_cpu_text = (
             owns_model
             and self.device.type == "cpu"
-            and packed.available()
+            and cpu_text.available()
             and (self.precision == "fp32" or self._dynamic is not None)
         )
         self._text_calls = 0
@@ -188,16 +188,15 @@ class Encoder:
         """Token ids (n, ≤77) -> unit vectors, the batch cut to its longest text."""
         if len(tokens) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        length = int(tokens.argmax(axis=1).max()) + 1
-        t = torch.from_numpy(tokens[:, :length]).to(self.device)
+        t = torch.from_numpy(cut_to_longest(tokens)).to(self.device)
         if self._traced is not None:
             return self._unit(self._traced(t))
         if self._fast_cpu_text and self._text_calls == 0:
-            packed.pack_text_tower(self.model, self._dynamic)
+            cpu_text.pack_text_tower(self.model, self._dynamic)
         y = self.model.encode_text(t)
         self._text_calls += 1
         if self._fast_cpu_text and self._text_calls == 2:
-            self._traced = packed.trace_text_tower(self.model, t, y)
+            self._traced = cpu_text.trace_text_tower(self.model, t, y)
         return self._unit(y)
 
     def warm_up_text(self) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .captions import Pair, read_image
 from .encoder import Encoder
-from .preprocess import normalize, resize_and_crop
+from .preprocess import preprocess
+from .training_data import Pair, read_image
 
 KS = (1, 5, 10)
 
@@ -23,7 +23,7 @@ def embed_pairs(
     images = []
     for i in range(0, len(pairs), batch_size):
         batch = [
-            normalize(resize_and_crop(read_image(p.image), encoder.image_size))
+            preprocess(read_image(p.image), encoder.image_size)[0]
             for p in pairs[i : i + batch_size]
         ]
         images.append(encoder.encode_pixels(np.stack(batch)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -12,12 +11,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import status
+from .ann import LoadedIndex, preset_named
 from .catalog import Catalog, Model, State
-from .pipeline import Indexer, IndexOptions, IndexReport, Progress, absolute_roots
+from .indexer import Indexer, IndexOptions, IndexReport, Progress, absolute_roots
 from .preprocess import ImageError
 from .pretrained import DEFAULT_MODEL
 from .prompts import SEARCH_PROMPTS
-from .query_precision import TextTowers
+from .query_precision import PrecisionChecks, TextTowers
 from .search import (
     Filters,
     QueryError,
@@ -25,12 +26,12 @@ from .search import (
     Term,
     combine,
     describe,
+    hydrate,
     nearest,
     parse_query,
-    results,
 )
-from .store import OnWait, Store
-from .vectors import LoadedIndex, preset_named
+from .status import StatusReport
+from .store import PRECISION_CHECKS_FILE, OnWait, Store
 
 if TYPE_CHECKING:  # torch loads with the first model, not with `status` or `forget`
     from .encoder import Encoder
@@ -89,7 +90,7 @@ class Library:
         self._default: str | None = None
         self._text_vectors: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self.text_towers = TextTowers(
-            self.store.precision_checks,
+            PrecisionChecks(self.store.path / PRECISION_CHECKS_FILE),
             lambda spec, precision: self._load(spec, precision, text_only=True),
         )
 
@@ -251,47 +252,10 @@ class Library:
 
     # ---- status -----------------------------------------------------------------------
 
-    def status(self) -> dict:
-        files = self.catalog.count_files()
-        indexes = {r.model_id: r for r in self.catalog.index_rows()}
-        precision_verdicts = self.store.precision_checks.verdicts()
-        models = []
-        for m, n in self.catalog.models():
-            row = indexes.get(m.id)
-            index = None
-            if row is not None:
-                file = self.store.indexes.file_for(row)
-                exists = file is not None and file.exists()
-                index = {
-                    "preset": row.preset,
-                    "factory": row.factory,
-                    "count": row.count,
-                    "params": json.loads(row.params),
-                    "built_at": row.built_at.isoformat(),
-                    "tombstones": row.tombstones,
-                    "stale": (not exists) or self.catalog.log_position(m.id) > row.log_seq,
-                    "file": file.name if exists else None,
-                }
-            models.append(
-                {
-                    "name": m.name,
-                    "architecture": m.architecture,
-                    "digest": m.digest,
-                    "dim": m.dim,
-                    "vectors": n,
-                    "index": index,
-                    "query_precision": precision_verdicts.get(m.digest),
-                }
-            )
-        failed = self.catalog.failed_files()
-        return {
-            "store": str(self.store.path),
-            "catalog": self.store.db_url,
-            "files": {"ok": files.get("ok", 0), "failed": files.get("failed", 0)},
-            "models": models,
-            "failed": [{"path": f.path, "reason": f.error} for f in failed],
-            "heif_skipped": sum(1 for f in failed if f.error and "pillow-heif" in f.error),
-        }
+    def status(self) -> StatusReport:
+        """Files, models, their vector indexes and precision checks, failures."""
+        verdicts = self.text_towers.checks.verdicts()
+        return status.report(self.catalog, self.store.indexes, str(self.store.path), verdicts)
 
     # ---- search -----------------------------------------------------------------------
 
@@ -356,7 +320,7 @@ class Library:
         k = min(k, max(1, loaded.count))  # no more results than vectors, whatever is asked
         exclude = self._self_ids(terms) if exclude_self else []
         hits = nearest(self.catalog, loaded, vector, k, filters, exclude)
-        return Answer(describe(terms), encoder.name, results(self.catalog, hits, min_score), action)
+        return Answer(describe(terms), encoder.name, hydrate(self.catalog, hits, min_score), action)
 
     def similar(self, path: str, k: int = 10, **kwargs) -> Answer:
         """Images nearest to one image, itself excluded."""

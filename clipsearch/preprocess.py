@@ -184,6 +184,18 @@ IMAGE_EXTENSIONS = frozenset(
 HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".avif"})
 
 
+def is_image_name(name: str) -> bool:
+    """An image file by its extension; HEIF ones too (without pillow-heif they are
+    recorded as skipped, so that installing it later picks them up)."""
+    ext = os.path.splitext(name)[1].lower()
+    return ext in IMAGE_EXTENSIONS or ext in HEIF_EXTENSIONS
+
+
+def skipped_for_heif(error: str | None) -> bool:
+    """A file recorded as failed only because pillow-heif was missing."""
+    return error == NO_HEIF
+
+
 NO_HEIF = "HEIC/HEIF/AVIF needs pillow-heif: pip install 'clipsearch[heif]', then index again"
 
 

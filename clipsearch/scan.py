@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .catalog import File
-from .preprocess import HEIF_EXTENSIONS, IMAGE_EXTENSIONS
+from .preprocess import is_image_name
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,6 @@ class Walker:
 
     def excluded(self, path: str, name: str) -> bool:
         return any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(path, g) for g in self.exclude)
-
-    @staticmethod
-    def wanted(name: str) -> bool:
-        """Image extensions; HEIF ones too, recorded as failed when pillow-heif is absent."""
-        ext = os.path.splitext(name)[1].lower()
-        return ext in IMAGE_EXTENSIONS or ext in HEIF_EXTENSIONS
 
     def walk(self, root: str) -> Iterator[Found]:
         """Image files under root (or root itself), depth first. Each folder is walked
@@ -111,7 +105,7 @@ class Walker:
                     continue
                 self.visited.add(key)
                 yield from self._walk_dir(entry.path, ancestors | {key})
-            elif stat.S_ISREG(st.st_mode) and self.wanted(name):
+            elif stat.S_ISREG(st.st_mode) and is_image_name(name):
                 yield Found(entry.path, st.st_size, st.st_mtime_ns)
 
 

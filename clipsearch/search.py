@@ -16,10 +16,10 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from .ann import LoadedIndex, exact_topk
 from .catalog import Catalog
 from .errors import ClipsearchError
-from .preprocess import HEIF_EXTENSIONS, IMAGE_EXTENSIONS
-from .vectors import LoadedIndex, exact_topk
+from .preprocess import is_image_name
 
 EXACT_SUBSET_LIMIT = 20_000  # filtered sets up to this size are searched exactly
 _WEIGHTED = re.compile(r"^(-?\d+(?:\.\d+)?):(.+)$", re.DOTALL)
@@ -43,8 +43,7 @@ class Term:
 
 
 def looks_like_image(arg: str) -> bool:
-    ext = os.path.splitext(arg)[1].lower()
-    return (ext in IMAGE_EXTENSIONS or ext in HEIF_EXTENSIONS) and os.path.isfile(arg)
+    return is_image_name(arg) and os.path.isfile(arg)
 
 
 def parse_query(args: Sequence[str], images: Sequence[str] = ()) -> list[Term]:
@@ -181,9 +180,10 @@ def _utc(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / 1e9, timezone.utc).replace(tzinfo=None)
 
 
-def results(
+def hydrate(
     catalog: Catalog, hits: Sequence[tuple[int, float]], min_score: float | None
 ) -> list[Result]:
+    """(file id, score) hits as Results, with what the catalog knows of each file."""
     rows = catalog.file_rows([fid for fid, _ in hits])
     out = []
     for fid, score in hits:

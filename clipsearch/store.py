@@ -15,17 +15,16 @@ from pathlib import Path
 
 import platformdirs
 
+from .ann import VectorIndexes
 from .catalog import Catalog, CatalogMissing, sqlite_url
 from .digests import DigestCache
 from .errors import ClipsearchError
-from .query_precision import PrecisionChecks
-from .vectors import VectorIndexes
 
 CATALOG_FILE = "catalog.db"
 INDEX_DIR = "indexes"
 LOCK_FILE = "writer.lock"
 DIGESTS_FILE = "weights-digests.json"
-PRECISION_CHECKS_FILE = "precision-checks.json"
+PRECISION_CHECKS_FILE = "precision-checks.json"  # query_precision.PrecisionChecks
 
 
 class StoreNotFound(CatalogMissing):
@@ -72,7 +71,6 @@ class Store:
         self.catalog = Catalog(self.db_url)
         self.indexes = VectorIndexes(self.catalog, self.path / INDEX_DIR)
         self.digests = DigestCache(self.path / DIGESTS_FILE)
-        self.precision_checks = PrecisionChecks(self.path / PRECISION_CHECKS_FILE)
         self.wait = wait
         self.on_wait = on_wait
         self._lock_fd: int | None = None

@@ -122,6 +122,14 @@ class Tokenizer:
         return out
 
 
+def cut_to_longest(tokens):
+    """Token ids (n, 77) cut after the longest text's end-of-text (the largest id, so its
+    argmax): the mask is causal and pooling is at end-of-text, so the positions after it
+    change nothing and cost a quarter of a query's time. numpy arrays or torch tensors."""
+    length = int(tokens.argmax(-1).max()) + 1
+    return tokens[:, :length]
+
+
 @lru_cache(maxsize=1)
 def default_tokenizer() -> Tokenizer:
     """One shared instance: building the merge table costs ~0.3 s."""

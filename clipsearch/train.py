@@ -25,11 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .captions import Pair, PairDataset, Pairs, load_pairs, split
 from .encoder import Encoder, native_bf16
 from .evaluate import evaluate
+from .files import replacing
 from .model import CLIP
-from .tokenizer import default_tokenizer
+from .tokenizer import cut_to_longest, default_tokenizer
+from .training_data import Pair, PairDataset, Pairs, load_pairs, split
 from .weights import random_weights, resolve, save_weights
 
 MAX_LOGIT_SCALE = math.log(100)
@@ -65,7 +66,6 @@ class TrainConfig:
     image_column: str | None = None
     caption_column: str | None = None
     max_bad_fraction: float = 0.01
-    stop_after: int | None = None  # stop (and checkpoint) after this many steps, as Ctrl-C
     resume: bool = False
 
 
@@ -81,6 +81,7 @@ class TrainResult:
     skipped_rows: int
     images_per_s: float
     history: list[dict] = field(default_factory=list)
+    main_process: bool = True  # under torchrun, the process that reports
 
 
 Progress = Callable[[int, int, dict], None]  # (step, total steps, latest metrics)
@@ -258,36 +259,65 @@ def collate(items):
         return None, None, bad
     pixels = torch.from_numpy(np.stack([p for p, _ in kept]))
     tokens = torch.from_numpy(np.stack([t for _, t in kept]))
-    length = int(tokens.argmax(dim=1).max()) + 1  # cut to the longest caption
-    return pixels, tokens[:, :length], bad
+    return pixels, cut_to_longest(tokens), bad
 
 
 # ---- checkpoints ----------------------------------------------------------------------------
 
 
-def save_checkpoint(
-    run: Path, model: CLIP, optimizer, position: dict, cfg: TrainConfig, name: str
-) -> None:
-    """state.pt (weights, optimizer, position, RNG) atomically, then the loadable model."""
+@dataclass
+class TrainState:
+    """Where a run stands; saved with every checkpoint, so that a resumed run goes on with
+    exactly the batches, learning rates and random numbers an uninterrupted one would."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0  # epochs finished
+    batch: int = 0  # batches of the current epoch consumed
+    best: dict | None = None  # validation metrics of the best epoch so far
+    before: dict | None = None  # validation metrics before training
+    bad_images: int = 0  # rows skipped because their image could not be read
+
+
+@dataclass
+class Run:
+    """A run's working parts: what trains, on what, and where it is written."""
+
+    cfg: TrainConfig
+    world: World
+    folder: Path
+    model: CLIP
+    wrapped: nn.Module  # the model, or DDP around it under torchrun
+    optimizer: torch.optim.Optimizer
+    dataset: PairDataset
+    val: list[Pair]
+    name: str
+    state: TrainState
+    total_steps: int
+    skipped_rows: int
+
+
+def save_checkpoint(run: Run) -> None:
+    """state.pt (weights, optimizer, state, RNG) atomically, then the loadable model."""
+    if not run.world.main:
+        return
     state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "position": position,
-        "config": asdict(cfg),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "position": asdict(run.state),
+        "config": asdict(run.cfg),
         "rng": torch.get_rng_state(),
     }
-    tmp = run / (STATE_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, run / STATE_FILE)
-    save_weights(model, run, name)
+    with replacing(run.folder / STATE_FILE) as tmp:
+        torch.save(state, tmp)
+    save_weights(run.model, run.folder, run.name)
 
 
-def load_checkpoint(run: Path) -> dict:
-    return torch.load(run / STATE_FILE, map_location="cpu", weights_only=True)
+def load_checkpoint(folder: Path) -> dict:
+    return torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
 
 
-def log_metrics(run: Path, record: dict) -> None:
-    with open(run / METRICS_FILE, "a", encoding="utf-8") as f:
+def log_metrics(folder: Path, record: dict) -> None:
+    with open(folder / METRICS_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
 
 
@@ -315,131 +345,182 @@ def build_model(cfg: TrainConfig) -> tuple[CLIP, str]:
     return w.build(), f"trained:{cfg.arch}"
 
 
-def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
-    """Run (or resume) training; returns the metrics before and after."""
+def start(cfg: TrainConfig) -> Run:
+    """A new run, or the one in cfg.run_dir resumed with the settings it started with."""
     world = init_world()
-    run = Path(cfg.run_dir)
-    state = None
-    if (run / STATE_FILE).exists():
+    folder = Path(cfg.run_dir)
+    saved = None
+    if (folder / STATE_FILE).exists():
         if not cfg.resume:
             raise ValueError(
-                f"{run} already holds a run; pass --resume to continue it, or another --run-dir"
+                f"{folder} already holds a run; pass --resume to continue it, or another --run-dir"
             )
-        state = load_checkpoint(run)  # the run goes on with the settings it started with
-        saved = TrainConfig(**state["config"])
-        cfg = replace(saved, run_dir=cfg.run_dir, resume=True, stop_after=cfg.stop_after)
+        saved = load_checkpoint(folder)
+        cfg = replace(TrainConfig(**saved["config"]), run_dir=cfg.run_dir, resume=True)
     elif cfg.resume:
-        raise ValueError(f"{run}: nothing to resume (no {STATE_FILE})")
+        raise ValueError(f"{folder}: nothing to resume (no {STATE_FILE})")
     torch.manual_seed(cfg.seed)
-    run.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     model, base_name = build_model(cfg)
-    name = f"{base_name}+ft:{run.name}" if cfg.init else base_name
+    name = f"{base_name}+ft:{folder.name}" if cfg.init else base_name
     data, val = load_data(cfg)
     dataset = PairDataset(
         data.rows, model.config.vision.image_size, default_tokenizer(), cfg.augment, cfg.seed
     )
-
-    position = {"step": 0, "epoch": 0, "batch": 0, "best": None, "before": None, "bad_images": 0}
-    if state is not None:
-        model.load_state_dict(state["model"])
-        position = state["position"]
-        torch.set_rng_state(state["rng"])
+    state = TrainState()
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        state = TrainState(**saved["position"])
+        torch.set_rng_state(saved["rng"])
     apply_locks(model, cfg.lock_image, cfg.lock_text, cfg.unlock_last)
     model.set_grad_checkpointing(cfg.grad_checkpointing)
     model.to(world.device)
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6
     )
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+    if saved is not None:
+        optimizer.load_state_dict(saved["optimizer"])
     wrapped = nn.parallel.DistributedDataParallel(model) if world.size > 1 else model
+    per_epoch = len(epoch_batches(len(dataset), cfg.batch_size, world, cfg.seed, 0))
+    total_steps = max(1, cfg.epochs * per_epoch // cfg.accum)
+    return Run(
+        cfg, world, folder, model, wrapped, optimizer, dataset, val, name, state, total_steps,
+        data.skipped,
+    )  # fmt: skip
 
-    batches_per_epoch = len(epoch_batches(len(dataset), cfg.batch_size, world, cfg.seed, 0))
-    total_steps = max(1, cfg.epochs * batches_per_epoch // cfg.accum)
-    if position["before"] is None and world.main:
-        position["before"] = validate(model, val, name)
+
+class Meter:
+    """Images seen and the time they took, for images/s."""
+
+    def __init__(self, world: World):
+        self.world = world
+        self.seen = 0
+        self.started = time.perf_counter()
+
+    def add(self, images: int) -> None:
+        self.seen += images * self.world.size
+
+    @property
+    def per_second(self) -> float:
+        return self.seen / max(1e-9, time.perf_counter() - self.started)
+
+
+def optimizer_step(run: Run) -> float:
+    """One step at the schedule's learning rate; the temperature clamped to 100."""
+    lr = lr_at(run.state.step, run.cfg.lr, run.cfg.warmup, run.total_steps)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        run.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+    run.state.step += 1
+    return lr
+
+
+def train_one_epoch(
+    run: Run, meter: Meter, progress: Progress | None, stop_after: int | None
+) -> bool:
+    """The rest of the current epoch's batches; True if it stopped at `stop_after` steps."""
+    cfg, state = run.cfg, run.state
+    run.dataset.epoch = state.epoch
+    batches = epoch_batches(len(run.dataset), cfg.batch_size, run.world, cfg.seed, state.epoch)
+    loader = DataLoader(
+        run.dataset,
+        batch_sampler=batches[state.batch :],
+        num_workers=cfg.workers,
+        collate_fn=collate,
+    )
+    run.model.train()
+    loss = torch.tensor(float("nan"))
+    for pixels, tokens, bad in loader:
+        state.bad_images += bad
+        if pixels is not None:
+            with autocast(cfg.precision, run.world.device):
+                loss = step_loss(
+                    run.wrapped, pixels.to(run.world.device), tokens.to(run.world.device)
+                )
+            (loss / cfg.accum).backward()
+            meter.add(len(pixels))
+        state.batch += 1
+        if state.batch % cfg.accum and state.batch < len(batches):
+            continue  # accumulating
+        lr = optimizer_step(run)
+        record = {
+            "step": state.step,
+            "epoch": state.epoch + 1,
+            "loss": loss.item(),
+            "lr": lr,
+            "logit_scale": run.model.logit_scale.detach().exp().item(),
+            "images_per_s": meter.per_second,
+        }
+        if run.world.main and state.step % 10 == 0:
+            log_metrics(run.folder, record)
+        if progress:
+            progress(state.step, run.total_steps, record)
+        if cfg.save_every and state.step % cfg.save_every == 0:
+            save_checkpoint(run)
+        if stop_after and state.step >= stop_after:
+            return True
+    return False
+
+
+def end_epoch(run: Run, history: list[dict]) -> None:
+    """Validate, keep the best model, checkpoint."""
+    state = run.state
+    state.epoch, state.batch = state.epoch + 1, 0
+    metrics = validate(run.model, run.val, run.name) if run.world.main else None
+    if metrics is not None:
+        record = {"epoch": state.epoch, "step": state.step, **metrics}
+        history.append(record)
+        log_metrics(run.folder, {"validation": record})
+        if state.best is None or metrics["score"] > state.best["score"]:
+            state.best = record
+            save_weights(run.model, run.folder / "best", run.name)
+    save_checkpoint(run)
+
+
+def stop_and_save(run: Run) -> None:
+    """Checkpoint mid-epoch, from the start of a half-accumulated step (redone on resume)."""
+    run.state.batch -= run.state.batch % run.cfg.accum
+    save_checkpoint(run)
+
+
+def train(
+    cfg: TrainConfig, progress: Progress | None = None, stop_after: int | None = None
+) -> TrainResult:
+    """Run (or resume) training; returns the metrics before and after. stop_after ends the
+    run after that many steps as Ctrl-C does (saved, to be resumed)."""
+    run = start(cfg)
+    if run.state.before is None and run.world.main:
+        run.state.before = validate(run.model, run.val, run.name)
     history: list[dict] = []
-    interrupted, seen, started, loss = False, 0, time.perf_counter(), torch.tensor(float("nan"))
-
-    def checkpoint() -> None:
-        if world.main:
-            save_checkpoint(run, model, optimizer, position, cfg, name)
-
+    meter = Meter(run.world)
+    stopped = False
     try:
-        while position["epoch"] < cfg.epochs:
-            epoch = position["epoch"]
-            dataset.epoch = epoch
-            batches = epoch_batches(len(dataset), cfg.batch_size, world, cfg.seed, epoch)
-            loader = DataLoader(
-                dataset,
-                batch_sampler=batches[position["batch"] :],
-                num_workers=cfg.workers,
-                collate_fn=collate,
-            )
-            model.train()
-            for pixels, tokens, bad in loader:
-                position["bad_images"] += bad
-                if pixels is not None:
-                    with autocast(cfg.precision, world.device):
-                        loss = step_loss(wrapped, pixels.to(world.device), tokens.to(world.device))
-                    (loss / cfg.accum).backward()
-                    seen += len(pixels) * world.size
-                position["batch"] += 1
-                if position["batch"] % cfg.accum and position["batch"] < len(batches):
-                    continue
-                lr = lr_at(position["step"], cfg.lr, cfg.warmup, total_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                with torch.no_grad():
-                    model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-                position["step"] += 1
-                record = {
-                    "step": position["step"],
-                    "epoch": epoch + 1,
-                    "loss": loss.item(),
-                    "lr": lr,
-                    "logit_scale": model.logit_scale.detach().exp().item(),
-                    "images_per_s": seen / (time.perf_counter() - started),
-                }
-                if world.main and position["step"] % 10 == 0:
-                    log_metrics(run, record)
-                if progress:
-                    progress(position["step"], total_steps, record)
-                if cfg.save_every and position["step"] % cfg.save_every == 0:
-                    checkpoint()
-                if cfg.stop_after and position["step"] >= cfg.stop_after:
-                    raise KeyboardInterrupt
-            position["epoch"], position["batch"] = epoch + 1, 0
-            if world.main:
-                metrics = validate(model, val, name)
-                if metrics is not None:
-                    record = {"epoch": epoch + 1, "step": position["step"], **metrics}
-                    history.append(record)
-                    log_metrics(run, {"validation": record})
-                    if position["best"] is None or metrics["score"] > position["best"]["score"]:
-                        position["best"] = record
-                        save_weights(model, run / "best", name)
-            checkpoint()
+        while run.state.epoch < run.cfg.epochs and not stopped:
+            stopped = train_one_epoch(run, meter, progress, stop_after)
+            if not stopped:
+                end_epoch(run, history)
+        if stopped:
+            stop_and_save(run)
     except KeyboardInterrupt:
-        interrupted = True
-        position["batch"] -= position["batch"] % cfg.accum  # redo a half-accumulated step
-        checkpoint()
+        stopped = True
+        stop_and_save(run)
     finally:
-        if world.size > 1 and dist.is_initialized():
+        if run.world.size > 1 and dist.is_initialized():
             dist.destroy_process_group()
-
-    after = validate(model, val, name) if world.main and not interrupted else None
+    after = validate(run.model, run.val, run.name) if run.world.main and not stopped else None
     return TrainResult(
-        run_dir=str(run),
-        steps=position["step"],
-        epochs_done=position["epoch"],
-        interrupted=interrupted,
-        before=position["before"],
+        run_dir=str(run.folder),
+        steps=run.state.step,
+        epochs_done=run.state.epoch,
+        interrupted=stopped,
+        before=run.state.before,
         after=after,
-        best=position["best"],
-        skipped_rows=data.skipped + position["bad_images"],
-        images_per_s=seen / max(1e-9, time.perf_counter() - started),
+        best=run.state.best,
+        skipped_rows=run.skipped_rows + run.state.bad_images,
+        images_per_s=meter.per_second,
         history=history,
+        main_process=run.world.main,
     )

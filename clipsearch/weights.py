@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from . import torchscript
 from .errors import ClipsearchError
+from .files import replacing, write_atomic
 from .model import CLIP, CONFIGS, CLIPConfig, TextConfig, VisionConfig
 from .pretrained import PRETRAINED, Pretrained, cached_file
 
@@ -301,11 +302,10 @@ def save_weights(model: CLIP, directory: str | os.PathLike, name: str) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = directory / (OWN_WEIGHTS + ".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, directory / OWN_WEIGHTS)
+    with replacing(directory / OWN_WEIGHTS, mode=0o666) as tmp:
+        save_file(state, str(tmp))
     meta = {"format": "clipsearch", "version": 1, "name": name, "config": model.config.to_dict()}
-    (directory / OWN_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    write_atomic(directory / OWN_CONFIG, (json.dumps(meta, indent=2) + "\n").encode(), 0o666)
     return directory
 
 

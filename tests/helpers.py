@@ -77,8 +77,8 @@ def make_store(folder: Path, n: int = 4000):
     """A catalog of n clustered 64-d vectors in folders /p/0../p/3, and its vector indexes:
     (catalog, indexes, model id, vectors); the vector of file id i is vectors[i - 1]."""
     from clipsearch import synthetic
+    from clipsearch.ann import VectorIndexes
     from clipsearch.catalog import Catalog
-    from clipsearch.vectors import VectorIndexes
 
     catalog = Catalog(f"sqlite:///{folder / 'c.db'}")
     vectors = clustered(n)

@@ -226,12 +226,12 @@ def test_a_failed_write_leaves_the_old_output_whole(world):
 
 
 def test_a_broken_preset_file_is_named_and_status_still_works(world, monkeypatch):
-    from clipsearch import vectors
+    from clipsearch import ann
 
     def broken():
-        return vectors.read_preset("fast.toml", 'name = "fast"\nfactory = "Flat"\n')
+        return ann.read_preset("fast.toml", 'name = "fast"\nfactory = "Flat"\n')
 
-    monkeypatch.setattr(vectors, "presets", broken)
+    monkeypatch.setattr(ann, "presets", broken)
     assert run("status", "--store", str(world / "s")).exit_code == 0
     result = run("rebuild", "--store", str(world / "s"), "--preset", "fast")
     assert result.exit_code == 1

@@ -47,7 +47,7 @@ def test_int8_is_used_where_it_agrees_and_the_verdict_is_kept(tmp_path):
         lib.search("a blue circle", k=5, model=MODEL)
         assert lib.query_encoder(MODEL, text_only=True).precision == "int8"
         hits = lib.search("a red square", k=5, model=MODEL).results
-        check = lib.status()["models"][0]["query_precision"]
+        check = lib.status().models[0].query_precision
     assert check["uses"] == "int8" and check["vectors"] == 40
     assert list(check["agreement"]) == ["int8"]  # the fastest passed: nothing more to check
     assert check["agreement"]["int8"] >= MIN_AGREEMENT
@@ -137,7 +137,7 @@ def test_fp32_is_kept_where_every_faster_precision_reorders_the_store(tmp_path):
     with Library(store) as lib:
         lib.search("a dog", k=5, model=MODEL)
         assert lib.query_encoder(MODEL, text_only=True).precision == "fp32"
-        check = lib.status()["models"][0]["query_precision"]
+        check = lib.status().models[0].query_precision
     assert check["uses"] == "fp32" and max(check["agreement"].values()) < MIN_AGREEMENT
     with Library(store) as lib:
         loads = record_loads(lib)

@@ -234,7 +234,7 @@ def test_status_and_forget_and_rebuild(indexed, tmp_path):
 QUERY_WHILE_INDEXING = """
 import sys
 from clipsearch.encoder import load_model
-from clipsearch.pipeline import IndexOptions, Indexer
+from clipsearch.indexer import IndexOptions, Indexer
 from clipsearch.store import Store
 options = IndexOptions(batch_size=2, workers=1)
 Indexer(Store(sys.argv[1]), load_model("random:tiny"), options).run([sys.argv[2]])
@@ -382,7 +382,7 @@ def test_semantic_search_with_a_model_trained_by_clipsearch(emoji_models, tmp_pa
                 for caption, codepoint in queries.items()
             )
             used[precision] = lib.query_encoder(text_only=True).precision
-            check = lib.status()["models"][0]["query_precision"]
+            check = lib.status().models[0].query_precision
         rates[precision] = hits / len(queries)
     chance = 5 * len(concept_of) / len(queries) / 5188  # ~3 images per concept
     print(

@@ -72,7 +72,7 @@ def test_no_wait_refuses_with_one_line_and_readers_never_wait(indexed):
         started = time.monotonic()
         with Library(store) as lib:  # a query does not take the lock
             assert len(lib.search("a red square", k=2).results) == 2
-            assert lib.status()["files"]["ok"] == 4
+            assert lib.status().files_ok == 4
         assert time.monotonic() - started < 20
     finally:
         holder.kill()
@@ -134,7 +134,7 @@ def test_odd_store_paths_keep_the_catalog_inside_the_store(tmp_path, name):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["My Photos", "photos", name])
     assert list((tmp_path / "My Photos").iterdir()) == []
     with Library(store) as lib:
-        assert lib.status()["files"]["ok"] == 1
+        assert lib.status().files_ok == 1
 
 
 def test_a_file_given_as_the_store_is_refused(tmp_path):

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from helpers import make_image
 from typer.testing import CliRunner
 
-from clipsearch.captions import DataError, load_pairs, split
 from clipsearch.cli import app
 from clipsearch.model import CLIP, CONFIGS
 from clipsearch.train import TrainConfig, apply_locks, contrastive_loss, step_loss, train
+from clipsearch.training_data import DataError, load_pairs, split
 from clipsearch.weights import load_dir_weights
 
 runner = CliRunner()
@@ -148,7 +148,7 @@ def state(run_dir) -> dict:
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(small_data, tmp_path):
     whole = train(run_config(small_data, tmp_path / "whole"))
     assert whole.steps == 6 and not whole.interrupted
-    first = train(run_config(small_data, tmp_path / "split", stop_after=4))
+    first = train(run_config(small_data, tmp_path / "split"), stop_after=4)
     assert first.interrupted and first.steps == 4
     second = train(run_config(small_data, tmp_path / "split", resume=True))
     assert second.steps == 6
@@ -223,13 +223,13 @@ def test_every_data_format(tmp_path):
     assert len(load_pairs(str(tmp_path / "f")).rows) == 3
     shards = load_pairs(str(tmp_path / "shard-{000..000}.tar")).rows
     assert [p.caption for p in shards] == ["caption 0", "caption 1", "caption 2"]
-    from clipsearch.captions import read_image
+    from clipsearch.training_data import read_image
 
     assert read_image(shards[0].image).size == (48, 40)
 
 
 def test_validation_split_is_stable():
-    from clipsearch.captions import Pair
+    from clipsearch.training_data import Pair
 
     pairs = [Pair(f"/img/{i}.jpg", "c") for i in range(1000)]
     train_a, val_a = split(pairs, 0.1)

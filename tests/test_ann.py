@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from helpers import clustered, make_store
 
+from clipsearch.ann import choose_preset, exact_topk, presets
 from clipsearch.catalog import Catalog
 from clipsearch.search import Filters, nearest
-from clipsearch.vectors import choose_preset, exact_topk, presets
 
 
 @pytest.fixture

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import faults
+from .ann import IndexWriteError, preset_named
 from .catalog import Catalog, File, State
 from .content import file_content_hash, file_fingerprint
 from .decoding import DecodePool
-from .preprocess import NO_HEIF, ImageInfo, heif_support
+from .preprocess import ImageInfo, heif_support, skipped_for_heif
 from .prompts import SEARCH_PROMPTS
 from .scan import Found, ScanProblem, ScanResult, Walker, compare
 from .store import Store
-from .vectors import IndexWriteError, preset_named
 
 if TYPE_CHECKING:  # torch: not imported by `status`, `forget` or decoding workers
     from .encoder import Encoder
@@ -192,7 +192,7 @@ class Indexer:
             found = Found(row.path, row.size, row.mtime_ns)
             if row.state == "ok" and row.id not in have:
                 tasks.append(Task(found, existing=row))
-            elif row.state == "failed" and row.error == NO_HEIF and heif_support():
+            elif row.state == "failed" and skipped_for_heif(row.error) and heif_support():
                 tasks.append(Task(found, replaces=row))
             else:
                 self.report.unchanged += 1
@@ -289,7 +289,7 @@ class Indexer:
         if error is not None:
             Catalog.add_file(s, f.path, f.size, f.mtime_ns, state="failed", error=error)
             self.report.failed += 1
-            self.report.skipped_heif += error == NO_HEIF
+            self.report.skipped_heif += skipped_for_heif(error)
             self.report.failures.append((f.path, error))
             return
         row = Catalog.add_file(s, f.path, f.size, f.mtime_ns, **_file_fields(info))

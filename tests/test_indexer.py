@@ -18,7 +18,7 @@ from helpers import make_image, wait_until_gone
 from PIL import Image
 
 from clipsearch.decoding import WORKER_DIED
-from clipsearch.pipeline import Indexer, IndexOptions
+from clipsearch.indexer import Indexer, IndexOptions
 from clipsearch.store import Store
 
 
@@ -215,7 +215,7 @@ def test_corrupt_index_file_is_rebuilt(tmp_path, photos, tiny):
 KILL_SCRIPT = """
 import sys
 from clipsearch.encoder import load_model
-from clipsearch.pipeline import IndexOptions, Indexer
+from clipsearch.indexer import IndexOptions, Indexer
 from clipsearch.store import Store
 store = Store(sys.argv[1])
 Indexer(store, load_model("random:tiny"), IndexOptions(batch_size=4, workers=1)).run([sys.argv[2]])
@@ -267,13 +267,13 @@ def test_heic_without_pillow_heif_is_recorded_with_install_hint(tmp_path, photos
     from clipsearch.library import Library
 
     with Library(tmp_path / "store") as lib:
-        assert lib.status()["heif_skipped"] == 1
+        assert lib.status().heif_skipped == 1
 
 
 LOCKED_OUT_INDEX = """
 import sys
 from clipsearch.encoder import load_model
-from clipsearch.pipeline import IndexOptions, Indexer
+from clipsearch.indexer import IndexOptions, Indexer
 from clipsearch.store import Store
 report = Indexer(Store(sys.argv[1]), load_model("random:tiny"), IndexOptions(workers=1)).run(
     [sys.argv[2]]

@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipsearch import packed
+from clipsearch import cpu_text
 from clipsearch.encoder import Encoder, dynamic_dtype, load_model, weights_digest
 from clipsearch.model import CLIP, CONFIGS, Attention
 from clipsearch.tokenizer import default_tokenizer
 
-pytestmark = pytest.mark.skipif(not packed.available(), reason="torch built without oneDNN")
+pytestmark = pytest.mark.skipif(not cpu_text.available(), reason="torch built without oneDNN")
 
 TEXTS = ["a dog", "a photo of a beach at sunset with two people walking", "🐶 " * 40, ""]
 
@@ -26,9 +26,9 @@ def test_packed_text_tower_equals_plain():
     tokens = torch.from_numpy(default_tokenizer()(TEXTS))
     with torch.no_grad():
         plain = model.encode_text(tokens)
-        packed.pack_text_tower(model)
+        cpu_text.pack_text_tower(model)
         fast = model.encode_text(tokens)
-    assert isinstance(model.transformer.resblocks[0].attn, packed.PackedAttention)
+    assert isinstance(model.transformer.resblocks[0].attn, cpu_text.PackedAttention)
     assert torch.allclose(plain, fast, atol=1e-5, rtol=1e-5)
 
 
@@ -36,7 +36,7 @@ def test_packing_keeps_state_dict_digest_and_saving(tmp_path):
     encoder = load_model("random:tiny")
     before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
     encoder.encode_text(["packs the text tower"])
-    assert isinstance(encoder.model.transformer.resblocks[0].mlp.c_fc, packed.PackedLinear)
+    assert isinstance(encoder.model.transformer.resblocks[0].mlp.c_fc, cpu_text.PackedLinear)
     after = encoder.model.state_dict()
     assert list(after) == list(before)
     assert all(torch.equal(after[k], before[k]) for k in before)
@@ -66,7 +66,7 @@ def test_quantised_text_tower_converts_the_in_projection_too(precision):
     fp32, other = load_model("random:mini"), load_model("random:mini", precision=precision)
     a, b = fp32.encode_text(TEXTS), other.encode_text(TEXTS)
     attn = other.model.transformer.resblocks[0].attn
-    assert isinstance(attn, packed.PackedAttention) and isinstance(attn.in_proj, DynamicLinear)
+    assert isinstance(attn, cpu_text.PackedAttention) and isinstance(attn.in_proj, DynamicLinear)
     assert attn.in_proj._packed_params.dtype == dynamic_dtype(precision, other.device)
     closeness = 1e-3 if precision == "int8" else 1e-6  # 1 - cosine
     assert float(1 - (a * b).sum(axis=1).min()) < closeness
@@ -99,8 +99,8 @@ def test_a_trace_that_disagrees_or_fails_leaves_the_tower_eager(monkeypatch):
     tokens = torch.from_numpy(default_tokenizer()(["a dog"]))
     with torch.inference_mode():
         right = encoder.model.encode_text(tokens)
-        assert packed.trace_text_tower(encoder.model, tokens, right) is not None
-        assert packed.trace_text_tower(encoder.model, tokens, right + 1e-2) is None
+        assert cpu_text.trace_text_tower(encoder.model, tokens, right) is not None
+        assert cpu_text.trace_text_tower(encoder.model, tokens, right + 1e-2) is None
 
     def unsupported(*args, **kwargs):
         raise RuntimeError("an op the tracer cannot record")

@@ -1,0 +1,107 @@
+"""What a store holds, as `clipsearch status` and the server's /api/v1/status report it.
+
+No torch: status answers from the catalog, the index files' names and the store's memos.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from .ann import VectorIndexes
+from .catalog import Catalog
+from .preprocess import skipped_for_heif
+
+
+@dataclass
+class IndexStatus:
+    """A model's vector index as built: how and when, and whether it lags the catalog."""
+
+    preset: str
+    factory: str
+    count: int
+    params: dict
+    built_at: str  # ISO 8601, UTC
+    tombstones: int
+    stale: bool  # changes committed since: replayed in memory by a query, saved by a writer
+    file: str | None  # None: missing (rebuilt from the catalog when next needed)
+
+
+@dataclass
+class ModelStatus:
+    name: str
+    architecture: str
+    digest: str
+    dim: int
+    vectors: int
+    index: IndexStatus | None
+    query_precision: dict | None  # the store's check of faster text towers, if made
+
+
+@dataclass
+class FailedFile:
+    path: str
+    reason: str
+
+
+@dataclass
+class StatusReport:
+    store: str
+    catalog: str
+    files_ok: int
+    files_failed: int
+    models: list[ModelStatus]
+    failed: list[FailedFile]
+    heif_skipped: int
+
+    def to_dict(self) -> dict:
+        """The JSON shape of `status --json`."""
+        d = asdict(self)
+        d["files"] = {"ok": d.pop("files_ok"), "failed": d.pop("files_failed")}
+        return d
+
+
+def index_status(catalog: Catalog, indexes: VectorIndexes, model_id: int) -> IndexStatus | None:
+    row = catalog.index_row(model_id)
+    if row is None:
+        return None
+    file = indexes.file_for(row)
+    exists = file is not None and file.exists()
+    return IndexStatus(
+        preset=row.preset,
+        factory=row.factory,
+        count=row.count,
+        params=json.loads(row.params),
+        built_at=row.built_at.isoformat(),
+        tombstones=row.tombstones,
+        stale=(not exists) or catalog.log_position(model_id) > row.log_seq,
+        file=file.name if exists else None,
+    )
+
+
+def report(
+    catalog: Catalog, indexes: VectorIndexes, store: str, precision_verdicts: dict[str, dict]
+) -> StatusReport:
+    files = catalog.count_files()
+    models = [
+        ModelStatus(
+            name=m.name,
+            architecture=m.architecture,
+            digest=m.digest,
+            dim=m.dim,
+            vectors=n,
+            index=index_status(catalog, indexes, m.id),
+            query_precision=precision_verdicts.get(m.digest),
+        )
+        for m, n in catalog.models()
+    ]
+    failed = catalog.failed_files()
+    return StatusReport(
+        store=store,
+        catalog=catalog.shown,
+        files_ok=files.get("ok", 0),
+        files_failed=files.get("failed", 0),
+        models=models,
+        failed=[FailedFile(f.path, f.error or "") for f in failed],
+        heif_skipped=sum(1 for f in failed if skipped_for_heif(f.error)),
+    )

@@ -6,6 +6,7 @@ import hashlib
 import os
 import warnings
 from collections.abc import Sequence
+from enum import Enum
 
 import numpy as np
 import torch
@@ -130,6 +131,18 @@ def _apply_precision(
     return model
 
 
+class TextPath(Enum):
+    """How the text tower runs. On a CPU it is packed on its first use (indexing never
+    needs it) and traced on its second: a process that asks once, like the CLI, never
+    pays for the trace."""
+
+    PLAIN = "the modules as built (no fast CPU path here)"
+    TO_PACK = "the next text call packs the weights"
+    TO_TRACE = "the next text call traces the packed tower"
+    PACKED = "packed, run eagerly (the trace failed or disagreed)"
+    TRACED = "packed and traced into TorchScript"
+
+
 class Encoder:
     """A loaded CLIP with its tokenizer and preprocessing, in inference mode.
 
@@ -164,17 +177,16 @@ class Encoder:
             model.to(self.device), self.precision, self.device, in_place=owns_model
         )
         self.tokenizer = tokenizer or default_tokenizer()
-        # The CPU text tower is packed on first use (indexing never needs it) and traced on
-        # the second: a process that asks once, like the CLI, never pays for the trace.
         self._dynamic = dynamic_dtype(self.precision, self.device)
-        self._fast_cpu_text = (
+        fast_cpu_text = (
             owns_model
             and self.device.type == "cpu"
             and cpu_text.available()
             and (self.precision == "fp32" or self._dynamic is not None)
         )
-        self._text_calls = 0
+        self.text_path = TextPath.TO_PACK if fast_cpu_text else TextPath.PLAIN
         self._traced = None
+        self.texts_encoded = 0  # texts this encoder has run its text tower on
 
     @property
     def architecture(self) -> str:
@@ -189,20 +201,23 @@ class Encoder:
         if len(tokens) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         t = torch.from_numpy(cut_to_longest(tokens)).to(self.device)
-        if self._traced is not None:
+        self.texts_encoded += len(tokens)
+        if self.text_path is TextPath.TRACED:
             return self._unit(self._traced(t))
-        if self._fast_cpu_text and self._text_calls == 0:
+        if self.text_path is TextPath.TO_PACK:
             cpu_text.pack_text_tower(self.model, self._dynamic)
+            self.text_path = TextPath.TO_TRACE
+            return self._unit(self.model.encode_text(t))
         y = self.model.encode_text(t)
-        self._text_calls += 1
-        if self._fast_cpu_text and self._text_calls == 2:
+        if self.text_path is TextPath.TO_TRACE:
             self._traced = cpu_text.trace_text_tower(self.model, t, y)
+            self.text_path = TextPath.PACKED if self._traced is None else TextPath.TRACED
         return self._unit(y)
 
     def warm_up_text(self) -> None:
         """Pack and trace the text tower now, for a caller about to ask many queries: one
         pause now instead of one at each of the next two queries."""
-        while self._fast_cpu_text and self._text_calls < 2:
+        while self.text_path in (TextPath.TO_PACK, TextPath.TO_TRACE):
             self.encode_text(["a photo of a dog"])
 
     def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:

@@ -89,6 +89,7 @@ class Library:
         self._model_rows: dict[str, Model] = {}
         self._default: str | None = None
         self._text_vectors: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self.loads: list[tuple[str, str, bool]] = []  # (spec, precision, text only), in order
         self.text_towers = TextTowers(
             PrecisionChecks(self.store.path / PRECISION_CHECKS_FILE),
             lambda spec, precision: self._load(spec, precision, text_only=True),
@@ -172,6 +173,7 @@ class Library:
     def _load(self, spec: str, precision: str, text_only: bool) -> Encoder:
         from .encoder import load_model
 
+        self.loads.append((spec, precision, text_only))
         return load_model(
             spec,
             device=self.device,

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from clipsearch import cpu_text
-from clipsearch.encoder import Encoder, dynamic_dtype, load_model, weights_digest
+from clipsearch.encoder import Encoder, TextPath, dynamic_dtype, load_model, weights_digest
 from clipsearch.model import CLIP, CONFIGS, Attention
 from clipsearch.tokenizer import default_tokenizer
 
@@ -55,7 +55,7 @@ def test_encoder_over_a_model_in_training_leaves_it_unpacked():
     for _ in range(3):
         encoder.encode_text(["validation caption"])
     assert type(model.transformer.resblocks[0].attn) is Attention
-    assert encoder._traced is None
+    assert encoder.text_path is TextPath.PLAIN
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp16"])
@@ -77,9 +77,9 @@ def test_traced_text_tower_equals_eager_for_every_length_and_batch(precision):
     """Traced once on a short text, the tower must hold for 1 to 77 tokens and any batch."""
     encoder = load_model("random:mini", precision=precision)
     encoder.encode_text(["packs"])
-    assert encoder._traced is None  # a one-query process never pays for the trace
+    assert encoder.text_path is TextPath.TO_TRACE  # a one-query process never pays for it
     encoder.encode_text(["traces on this"])
-    assert encoder._traced is not None
+    assert encoder.text_path is TextPath.TRACED
     texts = ["", "a dog", *("word " * n for n in range(3, 76, 8)), "🐶 " * 40]
 
     def eager(batch: list[str]) -> np.ndarray:
@@ -108,5 +108,5 @@ def test_a_trace_that_disagrees_or_fails_leaves_the_tower_eager(monkeypatch):
     monkeypatch.setattr(torch.jit, "trace_module", unsupported)
     fresh = load_model("random:mini")
     first, second, third = (fresh.encode_text(TEXTS) for _ in range(3))
-    assert fresh._traced is None
+    assert fresh.text_path is TextPath.PACKED
     assert np.allclose(first, third) and np.allclose(second, third)

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from clipsearch import Library, synthetic
 from clipsearch.catalog import Catalog
 from clipsearch.cli import app
-from clipsearch.encoder import auto_precision, load_model
+from clipsearch.encoder import TextPath, auto_precision, load_model
 from clipsearch.prompts import AGREEMENT_TARGET as MIN_AGREEMENT
 from clipsearch.prompts import SEARCH_PROMPTS as PROBES
 from clipsearch.query_precision import RECHECK_GROWTH, PrecisionChecks, agreement
@@ -79,25 +79,12 @@ def test_the_first_text_query_runs_in_fp32_and_checks_nothing(tmp_path):
     digest: a faster one would cost more to prepare than it saves."""
     store = indexed_store(tmp_path, 12)
     with Library(store) as lib:
-        loads = record_loads(lib)
         answer = lib.search("a red square", k=3, model=MODEL)
         assert answer.results and lib.encoder(MODEL, text_only=True).precision == "fp32"
-    assert loads == [(MODEL, "fp32", True)]
+    assert lib.loads == [(MODEL, "fp32", True)]
     assert not (store / PRECISION_CHECKS_FILE).exists()
     shown = CliRunner().invoke(app, ["query", "a dog", "--store", str(store), "--model", MODEL])
     assert shown.exit_code == 0 and not (store / PRECISION_CHECKS_FILE).exists()
-
-
-def record_loads(lib: Library) -> list[tuple]:
-    """(spec, precision, text_only) of every model the library loads from now on."""
-    loads, load = [], lib._load
-
-    def recording(spec, precision, text_only):
-        loads.append((spec, precision, text_only))
-        return load(spec, precision, text_only)
-
-    lib._load = recording
-    return loads
 
 
 def crowded_store(folder, noise: float):
@@ -124,12 +111,11 @@ def test_fp16_weights_where_int8_reorders_a_crowded_store(tmp_path):
     assert check["vectors"] == n and list(check["agreement"]) == ["int8", "fp16"]
     assert check["agreement"]["int8"] < MIN_AGREEMENT <= check["agreement"]["fp16"]
     with Library(store) as lib:  # remembered: no second check, no int8 model loaded
-        loads = record_loads(lib)
         assert lib.search("a dog", k=5, model=MODEL).results
         fp16 = lib.query_encoder(MODEL, text_only=True)
         assert fp16.precision == "fp16"
-        assert fp16._traced is not None  # traced at the switch, not one query later
-    assert loads == [(MODEL, "fp32", True), (MODEL, "fp16", True)]
+        assert fp16.text_path is TextPath.TRACED  # traced at the switch, not one query later
+    assert lib.loads == [(MODEL, "fp32", True), (MODEL, "fp16", True)]
 
 
 def test_fp32_is_kept_where_every_faster_precision_reorders_the_store(tmp_path):
@@ -140,10 +126,9 @@ def test_fp32_is_kept_where_every_faster_precision_reorders_the_store(tmp_path):
         check = lib.status().models[0].query_precision
     assert check["uses"] == "fp32" and max(check["agreement"].values()) < MIN_AGREEMENT
     with Library(store) as lib:
-        loads = record_loads(lib)
         assert lib.search("a dog", k=5, model=MODEL).results
         assert lib.query_encoder(MODEL, text_only=True).precision == "fp32"
-    assert loads == [(MODEL, "fp32", True)]
+    assert lib.loads == [(MODEL, "fp32", True)]
 
 
 def test_a_precision_this_torch_could_not_check_is_checked_where_it_can(tmp_path, monkeypatch):

@@ -280,12 +280,11 @@ def test_repeated_text_query_reuses_its_vector(indexed):
     _, store = indexed
     with Library(store) as lib:
         first = lib.search("a red square", k=5, model=MODEL)
-        encoder = lib.encoder(MODEL)
-        encoded, encode = [], encoder.encode_text
-        encoder.encode_text = lambda texts: encoded.append(texts) or encode(texts)
+        encoder = lib.query_encoder(MODEL, text_only=True)
+        before = encoder.texts_encoded
         again = lib.search("a red square", k=5, model=MODEL, filters=Filters(extensions=("png",)))
         lib.search(["a red square", "+", "a blue circle"], k=5, model=MODEL)
-    assert encoded == [["a blue circle"]]
+        assert encoder.texts_encoded == before + 1  # only "a blue circle" was new
     pngs = [r for r in first.results if r.path.endswith(".png")]
     assert [r.path for r in again.results][: len(pngs)] == [r.path for r in pngs]
 

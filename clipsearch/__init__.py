@@ -1,5 +1,24 @@
 """clipsearch: semantic image search on CLIP, with indexing, querying and fine-tuning.
 
+The package in layers, each calling only those below it (torch only from "model" up;
+`status`, `forget` and the decoding workers never import it):
+
+  faces      cli (typer; prints, exits; render: output formats) -> library (the API
+             every face calls: Library)
+  work       indexer + decoding + scan (walk, decode in workers, embed, commit), search (query
+             terms, filtered exact search, hydrate), query_precision (which text tower a
+             store's queries use), status (what a store holds), train + training_data +
+             evaluate (contrastive training, recall metrics)
+  storage    store (the folder, the writer lock) -> catalog (the only SQL; the source of
+             truth) and ann (FAISS indexes derived from it; presets in indexes/);
+             synthetic (vectors no image made, for tests and benchmarks)
+  model      encoder (load_model: texts and images in, unit vectors out) -> model (CLIP),
+             tokenizer, weights + torchscript + pretrained (every checkpoint format, read
+             without running code), cpu_text (the text tower made fast on a CPU)
+  images     preprocess (decode, CLIP pixels)
+  basics     errors, faults, files (atomic writes), content (file hashes), prompts,
+             precisions, memo + digests (the store's small JSON memos)
+
 Names are imported lazily so that `clipsearch --help` and decoding workers never pay
 for importing torch.
 """

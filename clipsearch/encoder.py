@@ -17,13 +17,11 @@ from . import cpu_text
 from .digests import DigestCache
 from .errors import ClipsearchError
 from .model import CLIP
+from .precisions import CANDIDATES, PRECISIONS
 from .preprocess import ImageSource, preprocess
 from .pretrained import DEFAULT_MODEL
-from .query_precision import CANDIDATES
 from .tokenizer import Tokenizer, cut_to_longest, default_tokenizer
 from .weights import resolve, save_weights
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
 def native_bf16() -> bool:
@@ -45,7 +43,7 @@ def cpu_fp16_weights() -> bool:
 
 
 def reduced_precisions() -> tuple[str, ...]:
-    """The candidates for a CPU text query (query_precision.CANDIDATES, fastest first)
+    """The candidates for a CPU text query (precisions.CANDIDATES, fastest first)
     that this torch and CPU run faster than fp32."""
     runs = {
         "int8": torch.backends.quantized.engine != "none",

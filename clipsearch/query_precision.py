@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .memo import MemoFile
+from .precisions import CANDIDATES
 from .prompts import AGREEMENT_TARGET, SEARCH_PROMPTS
 
 if TYPE_CHECKING:
     from .encoder import Encoder
 
-CANDIDATES = ("int8", "fp16", "bf16")  # fastest first, as measured on x86 CPUs
 RECHECK_GROWTH = 4  # check again once the store holds this many times the vectors checked on
 
 

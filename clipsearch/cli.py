@@ -221,14 +221,9 @@ def progress_bar(enabled: bool, label: str) -> Iterator[Callable[[int, int, str]
 
 
 def shown(text: str, multiline: bool = False) -> str:
-    """Text safe to print on a terminal: control characters (escape sequences that clear
-    the screen, retitle the window or forge links) written as \\xNN, undecodable bytes as
-    \\udcXX, brackets not read as rich markup. multiline keeps line breaks."""
-    from rich.markup import escape
+    from .render import markup_safe
 
-    from .render import printable, visible
-
-    return escape(visible(printable(text), keep="\n" if multiline else ""))
+    return markup_safe(text, multiline)
 
 
 def show_problems(report) -> None:
@@ -424,7 +419,6 @@ def rebuild(
             err.print(f"[yellow]Note:[/yellow] {shown(d.note)}", markup=True)
 
 
-FORMATS = ("table", "json", "jsonl", "paths", "html")
 QueryPrecisionOption = typer.Option(
     "auto",
     "--precision",
@@ -435,7 +429,13 @@ QueryPrecisionOption = typer.Option(
 )
 KOption = typer.Option(10, "-k", min=1, help="Number of results.")
 InOption = typer.Option([], "--in", help="Only images under this folder (repeatable).")
-FormatOption = typer.Option("table", "--format", "-f", help="table, json, jsonl, paths or html.")
+FormatOption = typer.Option(
+    "auto",
+    "--format",
+    "-f",
+    help="auto, table, json, jsonl, paths or html. auto: a table on the screen; with -o, "
+    "what the file's extension names (.html, .json, .jsonl), else one path per line.",
+)
 OutputOption = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout.")
 
 
@@ -454,24 +454,13 @@ def _filters(folders, after, before, ext):
 def _print_answer(answer, fmt: str, output: Path | None) -> None:
     from . import render
 
-    if fmt not in FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(FORMATS)}")
+    fmt = render.format_for(fmt, None if output is None else str(output))
     if fmt == "table" and output is None:
-        table = Table("#", "score", "path", "date", "size", title=shown(answer.query))
-        for rank, r in enumerate(answer.results, 1):
-            path = shown(r.path)
-            table.add_row(str(rank), f"{r.score:.3f}", path, f"{r.date:%Y-%m-%d}", _size(r.size))
-        out.print(table)
+        out.print(render.table(answer.query, answer.results))
         if not answer.results:
             err.print("No results.")
         return
-    text = {
-        "json": lambda: render.as_json(answer.query, answer.model, answer.results) + "\n",
-        "jsonl": lambda: render.as_jsonl(answer.results),
-        "paths": lambda: render.as_paths(answer.results),
-        "html": lambda: render.as_html(answer.query, answer.model, answer.results),
-        "table": lambda: render.as_paths(answer.results),
-    }[fmt]()
+    text = render.results_as(fmt, answer.query, answer.model, answer.results)
     data = text.encode("utf-8", "surrogateescape")  # `paths` gives names back byte for byte
     if output is None:
         sys.stdout.flush()
@@ -482,14 +471,6 @@ def _print_answer(answer, fmt: str, output: Path | None) -> None:
 
         write_atomic(output, data, mode=0o666)  # a full disk leaves the old file whole
         err.print(f"Wrote {len(answer.results)} results to {shown(str(output))}")
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}"
-        n /= 1000
-    return f"{n:.0f} TB"
 
 
 @app.command(context_settings={"allow_interspersed_args": True})
@@ -717,11 +698,11 @@ def classify(
     as_json: bool = JsonOption,
 ) -> None:
     """Zero-shot classification with prompt ensembling."""
-    import numpy as np
 
     from .encoder import load_model
     from .evaluate import classify as zero_shot
     from .evaluate import templates as load_templates
+    from .evaluate import top_labels
 
     names = [x.strip() for x in labels.split(",") if x.strip()]
     if len(names) < 2:
@@ -731,21 +712,17 @@ def classify(
         probs = zero_shot(
             load_model(model, device=device), images, names, load_templates(templates)
         )
-    rows = []
-    for path, p in zip(images, probs):
-        order = np.argsort(-p)[:top]
-        rows.append(
-            {
-                "image": str(path),
-                "labels": [{"label": names[i], "probability": float(p[i])} for i in order],
-            }
-        )
+    rows = [
+        {"image": str(path), "labels": [{"label": n, "probability": p} for n, p in best]}
+        for path, best in zip(images, top_labels(probs, names, top))
+    ]
     if as_json:
         emit_json(rows)
         return
     table = Table("image", *[f"#{i + 1}" for i in range(min(top, len(names)))])
     for r in rows:
-        table.add_row(r["image"], *[f"{x['label']} {x['probability']:.0%}" for x in r["labels"]])
+        cells = [shown(f"{x['label']} {x['probability']:.0%}") for x in r["labels"]]
+        table.add_row(shown(r["image"]), *cells)
     out.print(table)
 
 

@@ -104,6 +104,11 @@ def zero_shot_classifier(
     return np.stack(weights)
 
 
+def top_labels(probs: np.ndarray, labels: Sequence[str], top: int) -> list[list[tuple[str, float]]]:
+    """Each image's `top` most probable labels, best first."""
+    return [[(labels[i], float(p[i])) for i in np.argsort(-p)[:top]] for p in probs]
+
+
 def classify(
     encoder: Encoder, images: Sequence, labels: Sequence[str], prompts: Sequence[str]
 ) -> np.ndarray:

@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+import os
 import re
 from collections.abc import Sequence
 
@@ -15,6 +16,71 @@ from .preprocess import ImageError, open_image
 from .search import Result
 
 THUMBNAIL = 256
+
+
+FORMATS = ("table", "json", "jsonl", "paths", "html")
+BY_EXTENSION = {".html": "html", ".htm": "html", ".json": "json", ".jsonl": "jsonl"}
+
+
+def format_for(fmt: str, output: str | None) -> str:
+    """What `--format auto` means: a table on the screen; into a file, what the file's
+    extension names (.html, .json, .jsonl), else one path per line."""
+    if fmt == "auto":
+        if output is None:
+            return "table"
+        return BY_EXTENSION.get(os.path.splitext(output)[1].lower(), "paths")
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be auto or one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def markup_safe(text: str, multiline: bool = False) -> str:
+    """Text safe to print on a terminal through rich: control characters (escape sequences
+    that clear the screen, retitle the window or forge links) written as \\xNN,
+    undecodable bytes as \\udcXX, brackets not read as markup. multiline keeps line
+    breaks."""
+    from rich.markup import escape
+
+    return escape(visible(printable(text), keep="\n" if multiline else ""))
+
+
+def table(query: str, results: Sequence[Result]):
+    """The results as a rich table, every name shown safely."""
+    from rich.table import Table
+
+    t = Table("#", "score", "path", "date", "size", title=markup_safe(query))
+    for rank, r in enumerate(results, 1):
+        date = f"{r.date:%Y-%m-%d}"
+        t.add_row(str(rank), f"{r.score:.3f}", markup_safe(r.path), date, size_text(r.size))
+    return t
+
+
+def as_table(query: str, results: Sequence[Result]) -> str:
+    """The table as plain text, for a file."""
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=200, color_system=None, highlight=False)
+    console.print(table(query, results))
+    return console.file.getvalue()
+
+
+def size_text(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}"
+        n /= 1000
+    return f"{n:.0f} TB"
+
+
+def results_as(fmt: str, query: str, model: str, results: Sequence[Result]) -> str:
+    """Results in one of FORMATS (not auto)."""
+    return {
+        "table": lambda: as_table(query, results),
+        "json": lambda: as_json(query, model, results) + "\n",
+        "jsonl": lambda: as_jsonl(results),
+        "paths": lambda: as_paths(results),
+        "html": lambda: as_html(query, model, results),
+    }[fmt]()
 
 
 def printable(text: str) -> str:

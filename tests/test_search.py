@@ -392,3 +392,14 @@ def test_semantic_search_with_a_model_trained_by_clipsearch(emoji_models, tmp_pa
     )
     assert rates["auto"] > 5 * chance
     assert abs(rates["auto"] - rates["fp32"]) <= 0.02
+
+
+def test_output_format_follows_the_files_extension_unless_given(indexed, tmp_path):
+    _, store = indexed
+    base = ["query", "a red square", "--store", str(store), "--model", MODEL, "-k", "3"]
+    for name, looks_like in (("r.html", "<!doctype html>"), ("r.json", '{"query"'), ("r.txt", "/")):
+        assert cli(*base, "-o", tmp_path / name).exit_code == 0
+        assert (tmp_path / name).read_text().startswith(looks_like)
+    assert cli(*base, "-f", "table", "-o", tmp_path / "table.txt").exit_code == 0
+    table = (tmp_path / "table.txt").read_text()
+    assert "score" in table and table.count("\n") > 4 and "\x1b" not in table

@@ -17,7 +17,8 @@ The package in layers, each calling only those below it (torch only from "model"
              without running code), cpu_text (the text tower made fast on a CPU)
   images     preprocess (decode, CLIP pixels)
   basics     errors, faults, files (atomic writes), content (file hashes), prompts,
-             precisions, memo + digests (the store's small JSON memos)
+             precisions, config (settings, each declared once), memo + digests (the
+             store's small JSON memos)
 
 Names are imported lazily so that `clipsearch --help` and decoding workers never pay
 for importing torch.

@@ -6,18 +6,22 @@ errors are one clear line on stderr and exit status 1, never a traceback.
 
 from __future__ import annotations
 
+import inspect
 import signal
 import sys
 import time
+import typing
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from .config import IndexOptions, TrainConfig
 from .errors import explain
 from .pretrained import DEFAULT_MODEL, PRETRAINED, cached_file
 from .tokenizer import TruncationWarning
@@ -60,6 +64,43 @@ WaitOption = typer.Option(
     help="If another clipsearch process is writing the store: wait for it (the default), or "
     "stop at once.",
 )
+
+
+def with_settings(config: type):
+    """The command also takes every field of a config dataclass that declares a flag
+    (config.setting): defaults, flags and help come from the field, declared once. They
+    arrive in the command's **settings."""
+
+    def wrap(command):
+        hints = typing.get_type_hints(config)
+        derived = [
+            inspect.Parameter(
+                f.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=typer.Option(
+                    ...
+                    if f.default is MISSING and f.default_factory is MISSING
+                    else (f.default if f.default is not MISSING else f.default_factory()),
+                    *f.metadata["flags"],
+                    help=f.metadata["help"],
+                    **f.metadata["cli"],
+                ),
+                annotation=hints[f.name],
+            )
+            for f in fields(config)
+            if "flags" in f.metadata
+        ]
+        own = [
+            p
+            for p in inspect.signature(command).parameters.values()
+            if p.kind is not inspect.Parameter.VAR_KEYWORD
+        ]
+        last = [p for p in own if p.name == "as_json"]  # --json ends every option list
+        first = [p for p in own if p.name != "as_json"]
+        command.__signature__ = inspect.Signature(first + derived + last)
+        return command
+
+    return wrap
 
 
 class Terminated(KeyboardInterrupt):
@@ -236,55 +277,27 @@ def show_problems(report) -> None:
 
 
 @app.command()
+@with_settings(IndexOptions)
 def index(
     paths: list[Path] = typer.Argument(..., help="Folders or files to index."),
     model: str = StoreModelOption,
     store: Path = StoreOption,
     db: str = DbOption,
-    exclude: list[str] = typer.Option(
-        [], "--exclude", help="Glob of names or paths to skip (repeatable)."
-    ),
-    include_hidden: bool = typer.Option(
-        False, "--include-hidden", help="Also index dot-files and dot-folders."
-    ),
-    follow_symlinks: bool = typer.Option(
-        False, "--follow-symlinks", help="Follow symbolic links (loops are detected)."
-    ),
-    batch_size: int = typer.Option(
-        32, "--batch-size", min=1, help="Images per model batch and per commit."
-    ),
-    workers: int = typer.Option(
-        None, "--workers", min=1, help="Decoding processes (default: one per core)."
-    ),
     device: str = DeviceOption,
     precision: str = typer.Option(
         "auto",
         help="auto (bf16 where the CPU has it, fp16 on CUDA, else fp32), fp32, bf16, fp16, int8. "
         "On a CPU, fp16 keeps weights in fp16 and computes in fp32.",
     ),
-    preset: str = typer.Option(
-        "auto", help="Vector index preset: auto, exact, hnsw, ivf-flat, ivf-pq."
-    ),
-    dry_run: bool = typer.Option(
-        False, "--dry-run", help="Report what would change; write nothing."
-    ),
     wait: bool = WaitOption,
     as_json: bool = JsonOption,
+    **settings,
 ) -> None:
     """Embed every image under PATHS into the store. Re-runs touch only new, changed,
     moved and deleted files; an interrupted run (Ctrl-C, kill, power cut) continues where
     it stopped. One process writes a store at a time; searching never waits."""
-    from .indexer import IndexOptions
-
-    options = IndexOptions(
-        batch_size=batch_size,
-        workers=workers,
-        preset=preset,
-        include_hidden=include_hidden,
-        follow_symlinks=follow_symlinks,
-        exclude=exclude,
-        dry_run=dry_run,
-    )
+    options = IndexOptions(**settings)
+    dry_run = options.dry_run
     with (
         user_errors(),
         open_library(
@@ -548,88 +561,13 @@ def _metrics_table(title: str, columns: dict[str, dict | None]) -> Table:
 
 
 @app.command()
-def train(
-    data: str = typer.Option(
-        ..., "--data", help="CSV/TSV, JSONL, a folder with .txt sidecars, or tar shards."
-    ),
-    init: str = typer.Option(
-        None, "--from", help="Fine-tune this model (named, file, directory, run)."
-    ),
-    arch: str = typer.Option(
-        None, "--arch", help="Train from scratch with this config (tiny, small, ViT-B-32...)."
-    ),
-    run_dir: Path = typer.Option(
-        Path("runs/clip"), "--run-dir", help="Where checkpoints and metrics go."
-    ),
-    val_data: str = typer.Option(None, "--val-data", help="Validation data (else --val-fraction)."),
-    val_fraction: float = typer.Option(
-        0.0, "--val-fraction", help="Hold out this fraction (stable by image path)."
-    ),
-    epochs: int = typer.Option(10, min=1),
-    batch_size: int = typer.Option(
-        64, "--batch-size", min=2, help="Per process; contrastive batch is the global one."
-    ),
-    lr: float = typer.Option(5e-4, help="Peak learning rate (fine-tuning wants ~1e-5)."),
-    weight_decay: float = typer.Option(0.2, "--wd"),
-    warmup: int = typer.Option(100, help="Warmup steps."),
-    accum: int = typer.Option(1, min=1, help="Batches per optimizer step."),
-    lock_image: bool = typer.Option(False, "--lock-image", help="Freeze the image tower (LiT)."),
-    lock_text: bool = typer.Option(False, "--lock-text", help="Freeze the text tower."),
-    unlock_last: int = typer.Option(
-        0, "--unlock-last", help="Keep the last N groups of a locked tower trainable."
-    ),
-    precision: str = typer.Option("auto", help="auto, fp32, bf16, fp16 (CUDA)."),
-    grad_checkpointing: bool = typer.Option(
-        False, "--grad-checkpointing", help="Trade compute for memory."
-    ),
-    seed: int = typer.Option(0),
-    save_every: int = typer.Option(
-        0, "--save-every", help="Checkpoint every N steps (0: each epoch)."
-    ),
-    workers: int = typer.Option(0, "--workers", help="Data loading processes."),
-    augment: str = typer.Option(
-        "crop", "--augment", help="crop (random resized crop), strong (crop + colour jitter), none."
-    ),
-    image_column: str = typer.Option(None, "--image-column"),
-    caption_column: str = typer.Option(None, "--caption-column"),
-    max_bad: float = typer.Option(
-        0.01, "--max-bad", help="Fail if more rows than this are unusable."
-    ),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir exactly."),
-    as_json: bool = JsonOption,
-) -> None:
+@with_settings(TrainConfig)
+def train(as_json: bool = JsonOption, **settings) -> None:
     """Train CLIP from scratch or fine-tune it on image-caption data. Ctrl-C saves a
     checkpoint; --resume continues. Use the result with --model RUN_DIR (or RUN_DIR/best)."""
-    from .train import TrainConfig
     from .train import train as run_training
 
-    cfg = TrainConfig(
-        data=data,
-        run_dir=str(run_dir),
-        arch=arch,
-        init=init,
-        val_data=val_data,
-        val_fraction=val_fraction,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup=warmup,
-        accum=accum,
-        lock_image=lock_image,
-        lock_text=lock_text,
-        unlock_last=unlock_last,
-        precision=precision,
-        grad_checkpointing=grad_checkpointing,
-        seed=seed,
-        save_every=save_every,
-        workers=workers,
-        augment=augment,
-        image_column=image_column,
-        caption_column=caption_column,
-        max_bad_fraction=max_bad,
-        resume=resume,
-    )
+    cfg = TrainConfig(**settings)
     with user_errors(), progress_bar(out.is_terminal and not as_json, "training") as bar:
 
         def progress(step: int, total: int, m: dict) -> None:

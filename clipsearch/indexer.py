@@ -19,6 +19,7 @@ import numpy as np
 from . import faults
 from .ann import IndexWriteError, preset_named
 from .catalog import Catalog, File, State
+from .config import IndexOptions, default_workers
 from .content import file_content_hash, file_fingerprint
 from .decoding import DecodePool
 from .preprocess import ImageInfo, heif_support, skipped_for_heif
@@ -28,17 +29,6 @@ from .store import Store
 
 if TYPE_CHECKING:  # torch: not imported by `status`, `forget` or decoding workers
     from .encoder import Encoder
-
-
-@dataclass
-class IndexOptions:
-    batch_size: int = 32
-    workers: int | None = None  # decode processes; default: one per core
-    preset: str = "auto"
-    include_hidden: bool = False
-    follow_symlinks: bool = False
-    exclude: Sequence[str] = ()
-    dry_run: bool = False
 
 
 @dataclass
@@ -77,12 +67,6 @@ class Task:
 
 
 Progress = Callable[[int, int], None]  # (done, total)
-
-
-def default_workers() -> int:
-    """One decoding process per core. Workers only decode a few batches ahead and then
-    wait, so on CPU they take the cores the model leaves; measured 2 > 1 on 2 cores."""
-    return os.cpu_count() or 2
 
 
 def absolute_roots(roots: Sequence[str]) -> list[str]:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .config import TrainConfig, default_loader_workers
 from .encoder import Encoder, native_bf16
 from .evaluate import evaluate
 from .files import replacing
@@ -36,37 +37,6 @@ from .weights import random_weights, resolve, save_weights
 MAX_LOGIT_SCALE = math.log(100)
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.jsonl"
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on; saved with its checkpoints."""
-
-    data: str
-    run_dir: str
-    arch: str | None = None  # train from scratch with this config ...
-    init: str | None = None  # ... or start from this model spec
-    val_data: str | None = None
-    val_fraction: float = 0.0
-    epochs: int = 10
-    batch_size: int = 64  # per process; the contrastive batch is batch_size x processes
-    lr: float = 5e-4
-    weight_decay: float = 0.2
-    warmup: int = 100  # optimizer steps
-    accum: int = 1  # batches per optimizer step
-    lock_image: bool = False
-    lock_text: bool = False
-    unlock_last: int = 0  # leave the last N groups of a locked tower trainable
-    precision: str = "auto"  # fp32 | bf16 | fp16 (CUDA) | auto
-    grad_checkpointing: bool = False
-    seed: int = 0
-    save_every: int = 0  # optimizer steps between checkpoints (0: at epoch ends)
-    workers: int = 0
-    augment: str = "crop"  # crop (open_clip's default) | strong (crop + colour) | none
-    image_column: str | None = None
-    caption_column: str | None = None
-    max_bad_fraction: float = 0.01
-    resume: bool = False
 
 
 @dataclass
@@ -428,7 +398,7 @@ def train_one_epoch(
     loader = DataLoader(
         run.dataset,
         batch_sampler=batches[state.batch :],
-        num_workers=cfg.workers,
+        num_workers=default_loader_workers() if cfg.workers is None else cfg.workers,
         collate_fn=collate,
     )
     run.model.train()

@@ -95,7 +95,9 @@ def with_settings(config: type):
             for p in inspect.signature(command).parameters.values()
             if p.kind is not inspect.Parameter.VAR_KEYWORD
         ]
-        last = [p for p in own if p.name == "as_json"]  # --json ends every option list
+        last = [  # --json ends every option list
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own if p.name == "as_json"
+        ]
         first = [p for p in own if p.name != "as_json"]
         command.__signature__ = inspect.Signature(first + derived + last)
         return command

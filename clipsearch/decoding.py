@@ -99,13 +99,13 @@ class DecodePool:
                 out.append((None, None, WORKER_DIED))
         return out
 
-    def close(self, wait: bool = True) -> None:
-        """Stop the workers: waiting for them after a normal end, not after an error or
-        Ctrl-C (they are told to stop and die with this process anyway)."""
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+    def close(self) -> None:
+        """Stop the workers once the batches they are decoding are done (those waiting are
+        cancelled): a prompt stop, with nothing left for the resource tracker to warn of."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> DecodePool:
         return self
 
-    def __exit__(self, exc_type, *exc) -> None:
-        self.close(wait=exc_type is None)
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -435,7 +435,9 @@ def test_sigterm_stops_like_ctrl_c(tmp_path, photos):
         time.sleep(0.2)
     proc.terminate()
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143 and err.strip().endswith("Stopped.") and "Traceback" not in err
+    assert proc.returncode == 143 and err.strip().endswith("Stopped.") and "Traceback" not in err, (
+        err
+    )
     assert catalog_rows(tmp_path / "store")[1] == 2  # the committed batch is kept
     assert wait_until_gone(marker) == []
 

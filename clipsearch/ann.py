@@ -494,6 +494,11 @@ class VectorIndexes:
         self.save(loaded)
         return loaded, action
 
+    def sync_all(self) -> None:
+        """Bring every saved index up to the catalog (after files were forgotten, say)."""
+        for row in self.catalog.index_rows():
+            self.sync(row.model_id)
+
     def _outgrown(self, loaded: LoadedIndex, preset: str) -> bool:
         """With preset auto, a collection that grew past its preset's range is rebuilt."""
         if preset != "auto":

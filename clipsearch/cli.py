@@ -54,8 +54,8 @@ JsonOption = typer.Option(False, "--json", help="Machine-readable output.")
 StoreOption = typer.Option(
     None,
     "--store",
-    envvar="CLIPSEARCH_HOME",
-    help="Store folder (catalog + vector indexes). Default: the user data folder.",
+    help="Store folder (catalog + vector indexes). Default: $CLIPSEARCH_HOME, else the user "
+    "data folder.",
 )
 DbOption = typer.Option(None, "--db", help="SQLAlchemy URL for the catalog instead of SQLite.")
 WaitOption = typer.Option(

@@ -2,8 +2,9 @@
 and a traced forward.
 
 A text query is about ten tokens, so each linear layer multiplies a handful of rows by a
-large weight. For that shape MKL's plain sgemm, which `F.linear` calls, is 1.7x slower
-than oneDNN with the weight reordered once into its blocked layout (bench/text_latency.py).
+large weight. For that shape MKL's plain sgemm, which `F.linear` calls, is slower than
+oneDNN with the weight reordered once into its blocked layout (bench/text_latency.py
+measures both).
 The arithmetic is the same to float rounding; the tests compare against transformers
 through this path.
 
@@ -15,13 +16,11 @@ later changes to those weights, so only a model nothing trains is packed.
 Under dynamic quantisation (int8, or fp16 weights with fp32 arithmetic) the linear layers
 are already converted, except the attention's in-projection: it is two raw parameters
 (nn.MultiheadAttention's names), which quantize_dynamic does not see. Here it is converted
-the same way, which takes a quarter of the tower's weights out of fp32 (ViT-B/32 int8,
-interleaved A/B: medians 16.6 -> 13.0 ms).
+the same way, which takes a quarter of the tower's weights out of fp32.
 
 With the weights this small, a good part of a query's time is Python dispatching ~500
 small ops; `trace_text_tower` records them once into TorchScript's interpreter, which runs
-the same ops without it (ViT-B/32, bench/text_latency.py: fp32 21.4 -> 17.0 ms, int8
-12.2 -> 6.7 ms, fp16 weights 15.7 -> 9.7 ms).
+the same ops without it (bench/text_latency.py: eager against traced).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from .weights import resolve, save_weights
 
 def native_bf16() -> bool:
     """bf16 matmuls in hardware (AVX512-BF16 or AMX). Without them torch emulates bf16 and
-    a ViT-B/32 runs ~7x slower than fp32 (BENCHMARKS.md). CLIPSEARCH_NATIVE_BF16=0 or 1
+    a ViT-B/32 runs several times slower than fp32 (BENCHMARKS.md). CLIPSEARCH_NATIVE_BF16=0 or 1
     overrides the answer: to keep fp32 on such a CPU, and for tests of both kinds on one."""
     forced = os.environ.get("CLIPSEARCH_NATIVE_BF16")
     if forced in ("0", "1"):

@@ -223,9 +223,7 @@ class Library:
             if ids:
                 with self.catalog.write() as s:
                     Catalog.remove_files(s, ids)
-                for model, _ in self.catalog.models():
-                    if self.catalog.index_row(model.id) is not None:
-                        self.store.indexes.sync(model.id)
+                self.store.indexes.sync_all()
         return len(ids)
 
     def rebuild(self, preset: str = "auto", model: str | None = None) -> list[Rebuilt]:

@@ -105,10 +105,10 @@ class TextTowers:
     """Chooses, per model, the text tower that answers a Library's queries.
 
     The first text query is answered by the fp32 tower, which is loaded anyway to learn
-    the weights digest and is ready at once; a faster one costs 0.3-0.9 s to prepare,
-    which a single query never wins back (a `clipsearch query` command asks once). The
-    second query settles it: the fastest candidate that this store's check passes,
-    prepared and traced now, else fp32 for good.
+    the weights digest and is ready at once; a faster one costs fractions of a second to
+    prepare (quantising, packing, tracing), which a single query never wins back (a
+    `clipsearch query` command asks once). The second query settles it: the fastest
+    candidate that this store's check passes, prepared and traced now, else fp32 for good.
     """
 
     def __init__(self, checks: PrecisionChecks, load: Callable[[str, str], Encoder]):

@@ -132,5 +132,5 @@ def cut_to_longest(tokens):
 
 @lru_cache(maxsize=1)
 def default_tokenizer() -> Tokenizer:
-    """One shared instance: building the merge table costs ~0.3 s."""
+    """One shared instance: building the merge table is the slow part of a tokenizer."""
     return Tokenizer()

@@ -22,7 +22,13 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from .errors import ClipsearchError
 from .preprocess import decode_many
+
+
+class DecodingError(ClipsearchError):
+    """The decoding processes cannot run at all (not one file's fault)."""
+
 
 Item = tuple[str, tuple[int, int]]  # path, (size, mtime_ns) as scanned
 Decoded = tuple  # (pixels | None, ImageInfo | None, error | None)
@@ -65,8 +71,18 @@ class DecodePool:
         )
 
     def _restart(self) -> None:
+        """A new pool, checked with a task that cannot fail: if a worker dies even then,
+        no file is to blame and the run cannot go on."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = self._start()
+        try:
+            self._pool.submit(os.getpid).result()
+        except BrokenProcessPool:
+            raise DecodingError(
+                "the decoding processes die as they start; if a Python script runs the "
+                'indexing, put it under `if __name__ == "__main__":` (they start by '
+                "importing it), else run with --workers 1 and --debug and report it"
+            ) from None
 
     def _submit(self, batch: Sequence[Item]) -> Future:
         return self._pool.submit(decode_many, list(batch), self.image_size)

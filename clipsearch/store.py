@@ -8,6 +8,7 @@ when its holder ends, however it ends: a kill -9 never leaves a store locked.
 from __future__ import annotations
 
 import fcntl
+import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -81,6 +82,12 @@ class Store:
         if self._lock_fd is not None:
             yield
             return
+        if getattr(mp.current_process(), "_inheriting", False):
+            raise StoreBusy(  # else it would wait for the lock its own parent holds
+                "a process that is still starting (a decoding worker importing the main "
+                "script) tried to write the store; put the script's work under "
+                '`if __name__ == "__main__":`'
+            )
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock_fd = self._lock()
         try:

@@ -488,3 +488,28 @@ def test_twenty_kills_at_random_moments_then_a_rerun_lose_nothing(tmp_path, tiny
     assert wait_until_gone(marker) == []
     index(store, [photos], tiny)
     assert_whole(store, len(list(photos.iterdir())))
+
+
+UNGUARDED_SCRIPT = """
+from clipsearch.encoder import load_model
+from clipsearch.indexer import IndexOptions, Indexer
+from clipsearch.store import Store
+import sys
+Indexer(Store(sys.argv[1]), load_model("random:tiny"), IndexOptions(workers=1)).run([sys.argv[2]])
+"""
+
+
+def test_workers_that_die_as_they_start_stop_the_run_without_blaming_files(tmp_path, photos):
+    """Spawned workers import the main script: one without a __main__ guard starts a new
+    indexing run in each worker, which dies. No file is at fault."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "store"), str(photos)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0 and "__main__" in proc.stderr
+    files, _ = catalog_rows(tmp_path / "store")
+    assert all(state == "ok" for _, state, _ in files)

@@ -20,6 +20,7 @@ import numpy as np
 
 from clipsearch.ann import VectorIndexes, presets
 from clipsearch.catalog import Catalog
+from clipsearch.exact import ground_truth
 from clipsearch.search import nearest
 from clipsearch.synthetic import around, file_vectors, unit
 
@@ -50,10 +51,10 @@ def main() -> None:
             catalog = Catalog(f"sqlite:///{Path(tmp) / 'c.db'}")
             model_id = fill(catalog, n, args.dim, centres)
             indexes = VectorIndexes(catalog, Path(tmp) / "indexes")
-            truth = indexes.ground_truth(model_id, queries, 10)
+            truth = ground_truth(catalog, model_id, queries, 10)
             for name in args.presets.split(","):
                 start = time.perf_counter()
-                loaded = indexes.build(model_id, name, tune_queries=queries)
+                loaded = indexes.build(model_id, name, prompts=queries)
                 path = indexes.save(loaded)
                 build = time.perf_counter() - start
                 loaded, _ = indexes.get(model_id)

@@ -10,7 +10,8 @@ The package in layers, each calling only those below it (torch only from "model"
              store's queries use), status (what a store holds), train + training_data +
              evaluate (contrastive training, recall metrics)
   storage    store (the folder, the writer lock) -> catalog (the only SQL; the source of
-             truth) and ann (FAISS indexes derived from it; presets in indexes/);
+             truth) and ann (FAISS indexes derived from it; presets in indexes/), tuned
+             by tuning on query sets that include query_log's, measured against exact;
              synthetic (vectors no image made, for tests and benchmarks)
   model      encoder (load_model: texts and images in, unit vectors out) -> model (CLIP),
              tokenizer, weights + torchscript + pretrained (every checkpoint format, read

@@ -8,6 +8,7 @@ with everything committed, and a missing or corrupt file is rebuilt from the cat
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -15,6 +16,8 @@ import math
 import os
 import re
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -22,11 +25,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from . import faults
+from . import faults, tuning
 from .catalog import Catalog
 from .errors import ClipsearchError
 from .files import write_atomic
-from .prompts import AGREEMENT_TARGET
+from .query_log import QueryLog
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,8 +37,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TOMBSTONE_REBUILD_FRACTION = 0.1
-TUNE_K = 10
-TUNE_LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
 class IndexWriteError(ClipsearchError):
@@ -66,10 +67,58 @@ class Preset:
         return n * (b["per_dim"] * dim + b["fixed"])
 
     def factory_for(self, n: int, dim: int) -> str:
+        """The factory string for n vectors of dim: {nlist} lists, {m} PQ bytes of {nbits}
+        bits, and {opq} (an OPQ rotation) where there are enough points to train them. Every
+        k-means here gets at least POINTS_PER_CENTROID points, as FAISS asks."""
         nlist = int(min(65536, max(16, 4 * math.sqrt(max(n, 1)))))
-        nlist = max(1, min(nlist, n // 39 or 1))  # k-means wants ~39 points per centroid
+        nlist = max(1, min(nlist, n // POINTS_PER_CENTROID or 1))
         m = 64 if dim >= 256 and dim % 64 == 0 else max(1, dim // 4)
-        return self.factory.format(nlist=nlist, m=m)
+        nbits = int(min(8, max(1, math.log2(max(n, 2) / POINTS_PER_CENTROID))))
+        opq = f"OPQ{m}," if nbits == 8 else ""  # OPQ trains 8-bit codebooks of its own
+        return self.factory.format(nlist=nlist, m=m, nbits=nbits, opq=opq)
+
+
+POINTS_PER_CENTROID = 40  # FAISS warns below 39 training points per k-means centroid
+
+
+def train_size(factory: str) -> int:
+    """Training points for a factory: ~64 per centroid of its largest k-means, which
+    gains little past that."""
+    nlist, nbits = 1, 0
+    for part in factory.split(","):
+        if m := re.fullmatch(r"IVF(\d+)", part):
+            nlist = int(m[1])
+        elif m := re.fullmatch(r"PQ\d+(?:x(\d+))?(?:np)?", part):
+            nbits = int(m[1] or 8)
+    return max(256, 64 * nlist, 64 * 2**nbits)
+
+
+@contextlib.contextmanager
+def native_stderr() -> Iterator[list[str]]:
+    """What C++ code (FAISS) prints to file descriptor 2 meanwhile, collected instead of
+    reaching the terminal: its k-means warnings come by the hundred."""
+    printed: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield printed
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            printed.extend(capture.read().decode(errors="replace").splitlines())
+
+
+def _training_note(printed: list[str], points: int) -> str | None:
+    """FAISS's training complaints, in one line."""
+    if any("WARNING clustering" in line for line in printed):
+        return (
+            f"FAISS trained on {points:,} points, fewer than it asks for; recall is measured "
+            "and the search parameter tuned regardless"
+        )
+    return None
 
 
 class PresetError(ClipsearchError):
@@ -147,23 +196,6 @@ def _set_params(index: faiss.Index, params: dict, gpu: bool = False) -> None:
         space.set_index_parameters(index, ",".join(f"{k}={v}" for k, v in faiss_params.items()))
 
 
-def exact_topk(queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray, k: int):
-    """Top-k inner products by brute force: (scores, ids), -1 where fewer than k."""
-    n = len(queries)
-    scores = np.full((n, k), -np.inf, np.float32)
-    out = np.full((n, k), -1, np.int64)
-    if len(ids) == 0:
-        return scores, out
-    sims = queries @ vectors.T
-    top = min(k, len(ids))
-    part = np.argpartition(-sims, top - 1, axis=1)[:, :top]
-    order = np.take_along_axis(-sims, part, axis=1).argsort(axis=1, kind="stable")
-    best = np.take_along_axis(part, order, axis=1)
-    scores[:, :top] = np.take_along_axis(sims, best, axis=1)
-    out[:, :top] = ids[best]
-    return scores, out
-
-
 @dataclass
 class LoadedIndex:
     """A FAISS index with the bookkeeping that search needs."""
@@ -178,6 +210,11 @@ class LoadedIndex:
     dim: int
     gpu: faiss.Index | None = field(default=None, repr=False, compare=False)
     note: str | None = None  # why the preset is not the one asked for
+    recall: tuning.Recall | None = None  # what its parameters reached when last measured
+
+    def with_params(self, params: dict) -> LoadedIndex:
+        """The same index searched with other parameters (for trying them)."""
+        return replace(self, params=params, gpu=None)
 
     @property
     def count(self) -> int:
@@ -284,9 +321,10 @@ def index_file_name(model_id: int, preset: str, log_seq: int) -> str:
 class VectorIndexes:
     """Builds, loads, updates and saves the FAISS index of each model in a store."""
 
-    def __init__(self, catalog: Catalog, directory: Path):
+    def __init__(self, catalog: Catalog, directory: Path, query_log: QueryLog | None = None):
         self.catalog = catalog
         self.directory = Path(directory)
+        self.query_log = query_log
 
     # ---- building -------------------------------------------------------------------
 
@@ -294,10 +332,11 @@ class VectorIndexes:
         self,
         model_id: int,
         preset: str = "auto",
-        tune_queries: np.ndarray | None = None,
+        prompts: np.ndarray | None = None,
         memory_budget: int | None = None,
     ) -> LoadedIndex:
-        """A fresh index from every vector of the model in the catalog."""
+        """A fresh index from every vector of the model in the catalog, its search
+        parameter tuned (tuning.py) on the prompts the caller's model encoded, if any."""
         log_seq = self.catalog.log_position(model_id)
         all_ids = self.catalog.vector_ids(model_id)
         n = len(all_ids)
@@ -316,11 +355,11 @@ class VectorIndexes:
         _set_params(index, chosen.build)
         _set_training_effort(index, chosen.train)
         if not index.is_trained:
-            # k-means wants ~39 points per list and gains little past ~64
-            size = max(256, 64 * _nlist(factory))
-            sample = np.sort(np.random.default_rng(0).permutation(all_ids)[:size])
+            sample = np.sort(np.random.default_rng(0).permutation(all_ids)[: train_size(factory)])
             _, train = self.catalog.vectors(model_id, sample.tolist())
-            index.train(train)
+            with native_stderr() as printed:
+                index.train(train)
+            note = note or _training_note(printed, len(train))
         read = [np.zeros(0, np.int64)]
         for ids, vecs in self.catalog.iter_vector_batches(model_id):
             index.add_with_ids(vecs, ids)
@@ -335,56 +374,27 @@ class VectorIndexes:
         loaded.apply_log([e for e in later if not (e[2] == "+" and e[1] in already)], self.catalog)
         loaded.log_seq = later[-1][0] if later else log_seq
         if chosen.tune and n > 0:
-            loaded.params = self.tune(loaded, tune_queries)
+            loaded.recall = tuning.tune(self.catalog, loaded, self.query_sets(model_id, prompts))
+            loaded.params = loaded.recall.params
         return loaded
 
-    def tune(self, loaded: LoadedIndex, queries: np.ndarray | None) -> dict:
-        """Smallest search parameter reaching AGREEMENT_TARGET recall@10 against exact search.
+    def query_sets(self, model_id: int, prompts: np.ndarray | None) -> dict[str, np.ndarray]:
+        """The sets the index is tuned and checked on (tuning.py), with this store's
+        logged queries."""
+        model = self.catalog.model(model_id)
+        logged = self.query_log.recent(model.digest, model.dim) if self.query_log else None
+        return tuning.query_sets(self.catalog, model_id, prompts, logged)
 
-        Text queries (when the caller has a model to encode them) sit further from image
-        vectors than images do, and need more probes; without them, stored vectors are
-        used as queries."""
-        if queries is None or len(queries) == 0:
-            ids, queries = self.catalog.vectors(
-                loaded.model_id,
-                np.random.default_rng(1)
-                .permutation(self.catalog.vector_ids(loaded.model_id))[:200]
-                .tolist(),
-            )
-        truth = self.ground_truth(loaded.model_id, queries, TUNE_K)
-        name = loaded.preset.tune
-        # Compressed codes rank candidates roughly: when no probe count is enough, fetch
-        # more candidates for the exact re-rank (rerank x k) and try again.
-        reranks = (
-            [loaded.preset.rerank * 2**i for i in range(4)] if loaded.preset.rerank > 1 else [1]
-        )
-        best = dict(loaded.params)
-        for rerank in reranks:
-            for value in TUNE_LADDER:
-                params = {**loaded.params, name: value}
-                if rerank > 1:
-                    params["rerank"] = rerank
-                trial = LoadedIndex(**{**loaded.__dict__, "params": params})
-                best = params
-                if self.recall(trial, queries, truth) >= AGREEMENT_TARGET:
-                    return best
-        return best
+    def check(self, loaded: LoadedIndex, prompts: np.ndarray | None) -> tuning.Recall:
+        """Recall of the index as it is searched now, on every query set."""
+        return tuning.check(self.catalog, loaded, self.query_sets(loaded.model_id, prompts))
 
-    def ground_truth(self, model_id: int, queries: np.ndarray, k: int) -> np.ndarray:
-        scores = np.full((len(queries), 0), -np.inf, np.float32)
-        ids = np.zeros((len(queries), 0), np.int64)
-        for batch_ids, vecs in self.catalog.iter_vector_batches(model_id):
-            s, i = exact_topk(queries, batch_ids, vecs, k)
-            scores, ids = np.hstack([scores, s]), np.hstack([ids, i])
-            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-            scores, ids = np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
-        return ids
-
-    def recall(self, loaded: LoadedIndex, queries: np.ndarray, truth: np.ndarray) -> float:
-        k = truth.shape[1]
-        _, found = loaded.search(queries, k * loaded.rerank)
-        hits = sum(len(set(t[t >= 0]) & set(f)) for t, f in zip(truth, found))
-        return hits / max(1, int((truth >= 0).sum()))
+    def retune(self, loaded: LoadedIndex, prompts: np.ndarray | None) -> LoadedIndex:
+        """The index with its search parameter chosen again (no rebuild)."""
+        if not loaded.preset.tune:
+            return loaded
+        found = tuning.tune(self.catalog, loaded, self.query_sets(loaded.model_id, prompts))
+        return replace(loaded, params=found.params, recall=found, gpu=None)
 
     # ---- files ----------------------------------------------------------------------
 
@@ -415,6 +425,7 @@ class VectorIndexes:
             log_seq=loaded.log_seq,
             count=loaded.count,
             tombstones=len(loaded.tombstones),
+            recall=json.dumps(loaded.recall.to_dict()) if loaded.recall else None,
         )
         current = self.file_for(self.catalog.index_row(loaded.model_id))
         self.remove_others(loaded.model_id, current)
@@ -459,6 +470,7 @@ class VectorIndexes:
             row.log_seq,
             tombstones,
             dim,
+            recall=tuning.Recall.from_dict(json.loads(row.recall)) if row.recall else None,
         )
         loaded.apply_log(later, self.catalog)
         return loaded
@@ -474,10 +486,11 @@ class VectorIndexes:
         return loaded, "updated" if row is not None and loaded.log_seq != row.log_seq else "loaded"
 
     def sync(
-        self, model_id: int, preset: str = "auto", tune_queries: np.ndarray | None = None
+        self, model_id: int, preset: str = "auto", prompts: np.ndarray | None = None
     ) -> tuple[LoadedIndex, str]:
         """After indexing: update and save the index, rebuilding when the preset changes,
-        the file is unusable, or tombstones pass 10% of the vectors."""
+        the file is unusable, or tombstones pass 10% of the vectors, and tuning it again
+        when queries logged since it was measured find it below target."""
         row = self.catalog.index_row(model_id)
         loaded = (
             None if preset not in ("auto", getattr(row, "preset", None)) else self.load(model_id)
@@ -487,12 +500,25 @@ class VectorIndexes:
             1, loaded.index.ntotal
         )
         if loaded is None or too_dead or self._outgrown(loaded, preset):
-            loaded = self.build(model_id, preset, tune_queries)
+            loaded = self.build(model_id, preset, prompts)
             action = "rebuilt"
+        elif self._queries_since(loaded):
+            drifted = self.check(loaded, prompts)
+            loaded = replace(loaded, recall=drifted)
+            if drifted.below:
+                loaded, action = self.retune(loaded, prompts), "retuned"
         elif row is not None and loaded.log_seq == row.log_seq:
             return loaded, "unchanged"
         self.save(loaded)
         return loaded, action
+
+    def _queries_since(self, loaded: LoadedIndex) -> bool:
+        """Queries were logged after the index's recall was last measured."""
+        if not (loaded.preset.tune and self.query_log):
+            return False
+        logged = self.query_log.last_logged(self.catalog.model(loaded.model_id).digest)
+        measured = loaded.recall.measured_at if loaded.recall else ""
+        return logged is not None and logged > measured
 
     def sync_all(self) -> None:
         """Bring every saved index up to the catalog (after files were forgotten, say)."""
@@ -520,13 +546,6 @@ def _set_training_effort(index: faiss.Index, train: dict) -> None:
     ivf = faiss.downcast_index(index.index)
     if isinstance(ivf, faiss.IndexIVFPQ) and "pq_points_per_centroid" in train:
         ivf.pq.cp.max_points_per_centroid = train["pq_points_per_centroid"]
-
-
-def _nlist(factory: str) -> int:
-    for part in factory.split(","):
-        if part.startswith("IVF"):
-            return int(part[3:])
-    return 1
 
 
 def gpu_count() -> int:

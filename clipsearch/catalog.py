@@ -49,7 +49,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from . import faults
 from .errors import ClipsearchError
 
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 
 
 class CatalogError(ClipsearchError):
@@ -169,6 +169,7 @@ class VectorIndex(Base):
     log_seq: Mapped[int] = mapped_column(Integer)
     count: Mapped[int]
     tombstones: Mapped[int] = mapped_column(Integer, default=0)  # removed, not yet purged
+    recall: Mapped[str | None] = mapped_column(Text)  # JSON: tuning.Recall, when measured
     built_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -670,6 +671,13 @@ class Catalog:
     def index_rows(self) -> list[VectorIndex]:
         with self.read() as s:
             return list(s.scalars(select(VectorIndex)))
+
+    def record_recall(self, model_id: int, recall: str) -> None:
+        """What a check of the model's index measured (tuning.Recall as JSON)."""
+        with self.write() as s:
+            s.execute(
+                update(VectorIndex).where(VectorIndex.model_id == model_id).values(recall=recall)
+            )
 
     def record_index(self, model_id: int, **fields) -> bool:
         """Point the model at a newly written index file and trim the log it has absorbed;

@@ -357,7 +357,9 @@ def status(
         return
     out.print(f"Store: {shown(info.store)}")
     out.print(f"Files: {info.files_ok} indexed, {info.files_failed} failed")
-    table = Table("model", "weights", "dim", "vectors", "index", "built", "state", "text queries")
+    table = Table(
+        "model", "weights", "dim", "vectors", "index", "built", "state", "recall@10", "text queries"
+    )
     for m in info.models:
         ix = m.index
         state = "-" if ix is None else ("stale (updated on next query)" if ix.stale else "current")
@@ -369,6 +371,7 @@ def status(
             "-" if ix is None else f"{ix.preset} ({ix.count})",
             "-" if ix is None else ix.built_at[:19],
             state,
+            recall_cell(ix),
             precision_cell(m.query_precision),
         )
     out.print(table)
@@ -382,6 +385,15 @@ def status(
             out.print(f"{shown(f.path)}: {shown(f.reason)}")
     elif info.failed:
         out.print("List failed files with: clipsearch status --failed")
+
+
+def recall_cell(index) -> str:
+    """The lowest recall@10 over the query sets, as last measured."""
+    if index is None or index.recall is None:
+        return "exact" if index is not None and index.preset == "exact" else "-"
+    low = min(index.recall["sets"].values())
+    flag = " (below target)" if low < index.recall["target"] else ""
+    return f"{low:.2f}{flag} {index.recall['measured_at'][:10]}"
 
 
 def precision_cell(check: dict | None) -> str:
@@ -413,25 +425,59 @@ def forget(
 def rebuild(
     preset: str = typer.Option("auto", help="auto, exact, hnsw, ivf-flat or ivf-pq."),
     model: str = typer.Option(None, "--model", "-m", help="Only this model's index."),
+    check: bool = typer.Option(
+        False,
+        "--check",
+        help="Rebuild nothing: measure each index's recall@10 against exact search on every "
+        "query set (store images, prompts, across the modality gap, logged queries) and say "
+        "what a rebuild would change where it is below target.",
+    ),
     store: Path = StoreOption,
     db: str = DbOption,
     wait: bool = WaitOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Rebuild vector indexes from the catalog (e.g. to change preset)."""
+    """Rebuild vector indexes from the catalog (e.g. to change preset), or check them."""
     from dataclasses import asdict
 
     with user_errors(), open_library(store, db, wait=wait, on_wait=on_wait) as lib:
-        done = lib.rebuild(preset, model)
+        done = lib.check_recall(model) if check else lib.rebuild(preset, model)
     if as_json:
         emit_json([asdict(d) for d in done])
         return
     for d in done:
+        if check:
+            show_recall_check(d)
+            continue
         out.print(
             f"{shown(d.model)}: {d.preset} index of {d.count} vectors, search {d.params or 'exact'}"
         )
         if d.note:
             err.print(f"[yellow]Note:[/yellow] {shown(d.note)}", markup=True)
+
+
+def recall_text(recall) -> str:
+    sets = ", ".join(f"{name} {r:.2f}" for name, r in recall.sets.items())
+    return f"recall@10 {sets} (target {recall.target:.2f}; measured {recall.measured_at})"
+
+
+def show_recall_check(d) -> None:
+    if d.recall is None:
+        out.print(f"{shown(d.model)}: {d.preset}: exact search, recall 1.00")
+        return
+    params = " ".join(f"{k}={v}" for k, v in d.recall.params.items())
+    out.print(f"{shown(d.model)}: {d.preset} {params}: {recall_text(d.recall)}")
+    if d.recall.below and d.retuned is not None:
+        better = " ".join(f"{k}={v}" for k, v in d.retuned.params.items())
+        verdict = (
+            f"`clipsearch rebuild` would search with {better}: {recall_text(d.retuned)}"
+            if not d.retuned.below
+            else f"no {d.preset} setting reaches it (best: {better}); try --preset hnsw or exact"
+        )
+        err.print(
+            f"[yellow]Below target[/yellow] on {', '.join(d.recall.below)}: {verdict}",
+            markup=True,
+        )
 
 
 QueryPrecisionOption = typer.Option(
@@ -452,6 +498,12 @@ FormatOption = typer.Option(
     "what the file's extension names (.html, .json, .jsonl), else one path per line.",
 )
 OutputOption = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout.")
+QueryLogOption = typer.Option(
+    None,
+    "--query-log/--no-query-log",
+    help="Keep this query's vector (never its text) in the store, so that the vector index "
+    "is tuned for the queries people run (off for good: CLIPSEARCH_QUERY_LOG=0).",
+)
 
 
 def _filters(folders, after, before, ext):
@@ -514,9 +566,13 @@ def query(
     output: Path = OutputOption,
     device: str = DeviceOption,
     precision: str = QueryPrecisionOption,
+    query_log: bool | None = QueryLogOption,
 ) -> None:
     """Find the images that best match words, images, or a weighted combination."""
-    with user_errors(), open_library(store, db, device=device, precision=precision) as lib:
+    with (
+        user_errors(),
+        open_library(store, db, device=device, precision=precision, query_log=query_log) as lib,
+    ):
         answer = lib.search(
             terms or [],
             k=k,

@@ -294,8 +294,8 @@ class Indexer:
 
     def update_index(self) -> None:
         try:
-            queries = self.encoder.encode_text(SEARCH_PROMPTS)
-            loaded, action = self.store.indexes.sync(self.model_id, self.options.preset, queries)
+            prompts = self.encoder.encode_text(SEARCH_PROMPTS)
+            loaded, action = self.store.indexes.sync(self.model_id, self.options.preset, prompts)
             self.report.index_action, self.report.preset = action, loaded.preset.name
             self.report.index_note = loaded.note
         except IndexWriteError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from .indexer import Indexer, IndexOptions, IndexReport, Progress, absolute_root
 from .preprocess import ImageError
 from .pretrained import DEFAULT_MODEL
 from .prompts import SEARCH_PROMPTS
+from .query_log import enabled_by_default
 from .query_precision import PrecisionChecks, TextTowers
 from .search import (
     Filters,
@@ -32,6 +34,7 @@ from .search import (
 )
 from .status import StatusReport
 from .store import PRECISION_CHECKS_FILE, OnWait, Store
+from .tuning import Recall
 
 if TYPE_CHECKING:  # torch loads with the first model, not with `status` or `forget`
     from .encoder import Encoder
@@ -48,6 +51,16 @@ class Rebuilt:
     count: int
     params: dict  # the tuned search parameters; empty for exact search
     note: str | None = None  # why the preset is not the one asked for
+
+
+@dataclass
+class RecallCheck:
+    """A vector index's measured recall, and what tuning again would reach where low."""
+
+    model: str
+    preset: str
+    recall: Recall | None  # None for exact search, which is exact
+    retuned: Recall | None = None
 
 
 @dataclass
@@ -76,14 +89,18 @@ class Library:
         precision: str = "auto",
         wait: bool = True,
         on_wait: OnWait | None = None,
+        query_log: bool | None = None,
     ):
         """create: a folder without a store may be indexed into (nothing is written until
         then). wait / on_wait: what a writing call does when another process is writing
-        the store: wait for it (telling on_wait first), or raise StoreBusy."""
+        the store: wait for it (telling on_wait first), or raise StoreBusy. query_log:
+        keep the vectors (never the text) of text queries, so that the vector index is
+        tuned for them (default: on, unless CLIPSEARCH_QUERY_LOG=0)."""
         self.store = Store(store, db_url=db_url, create=create, wait=wait, on_wait=on_wait)
         self.catalog: Catalog = self.store.catalog
         self.device = device
         self.precision = precision
+        self.log_queries = enabled_by_default() if query_log is None else query_log
         self._encoders: dict[str, Encoder] = {}
         self._indexes: dict[int, tuple[LoadedIndex, str]] = {}
         self._model_rows: dict[str, Model] = {}
@@ -243,6 +260,26 @@ class Library:
                 )
         return done
 
+    def check_recall(self, model: str | None = None) -> list[RecallCheck]:
+        """Measure each vector index's recall@10 against exact search on every query set
+        (tuning.py), record it, and say what a rebuild would choose where it is below."""
+        done = []
+        with self.store.writing():
+            targets = [m for m, n in self.catalog.models() if n > 0]
+            if model is not None:
+                targets = [self.model_with_vectors(self.encoder(model))]
+            for row in targets:
+                loaded, _ = self.store.indexes.get(row.id)
+                if not loaded.preset.tune:
+                    done.append(RecallCheck(row.name, loaded.preset.name, None, None))
+                    continue
+                prompts = self._tuning_queries(row)
+                found = self.store.indexes.check(loaded, prompts)
+                self.catalog.record_recall(row.id, json.dumps(found.to_dict()))
+                better = self.store.indexes.retune(loaded, prompts).recall if found.below else None
+                done.append(RecallCheck(row.name, loaded.preset.name, found, better))
+        return done
+
     def _tuning_queries(self, row: Model) -> np.ndarray | None:
         """Text prompts from the model itself when it can be loaded without a download."""
         try:
@@ -316,6 +353,8 @@ class Library:
             vector = self.query_vector(terms, encoder)
         except ImageError as e:
             raise QueryError(f"cannot use the image query {e.path}: {e.reason}") from None
+        if self.log_queries and any(t.text is not None for t in terms):
+            self.store.query_log.add(encoder.digest, vector)
         loaded, action = self._index_for(row.id)
         k = min(k, max(1, loaded.count))  # no more results than vectors, whatever is asked
         exclude = self._self_ids(terms) if exclude_self else []

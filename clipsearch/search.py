@@ -16,9 +16,10 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from .ann import LoadedIndex, exact_topk
+from .ann import LoadedIndex
 from .catalog import Catalog
 from .errors import ClipsearchError
+from .exact import exact_topk
 from .preprocess import is_image_name
 
 EXACT_SUBSET_LIMIT = 20_000  # filtered sets up to this size are searched exactly

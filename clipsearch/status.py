@@ -25,6 +25,7 @@ class IndexStatus:
     tombstones: int
     stale: bool  # changes committed since: replayed in memory by a query, saved by a writer
     file: str | None  # None: missing (rebuilt from the catalog when next needed)
+    recall: dict | None  # tuning.Recall: recall@10 per query set when last measured
 
 
 @dataclass
@@ -76,6 +77,7 @@ def index_status(catalog: Catalog, indexes: VectorIndexes, model_id: int) -> Ind
         tombstones=row.tombstones,
         stale=(not exists) or catalog.log_position(model_id) > row.log_seq,
         file=file.name if exists else None,
+        recall=json.loads(row.recall) if row.recall else None,
     )
 
 

@@ -20,6 +20,7 @@ from .ann import VectorIndexes
 from .catalog import Catalog, CatalogMissing, sqlite_url
 from .digests import DigestCache
 from .errors import ClipsearchError
+from .query_log import QueryLog
 
 CATALOG_FILE = "catalog.db"
 INDEX_DIR = "indexes"
@@ -70,7 +71,8 @@ class Store:
             )
         self.db_url = db_url or sqlite_url(self.path / CATALOG_FILE)
         self.catalog = Catalog(self.db_url)
-        self.indexes = VectorIndexes(self.catalog, self.path / INDEX_DIR)
+        self.query_log = QueryLog(self.path)
+        self.indexes = VectorIndexes(self.catalog, self.path / INDEX_DIR, self.query_log)
         self.digests = DigestCache(self.path / DIGESTS_FILE)
         self.wait = wait
         self.on_wait = on_wait

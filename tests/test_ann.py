@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from helpers import clustered, make_store
 
-from clipsearch.ann import choose_preset, exact_topk, presets
+from clipsearch.ann import choose_preset, presets
 from clipsearch.catalog import Catalog
+from clipsearch.exact import exact_topk
 from clipsearch.search import Filters, nearest
 
 
@@ -22,7 +23,7 @@ def shared(tmp_path_factory):
     """One read-only store whose indexes are built once per preset (OPQ trains slowly)."""
     catalog, indexes, model_id, vectors = make_store(tmp_path_factory.mktemp("shared"))
     queries = clustered(100, seed=5)
-    built = {p: indexes.build(model_id, p, tune_queries=queries) for p in presets()}
+    built = {p: indexes.build(model_id, p, prompts=queries) for p in presets()}
     return catalog, built, vectors, queries
 
 
@@ -101,7 +102,10 @@ def test_auto_preset_follows_size_and_memory():
 def test_presets_are_declared_in_files():
     assert set(presets()) == {"exact", "hnsw", "ivf-flat", "ivf-pq"}
     pq = presets()["ivf-pq"]
-    assert pq.factory_for(1_000_000, 512) == "OPQ64,IVF4000,PQ64np" and pq.rerank > 1
+    assert pq.factory_for(1_000_000, 512) == "OPQ64,IVF4000,PQ64x8np" and pq.rerank > 1
+    # a small collection: 40 training points for every centroid of every k-means
+    assert pq.factory_for(5000, 64) == "IVF125,PQ16x6np"
+    assert presets()["ivf-flat"].factory_for(5000, 64) == "IVF125,Flat"
 
 
 @pytest.mark.parametrize("preset", ["exact", "hnsw"])

@@ -13,7 +13,7 @@ LAYERS = {  # lowest first, as the map in clipsearch/__init__.py lists them from
     "basics": "errors faults files content prompts precisions config memo digests",
     "images": "preprocess",
     "model": "model tokenizer weights torchscript pretrained cpu_text encoder",
-    "storage": "catalog ann store synthetic",
+    "storage": "catalog exact query_log tuning ann store synthetic",
     "work": "indexer decoding scan search query_precision status train training_data evaluate",
     "faces": "cli render library __main__",
 }

@@ -19,7 +19,7 @@ The package in layers, each calling only those below it (torch only from "model"
   images     preprocess (decode, CLIP pixels)
   basics     errors, faults, files (atomic writes), content (file hashes), prompts,
              precisions, config (settings, each declared once), memo + digests (the
-             store's small JSON memos)
+             store's small JSON memos), priority (indexing that yields to searches)
 
 Names are imported lazily so that `clipsearch --help` and decoding workers never pay
 for importing torch.

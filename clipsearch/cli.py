@@ -7,6 +7,7 @@ errors are one clear line on stderr and exit status 1, never a traceback.
 from __future__ import annotations
 
 import inspect
+import os
 import signal
 import sys
 import time
@@ -292,13 +293,35 @@ def index(
         "On a CPU, fp16 keeps weights in fp16 and computes in fp32.",
     ),
     wait: bool = WaitOption,
+    background: bool = typer.Option(
+        True,
+        "--background/--foreground",
+        help="background (the default): yield to interactive work on this machine (lower "
+        "CPU and I/O priority, threads that sleep rather than spin while they wait), so that "
+        "searches stay fast while indexing runs. --foreground: normal priority.",
+    ),
+    threads: int = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help="Cap the model's threads (and, unless --workers says otherwise, the decoding "
+        "processes) at N, to leave cores free.",
+    ),
     as_json: bool = JsonOption,
     **settings,
 ) -> None:
     """Embed every image under PATHS into the store. Re-runs touch only new, changed,
     moved and deleted files; an interrupted run (Ctrl-C, kill, power cut) continues where
     it stopped. One process writes a store at a time; searching never waits."""
+    from .priority import run_in_background
+
+    if background:
+        run_in_background(threads)
+    elif threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     options = IndexOptions(**settings)
+    if threads and options.workers is None:
+        options.workers = threads
     dry_run = options.dry_run
     with (
         user_errors(),

@@ -10,7 +10,7 @@ import clipsearch
 
 PACKAGE = Path(clipsearch.__file__).parent
 LAYERS = {  # lowest first, as the map in clipsearch/__init__.py lists them from the bottom
-    "basics": "errors faults files content prompts precisions config memo digests",
+    "basics": "errors faults files content prompts precisions config memo digests priority",
     "images": "preprocess",
     "model": "model tokenizer weights torchscript pretrained cpu_text encoder",
     "storage": "catalog exact query_log tuning ann store synthetic",

@@ -3,8 +3,8 @@
 The package in layers, each calling only those below it (torch only from "model" up;
 `status`, `forget` and the decoding workers never import it):
 
-  faces      cli (typer; prints, exits; render: output formats) -> library (the API
-             every face calls: Library)
+  faces      cli (typer; prints, exits; render: output formats) and server (HTTP API and
+             the page in web/) -> library (the API every face calls: Library)
   work       indexer + decoding + scan (walk, decode in workers, embed, commit), search (query
              terms, filtered exact search, hydrate), query_precision (which text tower a
              store's queries use), status (what a store holds), train + training_data +

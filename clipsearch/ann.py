@@ -520,6 +520,16 @@ class VectorIndexes:
         measured = loaded.recall.measured_at if loaded.recall else ""
         return logged is not None and logged > measured
 
+    def refresh(self, loaded: LoadedIndex) -> LoadedIndex:
+        """An index loaded earlier, brought up to the catalog: the log replayed since, or
+        the saved index reloaded where a writer has saved a later one (and trimmed the log
+        this one would need)."""
+        row = self.catalog.index_row(loaded.model_id)
+        if row is not None and row.log_seq > loaded.log_seq:
+            return self.load(loaded.model_id) or self.build(loaded.model_id, row.preset)
+        loaded.apply_log(self.catalog.log_since(loaded.model_id, loaded.log_seq), self.catalog)
+        return loaded
+
     def sync_all(self) -> None:
         """Bring every saved index up to the catalog (after files were forgotten, say)."""
         for row in self.catalog.index_rows():

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,7 @@ from . import status
 from .ann import LoadedIndex, preset_named
 from .catalog import Catalog, Model, State
 from .indexer import Indexer, IndexOptions, IndexReport, Progress, absolute_roots
-from .preprocess import ImageError
+from .preprocess import BytesSource, ImageError
 from .pretrained import DEFAULT_MODEL
 from .prompts import SEARCH_PROMPTS
 from .query_log import enabled_by_default
@@ -40,6 +41,18 @@ if TYPE_CHECKING:  # torch loads with the first model, not with `status` or `for
     from .encoder import Encoder
 
 TEXT_CACHE_SIZE = 512  # recent query texts kept as vectors: paging and re-filtering are free
+
+
+class UnknownFile(QueryError):
+    """A catalog id that names no indexed image."""
+
+
+class UnusableImage(QueryError):
+    """An image given as a query that cannot be decoded (the reason says why)."""
+
+    def __init__(self, error: ImageError):
+        super().__init__(f"cannot use the image query {error.path}: {error.reason}")
+        self.reason = error.reason
 
 
 @dataclass
@@ -71,6 +84,7 @@ class Answer:
     model: str
     results: list[Result]
     index_action: str  # loaded | updated | rebuilt
+    timings_ms: dict[str, float] = field(default_factory=dict)  # embed, search, hydrate
 
 
 class Library:
@@ -297,14 +311,22 @@ class Library:
     # ---- search -----------------------------------------------------------------------
 
     def _index_for(self, model_id: int) -> tuple[LoadedIndex, str]:
+        """The model's index, brought up to what other processes have committed since it
+        was loaded (a long-lived Library, such as the server's, sees new and forgotten
+        files without a restart)."""
         if model_id not in self._indexes:
             self._indexes[model_id] = self.store.indexes.get(model_id)
+        else:
+            loaded, action = self._indexes[model_id]
+            self._indexes[model_id] = (self.store.indexes.refresh(loaded), action)
         return self._indexes[model_id]
 
     def query_vector(self, terms: Sequence[Term], encoder: Encoder) -> np.ndarray:
         vectors = []
         for t in terms:
-            if t.image is not None:
+            if t.file_id is not None:
+                vectors.append(self._stored_vector(t.file_id, encoder))
+            elif t.image is not None:
                 vectors.append(self._image_vector(t.image, encoder))
             else:
                 vectors.append(self._text_vector(t.text, encoder))
@@ -320,17 +342,26 @@ class Library:
                 self._text_vectors.popitem(last=False)
         return self._text_vectors[key]
 
-    def _image_vector(self, path: str, encoder: Encoder) -> np.ndarray:
+    def _stored_vector(self, file_id: int, encoder: Encoder) -> np.ndarray:
+        ids, vecs = self.catalog.vectors(self.model_with_vectors(encoder).id, [file_id])
+        if not len(ids):
+            raise UnknownFile(f"no indexed image #{file_id} for model {encoder.name}")
+        return vecs[0]
+
+    def _image_vector(self, image: str | BytesSource, encoder: Encoder) -> np.ndarray:
         """An indexed image's stored vector, or a fresh embedding of an outside image."""
+        if isinstance(image, BytesSource):
+            return encoder.encode_images([image])[0]
+        path = os.path.abspath(image)
         model = self.catalog.find_model(encoder.digest)
-        row = self.catalog.files_under([os.path.abspath(path)]).get(os.path.abspath(path))
+        row = self.catalog.files_under([path]).get(path)
         if model is not None and row is not None and row.state == "ok":
             st = os.stat(path)
             if (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns):
                 ids, vecs = self.catalog.vectors(model.id, [row.id])
                 if len(ids):
                     return vecs[0]
-        return encoder.encode_images([path])[0]
+        return encoder.encode_images([image])[0]
 
     def search(
         self,
@@ -344,31 +375,58 @@ class Library:
     ) -> Answer:
         """Best matches for a query: a string, argv-style terms (`["beach", "+", "sunset"]`),
         and/or image paths. exclude_self drops the query images themselves from results."""
-        if k < 1:
-            raise QueryError("-k must be at least 1")
         terms = parse_query([query] if isinstance(query, str) else list(query), images)
-        encoder = self.query_encoder(model, text_only=all(t.image is None for t in terms))
+        return self.search_terms(terms, k, model, filters, min_score, exclude_self)
+
+    def search_terms(
+        self,
+        terms: Sequence[Term],
+        k: int = 10,
+        model: str | None = None,
+        filters: Filters = Filters(),
+        min_score: float | None = None,
+        exclude_self: bool = False,
+        offset: int = 0,
+    ) -> Answer:
+        """Results offset+1 .. offset+k for parsed terms (the same order page after page).
+        exclude_self drops images given as terms (by path or id) from the results."""
+        if k < 1 or offset < 0:
+            raise QueryError("k must be at least 1 and the offset at least 0")
+        started = time.perf_counter()
+        encoder = self.query_encoder(
+            model, text_only=all(t.image is None and t.file_id is None for t in terms)
+        )
         row = self.model_with_vectors(encoder)
         try:
             vector = self.query_vector(terms, encoder)
         except ImageError as e:
-            raise QueryError(f"cannot use the image query {e.path}: {e.reason}") from None
+            raise UnusableImage(e) from None
         if self.log_queries and any(t.text is not None for t in terms):
             self.store.query_log.add(encoder.digest, vector)
+        embedded = time.perf_counter()
         loaded, action = self._index_for(row.id)
-        k = min(k, max(1, loaded.count))  # no more results than vectors, whatever is asked
+        want = min(k + offset, max(1, loaded.count))  # no more than there are, whatever is asked
         exclude = self._self_ids(terms) if exclude_self else []
-        hits = nearest(self.catalog, loaded, vector, k, filters, exclude)
-        return Answer(describe(terms), encoder.name, hydrate(self.catalog, hits, min_score), action)
+        hits = nearest(self.catalog, loaded, vector, want, filters, exclude)[offset:]
+        searched = time.perf_counter()
+        results = hydrate(self.catalog, hits, min_score)
+        timings = {
+            "embed": (embedded - started) * 1000,
+            "search": (searched - embedded) * 1000,
+            "hydrate": (time.perf_counter() - searched) * 1000,
+        }
+        return Answer(describe(terms), encoder.name, results, action, timings)
 
     def similar(self, path: str, k: int = 10, **kwargs) -> Answer:
         """Images nearest to one image, itself excluded."""
         return self.search([], k=k, images=[path], exclude_self=True, **kwargs)
 
     def _self_ids(self, terms: Sequence[Term]) -> list[int]:
-        paths = [os.path.abspath(t.image) for t in terms if t.image]
+        paths = [os.path.abspath(t.image) for t in terms if isinstance(t.image, str)]
         rows = self.catalog.files_under(paths)
-        return [rows[p].id for p in paths if p in rows]
+        return [rows[p].id for p in paths if p in rows] + [
+            t.file_id for t in terms if t.file_id is not None
+        ]
 
 
 def parse_date(text: str) -> datetime:

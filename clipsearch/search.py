@@ -20,7 +20,7 @@ from .ann import LoadedIndex
 from .catalog import Catalog
 from .errors import ClipsearchError
 from .exact import exact_topk
-from .preprocess import is_image_name
+from .preprocess import BytesSource, is_image_name
 
 EXACT_SUBSET_LIMIT = 20_000  # filtered sets up to this size are searched exactly
 _WEIGHTED = re.compile(r"^(-?\d+(?:\.\d+)?):(.+)$", re.DOTALL)
@@ -32,12 +32,21 @@ class QueryError(ClipsearchError, ValueError):
 
 @dataclass(frozen=True)
 class Term:
+    """One weighted part of a query: text, an image (a path, or bytes sent), or an indexed
+    image by its catalog id."""
+
     weight: float
     text: str | None = None
-    image: str | None = None
+    image: str | BytesSource | None = None
+    file_id: int | None = None
 
     def describe(self) -> str:
-        what = f"image {self.image}" if self.image else repr(self.text)
+        if self.file_id is not None:
+            what = f"image #{self.file_id}"
+        elif isinstance(self.image, BytesSource):
+            what = f"uploaded image {self.image.path}"
+        else:
+            what = f"image {self.image}" if self.image else repr(self.text)
         sign = "-" if self.weight < 0 else "+"
         w = abs(self.weight)
         return f"{sign} {'' if w == 1 else f'{w:g}×'}{what}"
@@ -47,9 +56,22 @@ def looks_like_image(arg: str) -> bool:
     return is_image_name(arg) and os.path.isfile(arg)
 
 
-def parse_query(args: Sequence[str], images: Sequence[str] = ()) -> list[Term]:
+_OPERATOR = re.compile(r"\s+([+-])\s+")
+
+
+def split_query(text: str) -> list[str]:
+    """One string as the command line would have it in words: `beach + sunset - 2:people`
+    -> ["beach", "+", "sunset", "-", "2:people"]; operators stand between spaces, so
+    "a well-lit room" stays one term."""
+    return [part for part in _OPERATOR.split(f" {text} ") if part.strip()]
+
+
+def parse_query(
+    args: Sequence[str], images: Sequence[str | BytesSource] = (), paths: bool = True
+) -> list[Term]:
     """Words and operators as typed: `beach + sunset - people`, `2:beach`, `photo.jpg`.
-    A standalone + or - sets the sign of the next term; an existing image file is an image."""
+    A standalone + or - sets the sign of the next term; an existing image file is an image
+    (with paths=True: never for a query that came over the network)."""
     terms: list[Term] = []
     sign = 1.0
     for raw in args:
@@ -62,12 +84,12 @@ def parse_query(args: Sequence[str], images: Sequence[str] = ()) -> list[Term]:
         weight = 1.0
         if m := _WEIGHTED.match(arg):
             weight, arg = float(m.group(1)), m.group(2).strip()
-        if looks_like_image(arg):
+        if paths and looks_like_image(arg):
             terms.append(Term(sign * weight, image=arg))
         else:
             terms.append(Term(sign * weight, text=arg))
         sign = 1.0
-    terms += [Term(1.0, image=str(p)) for p in images]
+    terms += [Term(1.0, image=p if isinstance(p, BytesSource) else str(p)) for p in images]
     if not terms:
         raise QueryError("empty query: give some words, an image file, or both")
     return terms

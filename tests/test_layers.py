@@ -15,7 +15,7 @@ LAYERS = {  # lowest first, as the map in clipsearch/__init__.py lists them from
     "model": "model tokenizer weights torchscript pretrained cpu_text encoder",
     "storage": "catalog exact query_log tuning ann store synthetic",
     "work": "indexer decoding scan search query_precision status train training_data evaluate",
-    "faces": "cli render library __main__",
+    "faces": "cli server render library __main__",
 }
 RANK = {m: rank for rank, names in enumerate(LAYERS.values()) for m in names.split()}
 

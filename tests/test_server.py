@@ -1,0 +1,315 @@
+"""`clipsearch serve` over real HTTP: a real store (SQLite catalog, FAISS, generated images,
+a tiny random model), a real uvicorn server on loopback, requests from a real client."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+
+import httpx
+import pytest
+import uvicorn
+from helpers import make_image
+from PIL import Image
+from typer.testing import CliRunner
+
+from clipsearch import Library
+from clipsearch.cli import app
+from clipsearch.server import COOKIE, MAX_UPLOAD, Service, create_app
+
+MODEL = "random:tiny"
+
+
+@contextmanager
+def serving(store, api_key: str | None = None):
+    """A server on a free loopback port, in this process; yields its base URL."""
+    lib = Library(store, create=True)
+    service = Service(lib, MODEL)
+    service.warm_up()
+    config = uvicorn.Config(create_app(service, api_key), host="127.0.0.1", port=0)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        lib.close()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("server")
+    for i in range(12):
+        make_image(root / "photos" / ("home" if i % 2 else "trip") / f"{i:02d}.png", seed=i)
+    make_image(root / "photos" / "trip" / "big.jpg", size=(900, 600), seed=50)
+    with Library(root / "store", create=True) as lib:
+        lib.index([root / "photos"], model=MODEL)
+    return root
+
+
+@pytest.fixture(scope="module")
+def base(photos):
+    with serving(photos / "store") as url:
+        yield url
+
+
+def search(base, **body):
+    return httpx.post(f"{base}/api/v1/search", json=body, timeout=60)
+
+
+def ids(response) -> list[int]:
+    return [item["id"] for item in response.json()["items"]]
+
+
+def test_health_status_and_the_openapi_schema(base):
+    assert httpx.get(f"{base}/health").json() == {"status": "ok"}
+    status = httpx.get(f"{base}/api/v1/status").json()
+    assert status["files"]["ok"] == 13 and status["models"][0]["vectors"] == 13
+    schema = httpx.get(f"{base}/openapi.json").json()
+    assert {"/api/v1/search", "/api/v1/similar/{file_id}", "/api/v1/embed"} <= set(schema["paths"])
+
+
+def test_search_answers_as_the_command_line_does(base, photos):
+    body = {
+        "query": "a red square + a blue circle - 2:a dog",
+        "k": 5,
+        "in": [str(photos / "photos" / "home")],
+    }
+    response = search(base, **body)
+    assert response.status_code == 200
+    data = response.json()
+    assert set(data["timings_ms"]) == {"embed", "search", "hydrate"}
+    assert data["query"] == "'a red square' + 'a blue circle' - 2×'a dog'"
+    cli = CliRunner().invoke(
+        app,
+        ["query", "a red square", "+", "a blue circle", "-", "2:a dog", "-k", "5", "--in",
+         str(photos / "photos" / "home"), "--store", str(photos / "store"), "-m", MODEL,
+         "-f", "json", "--precision", "fp32"],
+    )  # fmt: skip
+    expected = [r["path"] for r in json.loads(cli.stdout)["results"]]
+    assert [item["path"] for item in data["items"]] == expected
+    assert all("/home/" in item["path"] for item in data["items"])
+    item = data["items"][0]
+    assert (
+        item["thumb_url"] == f"/thumb/{item['id']}" and item["image_url"] == f"/image/{item['id']}"
+    )
+
+
+def test_paging_is_stable(base):
+    whole = ids(search(base, query="a photo", k=10))
+    pages = ids(search(base, query="a photo", k=5)) + ids(
+        search(base, query="a photo", k=5, offset=5)
+    )
+    assert pages == whole and len(set(pages)) == 10
+
+
+def test_search_by_uploaded_image_and_by_id(base, photos):
+    data = (photos / "photos" / "trip" / "04.png").read_bytes()
+    files = {"image": ("04.png", data, "image/png")}
+    response = httpx.post(f"{base}/api/v1/search", data={"request": '{"k": 3}'}, files=files)
+    assert response.status_code == 200, response.text
+    top = response.json()["items"][0]
+    assert top["path"].endswith("trip/04.png") and top["score"] > 0.999
+    similar = httpx.get(f"{base}/api/v1/similar/{top['id']}", params={"k": 3}).json()
+    assert top["id"] not in [i["id"] for i in similar["items"]] and len(similar["items"]) == 3
+    mixed = search(base, query="a red square", similar_to=top["id"], k=3)
+    assert mixed.status_code == 200 and "image #" in mixed.json()["query"]
+
+
+def test_embed_text_and_image(base, photos, tiny):
+    text = httpx.post(f"{base}/api/v1/embed", json={"text": ["a cat"]}).json()
+    assert text["dim"] == 64 and len(text["vectors"]) == 1
+    cosine = sum(a * b for a, b in zip(text["vectors"][0], tiny.encode_text(["a cat"])[0]))
+    assert cosine > 0.998  # the server's text tower may be int8 or fp16 (the store's check)
+    files = {"image": ("a.png", (photos / "photos" / "home" / "01.png").read_bytes(), "image/png")}
+    image = httpx.post(f"{base}/api/v1/embed", files=files).json()
+    assert len(image["vectors"][0]) == 64
+
+
+def test_thumbnails_are_cached_in_the_store_with_etags(base, photos):
+    first = httpx.get(f"{base}/thumb/13", params={"size": 128})
+    assert first.status_code == 200 and first.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(first.content)).size) == 128
+    assert list((photos / "store" / "thumbs").glob("13-128-*.jpg"))
+    again = httpx.get(
+        f"{base}/thumb/13", params={"size": 128}, headers={"If-None-Match": first.headers["etag"]}
+    )
+    assert again.status_code == 304
+    original = httpx.get(f"{base}/image/13")
+    assert original.headers["content-type"] == "image/jpeg"
+    assert original.content == (photos / "photos" / "trip" / "big.jpg").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("post", "/api/v1/search", {"query": ""}, 400),
+        ("post", "/api/v1/search", {"query": "x", "after": "yesterday"}, 400),
+        ("post", "/api/v1/search", {"query": "x", "k": 0}, 400),
+        ("post", "/api/v1/search", ["not", "an", "object"], 400),
+        ("post", "/api/v1/search", {"similar_to": 999}, 404),
+        ("get", "/api/v1/similar/999", None, 404),
+        ("get", "/thumb/999", None, 404),
+        ("get", "/thumb/1?size=100000", None, 400),
+        ("get", "/image/999", None, 404),
+        ("get", "/nothing/here", None, 404),
+    ],
+)
+def test_errors_are_json_with_the_right_status(base, method, path, body, status):
+    response = httpx.request(method, f"{base}{path}", json=body)
+    assert response.status_code == status
+    assert set(response.json()) == {"error"} and "Traceback" not in response.text
+
+
+def test_images_that_cannot_be_used(base, tmp_path):
+    garbage = {"image": ("x.png", b"not an image at all", "image/png")}
+    response = httpx.post(f"{base}/api/v1/search", files=garbage)
+    assert response.status_code == 422 and "x.png" in response.json()["error"]
+    bomb = io.BytesIO()
+    Image.new("1", (20_000, 10_000)).save(bomb, "PNG")
+    response = httpx.post(f"{base}/api/v1/search", files={"image": ("bomb.png", bomb.getvalue())})
+    assert response.status_code == 413 and "decompression bomb" in response.json()["error"]
+    huge = {"image": ("huge.png", b"\0" * (MAX_UPLOAD + 1), "image/png")}
+    assert httpx.post(f"{base}/api/v1/search", files=huge, timeout=60).status_code == 413
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/thumb/../../etc/passwd",
+        "/thumb/..%2F..%2Fetc%2Fpasswd",
+        "/image/%2e%2e/%2e%2e/etc/passwd",
+        "/image/-1",
+        "/image/1.5",
+        "/image//etc/passwd",
+        "/static/../server.py",
+        "/static/%2e%2e/server.py",
+        "/thumb/1?size=64&path=/etc/passwd",
+    ],
+)
+def test_no_request_reads_a_file_the_catalog_does_not_serve(base, path):
+    response = httpx.get(f"{base}{path}")
+    assert b"root:" not in response.content and b"import" not in response.content
+    assert response.status_code in (200, 400, 404) and (
+        response.status_code != 200 or response.headers["content-type"] == "image/jpeg"
+    )
+
+
+def test_a_query_string_is_never_read_as_a_path(base, photos):
+    indexed = str(photos / "photos" / "trip" / "04.png")
+    data = search(base, query=indexed, k=1).json()
+    assert data["query"] == repr(indexed)  # a text term, not the image at that path
+
+
+def test_an_indexed_file_replaced_by_a_link_elsewhere_is_not_served(tmp_path):
+    secret = tmp_path / "secret.png"
+    make_image(secret, seed=99)
+    make_image(tmp_path / "photos" / "a.png", seed=1)
+    with Library(tmp_path / "store", create=True) as lib:
+        lib.index([tmp_path / "photos"], model=MODEL)
+    (tmp_path / "photos" / "a.png").unlink()
+    (tmp_path / "photos" / "a.png").symlink_to(secret)
+    with serving(tmp_path / "store") as url:
+        assert httpx.get(f"{url}/image/1").status_code == 404
+        assert httpx.get(f"{url}/thumb/1").status_code == 404
+
+
+def test_files_indexed_or_forgotten_by_another_process_meanwhile(tmp_path):
+    for i in range(4):
+        make_image(tmp_path / "photos" / f"{i}.png", seed=i)
+    with Library(tmp_path / "store", create=True) as lib:
+        lib.index([tmp_path / "photos"], model=MODEL)
+    with serving(tmp_path / "store") as url:
+        assert len(ids(search(url, query="a photo", k=10))) == 4
+        make_image(tmp_path / "photos" / "new.png", seed=40)
+        runner = CliRunner()
+        store = ["--store", str(tmp_path / "store")]
+        assert (
+            runner.invoke(app, ["index", str(tmp_path / "photos"), "-m", MODEL, *store]).exit_code
+            == 0
+        )
+        found = search(url, query="a photo", k=10).json()["items"]
+        assert len(found) == 5 and any(i["path"].endswith("new.png") for i in found)
+        assert (
+            runner.invoke(app, ["forget", str(tmp_path / "photos" / "0.png"), *store]).exit_code
+            == 0
+        )
+        assert runner.invoke(app, ["rebuild", *store]).exit_code == 0  # the log is trimmed
+        left = search(url, query="a photo", k=10).json()["items"]
+        assert len(left) == 4 and not any(i["path"].endswith("/0.png") for i in left)
+
+
+def test_a_store_being_changed_under_it_is_a_503(tmp_path):
+    make_image(tmp_path / "photos" / "a.png")
+    with Library(tmp_path / "store", create=True) as lib:
+        lib.index([tmp_path / "photos"], model=MODEL)
+    with serving(tmp_path / "store") as url:
+        db = sqlite3.connect(tmp_path / "store" / "catalog.db")
+        db.execute("alter table files rename to files_being_migrated")
+        db.commit()
+        response = search(url, query="a photo", k=1)
+        assert response.status_code == 503 and "try again" in response.json()["error"]
+        db.execute("alter table files_being_migrated rename to files")
+        db.commit()
+        assert search(url, query="a photo", k=1).status_code == 200
+
+
+def test_with_a_key_only_its_holders_get_in(photos):
+    with serving(photos / "store", api_key="s3cret") as url:
+        assert httpx.get(f"{url}/health").status_code == 200
+        assert httpx.get(f"{url}/").status_code == 200  # the page, which asks for the key
+        for path in ("/api/v1/status", "/thumb/1", "/image/1", "/api/v1/status?api_key=s3cret"):
+            assert httpx.get(f"{url}{path}").status_code == 401
+        wrong = httpx.get(f"{url}/api/v1/status", headers={"X-API-Key": "s3cre"})
+        assert wrong.status_code == 401
+        assert httpx.get(f"{url}/api/v1/status", headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert httpx.post(f"{url}/api/v1/session", json={"key": "nope"}).status_code == 401
+        login = httpx.post(f"{url}/api/v1/session", json={"key": "s3cret"})
+        cookie = login.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and cookie.startswith(COOKIE)
+        assert httpx.get(f"{url}/thumb/1", cookies=login.cookies).status_code == 200
+
+
+def test_listening_beyond_loopback_needs_a_key(photos, monkeypatch):
+    monkeypatch.delenv("CLIPSEARCH_API_KEY", raising=False)
+    result = CliRunner().invoke(
+        app, ["serve", "--host", "0.0.0.0", "--store", str(photos / "store")]
+    )
+    assert result.exit_code == 1 and "--api-key" in result.stderr
+
+
+def test_the_serve_command_answers_and_stops_cleanly(photos):
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "clipsearch",
+            "serve",
+            "--store",
+            str(photos / "store"),
+            "--port",
+            "0",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CLIPSEARCH_QUERY_LOG": "0"},
+    )
+    line = proc.stderr.readline()
+    url = line.split(" at ")[1].split(" ")[0]
+    assert httpx.get(f"{url}health").json() == {"status": "ok"}
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0

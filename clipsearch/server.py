@@ -28,7 +28,7 @@ from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .catalog import CatalogError, File
+from .catalog import CatalogError, CatalogMissing, File, State
 from .errors import ClipsearchError
 from .files import write_atomic
 from .library import Library, UnknownFile, UnusableImage, parse_date
@@ -124,6 +124,8 @@ def status_for(e: Exception) -> tuple[int, str]:
         return 404, str(e)
     if isinstance(e, (ImageError, UnusableImage)):
         return (413 if "decompression bomb" in e.reason else 422), str(e)
+    if isinstance(e, CatalogMissing):
+        return 404, str(e)
     if isinstance(e, CatalogError) or type(e).__module__.startswith("sqlalchemy"):
         return 503, "the store cannot be read just now (being upgraded?); try again shortly"
     if isinstance(e, (QueryError, ClipsearchError)):
@@ -143,7 +145,9 @@ class Service:
 
     def warm_up(self) -> None:
         """Load the text tower and the vector index now, not at the first request."""
-        if any(n for _, n in self.library.catalog.models()):
+        if self.library.catalog.state is State.CURRENT and any(
+            n for _, n in self.library.catalog.models()
+        ):
             for _ in range(2):  # the second settles the text tower's precision
                 self.search(SearchRequest(query="a photo"))
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +89,29 @@ def make_store(folder: Path, n: int = 4000):
         catalog, vectors, model, lambda i: f"/p/{(i - 1) % 4}/{i - 1}.jpg"
     )
     return catalog, VectorIndexes(catalog, folder / "indexes"), model_id, vectors
+
+
+@contextmanager
+def serving(store: Path, api_key: str | None = None, model: str = "random:tiny", **library):
+    """`clipsearch serve`'s app on a free loopback port, in this process: its base URL."""
+    import uvicorn
+
+    from clipsearch import Library
+    from clipsearch.server import Service, create_app
+
+    lib = Library(store, create=True, **library)
+    service = Service(lib, model)
+    service.warm_up()
+    config = uvicorn.Config(create_app(service, api_key), host="127.0.0.1", port=0)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        lib.close()

@@ -7,43 +7,18 @@ import io
 import json
 import os
 import sqlite3
-import threading
-import time
-from contextlib import contextmanager
 
 import httpx
 import pytest
-import uvicorn
-from helpers import make_image
+from helpers import make_image, serving
 from PIL import Image
 from typer.testing import CliRunner
 
 from clipsearch import Library
 from clipsearch.cli import app
-from clipsearch.server import COOKIE, MAX_UPLOAD, Service, create_app
+from clipsearch.server import COOKIE, MAX_UPLOAD
 
 MODEL = "random:tiny"
-
-
-@contextmanager
-def serving(store, api_key: str | None = None):
-    """A server on a free loopback port, in this process; yields its base URL."""
-    lib = Library(store, create=True)
-    service = Service(lib, MODEL)
-    service.warm_up()
-    config = uvicorn.Config(create_app(service, api_key), host="127.0.0.1", port=0)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        lib.close()
 
 
 @pytest.fixture(scope="module")

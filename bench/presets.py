@@ -107,7 +107,7 @@ def main() -> None:
                 build = time.perf_counter() - start
                 new, _ = indexes.get(model_id)
                 before = new.with_params(
-                    tuning.tune(catalog, new, {"prompts": kinds["prompts"]}).params
+                    tuning.tune(catalog, new, {"prompts": kinds["prompts"]}, margin=0).params
                 )
                 for vector in typed:
                     log.add(f"bench-{n}-{args.dim}", vector)

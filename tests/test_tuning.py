@@ -57,7 +57,7 @@ def test_tuned_on_generic_prompts_alone_typed_queries_fall_short(gap_store):
     enough for them, and the queries people type lose recall."""
     folder, catalog, model_id, prompts, typed, truth = gap_store
     loaded = VectorIndexes(catalog, folder / "old").build(model_id, "ivf-flat", prompts)
-    prompts_only = tuning.tune(catalog, loaded, {"prompts": prompts})
+    prompts_only = tuning.tune(catalog, loaded, {"prompts": prompts}, margin=0)
     assert tuning.recall(loaded.with_params(prompts_only.params), typed, truth) < 0.93
     assert prompts_only.params["nprobe"] < loaded.params["nprobe"]
 
@@ -136,7 +136,7 @@ def test_an_index_is_tuned_again_when_logged_queries_find_it_below_target(gap_st
     log = QueryLog(tmp_path)
     indexes = VectorIndexes(catalog, tmp_path / "ix", log)
     loaded = indexes.build(model_id, "ivf-flat", prompts)
-    too_few = tuning.tune(catalog, loaded, {"prompts": prompts})
+    too_few = tuning.tune(catalog, loaded, {"prompts": prompts}, margin=0)
     indexes.save(loaded.with_params(too_few.params))  # as the old tuner left it
     indexes.catalog.record_recall(model_id, json.dumps({**too_few.to_dict(), "measured_at": ""}))
     for vector in typed[:100]:

@@ -23,7 +23,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from .errors import ClipsearchError
-from .preprocess import decode_many
+from .preprocess import Preprocessing, decode_many
 
 
 class DecodingError(ClipsearchError):
@@ -56,9 +56,9 @@ def _die_with_parent(parent: int) -> None:
 class DecodePool:
     """Decodes batches of files in `workers` processes, in order, `ahead` batches ahead."""
 
-    def __init__(self, workers: int, image_size: int, ahead: int | None = None):
+    def __init__(self, workers: int, preprocessing: Preprocessing, ahead: int | None = None):
         self.workers = workers
-        self.image_size = image_size
+        self.preprocessing = preprocessing
         self.ahead = ahead if ahead is not None else workers + 2
         self._pool = self._start()
 
@@ -85,7 +85,7 @@ class DecodePool:
             ) from None
 
     def _submit(self, batch: Sequence[Item]) -> Future:
-        return self._pool.submit(decode_many, list(batch), self.image_size)
+        return self._pool.submit(decode_many, list(batch), self.preprocessing)
 
     def decode(self, batches: Sequence[Sequence[Item]]) -> Iterator[list[Decoded]]:
         """Each batch's decoded files, in the order given."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from .digests import DigestCache
 from .errors import ClipsearchError
 from .model import CLIP
 from .precisions import CANDIDATES, PRECISIONS
-from .preprocess import ImageSource, preprocess
+from .preprocess import ImageSource, Preprocessing, preprocess
 from .pretrained import DEFAULT_MODEL
 from .tokenizer import Tokenizer, cut_to_longest, default_tokenizer
 from .weights import resolve, save_weights
@@ -98,6 +99,15 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def model_digest(weights: str, preprocessing: Preprocessing) -> str:
+    """What ties vectors to the model that made them: its weights and, where they are not
+    OpenAI's, its preprocessing (the same weights fed other pixels make other vectors)."""
+    if preprocessing.is_openai:
+        return weights
+    recipe = json.dumps(preprocessing.to_dict(), sort_keys=True).encode()
+    return f"{weights}-{hashlib.sha256(recipe).hexdigest()[:8]}"
+
+
 def dynamic_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """quantize_dynamic's dtype where a precision means dynamic quantisation: int8, and fp16
     on a CPU with FBGEMM (fp16 weights, fp32 arithmetic); None where it does not."""
@@ -164,9 +174,10 @@ class Encoder:
         self.name = name
         self.config = model.config
         self.dim = model.config.embed_dim
-        self.image_size = model.config.vision.image_size
+        self.preprocessing = model.config.pixels
+        self.image_size = self.preprocessing.size
         self.text_only = model.visual is None
-        self.digest = digest or weights_digest(model)
+        self.digest = model_digest(digest or weights_digest(model), self.preprocessing)
         self.device = resolve_device(device)
         self.precision = auto_precision(self.device) if precision == "auto" else precision
         # A model handed over (load_model's) may be changed in place: quantised without a
@@ -241,7 +252,7 @@ class Encoder:
         A file that cannot be used raises ImageError naming it."""
         out = []
         for i in range(0, len(images), batch_size):
-            batch = [preprocess(img, self.image_size)[0] for img in images[i : i + batch_size]]
+            batch = [preprocess(img, self.preprocessing)[0] for img in images[i : i + batch_size]]
             out.append(self.encode_pixels(np.stack(batch)))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 

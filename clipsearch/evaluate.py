@@ -23,7 +23,7 @@ def embed_pairs(
     images = []
     for i in range(0, len(pairs), batch_size):
         batch = [
-            preprocess(read_image(p.image), encoder.image_size)[0]
+            preprocess(read_image(p.image), encoder.preprocessing)[0]
             for p in pairs[i : i + batch_size]
         ]
         images.append(encoder.encode_pixels(np.stack(batch)))

@@ -238,11 +238,12 @@ class Indexer:
     def embed(self, tasks: list[Task], progress: Progress | None) -> None:
         if not tasks:
             return
-        size, batch = self.encoder.image_size, max(1, self.options.batch_size)
+        batch = max(1, self.options.batch_size)
         chunks = [tasks[i : i + batch] for i in range(0, len(tasks), batch)]
         items = [[(t.found.path, (t.found.size, t.found.mtime_ns)) for t in c] for c in chunks]
         done = 0
-        with DecodePool(self.options.workers or default_workers(), size) as pool:
+        workers = self.options.workers or default_workers()
+        with DecodePool(workers, self.encoder.preprocessing) as pool:
             for number, (chunk, decoded) in enumerate(zip(chunks, pool.decode(items)), 1):
                 self.commit(chunk, decoded)
                 faults.hit("batch-committed", f"batch {number}.")

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .preprocess import Preprocessing
+
 
 @dataclass(frozen=True)
 class VisionConfig:
@@ -39,17 +41,25 @@ class CLIPConfig:
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
     quick_gelu: bool = True  # OpenAI's weights use QuickGELU; most LAION weights use GELU
+    preprocessing: Preprocessing | None = None  # None: OpenAI's, at vision.image_size
+
+    @property
+    def pixels(self) -> Preprocessing:
+        """How images become this model's input: part of the model, as its weights are."""
+        return self.preprocessing or Preprocessing(self.vision.image_size)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> CLIPConfig:
+        prep = d.get("preprocessing")
         return cls(
             embed_dim=d["embed_dim"],
             vision=VisionConfig(**d["vision"]),
             text=TextConfig(**d["text"]),
             quick_gelu=d["quick_gelu"],
+            preprocessing=Preprocessing.from_dict(prep) if prep else None,
         )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -22,8 +22,52 @@ from . import faults
 from .content import content_hash, fingerprint_of
 from .errors import ClipsearchError
 
-MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
-STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)
+RESIZE_MODES = ("shortest", "squash", "longest")
+INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a model wants its images: part of the model, as its weights are. Models trained
+    with other statistics or crops make other vectors from the same pixels.
+
+    resize: "shortest" side to `size` (or to `scale_to`, where a model resizes larger than
+    it crops) then the centred square (OpenAI's), "squash" both sides to `size`, or
+    "longest" side to `size` then padded to a square with black."""
+
+    size: int = 224
+    resize: str = "shortest"
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = OPENAI_MEAN
+    std: tuple[float, float, float] = OPENAI_STD
+    scale_to: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_MODES or self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"unknown preprocessing: {self.resize} resize, {self.interpolation}")
+        object.__setattr__(self, "mean", tuple(float(x) for x in self.mean))
+        object.__setattr__(self, "std", tuple(float(x) for x in self.std))
+
+    @property
+    def is_openai(self) -> bool:
+        """OpenAI's preprocessing at this size: what models say nothing else about."""
+        return self == Preprocessing(self.size)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocessing:
+        fields = ("size", "resize", "interpolation", "mean", "std", "scale_to")
+        return cls(**{k: data[k] for k in fields if k in data})
+
+
+def as_preprocessing(spec: Preprocessing | int) -> Preprocessing:
+    """A Preprocessing, or OpenAI's at a size given as a number."""
+    return spec if isinstance(spec, Preprocessing) else Preprocessing(int(spec))
 
 
 @dataclass(frozen=True)
@@ -83,8 +127,30 @@ def to_rgb(img: Image.Image) -> Image.Image:
 MAX_RESIZED_PIXELS = 4096 * 4096  # 50 MB as RGB
 
 
-def resize_and_crop(img: Image.Image, size: int) -> Image.Image:
-    """Short side to `size` with bicubic filtering, then the centred square, as torchvision.
+def resize_and_crop(img: Image.Image, prep: Preprocessing | int) -> Image.Image:
+    """The model's square: resized as its preprocessing says (see Preprocessing)."""
+    prep = as_preprocessing(prep)
+    method = INTERPOLATIONS[prep.interpolation]
+    if prep.resize == "squash":
+        return img.resize((prep.size, prep.size), method)
+    if prep.resize == "longest":
+        return _fit_and_pad(img, prep.size, method)
+    return _shortest_and_crop(img, prep.size, method, prep.scale_to or prep.size)
+
+
+def _fit_and_pad(img: Image.Image, size: int, method) -> Image.Image:
+    """Longest side to `size`, aspect kept, centred on a black square (open_clip's
+    ResizeKeepRatio then CenterCropOrPad)."""
+    w, h = img.size
+    scale = size / max(w, h)
+    fitted = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), method)
+    square = Image.new("RGB", (size, size))
+    square.paste(fitted, ((size - fitted.width) // 2, (size - fitted.height) // 2))
+    return square
+
+
+def _shortest_and_crop(img: Image.Image, size: int, method, scale_to: int) -> Image.Image:
+    """Short side to `scale_to`, then the centred `size` square, as torchvision.
 
     An image of extreme aspect ratio would be enormous once its short side is scaled up
     (1 x 200,000 pixels: 224 x 44.8 million, 30 GB), so there only the square the crop
@@ -92,24 +158,26 @@ def resize_and_crop(img: Image.Image, size: int) -> Image.Image:
     within 1/255 in a few places, in bounded memory."""
     w, h = img.size
     if w <= h:
-        new_w, new_h = size, int(size * h / w)
+        new_w, new_h = scale_to, int(scale_to * h / w)
     else:
-        new_w, new_h = int(size * w / h), size
+        new_w, new_h = int(scale_to * w / h), scale_to
     left = int(round((new_w - size) / 2.0))
     top = int(round((new_h - size) / 2.0))
     if new_w * new_h > MAX_RESIZED_PIXELS:
         sx, sy = w / new_w, h / new_h
         box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
-        return img.resize((size, size), Image.Resampling.BICUBIC, box=box)
+        return img.resize((size, size), method, box=box)
     if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+        img = img.resize((new_w, new_h), method)
     return img.crop((left, top, left + size, top + size))
 
 
-def normalize(img: Image.Image) -> np.ndarray:
-    """RGB PIL image -> float32 (3, h, w) with CLIP's mean and std."""
+def normalize(img: Image.Image, prep: Preprocessing | int = 224) -> np.ndarray:
+    """RGB PIL image -> float32 (3, h, w) with the model's mean and std."""
+    prep = as_preprocessing(prep)
+    mean, std = np.array(prep.mean, np.float32), np.array(prep.std, np.float32)
     arr = np.asarray(img, dtype=np.float32) / 255.0
-    return ((arr - MEAN) / STD).transpose(2, 0, 1).copy()
+    return ((arr - mean) / std).transpose(2, 0, 1).copy()
 
 
 def _exif_info(img: Image.Image) -> tuple[str | None, str | None, str | None]:
@@ -172,10 +240,14 @@ def open_image(source: ImageSource, draft_size: int | None = None) -> tuple[Imag
         raise ImageError(path, f"cannot decode: {type(e).__name__}: {e}") from None
 
 
-def preprocess(source: ImageSource, size: int, draft: bool = False) -> tuple[np.ndarray, ImageInfo]:
-    """A file or PIL image -> CLIP input (3, size, size) float32 and what was learned of it."""
-    img, info = open_image(source, draft_size=size if draft else None)
-    return normalize(resize_and_crop(img, size)), info
+def preprocess(
+    source: ImageSource, prep: Preprocessing | int, draft: bool = False
+) -> tuple[np.ndarray, ImageInfo]:
+    """A file or PIL image -> the model's input (3, size, size) float32, and what was
+    learned of it. prep: the model's Preprocessing, or a size for OpenAI's."""
+    prep = as_preprocessing(prep)
+    img, info = open_image(source, draft_size=prep.size if draft else None)
+    return normalize(resize_and_crop(img, prep), prep), info
 
 
 IMAGE_EXTENSIONS = frozenset(
@@ -213,7 +285,7 @@ def heif_support() -> bool:
 
 
 def decode_for_index(
-    path: str, size: int, expect: tuple[int, int]
+    path: str, prep: Preprocessing | int, expect: tuple[int, int]
 ) -> tuple[np.ndarray | None, ImageInfo | None, str | None]:
     """Worker-process entry point: (pixels, info, None) or (None, None, reason). Whatever
     goes wrong with one file (memory included) is that file's failure, never the run's.
@@ -231,7 +303,7 @@ def decode_for_index(
         st = os.stat(path)
         if (st.st_size, st.st_mtime_ns) != expect or len(data) != expect[0]:
             return None, None, "changed while being read; it will be retried on the next run"
-        pixels, info = preprocess(BytesSource(path, data), size, draft=True)
+        pixels, info = preprocess(BytesSource(path, data), prep, draft=True)
     except ImageError as e:
         return None, None, e.reason
     except FileNotFoundError:
@@ -247,6 +319,6 @@ def decode_for_index(
     return pixels, replace(info, fingerprint=fingerprint_of(data), content=content_hash(data)), None
 
 
-def decode_many(items: list[tuple[str, tuple[int, int]]], size: int) -> list:
+def decode_many(items: list[tuple[str, tuple[int, int]]], prep: Preprocessing | int) -> list:
     """A chunk of files for one worker round trip."""
-    return [decode_for_index(path, size, expect) for path, expect in items]
+    return [decode_for_index(path, prep, expect) for path, expect in items]

@@ -335,7 +335,7 @@ def start(cfg: TrainConfig) -> Run:
     name = f"{base_name}+ft:{folder.name}" if cfg.init else base_name
     data, val = load_data(cfg)
     dataset = PairDataset(
-        data.rows, model.config.vision.image_size, default_tokenizer(), cfg.augment, cfg.seed
+        data.rows, model.config.pixels, default_tokenizer(), cfg.augment, cfg.seed
     )
     state = TrainState()
     if saved is not None:

@@ -25,7 +25,15 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from .errors import ClipsearchError
-from .preprocess import IMAGE_EXTENSIONS, ImageError, normalize, open_image, resize_and_crop
+from .preprocess import (
+    IMAGE_EXTENSIONS,
+    ImageError,
+    Preprocessing,
+    as_preprocessing,
+    normalize,
+    open_image,
+    resize_and_crop,
+)
 
 IMAGE_KEYS = ("image", "filepath", "file", "path", "img", "image_path")
 CAPTION_KEYS = ("caption", "text", "title", "label", "description")
@@ -272,7 +280,7 @@ class PairDataset:
     def __init__(
         self,
         pairs: Sequence[Pair],
-        image_size: int,
+        preprocessing: Preprocessing | int,
         tokenizer,
         augment: str = "crop",
         seed: int = 0,
@@ -280,7 +288,8 @@ class PairDataset:
         if augment not in AUGMENTATIONS:
             raise DataError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}")
         self.pairs = list(pairs)
-        self.image_size = image_size
+        self.preprocessing = as_preprocessing(preprocessing)  # the model's: mean, std, crop
+        self.image_size = self.preprocessing.size
         self.tokenizer = tokenizer
         self.augment = augment
         self.seed = seed
@@ -302,5 +311,5 @@ class PairDataset:
             if self.augment == "strong":
                 img = color_jitter(img, rng)
         else:
-            img = resize_and_crop(img, self.image_size)
-        return normalize(img), tokens, True
+            img = resize_and_crop(img, self.preprocessing)
+        return normalize(img, self.preprocessing), tokens, True

@@ -7,11 +7,13 @@ CLIPConfig; nothing else in clipsearch knows formats exist.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import socket
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
@@ -24,6 +26,7 @@ from . import torchscript
 from .errors import ClipsearchError
 from .files import replacing, write_atomic
 from .model import CLIP, CONFIGS, CLIPConfig, TextConfig, VisionConfig
+from .preprocess import OPENAI_MEAN, OPENAI_STD, Preprocessing
 from .pretrained import PRETRAINED, Pretrained, cached_file
 
 OWN_CONFIG = "clipsearch.json"
@@ -261,6 +264,58 @@ def _open_clip_quick_gelu(config_path: Path, default: bool) -> bool:
     return bool(cfg.get("quick_gelu", default))
 
 
+RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL's numbers, as Hugging Face configs give them
+
+
+def hf_preprocessing(path: Path, size: int) -> Preprocessing:
+    """A Hugging Face CLIPImageProcessor's preprocessor_config.json as a Preprocessing."""
+    with _config_file(path) as cfg:
+        crop = cfg.get("crop_size", size)
+        crop = crop.get("height", size) if isinstance(crop, dict) else int(crop)
+        resize = cfg.get("size", crop)
+        squash = isinstance(resize, dict) and "height" in resize
+        shortest = resize.get("shortest_edge", crop) if isinstance(resize, dict) else int(resize)
+        return Preprocessing(
+            size=crop,
+            scale_to=None if squash or shortest == crop else shortest,
+            resize="squash" if squash or not cfg.get("do_center_crop", True) else "shortest",
+            interpolation=RESAMPLE.get(cfg.get("resample", 3), "bicubic"),
+            mean=tuple(cfg.get("image_mean", OPENAI_MEAN)),
+            std=tuple(cfg.get("image_std", OPENAI_STD)),
+        )
+
+
+def open_clip_preprocessing(path: Path, size: int) -> Preprocessing:
+    """open_clip_config.json's preprocess_cfg as a Preprocessing."""
+    with _config_file(path) as cfg:
+        cfg = cfg.get("preprocess_cfg", {})
+        return Preprocessing(
+            size=size,
+            resize=cfg.get("resize_mode", "shortest"),
+            interpolation=cfg.get("interpolation", "bicubic"),
+            mean=tuple(cfg.get("mean", OPENAI_MEAN)),
+            std=tuple(cfg.get("std", OPENAI_STD)),
+        )
+
+
+@contextlib.contextmanager
+def _config_file(path: Path) -> Iterator[dict]:
+    """A config file's JSON object; anything amiss in reading or using it is one error."""
+    try:
+        yield json.loads(path.read_text())
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise WeightsError(f"{path}: not a config clipsearch can read ({e})") from None
+
+
+def _preprocessing_beside(folder: Path, size: int) -> Preprocessing | None:
+    """What the configs next to a weights file say of its preprocessing, if anything."""
+    if (folder / "preprocessor_config.json").exists():
+        return hf_preprocessing(folder / "preprocessor_config.json", size)
+    if (folder / "open_clip_config.json").exists():
+        return open_clip_preprocessing(folder / "open_clip_config.json", size)
+    return None
+
+
 def load_file_weights(
     path: Path, quick_gelu: bool | None = None, name: str | None = None, text_only: bool = False
 ) -> Weights:
@@ -273,7 +328,8 @@ def load_file_weights(
     config = infer_config(sd, True if quick_gelu is None else quick_gelu)
     if hf_config.exists() and quick_gelu is None:
         config = _apply_hf_config(config, hf_config)
-    return Weights(name or str(path.resolve()), config, sd, source=path)
+    prep = _preprocessing_beside(path.parent, config.vision.image_size)
+    return Weights(name or str(path.resolve()), replace(config, preprocessing=prep), sd, path)
 
 
 def load_dir_weights(path: Path, text_only: bool = False) -> Weights:
@@ -349,6 +405,12 @@ def download(p: Pretrained) -> str:
         ) from None
 
 
+def named_preprocessing(p: Pretrained, config: CLIPConfig) -> Preprocessing:
+    return Preprocessing(
+        config.vision.image_size, p.resize, p.interpolation, mean=p.mean, std=p.std
+    )
+
+
 def random_weights(spec: str) -> Weights:
     """`random:<config>[:seed]`: untrained weights, for tests and benchmarks only."""
     parts = spec[len(RANDOM_PREFIX) :].split(":")
@@ -367,9 +429,11 @@ def resolve(spec: str, text_only: bool = False) -> Weights:
         return random_weights(spec)
     if spec in PRETRAINED:
         p = PRETRAINED[spec]
-        return load_file_weights(
+        w = load_file_weights(
             Path(download(p)), quick_gelu=p.quick_gelu, name=p.name, text_only=text_only
         )
+        w.config = replace(w.config, preprocessing=named_preprocessing(p, w.config))
+        return w
     path = Path(spec).expanduser()
     if path.is_dir():
         return load_dir_weights(path, text_only)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -10,6 +11,26 @@ from pathlib import Path
 
 import pytest
 from helpers import EMOJI, write_emoji_split
+
+PROCESS_ENV = {
+    n: os.environ.get(n) for n in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+}
+PROCESS_NICE = os.getpriority(os.PRIO_PROCESS, 0)
+
+
+@pytest.fixture(autouse=True)
+def own_process_settings():
+    """`clipsearch index` run in this process (CliRunner, in tests or their fixtures)
+    lowers its priority and sets OpenMP's variables, as it should for its own process:
+    after each test the process is as the session started it."""
+    yield
+    for name, value in PROCESS_ENV.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    with contextlib.suppress(PermissionError):
+        os.setpriority(os.PRIO_PROCESS, 0, PROCESS_NICE)
 
 
 @pytest.fixture(params=["avx2", "bf16"])

@@ -170,3 +170,34 @@ def test_gradient_checkpointing_gives_same_gradients():
     model.set_grad_checkpointing(True)
     checkpointed = grads()
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, checkpointed))
+
+
+def test_a_hf_directory_brings_its_own_preprocessing(tmp_path):
+    """A Hugging Face directory whose processor resizes larger than it crops and normalises
+    with other statistics: clipsearch feeds the model exactly what transformers would."""
+    from PIL import Image
+
+    from clipsearch.preprocess import Preprocessing
+
+    hf = hf_clip(**SIZES["tiny"])
+    hf.save_pretrained(tmp_path / "hf")
+    plain = load_model(str(tmp_path / "hf"))
+    processor = transformers.CLIPImageProcessor(
+        size={"shortest_edge": 40},
+        crop_size={"height": 32, "width": 32},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+        resample=2,
+    )
+    processor.save_pretrained(tmp_path / "hf")
+    encoder = load_model(str(tmp_path / "hf"))
+    assert encoder.preprocessing == Preprocessing(
+        32, "shortest", "bilinear", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), scale_to=40
+    )
+    assert encoder.digest != plain.digest and encoder.digest.startswith(plain.digest)
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8))
+    expected = processor(img, return_tensors="np")["pixel_values"]
+    np.testing.assert_allclose(
+        encoder.encode_images([img]), encoder.encode_pixels(expected), atol=1e-5
+    )

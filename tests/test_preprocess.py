@@ -154,3 +154,50 @@ def test_file_that_changes_or_vanishes_while_read_is_not_trusted(tmp_path):
     path.unlink()
     _, _, error = decode_for_index(str(path), 32, (st.st_size, st.st_mtime_ns))
     assert "not found" in error
+
+
+RESIZES = [("shortest", "bicubic"), ("squash", "bilinear"), ("longest", "bicubic")]
+
+
+@pytest.mark.parametrize(("resize", "interpolation"), RESIZES)
+@pytest.mark.parametrize("wh", [(64, 40), (40, 64), (33, 33)])
+def test_each_resize_mode_makes_the_models_square(resize, interpolation, wh):
+    from clipsearch.preprocess import Preprocessing
+
+    prep = Preprocessing(32, resize, interpolation, mean=(0.5,) * 3, std=(0.5,) * 3)
+    img = Image.fromarray(np.full((wh[1], wh[0], 3), 255, np.uint8))
+    pixels, _ = preprocess(img, prep)
+    assert pixels.shape == (3, 32, 32)
+    white = np.isclose(pixels, 1.0)  # (1 - 0.5) / 0.5
+    if resize == "longest" and wh[0] != wh[1]:
+        assert not white.all() and np.isclose(pixels, -1.0).any()  # black bands
+    else:
+        assert white.all()
+
+
+def test_named_models_preprocess_as_open_clip_says():
+    """Each named model's pixels equal open_clip's transform built from its pretrained
+    config (random weights, nothing downloaded)."""
+    open_clip = pytest.importorskip(
+        "open_clip", reason="open_clip (with torchvision) is not installed beside this torch"
+    )
+    from clipsearch.model import CONFIGS
+    from clipsearch.pretrained import PRETRAINED
+    from clipsearch.weights import named_preprocessing
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    for p in PRETRAINED.values():
+        arch, tag = p.open_clip
+        cfg = open_clip.get_pretrained_cfg(arch, tag)
+        size = CONFIGS[p.arch].vision.image_size
+        transform = open_clip.image_transform(
+            size,
+            is_train=False,
+            mean=cfg["mean"],
+            std=cfg["std"],
+            interpolation=cfg.get("interpolation", "bicubic"),
+            resize_mode=cfg.get("resize_mode", "shortest"),
+        )
+        ours, _ = preprocess(img, named_preprocessing(p, CONFIGS[p.arch]))
+        np.testing.assert_allclose(ours, transform(img).numpy(), atol=1e-5, err_msg=p.name)

@@ -14,8 +14,8 @@ The package in layers, each calling only those below it (torch only from "model"
              by tuning on query sets that include query_log's, measured against exact;
              synthetic (vectors no image made, for tests and benchmarks)
   model      encoder (load_model: texts and images in, unit vectors out) -> model (CLIP),
-             tokenizer, weights + torchscript + pretrained (every checkpoint format, read
-             without running code), cpu_text (the text tower made fast on a CPU)
+             tokenizer, weights + torchscript + pretrained + hub (every checkpoint format
+             and hub layout, read without running code), cpu_text (the fast CPU text tower)
   images     preprocess (decode, CLIP pixels)
   basics     errors, faults, files (atomic writes), content (file hashes), prompts,
              precisions, config (settings, each declared once), memo + digests (the

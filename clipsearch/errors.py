@@ -13,6 +13,10 @@ class ClipsearchError(Exception):
     """A failure with a message that says what went wrong and what to do."""
 
 
+class WeightsError(ClipsearchError):
+    """A model spec that cannot be loaded; the message says what to do."""
+
+
 def explain(e: BaseException) -> str | None:
     """What to tell a person about an error raised by a library clipsearch uses (the
     database, the disk), or None if it is not one that says something about their setup."""

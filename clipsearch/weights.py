@@ -11,23 +11,21 @@ import contextlib
 import json
 import os
 import re
-import socket
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from . import torchscript
-from .errors import ClipsearchError
+from . import hub, torchscript
+from .errors import WeightsError
 from .files import replacing, write_atomic
 from .model import CLIP, CONFIGS, CLIPConfig, TextConfig, VisionConfig
 from .preprocess import OPENAI_MEAN, OPENAI_STD, Preprocessing
-from .pretrained import PRETRAINED, Pretrained, cached_file
+from .pretrained import PRETRAINED, Pretrained
 
 OWN_CONFIG = "clipsearch.json"
 OWN_WEIGHTS = "model.safetensors"
@@ -37,10 +35,6 @@ VISION_PREFIXES = ("visual.", "vision_model.", "visual_projection.")  # every la
 
 def is_vision_key(key: str) -> bool:
     return key.removeprefix("module.").startswith(VISION_PREFIXES)
-
-
-class WeightsError(ClipsearchError):
-    """A model spec that cannot be loaded; the message says what to do."""
 
 
 @dataclass
@@ -368,43 +362,6 @@ def save_weights(model: CLIP, directory: str | os.PathLike, name: str) -> Path:
 # ---- named models and the hub ----------------------------------------------------------
 
 
-def hub_unreachable() -> str | None:
-    """Why the Hugging Face hub cannot be reached, when that can be told at once (offline
-    mode, or its host name does not resolve); None when a download is worth trying.
-    Through a proxy the client never resolves the hub's name itself, so it is not checked."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return "HF_HUB_OFFLINE is set"
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.getaddrinfo(host, 443)
-    except OSError:
-        return f"{host} cannot be found: no network here?"
-    return None
-
-
-def download(p: Pretrained) -> str:
-    """Fetch once into huggingface_hub's cache; offline, say exactly what is missing."""
-    from huggingface_hub import hf_hub_download
-
-    if local := cached_file(p):
-        return local
-    try:
-        if why := hub_unreachable():  # at once, not after a minute of retries
-            raise ConnectionError(why)
-        return hf_hub_download(p.repo, p.filename)
-    except Exception as e:  # offline, DNS, HTTP errors: all mean "not available here"
-        raise WeightsError(
-            f"{p.name} is not downloaded yet and could not be ({type(e).__name__}: "
-            f"{str(e)[:100]}); on a machine with internet run `hf download {p.repo} "
-            f"{p.filename}` (then copy ~/.cache/huggingface here), or fetch {p.url} and pass "
-            f"the file with --model /path/to/{p.filename}"
-        ) from None
-
-
 def named_preprocessing(p: Pretrained, config: CLIPConfig) -> Preprocessing:
     return Preprocessing(
         config.vision.image_size, p.resize, p.interpolation, mean=p.mean, std=p.std
@@ -430,7 +387,7 @@ def resolve(spec: str, text_only: bool = False) -> Weights:
     if spec in PRETRAINED:
         p = PRETRAINED[spec]
         w = load_file_weights(
-            Path(download(p)), quick_gelu=p.quick_gelu, name=p.name, text_only=text_only
+            Path(hub.download(p)), quick_gelu=p.quick_gelu, name=p.name, text_only=text_only
         )
         w.config = replace(w.config, preprocessing=named_preprocessing(p, w.config))
         return w
@@ -439,9 +396,12 @@ def resolve(spec: str, text_only: bool = False) -> Weights:
         return load_dir_weights(path, text_only)
     if path.is_file():
         return load_file_weights(path, text_only=text_only)
+    if hub.is_hub_id(spec):
+        return replace(load_dir_weights(hub.fetch(spec), text_only), name=spec)
     raise WeightsError(
-        f"unknown model {spec!r}: not a file, a directory, or a named model "
-        f"({', '.join(PRETRAINED)}); `random:<config>` is for tests"
+        f"unknown model {spec!r}: not a file, a directory, a Hugging Face hub id "
+        f"(org/name), or a named model ({', '.join(PRETRAINED)}); `random:<config>` is for "
+        "tests"
     )
 
 

@@ -1,0 +1,189 @@
+"""Any CLIP by its Hugging Face hub id, in each layout the hub has, from a real hub cache
+built here (its own folder structure: refs, snapshots), offline; the hub's refusals from a
+stand-in hub on loopback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from clipsearch.encoder import load_model
+from clipsearch.hub import HubError, is_hub_id
+
+transformers = pytest.importorskip("transformers")
+
+
+def hf_tiny(seed: int = 0):
+    torch.manual_seed(seed)
+    config = transformers.CLIPConfig(
+        text_config=dict(hidden_size=64, intermediate_size=256, num_attention_heads=1,
+                         num_hidden_layers=2),
+        vision_config=dict(hidden_size=64, intermediate_size=256, num_attention_heads=1,
+                           num_hidden_layers=2, image_size=32, patch_size=8),
+        projection_dim=32,
+    )  # fmt: skip
+    return transformers.CLIPModel(config).eval()
+
+
+def cached_repo(cache: Path, repo: str, files: Path, revision: str = "main") -> Path:
+    """A repository in huggingface_hub's cache layout, holding the files of a folder."""
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    commit = (revision * 40)[:40] if revision != "main" else "c" * 40
+    snapshot = folder / "snapshots" / commit
+    shutil.copytree(files, snapshot, dirs_exist_ok=True)
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / revision).write_text(commit)
+    return snapshot
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    return hub
+
+
+def same_vectors(a, b):
+    pixels = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(a.encode_pixels(pixels), b.encode_pixels(pixels), atol=1e-6)
+    np.testing.assert_allclose(a.encode_text(["a dog"]), b.encode_text(["a dog"]), atol=1e-6)
+
+
+def test_a_transformers_repo_by_its_id_is_the_same_model_as_its_folder(cache, tmp_path):
+    hf_tiny().save_pretrained(tmp_path / "hf")
+    transformers.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32).save_pretrained(
+        tmp_path / "hf"
+    )
+    cached_repo(cache, "test-org/clip-tiny", tmp_path / "hf")
+    by_id, by_folder = load_model("test-org/clip-tiny"), load_model(str(tmp_path / "hf"))
+    assert by_id.name == "test-org/clip-tiny" and by_id.digest == by_folder.digest
+    same_vectors(by_id, by_folder)
+
+
+def test_a_revision_is_a_branch_tag_or_commit(cache, tmp_path):
+    hf_tiny(seed=0).save_pretrained(tmp_path / "v0")
+    hf_tiny(seed=1).save_pretrained(tmp_path / "v1")
+    cached_repo(cache, "test-org/clip-tiny", tmp_path / "v0")
+    cached_repo(cache, "test-org/clip-tiny", tmp_path / "v1", revision="v1")
+    main, v1 = load_model("test-org/clip-tiny"), load_model("test-org/clip-tiny@v1")
+    assert main.digest == load_model(str(tmp_path / "v0")).digest
+    assert v1.digest == load_model(str(tmp_path / "v1")).digest != main.digest
+    with pytest.raises(HubError, match="not in the cache"):
+        load_model("test-org/clip-tiny@v2")
+
+
+def test_an_open_clip_repo(cache, tmp_path):
+    reference = load_model("random:tiny:4")
+    folder = tmp_path / "oc"
+    folder.mkdir()
+    state = {k: v.contiguous() for k, v in reference.model.state_dict().items()}
+    save_file(state, str(folder / "open_clip_model.safetensors"))
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": {"quick_gelu": True}, "preprocess_cfg": {"mean": [0.5] * 3}})
+    )
+    cached_repo(cache, "test-org/open-clip-tiny", folder)
+    loaded = load_model("test-org/open-clip-tiny")
+    assert loaded.preprocessing.mean == (0.5, 0.5, 0.5)  # its own preprocessing, from its config
+    assert loaded.digest.startswith(reference.digest) and loaded.digest != reference.digest
+    same_vectors(loaded, reference)
+
+
+def test_a_sentence_transformers_clip(cache, tmp_path):
+    hf_tiny().save_pretrained(tmp_path / "st" / "0_CLIPModel")
+    modules = [
+        {
+            "idx": 0,
+            "name": "0",
+            "path": "0_CLIPModel",
+            "type": "sentence_transformers.models.CLIPModel",
+        }
+    ]  # noqa: E501
+    (tmp_path / "st" / "modules.json").write_text(json.dumps(modules))
+    cached_repo(cache, "sentence-test/clip-tiny", tmp_path / "st")
+    loaded = load_model("sentence-test/clip-tiny")
+    same_vectors(loaded, load_model(str(tmp_path / "st" / "0_CLIPModel")))
+
+
+def test_a_repo_of_something_else_names_what_it_found(cache, tmp_path):
+    folder = tmp_path / "bert"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    save_file({"x": torch.zeros(2)}, str(folder / "model.safetensors"))
+    cached_repo(cache, "test-org/bert", folder)
+    with pytest.raises(HubError, match=r"no CLIP clipsearch can read \(files: config.json"):
+        load_model("test-org/bert")
+
+
+def test_a_local_path_is_never_taken_for_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    assert is_hub_id("openai/clip-vit-base-patch32") and not is_hub_id("runs")
+    (tmp_path / "runs" / "clip").mkdir()
+    assert not is_hub_id("runs/clip")
+
+
+class StandInHub(BaseHTTPRequestHandler):
+    """Answers as the hub does for a gated repository and a revision that is not there."""
+
+    def do_GET(self):  # noqa: N802
+        if "gated-org" in self.path:
+            self.send_response(401)
+            self.send_header("X-Error-Code", "GatedRepo")
+            self.send_header("X-Error-Message", "Access to model gated-org/model is restricted")
+        else:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RevisionNotFound")
+            self.send_header("X-Error-Message", "Invalid rev id: nope")
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"error": "no"}')
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def stand_in_hub(tmp_path, monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StandInHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(
+        "huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{server.server_port}"
+    )
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    yield
+    server.shutdown()
+
+
+def test_the_hubs_refusals_are_one_line(stand_in_hub):
+    with pytest.raises(HubError, match="gated or missing; if it is gated, accept its terms"):
+        load_model("gated-org/model")
+    with pytest.raises(HubError, match="has no revision 'nope'"):
+        load_model("test-org/clip@nope")
+
+
+def test_offline_a_hub_id_fails_at_once_with_the_command_to_run(tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    exe = Path(sys.executable).parent / "clipsearch"
+    proc = subprocess.run(
+        [exe, "embed", "-t", "hi", "--model", "openai/clip-vit-base-patch32"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert "hf download openai/clip-vit-base-patch32" in proc.stderr

@@ -8,7 +8,8 @@ The package in layers, each calling only those below it (torch only from "model"
   work       indexer + decoding + scan (walk, decode in workers, embed, commit), search (query
              terms, filtered exact search, hydrate), query_precision (which text tower a
              store's queries use), status (what a store holds), train + training_data +
-             evaluate (contrastive training, recall metrics)
+             evaluate (contrastive training, recall metrics), distill (text towers that
+             read other languages)
   storage    store (the folder, the writer lock) -> catalog (the only SQL; the source of
              truth) and ann (FAISS indexes derived from it; presets in indexes/), tuned
              by tuning on query sets that include query_log's, measured against exact;

@@ -522,6 +522,13 @@ FormatOption = typer.Option(
     "what the file's extension names (.html, .json, .jsonl), else one path per line.",
 )
 OutputOption = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout.")
+TextModelOption = typer.Option(
+    None,
+    "--text-model",
+    help="A text tower aligned to the store's model (made by train --distill-text) to read "
+    "the query's words, e.g. in other languages. The store remembers it for that model; "
+    "`none` goes back to the model's own.",
+)
 QueryLogOption = typer.Option(
     None,
     "--query-log/--no-query-log",
@@ -591,12 +598,16 @@ def query(
     device: str = DeviceOption,
     precision: str = QueryPrecisionOption,
     query_log: bool | None = QueryLogOption,
+    text_model: str = TextModelOption,
 ) -> None:
     """Find the images that best match words, images, or a weighted combination."""
     with (
         user_errors(),
-        open_library(store, db, device=device, precision=precision, query_log=query_log) as lib,
-    ):
+        open_library(
+            store, db, device=device, precision=precision, query_log=query_log,
+            text_model=text_model,
+        ) as lib,
+    ):  # fmt: skip
         answer = lib.search(
             terms or [],
             k=k,
@@ -651,6 +662,7 @@ def serve(
     device: str = DeviceOption,
     precision: str = QueryPrecisionOption,
     query_log: bool | None = QueryLogOption,
+    text_model: str = TextModelOption,
 ) -> None:
     """Serve the store: a search page and a JSON API (/api/v1, documented at /docs),
     with the model and index kept warm. Runs until Ctrl-C. Images indexed meanwhile by
@@ -676,7 +688,7 @@ def serve(
         from .server import Service, create_app
 
         lib = open_library(store, db, create=True, device=device, precision=precision,
-                           query_log=query_log)  # fmt: skip
+                           query_log=query_log, text_model=text_model)  # fmt: skip
         service = Service(lib, model)
         started = time.perf_counter()
         service.warm_up()
@@ -729,6 +741,8 @@ def train(as_json: bool = JsonOption, **settings) -> None:
     from .train import train as run_training
 
     cfg = TrainConfig(**settings)
+    if cfg.distill_text:
+        return distill(cfg, as_json)
     with user_errors(), progress_bar(out.is_terminal and not as_json, "training") as bar:
 
         def progress(step: int, total: int, m: dict) -> None:
@@ -757,6 +771,28 @@ def train(as_json: bool = JsonOption, **settings) -> None:
         )
         if result.best:
             out.print(f"Best (epoch {result.best['epoch']}): {result.run_dir}/best")
+
+
+def distill(cfg: TrainConfig, as_json: bool) -> None:
+    """`train --distill-text`: a text tower that reads other languages."""
+    from dataclasses import asdict
+
+    from .distill import distill_text
+
+    with user_errors(), progress_bar(out.is_terminal and not as_json, "distilling") as bar:
+
+        def progress(step: int, total: int, m: dict) -> None:
+            bar(step, total, f"loss {m['loss']:.4f}")
+
+        result = distill_text(cfg, bar and progress)
+    if as_json:
+        emit_json(asdict(result))
+        return
+    out.print(
+        f"Text tower for {', '.join(result.languages)} (and {cfg.source_language}), "
+        f"{result.steps} steps: {result.run_dir}. Search with it: clipsearch query ... "
+        f"--text-model {result.run_dir}"
+    )
 
 
 @app.command("eval")

@@ -115,3 +115,19 @@ class TrainConfig:
         0.01, "--max-bad", help="Fail if more rows than this are unusable."
     )
     resume: bool = setting(False, "--resume", help="Continue the run in --run-dir exactly.")
+    distill_text: bool = setting(
+        False,
+        "--distill-text",
+        help="Teach --from's text tower other languages from parallel captions in --data "
+        "(a column per language): the result, in --run-dir, is a text tower for the same "
+        "image vectors (query --text-model RUN_DIR). No images needed.",
+    )
+    source_language: str = setting(
+        "en", "--source-language", help="With --distill-text: the language the model knows."
+    )
+    languages: list[str] = setting(
+        [],
+        "--language",
+        help="With --distill-text: a language to learn (repeatable; "
+        "default: every one in the data).",
+    )

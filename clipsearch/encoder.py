@@ -167,6 +167,7 @@ class Encoder:
         tokenizer: Tokenizer | None = None,
         digest: str | None = None,
         owns_model: bool = False,
+        aligned: bool = False,
     ):
         model = model.eval()
         if model.visual is None and digest is None:
@@ -177,7 +178,12 @@ class Encoder:
         self.preprocessing = model.config.pixels
         self.image_size = self.preprocessing.size
         self.text_only = model.visual is None
-        self.digest = model_digest(digest or weights_digest(model), self.preprocessing)
+        if aligned:  # a text tower aligned to an image model answers for that model's vectors
+            self.digest = digest
+            self.text_key = f"{digest}/text:{weights_digest(model)}"
+        else:
+            self.digest = model_digest(digest or weights_digest(model), self.preprocessing)
+            self.text_key = self.digest  # what its text vectors are remembered by
         self.device = resolve_device(device)
         self.precision = auto_precision(self.device) if precision == "auto" else precision
         # A model handed over (load_model's) may be changed in place: quantised without a
@@ -288,6 +294,16 @@ def load_model(
     its weights are not even read.
     """
     weights = resolve(spec, text_only=text_only)
+    if weights.aligned_to is not None:  # a text tower: the image model's vectors are its own
+        return Encoder(
+            weights.build(text_only=True),
+            weights.name,
+            device=device,
+            precision=precision,
+            digest=weights.aligned_to,
+            owns_model=True,
+            aligned=True,
+        )
     digest = digests.get(weights.source) if digests is not None else None
     if digest is not None:
         model = weights.build(text_only=text_only)

@@ -58,6 +58,20 @@ def retrieval_metrics(
     return out
 
 
+def concept_recall(
+    texts: np.ndarray,
+    text_concepts: Sequence[str],
+    images: np.ndarray,
+    image_concepts: Sequence[str],
+    k: int = 5,
+) -> float:
+    """Share of texts with an image of their concept among their k nearest images (a
+    concept may have several images: styles, variants)."""
+    top = np.argsort(-(texts @ images.T), axis=1)[:, :k]
+    found = [c in {image_concepts[j] for j in row} for c, row in zip(text_concepts, top)]
+    return float(np.mean(found))
+
+
 def evaluate(encoder: Encoder, pairs: Sequence[Pair]) -> dict:
     images, texts = embed_pairs(encoder, pairs)
     return retrieval_metrics(images, texts, [p.caption for p in pairs])

@@ -17,6 +17,7 @@ from . import status
 from .ann import LoadedIndex, preset_named
 from .catalog import Catalog, Model, State
 from .indexer import Indexer, IndexOptions, IndexReport, Progress, absolute_roots
+from .memo import MemoFile
 from .preprocess import BytesSource, ImageError
 from .pretrained import DEFAULT_MODEL
 from .prompts import SEARCH_PROMPTS
@@ -34,7 +35,7 @@ from .search import (
     parse_query,
 )
 from .status import StatusReport
-from .store import PRECISION_CHECKS_FILE, OnWait, Store
+from .store import PRECISION_CHECKS_FILE, TEXT_MODELS_FILE, OnWait, Store
 from .tuning import Recall
 
 if TYPE_CHECKING:  # torch loads with the first model, not with `status` or `forget`
@@ -104,17 +105,24 @@ class Library:
         wait: bool = True,
         on_wait: OnWait | None = None,
         query_log: bool | None = None,
+        text_model: str | None = None,
     ):
         """create: a folder without a store may be indexed into (nothing is written until
         then). wait / on_wait: what a writing call does when another process is writing
         the store: wait for it (telling on_wait first), or raise StoreBusy. query_log:
         keep the vectors (never the text) of text queries, so that the vector index is
-        tuned for them (default: on, unless CLIPSEARCH_QUERY_LOG=0)."""
+        tuned for them (default: on, unless CLIPSEARCH_QUERY_LOG=0). text_model: a text
+        tower aligned to the store's model (`train --distill-text`) that reads the text of
+        queries, e.g. in other languages; the store remembers it for that model, so later
+        Libraries use it unasked ("none" forgets it)."""
         self.store = Store(store, db_url=db_url, create=create, wait=wait, on_wait=on_wait)
         self.catalog: Catalog = self.store.catalog
         self.device = device
         self.precision = precision
         self.log_queries = enabled_by_default() if query_log is None else query_log
+        self.text_model = text_model
+        self.text_models = MemoFile(self.store.path / TEXT_MODELS_FILE)
+        self._text_model_remembered = False
         self._encoders: dict[str, Encoder] = {}
         self._indexes: dict[int, tuple[LoadedIndex, str]] = {}
         self._model_rows: dict[str, Model] = {}
@@ -321,7 +329,45 @@ class Library:
             self._indexes[model_id] = (self.store.indexes.refresh(loaded), action)
         return self._indexes[model_id]
 
-    def query_vector(self, terms: Sequence[Term], encoder: Encoder) -> np.ndarray:
+    def text_reader(self, model: str | None = None) -> Encoder:
+        """The encoder for a query's words: a text tower aligned to the model where one is
+        given or remembered for it, else the model's own (query_encoder)."""
+        spec = self._spec(model)
+        digest = self._digest_of(spec)
+        remembered = self.text_models.read().get(digest) if digest else None
+        tower = remembered if self.text_model is None else self.text_model
+        if tower in (None, "none"):
+            self._remember_text_model(digest, None)
+            return self.query_encoder(spec, text_only=True)
+        reader = self.query_encoder(tower, text_only=True)
+        if digest and reader.digest != digest:
+            raise QueryError(
+                f"the text tower {tower} reads for the model with digest {reader.digest}, not "
+                f"for {spec} ({digest}): give --text-model one made from it (train "
+                f"--distill-text --from {spec}), or none"
+            )
+        self._remember_text_model(digest, tower)
+        return reader
+
+    def _remember_text_model(self, digest: str | None, tower: str | None) -> None:
+        """A text model given to this Library is remembered for the model (once)."""
+        if self.text_model is None or not digest or self._text_model_remembered:
+            return
+        entries = {k: v for k, v in self.text_models.read().items() if k != digest}
+        self.text_models.write({**entries, **({digest: os.path.abspath(tower)} if tower else {})})
+        self._text_model_remembered = True
+
+    def _digest_of(self, spec: str) -> str | None:
+        """The digest of the store's model of that name, without loading it."""
+        if not self._has_catalog():
+            return None
+        return next((m.digest for m, n in self.catalog.models() if m.name == spec and n), None)
+
+    def query_vector(
+        self, terms: Sequence[Term], encoder: Encoder, reader: Encoder | None = None
+    ) -> np.ndarray:
+        """The query's vector: its images through `encoder`, its words through `reader`
+        (a text tower, where one reads for the model; else the encoder itself)."""
         vectors = []
         for t in terms:
             if t.file_id is not None:
@@ -329,11 +375,11 @@ class Library:
             elif t.image is not None:
                 vectors.append(self._image_vector(t.image, encoder))
             else:
-                vectors.append(self._text_vector(t.text, encoder))
+                vectors.append(self._text_vector(t.text, reader or encoder))
         return combine(np.stack(vectors), [t.weight for t in terms])
 
     def _text_vector(self, text: str, encoder: Encoder) -> np.ndarray:
-        key = (encoder.digest, text)
+        key = (encoder.text_key, text)
         if key in self._text_vectors:
             self._text_vectors.move_to_end(key)
         else:
@@ -393,12 +439,12 @@ class Library:
         if k < 1 or offset < 0:
             raise QueryError("k must be at least 1 and the offset at least 0")
         started = time.perf_counter()
-        encoder = self.query_encoder(
-            model, text_only=all(t.image is None and t.file_id is None for t in terms)
-        )
+        text_only = all(t.image is None and t.file_id is None for t in terms)
+        reader = self.text_reader(model)
+        encoder = reader if text_only else self.query_encoder(model)
         row = self.model_with_vectors(encoder)
         try:
-            vector = self.query_vector(terms, encoder)
+            vector = self.query_vector(terms, encoder, reader)
         except ImageError as e:
             raise UnusableImage(e) from None
         if self.log_queries and any(t.text is not None for t in terms):

@@ -120,14 +120,14 @@ class TextTowers:
         """The tower to use from now on in place of `fp32`, or None to keep it. searcher
         gives (top-10 ids of a vector, vectors in the store) and may raise where the store
         has no vectors of this model yet: the stage is then left for a later query."""
-        stage = self.stage.get(fp32.digest)
+        stage = self.stage.get(fp32.text_key)
         if stage is None:
-            self.stage[fp32.digest] = Stage.FIRST_ANSWERED
+            self.stage[fp32.text_key] = Stage.FIRST_ANSWERED
             return None
         if stage is Stage.SETTLED:
             return None
         faster = self._fastest_agreeing(spec, fp32, *searcher())
-        self.stage[fp32.digest] = Stage.SETTLED
+        self.stage[fp32.text_key] = Stage.SETTLED
         return faster
 
     def _fastest_agreeing(
@@ -136,13 +136,13 @@ class TextTowers:
         """Checks the candidates not yet checked on this store, fastest first."""
         from .encoder import reduced_precisions
 
-        found = self.checks.get(fp32.digest, n) or {}
+        found = self.checks.get(fp32.text_key, n) or {}
         for precision in reduced_precisions():
             encoder = None
             if precision not in found:
                 encoder = self.load(spec, precision)
                 found[precision] = agreement(fp32, encoder, top_ids)
-                self.checks.put(fp32.digest, n, found)
+                self.checks.put(fp32.text_key, n, found)
             if found[precision] >= AGREEMENT_TARGET:
                 encoder = encoder or self.load(spec, precision)
                 encoder.warm_up_text()  # this Library asks repeatedly: worth tracing now

@@ -179,7 +179,11 @@ class Service:
 
     def embed(self, texts: list[str], uploads: list[BytesSource]) -> dict:
         with self.lock:
-            encoder = self.library.query_encoder(self.model, text_only=not uploads)
+            encoder = (
+                self.library.query_encoder(self.model)
+                if uploads
+                else self.library.text_reader(self.model)
+            )
             vectors = encoder.encode_images(uploads) if uploads else encoder.encode_text(texts)
         return {
             "model": encoder.name,

@@ -27,6 +27,7 @@ INDEX_DIR = "indexes"
 LOCK_FILE = "writer.lock"
 DIGESTS_FILE = "weights-digests.json"
 PRECISION_CHECKS_FILE = "precision-checks.json"  # query_precision.PrecisionChecks
+TEXT_MODELS_FILE = "text-models.json"  # the text tower each image model's queries use
 
 
 class StoreNotFound(CatalogMissing):

@@ -49,6 +49,7 @@ class Weights:
     config: CLIPConfig
     state_dict: dict[str, torch.Tensor]
     source: Path | None = None
+    aligned_to: str | None = None  # a text tower's: the digest of the image model it serves
 
     @property
     def complete(self) -> bool:
@@ -331,7 +332,8 @@ def load_dir_weights(path: Path, text_only: bool = False) -> Weights:
         meta = json.loads((path / OWN_CONFIG).read_text())
         config = CLIPConfig.from_dict(meta["config"])
         weights = path / OWN_WEIGHTS
-        return Weights(str(path.resolve()), config, read_state_dict(weights, text_only), weights)
+        sd = read_state_dict(weights, text_only)
+        return Weights(str(path.resolve()), config, sd, weights, meta.get("aligned_to"))
     for candidates, has_config in (
         (("model.safetensors", "pytorch_model.bin"), "config.json"),
         (("open_clip_model.safetensors", "open_clip_pytorch_model.bin"), "open_clip_config.json"),
@@ -347,16 +349,27 @@ def load_dir_weights(path: Path, text_only: bool = False) -> Weights:
     )
 
 
-def save_weights(model: CLIP, directory: str | os.PathLike, name: str) -> Path:
-    """clipsearch's model directory: safetensors weights and a small JSON config."""
+def save_weights(model: CLIP, directory: str | os.PathLike, name: str, **about) -> Path:
+    """clipsearch's model directory: safetensors weights and a small JSON config (with
+    `about`'s entries: a text tower's `aligned_to` and `languages`)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
     with replacing(directory / OWN_WEIGHTS, mode=0o666) as tmp:
         save_file(state, str(tmp))
     meta = {"format": "clipsearch", "version": 1, "name": name, "config": model.config.to_dict()}
-    write_atomic(directory / OWN_CONFIG, (json.dumps(meta, indent=2) + "\n").encode(), 0o666)
+    write_atomic(
+        directory / OWN_CONFIG, (json.dumps({**meta, **about}, indent=2) + "\n").encode(), 0o666
+    )
     return directory
+
+
+def save_text_tower(
+    model: CLIP, directory: str | os.PathLike, name: str, aligned_to: str, languages: list[str]
+) -> Path:
+    """A text tower alone (the model's image tower left out), aligned to the image model
+    whose digest is `aligned_to`: it answers text queries against that model's vectors."""
+    return save_weights(model, directory, name, aligned_to=aligned_to, languages=languages)
 
 
 # ---- named models and the hub ----------------------------------------------------------

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import EMOJI, write_emoji_split
+from helpers import EMOJI, train_emoji_models
 
 PROCESS_ENV = {
     n: os.environ.get(n) for n in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -62,38 +62,8 @@ def emoji_models(tmp_path_factory):
     concepts, which neither run ever saw. About three minutes on two CPU cores."""
     if not (EMOJI / "captions.jsonl").exists():
         pytest.skip(f"shared emoji data not found at {EMOJI}")
-    from clipsearch.train import TrainConfig, train
-
-    d = tmp_path_factory.mktemp("emoji")
-    two = write_emoji_split(EMOJI, d / "train_two.jsonl", "train", {"twemoji", "noto"})
-    third = write_emoji_split(EMOJI, d / "train_third.jsonl", "train", {"openmoji"})
-    val = write_emoji_split(EMOJI, d / "val_third.jsonl", "val", {"openmoji"})
-    common = dict(batch_size=128, precision="fp32", workers=1, seed=0, augment="strong")
-    scratch = train(
-        TrainConfig(
-            data=str(two),
-            val_data=str(val),
-            run_dir=str(d / "scratch"),
-            arch="tiny",
-            epochs=15,
-            lr=2e-3,
-            warmup=50,
-            **common,
-        )
-    )
-    tuned = train(
-        TrainConfig(
-            data=str(third),
-            val_data=str(val),
-            run_dir=str(d / "tuned"),
-            init=str(d / "scratch"),
-            epochs=4,
-            lr=5e-4,
-            warmup=10,
-            **common,
-        )
-    )
-    return {"dir": d, "scratch": scratch, "tuned": tuned, "val": val}
+    folder = tmp_path_factory.mktemp("emoji")
+    return train_emoji_models(folder)
 
 
 def _pg_binaries() -> tuple[str, str] | None:

@@ -115,3 +115,40 @@ def serving(store: Path, api_key: str | None = None, model: str = "random:tiny",
         server.should_exit = True
         thread.join(10)
         lib.close()
+
+
+def train_emoji_models(folder: Path) -> dict:
+    """A tiny CLIP trained from scratch by clipsearch on two emoji styles (train split), then
+    fine-tuned on the third style's train split (run directories `scratch` and `tuned`).
+    Evaluated on the third style's `val` concepts, which neither run ever saw."""
+    from clipsearch.train import TrainConfig, train
+
+    two = write_emoji_split(EMOJI, folder / "train_two.jsonl", "train", {"twemoji", "noto"})
+    third = write_emoji_split(EMOJI, folder / "train_third.jsonl", "train", {"openmoji"})
+    val = write_emoji_split(EMOJI, folder / "val_third.jsonl", "val", {"openmoji"})
+    common = dict(batch_size=128, precision="fp32", workers=1, seed=0, augment="strong")
+    scratch = train(
+        TrainConfig(
+            data=str(two),
+            val_data=str(val),
+            run_dir=str(folder / "scratch"),
+            arch="tiny",
+            epochs=15,
+            lr=2e-3,
+            warmup=50,
+            **common,
+        )
+    )
+    tuned = train(
+        TrainConfig(
+            data=str(third),
+            val_data=str(val),
+            run_dir=str(folder / "tuned"),
+            init=str(folder / "scratch"),
+            epochs=4,
+            lr=5e-4,
+            warmup=10,
+            **common,
+        )
+    )
+    return {"dir": folder, "scratch": scratch, "tuned": tuned, "val": val}  # fmt: skip

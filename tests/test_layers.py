@@ -14,7 +14,8 @@ LAYERS = {  # lowest first, as the map in clipsearch/__init__.py lists them from
     "images": "preprocess",
     "model": "model tokenizer weights torchscript pretrained hub cpu_text encoder",
     "storage": "catalog exact query_log tuning ann store synthetic",
-    "work": "indexer decoding scan search query_precision status train training_data evaluate",
+    "work": "indexer decoding scan search query_precision status train training_data evaluate "
+    "distill",
     "faces": "cli server render library __main__",
 }
 RANK = {m: rank for rank, names in enumerate(LAYERS.values()) for m in names.split()}

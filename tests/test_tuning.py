@@ -117,13 +117,13 @@ def test_rebuild_check_reports_recall_per_set_and_status_shows_it(tmp_path):
     runner = CliRunner()
     index = ["index", str(tmp_path / "p"), "-m", "random:tiny", "--preset", "hnsw", *store]
     assert runner.invoke(app, index).exit_code == 0
+    shown = runner.invoke(app, ["rebuild", "--check", *store])
+    assert "recall@10 images" in shown.stdout and "measured 20" in shown.stdout
     checked = runner.invoke(app, ["rebuild", "--check", "--json", *store])
     assert checked.exit_code == 0, checked.output
     (report,) = json.loads(checked.stdout)
     assert report["preset"] == "hnsw" and report["recall"]["target"] == AGREEMENT_TARGET
     assert set(report["recall"]["sets"]) == {"images", "prompts", "across the gap"}
-    shown = runner.invoke(app, ["rebuild", "--check", *store])
-    assert "recall@10 images" in shown.stdout and "measured 20" in shown.stdout
     status = runner.invoke(app, ["status", "--json", *store])
     recall = json.loads(status.stdout)["models"][0]["index"]["recall"]
     assert recall["measured_at"] == report["recall"]["measured_at"]

@@ -1,24 +1,31 @@
-"""Indexing throughput against the machine's own bound.
+"""Indexing throughput against the machine's own bound, repeated and interleaved.
 
-    python bench/index_throughput.py [--jpegs 48] [--pngs 400] [--model random:ViT-B-32]
+    python bench/index_throughput.py [--jpegs 60 --copies 5] [--pngs 1000] [--repeats 3]
+                                     [--model random:ViT-B-32] [--precision auto]
                                      [--device cpu|cuda]
 
-Measured in one run: the per-image decode+preprocess cost (full decode and JPEG draft
-mode, one core), the image tower's throughput, and `clipsearch index`'s images/s for
-several worker counts. On CPU decoding and the model share the cores, so the bound is
-cores / (decode core-seconds + model core-seconds) per image. On CUDA the model leaves
-the CPU and the bound is the slower of the GPU and cores / decode seconds; the worker
-sweep then says how many decode workers keep the GPU fed. The ratio to the bound says
-how much the pipeline leaves on the table. Draft mode's effect is the cosine similarity
-of its embeddings to full-decode ones.
+Measured in one run: the per-image decode cost (12-MP JPEGs in draft mode and small
+PNGs, one core, to the model's uint8 square), the image tower's throughput fed pre-made
+uint8 squares, and `clipsearch index`'s images/s for several worker counts. On CPU
+decoding and the model share the cores, so the bound is cores / (decode core-seconds +
+model core-seconds) per image. On CUDA the model leaves the CPU and the bound is the
+slower of the GPU and cores / decode seconds; the worker sweep then says how many decode
+workers keep the GPU fed. These machines are noisy: every figure is taken --repeats
+times, the sets and worker counts interleaved, the bound measured again beside each
+repeat, and printed as min / median / max of rate / bound. Whole run: from the start
+(scan, spawning the decoders, the first batch) to the end of the vector index build.
+Steady: from the first commit to the last. The profile says where the main process's
+time went in the median run.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +34,7 @@ from PIL import Image
 
 from clipsearch.encoder import load_model
 from clipsearch.indexer import Indexer, IndexOptions
-from clipsearch.preprocess import preprocess
+from clipsearch.preprocess import preprocess, square
 from clipsearch.store import Store
 
 
@@ -47,61 +54,83 @@ def small_png(path: Path, rng) -> None:
     ).save(path)
 
 
-def decode_cost(paths: list[Path], size: int, draft: bool) -> float:
+def decode_cost(paths: list[Path], prep, draft: bool) -> float:
+    """One core's seconds per image, file to uint8 square (what a decoder does)."""
     start = time.perf_counter()
     for p in paths:
-        preprocess(p, size, draft=draft)
+        square(p, prep, draft=draft)
     return (time.perf_counter() - start) / len(paths)
 
 
-def model_cost(encoder, n: int = 64, batch: int = 32) -> float:
-    """Wall seconds per image with every core busy."""
-    pixels = (
-        np.random.default_rng(0)
-        .standard_normal((batch, 3, encoder.image_size, encoder.image_size))
-        .astype(np.float32)
-    )
+def model_cost(encoder, n: int, batch: int) -> float:
+    """Wall seconds per image with every core busy, fed pre-made uint8 squares."""
+    size = encoder.image_size
+    pixels = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     encoder.encode_pixels(pixels)
     start = time.perf_counter()
-    for _ in range(n // batch):
+    for _ in range(max(1, n // batch)):
         encoder.encode_pixels(pixels)
-    return (time.perf_counter() - start) / n
+    return (time.perf_counter() - start) / (max(1, n // batch) * batch)
 
 
-def pipeline_rate(folder: Path, encoder, workers: int, batch: int) -> tuple[float, float]:
-    """(whole run, steady) images/s. Whole run: from the start (scan, worker start-up, the
-    first batch's decode) to the last commit. Steady: from the first commit on, which is
-    what a long run sees."""
+@dataclass
+class Run:
+    whole: float  # images/s
+    steady: float
+    profile: dict[str, float]
+    batches: int
+
+
+def index_run(folder: Path, encoder, workers: int, batch: int) -> Run:
     with tempfile.TemporaryDirectory() as tmp, Store(tmp) as store:
         commits: list[tuple[float, int]] = []
-        start = time.perf_counter()
 
         def progress(n: int, total: int) -> None:
             commits.append((time.perf_counter(), n))
 
         options = IndexOptions(workers=workers, batch_size=batch)
-        Indexer(store, encoder, options).run([str(folder)], progress)
+        start = time.perf_counter()
+        report = Indexer(store, encoder, options).run([str(folder)], progress)
+        end = time.perf_counter()
         (t0, n0), (t1, n1) = commits[0], commits[-1]
-        return n1 / (t1 - start), (n1 - n0) / (t1 - t0)
+        return Run(n1 / (end - start), (n1 - n0) / (t1 - t0), report.profile, len(commits))
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):4.0%} / {statistics.median(values):4.0%} / {max(values):4.0%}"
+
+
+STARTUP = ("scan", "plan", "first batch decoded", "remove missing", "vector index")
+PER_BATCH = ("waiting for decoding", "stacking pixels", "model", "commit")
+
+
+def profile_line(run: Run) -> str:
+    p = run.profile
+    startup = ", ".join(f"{k} {p.get(k, 0) * 1000:.0f}" for k in STARTUP)
+    per_batch = ", ".join(f"{k} {p.get(k, 0) / run.batches * 1000:.1f}" for k in PER_BATCH)
+    return f"start-up ms: {startup}; per batch ms: {per_batch}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jpegs", type=int, default=64)
+    parser.add_argument("--jpegs", type=int, default=60)
     parser.add_argument("--copies", type=int, default=5, help="variants of each JPEG")
-    parser.add_argument("--pngs", type=int, default=400)
+    parser.add_argument("--pngs", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default="random:ViT-B-32")
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--workers", type=int, nargs="*", help="worker counts to sweep")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
 
     cores = os.cpu_count() or 1
     encoder = load_model(args.model, device=args.device, precision=args.precision)
-    size = encoder.image_size
+    prep = encoder.preprocessing
     rng = np.random.default_rng(0)
     on_gpu = args.device == "cuda"
-    per_image = model_cost(encoder, n=4096, batch=args.batch) if on_gpu else model_cost(encoder)
+    model_images = 4096 if on_gpu else 128
+    per_image = model_cost(encoder, model_images, args.batch)
     print(
         f"{cores} cores, torch threads {torch.get_num_threads()}, "
         f"model {encoder.name} {encoder.precision} on {args.device}: "
@@ -125,36 +154,55 @@ def main() -> None:
         sample = sorted(jpegs.iterdir())[:8]
         mb = np.mean([p.stat().st_size for p in sample]) / 1e6
         print(
-            f"{args.jpegs} x {args.copies} generated 12-MP JPEGs, {mb:.1f} MB each; "
+            f"{args.jpegs * args.copies} generated 12-MP JPEGs, {mb:.1f} MB each; "
             f"{args.pngs} 256x256 PNGs"
         )
-        full = decode_cost(sample, size, draft=False)
-        draft = decode_cost(sample, size, draft=True)
-        a = encoder.encode_pixels(np.stack([preprocess(p, size)[0] for p in sample]))
-        b = encoder.encode_pixels(np.stack([preprocess(p, size, draft=True)[0] for p in sample]))
+        full = decode_cost(sample, prep, draft=False)
+        draft = decode_cost(sample, prep, draft=True)
+        a = encoder.encode_pixels(np.stack([preprocess(p, prep)[0] for p in sample]))
+        b = encoder.encode_pixels(np.stack([preprocess(p, prep, draft=True)[0] for p in sample]))
         cos = np.sum(a * b, axis=1)
+        png = decode_cost(sorted(pngs.iterdir())[:100], prep, draft=True)
         print(
-            f"12-MP JPEG decode+preprocess: full {full * 1000:.0f} ms, "
-            f"draft {draft * 1000:.0f} ms; "
-            f"draft vs full embedding cosine min {cos.min():.4f} mean {cos.mean():.4f}"
+            f"decode to the model's square, one core: 12-MP JPEG full {full * 1000:.0f} ms, "
+            f"draft {draft * 1000:.0f} ms (embedding cosine to full: min {cos.min():.4f}); "
+            f"256x256 PNG {png * 1000:.1f} ms"
         )
-        png = decode_cost(sorted(pngs.iterdir())[:100], size, draft=True)
-        print(f"256x256 PNG decode+preprocess: {png * 1000:.1f} ms")
 
-        for label, folder, decode in (("12-MP JPEG", jpegs, draft), ("small PNG", pngs, png)):
-            if on_gpu:
-                bound = min(1 / per_image, cores / decode)
-                sweep = {2**i for i in range(cores.bit_length())} | {cores}
-            else:
-                bound = cores / (decode + per_image * cores)
-                sweep = {1, max(1, cores - 1), cores}
-            for workers in sorted(sweep):
-                overall, steady = pipeline_rate(folder, encoder, workers, args.batch)
-                print(
-                    f"{label:>10}: workers {workers}: steady {steady:6.1f} img/s "
-                    f"({steady / bound:4.0%} of bound {bound:.1f}), "
-                    f"whole run {overall:6.1f} img/s ({overall / bound:4.0%})"
+        sets = (("12-MP JPEG", jpegs, draft), ("small PNG", pngs, png))
+        if args.workers:
+            sweep = sorted(set(args.workers))
+        elif on_gpu:
+            sweep = sorted({2**i for i in range(cores.bit_length())} | {cores})
+        else:
+            sweep = sorted({max(1, cores - 1), cores})
+        runs: dict[tuple[str, int], list[tuple[Run, float]]] = {}
+        for repeat in range(args.repeats):
+            per_image = model_cost(encoder, model_images, args.batch)  # the bound, again
+            for label, folder, decode in sets:
+                bound = (
+                    min(1 / per_image, cores / decode)
+                    if on_gpu
+                    else (cores / (decode + per_image * cores))
                 )
+                for workers in sweep:
+                    run = index_run(folder, encoder, workers, args.batch)
+                    runs.setdefault((label, workers), []).append((run, bound))
+            print(f"repeat {repeat + 1} of {args.repeats} done", flush=True)
+
+        print(f"\nrate / bound, min / median / max of {args.repeats} runs:")
+        for (label, workers), taken in runs.items():
+            bounds = [bound for _, bound in taken]
+            whole = [r.whole / bound for r, bound in taken]
+            steady = [r.steady / bound for r, bound in taken]
+            median = sorted(taken, key=lambda t: t[0].whole / t[1])[len(taken) // 2][0]
+            print(
+                f"{label:>10}, workers {workers}: whole run {spread(whole)}, "
+                f"steady {spread(steady)} "
+                f"(bound {statistics.median(bounds):.1f} img/s, "
+                f"median whole run {median.whole:.1f} img/s)"
+            )
+            print(f"{'':>12}{profile_line(median)}")
 
 
 if __name__ == "__main__":

@@ -54,13 +54,19 @@ def _die_with_parent(parent: int) -> None:
 
 
 class DecodePool:
-    """Decodes batches of files in `workers` processes, in order, `ahead` batches ahead."""
+    """Decodes batches of files in `workers` processes, in order, `ahead` batches ahead.
+    The processes start at once (`start`), so that they are ready when the model is."""
 
-    def __init__(self, workers: int, preprocessing: Preprocessing, ahead: int | None = None):
+    def __init__(self, workers: int, ahead: int | None = None):
         self.workers = workers
-        self.preprocessing = preprocessing
         self.ahead = ahead if ahead is not None else workers + 2
+        self.preprocessing: Preprocessing | None = None
         self._pool = self._start()
+
+    def start(self) -> None:
+        """Spawn the processes now, in the background (a pool spawns them on demand)."""
+        for _ in range(self.workers):
+            self._pool.submit(os.getpid)
 
     def _start(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -84,20 +90,27 @@ class DecodePool:
                 "importing it), else run with --workers 1 and --debug and report it"
             ) from None
 
-    def _submit(self, batch: Sequence[Item]) -> Future:
-        return self._pool.submit(decode_many, list(batch), self.preprocessing)
+    def _submit(self, batch: Sequence[Item]) -> list[Future]:
+        """A batch in one piece per worker: all of them decode the first batch (which the
+        model waits for), and a batch of big photos is not left to one process."""
+        step = -(-len(batch) // self.workers)
+        pieces = [list(batch[i : i + step]) for i in range(0, len(batch), step)]
+        return [self._pool.submit(decode_many, piece, self.preprocessing) for piece in pieces]
 
-    def decode(self, batches: Sequence[Sequence[Item]]) -> Iterator[list[Decoded]]:
+    def decode(
+        self, batches: Sequence[Sequence[Item]], preprocessing: Preprocessing
+    ) -> Iterator[list[Decoded]]:
         """Each batch's decoded files, in the order given."""
+        self.preprocessing = preprocessing
         queue = deque(batches)
-        pending: deque[tuple[Sequence[Item], Future]] = deque()
+        pending: deque[tuple[Sequence[Item], list[Future]]] = deque()
         while queue or pending:
             while queue and len(pending) < self.ahead:
                 batch = queue.popleft()
                 pending.append((batch, self._submit(batch)))
-            batch, future = pending.popleft()
+            batch, futures = pending.popleft()
             try:
-                decoded = future.result()
+                decoded = [one for future in futures for one in future.result()]
             except BrokenProcessPool:  # every batch in flight is lost with the pool
                 queue.extendleft(reversed([b for b, _ in pending]))
                 pending.clear()
@@ -109,7 +122,8 @@ class DecodePool:
         out = []
         for item in batch:
             try:
-                out += self._submit([item]).result()
+                (future,) = self._submit([item])
+                out += future.result()
             except BrokenProcessPool:
                 self._restart()
                 out.append((None, None, WORKER_DIED))

@@ -185,6 +185,8 @@ class Encoder:
             self.digest = model_digest(digest or weights_digest(model), self.preprocessing)
             self.text_key = self.digest  # what its text vectors are remembered by
         self.device = resolve_device(device)
+        self._mean = torch.tensor(self.preprocessing.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.preprocessing.std, device=self.device).view(1, 3, 1, 1)
         self.precision = auto_precision(self.device) if precision == "auto" else precision
         # A model handed over (load_model's) may be changed in place: quantised without a
         # copy, its text tower packed. A caller's model, perhaps still in training, is not.
@@ -246,12 +248,23 @@ class Encoder:
 
     @torch.inference_mode()
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """Preprocessed images (n, 3, size, size) -> unit vectors."""
+        """Images -> unit vectors: normalised float32 (n, 3, size, size), or uint8 squares
+        (n, size, size, 3) as decoding processes send them, normalised here."""
         if self.text_only:
             raise ValueError(f"{self.name} was loaded for text only (load_model(text_only=False))")
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self._unit(self.model.encode_image(torch.from_numpy(pixels).to(self.device)))
+        return self._unit(self.model.encode_image(self._model_input(pixels)))
+
+    def _model_input(self, pixels: np.ndarray) -> torch.Tensor:
+        """uint8 squares cross to a GPU from pinned memory, as bytes, and are normalised
+        there; float pixels go as they are."""
+        x = torch.from_numpy(pixels)
+        if x.dtype != torch.uint8:
+            return x.to(self.device)
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        return (x.permute(0, 3, 1, 2).float().div_(255) - self._mean).div_(self._std)
 
     def encode_images(self, images: Sequence[ImageSource], batch_size: int = 32) -> np.ndarray:
         """Image files or PIL images -> float32 (n, dim), L2-normalised.

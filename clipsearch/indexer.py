@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -48,6 +49,7 @@ class IndexReport:
     preset: str = ""
     index_error: str | None = None
     index_note: str | None = None  # why the preset is not the one asked for
+    profile: dict[str, float] = field(default_factory=dict)  # seconds per part (Stopwatch)
     planned: dict[str, int] = field(default_factory=dict)  # for --dry-run
 
     def to_dict(self) -> dict:
@@ -99,16 +101,40 @@ def _file_fields(info: ImageInfo) -> dict:
     )
 
 
-class Indexer:
-    """One run of `clipsearch index` over some roots for one model."""
+class Stopwatch:
+    """Seconds spent in each named part of a run, summed: where the time goes."""
 
-    def __init__(self, store: Store, encoder: Encoder, options: IndexOptions | None = None):
+    def __init__(self, spent: dict[str, float]):
+        self.spent = spent
+
+    @contextmanager
+    def __call__(self, part: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spent[part] = self.spent.get(part, 0.0) + time.perf_counter() - start
+
+
+class Indexer:
+    """One run of `clipsearch index` over some roots for one model. A pool of decoding
+    processes may be handed in, started earlier (while the model loaded, say)."""
+
+    def __init__(
+        self,
+        store: Store,
+        encoder: Encoder,
+        options: IndexOptions | None = None,
+        pool: DecodePool | None = None,
+    ):
         self.store = store
         self.catalog: Catalog = store.catalog
         self.encoder = encoder
         self.options = options or IndexOptions()
         self.report = IndexReport()
         self.model_id: int | None = None
+        self.pool = pool
+        self.watch = Stopwatch(self.report.profile)
 
     def run(self, roots: Sequence[str], progress: Progress | None = None) -> IndexReport:
         """Index under the store's writer lock; a dry run takes none and writes nothing."""
@@ -136,13 +162,17 @@ class Indexer:
         }
 
     def index(self, roots: list[str], progress: Progress | None) -> None:
-        scan = self.scan(roots)
+        with self.watch("scan"):
+            scan = self.scan(roots)
         e = self.encoder
-        self.model_id = self.catalog.register_model(e.name, e.architecture, e.digest, e.dim).id
-        tasks = self.reuse_moved_and_copied(self.plan(scan), scan)
+        with self.watch("plan"):
+            self.model_id = self.catalog.register_model(e.name, e.architecture, e.digest, e.dim).id
+            tasks = self.reuse_moved_and_copied(self.plan(scan), scan)
         self.embed(tasks, progress)
-        self.remove_missing(scan)
-        self.update_index()
+        with self.watch("remove missing"):
+            self.remove_missing(scan)
+        with self.watch("vector index"):
+            self.update_index()
 
     # ---- scan and plan ----------------------------------------------------------------
 
@@ -242,22 +272,38 @@ class Indexer:
         chunks = [tasks[i : i + batch] for i in range(0, len(tasks), batch)]
         items = [[(t.found.path, (t.found.size, t.found.mtime_ns)) for t in c] for c in chunks]
         done = 0
-        workers = self.options.workers or default_workers()
-        with DecodePool(workers, self.encoder.preprocessing) as pool:
-            for number, (chunk, decoded) in enumerate(zip(chunks, pool.decode(items)), 1):
+        with self._pool() as pool:
+            batches = pool.decode(items, self.encoder.preprocessing)
+            for number, chunk in enumerate(chunks, 1):
+                with self.watch("first batch decoded" if number == 1 else "waiting for decoding"):
+                    decoded = next(batches)
                 self.commit(chunk, decoded)
                 faults.hit("batch-committed", f"batch {number}.")
                 done += len(chunk)
                 if progress:
                     progress(done, len(tasks))
 
+    @contextmanager
+    def _pool(self) -> Iterator[DecodePool]:
+        """The pool handed in (its owner stops it), or one of this run's own."""
+        if self.pool is not None:
+            yield self.pool
+            return
+        pool = DecodePool(self.options.workers or default_workers())
+        pool.start()
+        with pool:
+            yield pool
+
     def commit(self, chunk: list[Task], decoded: list) -> None:
         good = [i for i, (pixels, _, _) in enumerate(decoded) if pixels is not None]
-        vectors = (
-            self.encoder.encode_pixels(np.stack([decoded[i][0] for i in good])) if good else []
-        )
+        vectors = []
+        if good:
+            with self.watch("stacking pixels"):
+                pixels = np.stack([decoded[i][0] for i in good])
+            with self.watch("model"):
+                vectors = self.encoder.encode_pixels(pixels)
         by_index = dict(zip(good, vectors))
-        with self.catalog.write() as s:
+        with self.watch("commit"), self.catalog.write() as s:
             for i, (task, (_, info, error)) in enumerate(zip(chunk, decoded)):
                 self._commit_one(s, task, info, error, by_index.get(i))
 

@@ -16,6 +16,8 @@ import numpy as np
 from . import status
 from .ann import LoadedIndex, preset_named
 from .catalog import Catalog, Model, State
+from .config import default_workers
+from .decoding import DecodePool
 from .indexer import Indexer, IndexOptions, IndexReport, Progress, absolute_roots
 from .memo import MemoFile
 from .preprocess import BytesSource, ImageError
@@ -252,8 +254,14 @@ class Library:
         options = options or IndexOptions()
         if options.dry_run:
             return Indexer(self.store, self.encoder(model), options).run(paths, progress)
-        with self.store.writing():
-            return Indexer(self.store, self.encoder(model), options).run(paths, progress)
+        with self.store.writing(), DecodePool(options.workers or default_workers()) as pool:
+            pool.start()  # the decoding processes start while the model loads
+            started = time.perf_counter()
+            encoder = self.encoder(model)
+            loaded = time.perf_counter() - started
+            report = Indexer(self.store, encoder, options, pool).run(paths, progress)
+        report.profile["model load"] = loaded
+        return report
 
     def forget(self, paths: Sequence[str | os.PathLike]) -> int:
         """Remove files or whole folders from the catalog and the vector indexes."""

@@ -172,8 +172,8 @@ def _shortest_and_crop(img: Image.Image, size: int, method, scale_to: int) -> Im
     return img.crop((left, top, left + size, top + size))
 
 
-def normalize(img: Image.Image, prep: Preprocessing | int = 224) -> np.ndarray:
-    """RGB PIL image -> float32 (3, h, w) with the model's mean and std."""
+def normalize(img: Image.Image | np.ndarray, prep: Preprocessing | int = 224) -> np.ndarray:
+    """RGB PIL image or uint8 (h, w, 3) -> float32 (3, h, w) with the model's mean and std."""
     prep = as_preprocessing(prep)
     mean, std = np.array(prep.mean, np.float32), np.array(prep.std, np.float32)
     arr = np.asarray(img, dtype=np.float32) / 255.0
@@ -240,14 +240,25 @@ def open_image(source: ImageSource, draft_size: int | None = None) -> tuple[Imag
         raise ImageError(path, f"cannot decode: {type(e).__name__}: {e}") from None
 
 
+def square(
+    source: ImageSource, prep: Preprocessing | int, draft: bool = False
+) -> tuple[np.ndarray, ImageInfo]:
+    """The model's square of an image as uint8 (size, size, 3), before normalisation: a
+    quarter of the float pixels' bytes to send from a decoding process, normalised on the
+    model's side in one step (Encoder.encode_pixels)."""
+    prep = as_preprocessing(prep)
+    img, info = open_image(source, draft_size=prep.size if draft else None)
+    return np.asarray(resize_and_crop(img, prep), dtype=np.uint8), info
+
+
 def preprocess(
     source: ImageSource, prep: Preprocessing | int, draft: bool = False
 ) -> tuple[np.ndarray, ImageInfo]:
     """A file or PIL image -> the model's input (3, size, size) float32, and what was
     learned of it. prep: the model's Preprocessing, or a size for OpenAI's."""
     prep = as_preprocessing(prep)
-    img, info = open_image(source, draft_size=prep.size if draft else None)
-    return normalize(resize_and_crop(img, prep), prep), info
+    pixels, info = square(source, prep, draft)
+    return normalize(pixels, prep), info
 
 
 IMAGE_EXTENSIONS = frozenset(
@@ -287,8 +298,9 @@ def heif_support() -> bool:
 def decode_for_index(
     path: str, prep: Preprocessing | int, expect: tuple[int, int]
 ) -> tuple[np.ndarray | None, ImageInfo | None, str | None]:
-    """Worker-process entry point: (pixels, info, None) or (None, None, reason). Whatever
-    goes wrong with one file (memory included) is that file's failure, never the run's.
+    """Worker-process entry point: (uint8 square, info, None) or (None, None, reason).
+    Whatever goes wrong with one file (memory included) is that file's failure, never the
+    run's.
 
     The file is read once: its bytes are hashed (what recognises it when it moves) and
     decoded. `expect` is the (size, mtime_ns) seen by the scan; a file that differs
@@ -303,7 +315,7 @@ def decode_for_index(
         st = os.stat(path)
         if (st.st_size, st.st_mtime_ns) != expect or len(data) != expect[0]:
             return None, None, "changed while being read; it will be retried on the next run"
-        pixels, info = preprocess(BytesSource(path, data), prep, draft=True)
+        pixels, info = square(BytesSource(path, data), prep, draft=True)
     except ImageError as e:
         return None, None, e.reason
     except FileNotFoundError:

@@ -326,7 +326,7 @@ def test_a_tiny_image_of_extreme_aspect_decodes_in_bounded_memory(tmp_path):
         [sys.executable, "-c", POISON_DECODE, *args], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "(3, 224, 224)"
+    assert proc.stdout.strip() == "(224, 224, 3)"
 
 
 def test_a_file_that_kills_its_decoding_process_fails_alone(tmp_path, photos, tiny, monkeypatch):

@@ -147,7 +147,7 @@ def test_file_that_changes_or_vanishes_while_read_is_not_trusted(tmp_path):
     path = make_image(tmp_path / "a.png")
     st = path.stat()
     pixels, info, error = decode_for_index(str(path), 32, (st.st_size, st.st_mtime_ns))
-    assert error is None and pixels.shape == (3, 32, 32)
+    assert error is None and pixels.shape == (32, 32, 3) and pixels.dtype == np.uint8
     # the scan saw an older version: size and time differ from what was decoded
     _, _, error = decode_for_index(str(path), 32, (st.st_size + 1, st.st_mtime_ns - 1))
     assert "changed while being read" in error
@@ -201,3 +201,19 @@ def test_named_models_preprocess_as_open_clip_says():
         )
         ours, _ = preprocess(img, named_preprocessing(p, CONFIGS[p.arch]))
         np.testing.assert_allclose(ours, transform(img).numpy(), atol=1e-5, err_msg=p.name)
+
+
+def test_uint8_squares_from_decoding_normalise_on_the_model_side_as_preprocess_does(tmp_path):
+    """Decoding processes send uint8 squares (a quarter of the bytes); the encoder
+    normalises them to the same input the float path gives."""
+    from clipsearch.encoder import load_model
+    from clipsearch.preprocess import square
+
+    encoder = load_model("random:tiny")
+    paths = [make_image(tmp_path / f"{i}.png", seed=i) for i in range(3)]
+    squares = np.stack([square(p, encoder.preprocessing)[0] for p in paths])
+    floats = np.stack([preprocess(p, encoder.preprocessing)[0] for p in paths])
+    assert squares.dtype == np.uint8 and squares.shape[1:] == (32, 32, 3)
+    np.testing.assert_allclose(
+        encoder.encode_pixels(squares), encoder.encode_pixels(floats), atol=1e-6
+    )

@@ -4,13 +4,17 @@ An index file holds the FAISS index and its tombstones and is written atomically
 name that carries the catalog log position it reflects; the catalog row points at it.
 Loading replays the catalog's vector log after that position, so a stale index answers
 with everything committed, and a missing or corrupt file is rebuilt from the catalog.
+
+Memory: a build streams vectors from the catalog in chunks (trained on a sample), so the
+index, not the build, bounds it; `auto` picks a compressed preset when the full vectors
+would not fit the budget; the IVF presets' files are memory-mapped, so a query reads only
+the inverted lists it probes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import json
 import math
 import os
@@ -28,7 +32,7 @@ import numpy as np
 from . import faults, tuning
 from .catalog import Catalog
 from .errors import ClipsearchError
-from .files import write_atomic
+from .files import replacing
 from .query_log import QueryLog
 
 if sys.version_info >= (3, 11):
@@ -61,6 +65,7 @@ class Preset:
     rerank: int = 1
     train: dict = field(default_factory=dict)  # OPQ training effort: opq_niter, opq_max_points
     min_train: int = 0  # fewer vectors than this cannot train it: another preset stands in
+    mapped: bool = False  # its file is memory-mapped rather than read into memory
 
     def memory(self, n: int, dim: int) -> int:
         b = self.bytes_per_vector
@@ -91,6 +96,12 @@ def train_size(factory: str) -> int:
         elif m := re.fullmatch(r"PQ\d+(?:x(\d+))?(?:np)?", part):
             nbits = int(m[1] or 8)
     return max(256, 64 * nlist, 64 * 2**nbits)
+
+
+def training_sample(ids: np.ndarray, factory: str) -> np.ndarray:
+    """The ids whose vectors train an index: the same for the same collection, in id
+    order (the catalog reads them that way)."""
+    return np.sort(np.random.default_rng(0).permutation(ids)[: train_size(factory)])
 
 
 @contextlib.contextmanager
@@ -178,6 +189,18 @@ def available_memory() -> int:
         return 8 << 30
 
 
+SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '800M', '4GB', '1.5GiB' or a plain number of bytes (powers of 1024 either
+    way: memory is counted in them)."""
+    m = SIZE.fullmatch(text.strip())
+    if not m:
+        raise ClipsearchError(f"not a size: {text!r}; write it as 800M, 4G or 1.5GB")
+    return int(float(m[1]) * 1024 ** " kmgt".index((m[2] or " ").lower()))
+
+
 def choose_preset(n: int, dim: int, memory_budget: int | None = None) -> Preset:
     """The first preset, from exact to most compressed, that suits n and fits the budget
     (default: half the memory available now)."""
@@ -211,6 +234,7 @@ class LoadedIndex:
     gpu: faiss.Index | None = field(default=None, repr=False, compare=False)
     note: str | None = None  # why the preset is not the one asked for
     recall: tuning.Recall | None = None  # what its parameters reached when last measured
+    mapped: bool = False  # its lists are read from the file, which FAISS cannot change
 
     def with_params(self, params: dict) -> LoadedIndex:
         """The same index searched with other parameters (for trying them)."""
@@ -235,6 +259,9 @@ class LoadedIndex:
         gone, new = set(removed), set(added)
         fresh = [f for f in added if f not in gone]  # added then removed: never indexed
         stale = [f for f in removed if f not in new]
+        if self.mapped and (fresh or stale):  # copied out of the file to be changed
+            self.index = faiss.deserialize_index(faiss.serialize_index(self.index))
+            self.mapped = False
         if stale:
             if self.preset.removes:
                 self.index.remove_ids(np.array(stale, dtype=np.int64))
@@ -294,19 +321,33 @@ class LoadedIndex:
         return p
 
 
-def _serialize(index: faiss.Index, tombstones: set[int]) -> bytes:
-    buf = io.BytesIO()
-    np.savez(
-        buf,
-        faiss=faiss.serialize_index(index),
-        tombstones=np.fromiter(sorted(tombstones), dtype=np.int64, count=len(tombstones)),
-    )
-    return buf.getvalue()
+MAGIC = b"clipsix2"  # ends every index file: FAISS's own bytes, tombstones, their count
 
 
-def _deserialize(data: bytes) -> tuple[faiss.Index, set[int]]:
-    with np.load(io.BytesIO(data)) as z:
-        return faiss.deserialize_index(z["faiss"]), set(z["tombstones"].tolist())
+def write_index_file(path: Path, index: faiss.Index, tombstones: set[int]) -> None:
+    """FAISS writes the file itself (no copy of the index in memory), then the tombstones
+    follow, so a memory-mapped read finds FAISS's bytes where it expects them."""
+    dead = np.fromiter(sorted(tombstones), dtype=np.int64, count=len(tombstones))
+    with replacing(path) as tmp:
+        faiss.write_index(index, str(tmp))
+        with open(tmp, "ab") as f:
+            f.write(dead.tobytes())
+            f.write(np.int64(len(dead)).tobytes())
+            f.write(MAGIC)
+
+
+def read_index_file(path: Path, mapped: bool) -> tuple[faiss.Index, set[int]]:
+    """An index file's index and tombstones; raises on a file that is not one."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(size - 16)
+        count, magic = np.frombuffer(f.read(8), np.int64)[0], f.read(8)
+        if magic != MAGIC or not 0 <= count <= (size - 16) // 8:
+            raise ValueError(f"{path.name} is not a clipsearch index file")
+        f.seek(size - 16 - 8 * int(count))
+        tombstones = set(np.frombuffer(f.read(8 * int(count)), np.int64).tolist())
+    index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mapped else 0)
+    return index, tombstones
 
 
 SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")  # a preset name as it may appear in a file name
@@ -320,6 +361,8 @@ def index_file_name(model_id: int, preset: str, log_seq: int) -> str:
 
 class VectorIndexes:
     """Builds, loads, updates and saves the FAISS index of each model in a store."""
+
+    chunk = 50_000  # vectors read from the catalog and added to the index at a time
 
     def __init__(self, catalog: Catalog, directory: Path, query_log: QueryLog | None = None):
         self.catalog = catalog
@@ -353,15 +396,14 @@ class VectorIndexes:
         factory = chosen.factory_for(n, dim)
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         _set_params(index, chosen.build)
-        _set_training_effort(index, chosen.train)
+        set_training_effort(index, chosen.train)
         if not index.is_trained:
-            sample = np.sort(np.random.default_rng(0).permutation(all_ids)[: train_size(factory)])
-            _, train = self.catalog.vectors(model_id, sample.tolist())
+            _, train = self.catalog.vectors(model_id, training_sample(all_ids, factory).tolist())
             with native_stderr() as printed:
                 index.train(train)
             note = note or _training_note(printed, len(train))
         read = [np.zeros(0, np.int64)]
-        for ids, vecs in self.catalog.iter_vector_batches(model_id):
+        for ids, vecs in self.catalog.iter_vector_batches(model_id, self.chunk):
             index.add_with_ids(vecs, ids)
             read.append(ids)
         loaded = LoadedIndex(
@@ -412,7 +454,7 @@ class VectorIndexes:
         name = index_file_name(loaded.model_id, loaded.preset.name, loaded.log_seq)
         path = self.directory / name
         try:
-            write_atomic(path, _serialize(loaded.index, loaded.tombstones))
+            write_index_file(path, loaded.index, loaded.tombstones)
         except OSError as e:
             raise IndexWriteError(f"could not write {name}: {e.strerror or e}") from None
         faults.hit("index-written")
@@ -449,7 +491,7 @@ class VectorIndexes:
             if path is None or preset is None:
                 return None
             try:
-                index, tombstones = _deserialize(path.read_bytes())
+                index, tombstones = read_index_file(path, preset.mapped)
             except Exception:  # missing, truncated, garbage: the catalog rebuilds it
                 return None
             dim = self.catalog.model(model_id).dim
@@ -471,6 +513,7 @@ class VectorIndexes:
             tombstones,
             dim,
             recall=tuning.Recall.from_dict(json.loads(row.recall)) if row.recall else None,
+            mapped=preset.mapped,
         )
         loaded.apply_log(later, self.catalog)
         return loaded
@@ -486,7 +529,11 @@ class VectorIndexes:
         return loaded, "updated" if row is not None and loaded.log_seq != row.log_seq else "loaded"
 
     def sync(
-        self, model_id: int, preset: str = "auto", prompts: np.ndarray | None = None
+        self,
+        model_id: int,
+        preset: str = "auto",
+        prompts: np.ndarray | None = None,
+        memory_budget: int | None = None,
     ) -> tuple[LoadedIndex, str]:
         """After indexing: update and save the index, rebuilding when the preset changes,
         the file is unusable, or tombstones pass 10% of the vectors, and tuning it again
@@ -499,8 +546,8 @@ class VectorIndexes:
         too_dead = loaded is not None and len(loaded.tombstones) > TOMBSTONE_REBUILD_FRACTION * max(
             1, loaded.index.ntotal
         )
-        if loaded is None or too_dead or self._outgrown(loaded, preset):
-            loaded = self.build(model_id, preset, prompts)
+        if loaded is None or too_dead or self._outgrown(loaded, preset, memory_budget):
+            loaded = self.build(model_id, preset, prompts, memory_budget)
             action = "rebuilt"
         elif self._queries_since(loaded):
             drifted = self.check(loaded, prompts)
@@ -535,16 +582,17 @@ class VectorIndexes:
         for row in self.catalog.index_rows():
             self.sync(row.model_id)
 
-    def _outgrown(self, loaded: LoadedIndex, preset: str) -> bool:
+    def _outgrown(self, loaded: LoadedIndex, preset: str, memory_budget: int | None) -> bool:
         """With preset auto, a collection that grew past its preset's range is rebuilt."""
         if preset != "auto":
             return False
-        return choose_preset(loaded.count, loaded.dim).name != loaded.preset.name and (
+        chosen = choose_preset(loaded.count, loaded.dim, memory_budget)
+        return chosen.name != loaded.preset.name and (
             loaded.count > loaded.preset.max_vectors or loaded.count < loaded.preset.min_vectors
         )
 
 
-def _set_training_effort(index: faiss.Index, train: dict) -> None:
+def set_training_effort(index: faiss.Index, train: dict) -> None:
     """OPQ's rotation (50 rounds on 65k points by default) and the PQ codebooks dominate an
     IVF-PQ build on a small CPU; exact re-ranking makes rougher ones enough."""
     if not train or not isinstance(index, faiss.IndexPreTransform):

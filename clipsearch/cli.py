@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .config import IndexOptions, TrainConfig
+from .config import MEMORY_BUDGET_HELP, IndexOptions, TrainConfig
 from .errors import explain
 from .pretrained import DEFAULT_MODEL, PRETRAINED, cached_file
 from .tokenizer import TruncationWarning
@@ -449,6 +449,11 @@ def forget(
 def rebuild(
     preset: str = typer.Option("auto", help="auto, exact, hnsw, ivf-flat or ivf-pq."),
     model: str = typer.Option(None, "--model", "-m", help="Only this model's index."),
+    memory_budget: str = typer.Option(
+        None,
+        "--memory-budget",
+        help=MEMORY_BUDGET_HELP,
+    ),
     check: bool = typer.Option(
         False,
         "--check",
@@ -464,8 +469,11 @@ def rebuild(
     """Rebuild vector indexes from the catalog (e.g. to change preset), or check them."""
     from dataclasses import asdict
 
+    from .ann import parse_size
+
     with user_errors(), open_library(store, db, wait=wait, on_wait=on_wait) as lib:
-        done = lib.check_recall(model) if check else lib.rebuild(preset, model)
+        budget = parse_size(memory_budget) if memory_budget else None
+        done = lib.check_recall(model) if check else lib.rebuild(preset, model, budget)
     if as_json:
         emit_json([asdict(d) for d in done])
         return

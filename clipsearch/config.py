@@ -31,6 +31,12 @@ def default_loader_workers() -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
+MEMORY_BUDGET_HELP = (
+    "Memory the vector index may take, e.g. 4G (default: half the memory free now); auto "
+    "picks a compressed preset (IVF-PQ, re-ranked exactly) when full vectors would not fit."
+)
+
+
 @dataclass
 class IndexOptions:
     """How `clipsearch index` runs (what it indexes and into which store are arguments)."""
@@ -43,6 +49,11 @@ class IndexOptions:
     )
     preset: str = setting(
         "auto", "--preset", help="Vector index preset: auto, exact, hnsw, ivf-flat, ivf-pq."
+    )
+    memory_budget: str | None = setting(
+        None,
+        "--memory-budget",
+        help=MEMORY_BUDGET_HELP,
     )
     include_hidden: bool = setting(
         False, "--include-hidden", help="Also index dot-files and dot-folders."

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import faults
-from .ann import IndexWriteError, preset_named
+from .ann import IndexWriteError, parse_size, preset_named
 from .catalog import Catalog, File, State
 from .config import IndexOptions, default_workers
 from .content import file_content_hash, file_fingerprint
@@ -134,6 +134,7 @@ class Indexer:
         self.report = IndexReport()
         self.model_id: int | None = None
         self.pool = pool
+        self.memory_budget: int | None = None
         self.watch = Stopwatch(self.report.profile)
 
     def run(self, roots: Sequence[str], progress: Progress | None = None) -> IndexReport:
@@ -141,6 +142,8 @@ class Indexer:
         start = time.perf_counter()
         if self.options.preset != "auto":
             preset_named(self.options.preset)  # an unknown name fails before any work
+        budget = self.options.memory_budget
+        self.memory_budget = parse_size(budget) if budget is not None else None
         if self.options.dry_run:
             self.dry_run(absolute_roots(roots))
         else:
@@ -342,7 +345,9 @@ class Indexer:
     def update_index(self) -> None:
         try:
             prompts = self.encoder.encode_text(SEARCH_PROMPTS)
-            loaded, action = self.store.indexes.sync(self.model_id, self.options.preset, prompts)
+            loaded, action = self.store.indexes.sync(
+                self.model_id, self.options.preset, prompts, self.memory_budget
+            )
             self.report.index_action, self.report.preset = action, loaded.preset.name
             self.report.index_note = loaded.note
         except IndexWriteError as e:

@@ -273,8 +273,11 @@ class Library:
                 self.store.indexes.sync_all()
         return len(ids)
 
-    def rebuild(self, preset: str = "auto", model: str | None = None) -> list[Rebuilt]:
-        """Rebuild vector indexes from the catalog (every model, or one)."""
+    def rebuild(
+        self, preset: str = "auto", model: str | None = None, memory_budget: int | None = None
+    ) -> list[Rebuilt]:
+        """Rebuild vector indexes from the catalog (every model, or one), within a memory
+        budget in bytes (default: half the memory free now)."""
         if preset != "auto":
             preset_named(preset)
         done = []
@@ -283,7 +286,9 @@ class Library:
             if model is not None:
                 targets = [self.model_with_vectors(self.encoder(model))]
             for row in targets:
-                loaded = self.store.indexes.build(row.id, preset, self._tuning_queries(row))
+                loaded = self.store.indexes.build(
+                    row.id, preset, self._tuning_queries(row), memory_budget
+                )
                 self.store.indexes.save(loaded)
                 done.append(
                     Rebuilt(row.name, loaded.preset.name, loaded.count, loaded.params, loaded.note)

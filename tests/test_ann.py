@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 from helpers import clustered, make_store
 
-from clipsearch.ann import choose_preset, presets
+from clipsearch.ann import (
+    choose_preset,
+    parse_size,
+    presets,
+    set_training_effort,
+    training_sample,
+)
 from clipsearch.catalog import Catalog
+from clipsearch.errors import ClipsearchError
 from clipsearch.exact import exact_topk
 from clipsearch.search import Filters, nearest
 
@@ -129,3 +137,84 @@ def test_vectors_committed_during_a_build_are_indexed_once(store, preset):
     assert loaded.index.ntotal == loaded.count == 4003
     scores, ids = loaded.search(late[:1], 2)
     assert ids[0][0] == 4001 and ids[0][1] != 4001
+
+
+@pytest.mark.parametrize("preset", ["ivf-flat", "ivf-pq"])
+def test_an_index_built_in_chunks_answers_as_one_built_from_all_vectors(store, preset):
+    """The build streams the catalog a chunk at a time; the result must be the index
+    that the same training sample and every vector at once would make."""
+    catalog, indexes, model_id, vectors = store
+    indexes.chunk = 700
+    chunked = indexes.build(model_id, preset)
+    whole = faiss.index_factory(64, chunked.factory, faiss.METRIC_INNER_PRODUCT)
+    set_training_effort(whole, chunked.preset.train)
+    ids = catalog.vector_ids(model_id)
+    whole.train(vectors[training_sample(ids, chunked.factory) - 1])
+    whole.add_with_ids(vectors, np.arange(1, 4001))
+    queries = clustered(50, seed=3)
+    params = faiss.SearchParametersIVF(nprobe=8)
+    if "OPQ" in chunked.factory:
+        params = faiss.SearchParametersPreTransform(index_params=params)
+    a = chunked.index.search(queries, 10, params=params)
+    b = whole.search(queries, 10, params=params)
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+@pytest.mark.parametrize("preset", ["ivf-flat", "ivf-pq"])
+def test_ivf_files_are_memory_mapped_and_copied_out_only_to_change(store, preset):
+    catalog, indexes, model_id, vectors = store
+    built = indexes.build(model_id, preset)
+    path = indexes.save(built)
+    before = path.read_bytes()
+    loaded, action = indexes.get(model_id)
+    assert action == "loaded" and loaded.mapped
+    queries = clustered(20, seed=4)
+    np.testing.assert_array_equal(
+        loaded.search(queries, 10)[1], built.with_params(loaded.params).search(queries, 10)[1]
+    )
+    late = clustered(1, seed=11)
+    with catalog.write() as s:
+        (row,) = [Catalog.add_file(s, "/late/0.jpg", 1, 1)]
+        Catalog.add_vectors(s, model_id, [row.id], late)
+        Catalog.remove_files(s, [1])
+    refreshed = indexes.refresh(loaded)
+    assert not refreshed.mapped and refreshed.count == 4000
+    found = refreshed.search(late, 1)[1][0][0]
+    assert found == row.id and 1 not in refreshed.search(vectors[:1], 10)[1][0]
+    assert path.read_bytes() == before  # the mapped file was never written through
+
+
+def test_hnsw_tombstones_survive_the_file(store):
+    catalog, indexes, model_id, vectors = store
+    loaded = indexes.build(model_id, "hnsw")
+    loaded.tombstones.update({5, 6})
+    indexes.save(loaded)
+    again = indexes.load(model_id)
+    assert again.tombstones == {5, 6} and not again.mapped and again.count == 3998
+
+
+def test_an_index_file_of_another_format_is_rebuilt(store):
+    catalog, indexes, model_id, _ = store
+    path = indexes.save(indexes.build(model_id, "exact"))
+    path.write_bytes(b"PK\x03\x04" + bytes(64))  # an older clipsearch's .npz, say
+    loaded, action = indexes.get(model_id)
+    assert action == "rebuilt" and loaded.count == 4000
+
+
+@pytest.mark.parametrize(
+    "text, size", [("800M", 800 << 20), ("4G", 4 << 30), ("1.5GiB", 3 << 29), ("512", 512)]
+)
+def test_memory_budgets_are_read_in_powers_of_1024(text, size):
+    assert parse_size(text) == size
+
+
+def test_a_memory_budget_that_is_not_a_size_says_how_to_write_one():
+    with pytest.raises(ClipsearchError, match="800M, 4G"):
+        parse_size("lots")
+
+
+def test_the_budget_makes_auto_compress(store):
+    catalog, indexes, model_id, _ = store
+    assert indexes.build(model_id, "auto").preset.name == "exact"
+    assert indexes.build(model_id, "auto", memory_budget=100_000).preset.name == "ivf-pq"

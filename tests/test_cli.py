@@ -171,6 +171,8 @@ BAD_INPUTS = [
     ("store never indexed", "query dog --store {w}/empty", 1, "clipsearch index PATH"),
     ("unknown preset", "rebuild --store {w}/s --preset magic", 1, "unknown preset"),
     ("preset too big for the store", "rebuild --store {w}/s --preset ivf-pq", 0, "stands in"),
+    ("a budget that is no size", "rebuild --store {w}/s --memory-budget lots", 1, "800M, 4G"),
+    ("a budget that is no size", "index {w}/photos --store {w}/s --memory-budget 4X", 1, "4G"),
     ("huge -k", "query dog --store {w}/s -k 3000000000 -f paths", 0, ""),
     ("-k 0", "query dog --store {w}/s -k 0", 2, "'-k'"),
     ("markup as a model name", "query dog --store {w}/s --model [/bold]", 1, "'[/bold]'"),

@@ -49,7 +49,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from . import faults
 from .errors import ClipsearchError
 
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 
 
 class CatalogError(ClipsearchError):
@@ -115,6 +115,7 @@ class File(Base):
     taken_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
     camera_make: Mapped[str | None] = mapped_column(Text)
     camera_model: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[str | None] = mapped_column(Text)  # JSON: a shard's sidecars, a list's row
     state: Mapped[str] = mapped_column(String(8), default="ok")  # ok | failed
     error: Mapped[str | None] = mapped_column(Text)
     indexed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -182,9 +183,19 @@ def chunks(items: Sequence, size: int = IN_CHUNK) -> Iterator[list]:
 
 
 def under(column, folder: str):
-    """Paths inside a folder, as one range of the bytewise collation (index-friendly)."""
-    prefix = folder.rstrip(os.sep) + os.sep
-    return (column >= prefix) & (column < prefix[:-1] + chr(ord(os.sep) + 1))
+    """Paths inside a folder, or members of a tar shard (`SHARD::MEMBER`), as ranges of
+    the bytewise collation (index-friendly)."""
+    inside = folder.rstrip(os.sep) + os.sep
+    members = folder + "::"
+    return or_(
+        (column >= inside) & (column < inside[:-1] + chr(ord(os.sep) + 1)),
+        (column >= members) & (column < members[:-1] + ";"),
+    )
+
+
+def prefixes_of(roots: Sequence[str]) -> tuple[str, ...]:
+    """What the paths inside the roots start with, for paths SQL cannot compare."""
+    return tuple(p for r in roots for p in (r.rstrip(os.sep) + os.sep, r + "::"))
 
 
 def sqlite_url(path: Path) -> URL:
@@ -466,8 +477,16 @@ class Catalog:
                 q = select(File).where((File.path == root) | under(File.path, root))
                 out.update((f.path, f) for f in s.scalars(q))
             for f in s.scalars(select(File).where(self.raw_paths())):
-                if any(f.path == r or f.path.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+                if f.path in roots or f.path.startswith(prefixes_of(roots)):
                     out[f.path] = f
+        return out
+
+    def files_named(self, paths: Sequence[str]) -> dict[str, File]:
+        """Catalog rows of exactly these paths (the items of a list file)."""
+        out: dict[str, File] = {}
+        with self.read() as s:
+            for chunk in chunks(paths):
+                out.update((f.path, f) for f in s.scalars(select(File).where(File.path.in_(chunk))))
         return out
 
     def files_by_fingerprint(self, fingerprints: Iterable[str]) -> dict[str, list[File]]:
@@ -511,7 +530,7 @@ class Catalog:
             conds.append(_taken(operator.ge, after))
         if before is not None:
             conds.append(_taken(operator.lt, before))
-        prefixes = tuple(f.rstrip(os.sep) + os.sep for f in folders)
+        prefixes = prefixes_of(folders)
         by_name = []
         if folders:
             by_name.append(or_(*(under(File.path, f) for f in folders)))
@@ -709,6 +728,7 @@ COPIED_FIELDS = (
     "taken_at",
     "camera_make",
     "camera_model",
+    "meta",
 )
 
 

@@ -7,6 +7,7 @@ a crash or kill -9 loses at most the batch in flight and the next run goes on fr
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,9 +24,20 @@ from .catalog import Catalog, File, State
 from .config import IndexOptions, default_workers
 from .content import file_content_hash, file_fingerprint
 from .decoding import DecodePool
+from .errors import ClipsearchError
 from .preprocess import ImageInfo, heif_support, skipped_for_heif
 from .prompts import SEARCH_PROMPTS
 from .scan import Found, ScanProblem, ScanResult, Walker, compare
+from .sources import (
+    SHARD_SEP,
+    SourceError,
+    is_list_name,
+    is_plain_file,
+    is_shard_name,
+    list_items,
+    shard_items,
+    source_stat,
+)
 from .store import Store
 
 if TYPE_CHECKING:  # torch: not imported by `status`, `forget` or decoding workers
@@ -186,18 +198,59 @@ class Indexer:
             exclude=self.options.exclude,
         )
         found: dict[str, Found] = {}
-        existing_roots = []
+        existing_roots, listed = [], []
         for root in roots:
             if not os.path.lexists(root):
                 walker.problems.append(
                     ScanProblem(root, "does not exist; nothing under it was changed")
                 )
-                continue
-            existing_roots.append(root)
-            found.update((f.path, f) for f in walker.walk(root))
+            elif is_list_name(root) and os.path.isfile(root):
+                listed += self.listed(root, walker.problems)
+            else:
+                existing_roots.append(root)
+                found.update((f.path, f) for f in walker.walk(root))
         rows = self.catalog.files_under(existing_roots) if known else {}
+        if listed and known:
+            rows.update(self.catalog.files_named([f.path for f in listed]))
+        found.update((f.path, f) for f in listed)
+        for shard in [f for f in found.values() if is_shard_name(f.path)]:
+            del found[shard.path]
+            found.update((f.path, f) for f in self.members(shard, rows, walker.problems))
         self.report.problems = walker.problems
         return compare(list(found.values()), rows)
+
+    @staticmethod
+    def members(shard: Found, rows: dict[str, File], problems: list) -> list[Found]:
+        """A shard's images, each with the shard's size and mtime. An unchanged shard's come
+        from the catalog without opening it; an unreadable one keeps what it had."""
+        prefix = shard.path + SHARD_SEP
+        known = [Found(r.path, r.size, r.mtime_ns) for p, r in rows.items() if p.startswith(prefix)]
+        if known and all((f.size, f.mtime_ns) == (shard.size, shard.mtime_ns) for f in known):
+            return known
+        try:
+            items = shard_items(shard.path)
+        except SourceError as e:
+            problems.append(ScanProblem(shard.path, f"{e}; its items were left as they were"))
+            return known
+        return [Found(i.key, shard.size, shard.mtime_ns, i.meta) for i in items]
+
+    @staticmethod
+    def listed(path: str, problems: list) -> list[Found]:
+        """A list file's items: files with their size and mtime (a missing one is recorded
+        as failed when decoded), URLs with none, so a URL is fetched once."""
+        try:
+            items = list_items(path)
+        except ClipsearchError as e:
+            problems.append(ScanProblem(path, str(e)))
+            return []
+        out = []
+        for item in items:
+            try:
+                size, mtime_ns = source_stat(item.key) or (0, 0)
+            except OSError:
+                size, mtime_ns = 0, 0
+            out.append(Found(item.key, size, mtime_ns, item.meta))
+        return out
 
     def plan(self, scan: ScanResult) -> list[Task]:
         """Files to embed: new, changed, and unchanged ones without this model's vector.
@@ -240,7 +293,11 @@ class Indexer:
 
     def _equal_files(self, tasks: list[Task]) -> list[tuple[Task, File]]:
         """(new file, catalogued file with this model's vector and the same content)."""
-        fresh = [t for t in tasks if t.replaces is None and t.existing is None]
+        fresh = [
+            t
+            for t in tasks
+            if t.replaces is None and t.existing is None and is_plain_file(t.found.path)
+        ]
         prints: dict[str, str] = {}
         for t in fresh:
             try:
@@ -326,7 +383,8 @@ class Indexer:
             self.report.skipped_heif += skipped_for_heif(error)
             self.report.failures.append((f.path, error))
             return
-        row = Catalog.add_file(s, f.path, f.size, f.mtime_ns, **_file_fields(info))
+        meta = json.dumps(f.meta, ensure_ascii=False, default=str) if f.meta else None
+        row = Catalog.add_file(s, f.path, f.size, f.mtime_ns, meta=meta, **_file_fields(info))
         Catalog.add_vectors(s, self.model_id, [row.id], vector[None])
         if task.replaces is not None:
             self.report.updated += 1

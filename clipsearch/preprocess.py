@@ -306,20 +306,24 @@ def decode_for_index(
     decoded. `expect` is the (size, mtime_ns) seen by the scan; a file that differs
     afterwards changed while being read, and its pixels cannot be trusted to match.
     """
+    from . import sources  # a shard's member or a URL as well as a file
+
     faults.hit("decode", path)
     if os.path.splitext(path)[1].lower() in HEIF_EXTENSIONS and not heif_support():
         return None, None, NO_HEIF
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-        st = os.stat(path)
-        if (st.st_size, st.st_mtime_ns) != expect or len(data) != expect[0]:
+        data = sources.read_bytes(path)
+        held = sources.source_stat(path)
+        whole = sources.is_plain_file(path)
+        if held is not None and (held != expect or (whole and len(data) != expect[0])):
             return None, None, "changed while being read; it will be retried on the next run"
         pixels, info = square(BytesSource(path, data), prep, draft=True)
     except ImageError as e:
         return None, None, e.reason
-    except FileNotFoundError:
-        return None, None, "file not found: it vanished after the scan"
+    except FileNotFoundError as e:
+        if sources.is_plain_file(path):
+            return None, None, "file not found (gone since the scan, or listed but not there)"
+        return None, None, f"not found: {e}"
     except PermissionError:
         return None, None, "permission denied"
     except OSError as e:

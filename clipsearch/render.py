@@ -14,6 +14,7 @@ from PIL import Image
 
 from .preprocess import ImageError, open_image
 from .search import Result
+from .sources import item_source
 
 THUMBNAIL = 256
 
@@ -117,8 +118,8 @@ def as_paths(results: Sequence[Result]) -> str:
 
 def thumbnail_data_uri(path: str) -> str | None:
     try:
-        img, _ = open_image(path, draft_size=THUMBNAIL)
-    except ImageError:
+        img, _ = open_image(item_source(path), draft_size=THUMBNAIL)
+    except (ImageError, OSError):
         return None
     img.thumbnail((THUMBNAIL, THUMBNAIL), Image.Resampling.BICUBIC)
     buf = io.BytesIO()

@@ -1,4 +1,5 @@
-"""Walking folders and comparing what is there with the catalog.
+"""Walking folders and comparing what is there with the catalog. Tar shards are found as
+files; the indexer opens those that changed (sources.py).
 
 Unchanged files (same size and mtime_ns) are recognised from a stat alone, never read. A new
 file's cheap fingerprint (size + hash of head and tail) finds catalogued files it may be a
@@ -15,13 +16,15 @@ from dataclasses import dataclass, field
 
 from .catalog import File
 from .preprocess import is_image_name
+from .sources import is_shard_name
 
 
 @dataclass(frozen=True)
 class Found:
-    path: str
+    path: str  # or a shard member's or URL's key (sources.py)
     size: int
     mtime_ns: int
+    meta: dict | None = field(default=None, compare=False)  # what a shard or list says of it
 
 
 @dataclass
@@ -105,7 +108,7 @@ class Walker:
                     continue
                 self.visited.add(key)
                 yield from self._walk_dir(entry.path, ancestors | {key})
-            elif stat.S_ISREG(st.st_mode) and is_image_name(name):
+            elif stat.S_ISREG(st.st_mode) and (is_image_name(name) or is_shard_name(name)):
                 yield Found(entry.path, st.st_size, st.st_mtime_ns)
 
 

@@ -28,6 +28,7 @@ from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from . import sources
 from .catalog import CatalogError, CatalogMissing, File, State
 from .errors import ClipsearchError
 from .files import write_atomic
@@ -197,12 +198,15 @@ class Service:
         row = self.library.catalog.file_rows([file_id]).get(file_id)
         if row is None or row.state != "ok":
             raise HttpError(404, f"no indexed image #{file_id}")
+        if sources.is_url(row.path):
+            raise HttpError(404, f"image #{file_id} is not on this machine: it is a URL")
         try:
-            st = os.stat(row.path)
+            held = sources.source_stat(row.path)
         except OSError:
             raise HttpError(404, f"image #{file_id} is no longer on disk") from None
-        same = (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns)
-        if not (same and is_image_name(row.path) and Path(row.path).is_file()):
+        plain = sources.is_plain_file(row.path)
+        regular = Path(row.path).is_file() if plain else True
+        if not (held == (row.size, row.mtime_ns) and is_image_name(row.path) and regular):
             raise HttpError(404, f"image #{file_id} changed on disk; index it again")
         return row
 
@@ -212,7 +216,7 @@ class Service:
         tag = f"{file_id}-{size}-{row.mtime_ns}"
         path = self.thumbs / f"{tag}.jpg"
         if not path.exists():
-            img, _ = open_image(row.path, draft_size=size)  # EXIF orientation applied
+            img, _ = open_image(sources.item_source(row.path), draft_size=size)  # EXIF applied
             img.thumbnail((size, size), Image.Resampling.BICUBIC)
             buf = io.BytesIO()
             img.save(buf, "JPEG", quality=85)
@@ -339,7 +343,9 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
         row = service.servable(file_id)
         kind = mimetypes.guess_type(row.path)[0] or "application/octet-stream"
         headers = {"Cache-Control": "private, max-age=3600"}
-        return FileResponse(row.path, media_type=kind, headers=headers)
+        if sources.is_plain_file(row.path):
+            return FileResponse(row.path, media_type=kind, headers=headers)
+        return Response(sources.read_bytes(row.path), media_type=kind, headers=headers)
 
     return app
 

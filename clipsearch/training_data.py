@@ -59,7 +59,7 @@ class Pairs:
     reasons: list[str] = field(default_factory=list)
 
 
-def _pick(
+def pick_column(
     keys: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str, source: str
 ) -> str:
     if wanted:
@@ -86,41 +86,62 @@ def read_text(path: Path) -> str:
         ) from None
 
 
+def read_records(path: Path) -> tuple[list[dict], list[str]]:
+    """The rows of a CSV/TSV, JSONL or Parquet file as dicts, and its column names."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        records = _parquet_records(path)
+    elif suffix in (".jsonl", ".json"):
+        records = _jsonl_records(path)
+    else:
+        records = _csv_records(path, "\t" if suffix == ".tsv" else ",")
+    if not records:
+        raise DataError(f"{path}: no rows")
+    return records, list(records[0])
+
+
+def _jsonl_records(path: Path) -> list[dict]:
+    records = []
+    for n, line in enumerate(read_text(path).splitlines(), 1):
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(record, dict):
+                raise DataError(
+                    f"{path}:{n}: each line must be a JSON object like "
+                    '{"image": "a.jpg", "caption": "a dog"}'
+                )
+            records.append(record)
+    return records
+
+
+def _csv_records(path: Path, delimiter: str) -> list[dict]:
+    try:
+        return list(csv.DictReader(io.StringIO(read_text(path)), delimiter=delimiter))
+    except csv.Error as e:
+        kind = "TSV" if delimiter == "\t" else "CSV"
+        raise DataError(f"{path}: cannot parse as {kind}: {e}") from None
+
+
+def _parquet_records(path: Path) -> list[dict]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{path}: reading Parquet needs pyarrow: pip install pyarrow") from None
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as e:  # pyarrow's errors on a damaged file have no common base
+        raise DataError(f"{path}: cannot read as Parquet: {e}") from None
+
+
 def _table_rows(
     path: Path, image_col: str | None, caption_col: str | None
 ) -> list[tuple[str, str]]:
-    text = read_text(path)
-    if path.suffix.lower() in (".jsonl", ".json"):
-        records = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-                if not isinstance(record, dict):
-                    raise DataError(
-                        f"{path}:{n}: each line must be a JSON object like "
-                        '{"image": "a.jpg", "caption": "a dog"}'
-                    )
-                records.append(record)
-        if not records:
-            raise DataError(f"{path}: no rows")
-        keys = list(records[0])
-    else:
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        try:
-            reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-            records = list(reader)
-        except csv.Error as e:
-            raise DataError(
-                f"{path}: cannot parse as {'TSV' if delimiter == chr(9) else 'CSV'}: {e}"
-            ) from None
-        keys = reader.fieldnames or []
-        if not records:
-            raise DataError(f"{path}: no rows")
-    ic = _pick(keys, image_col, IMAGE_KEYS, "image", str(path))
-    cc = _pick(keys, caption_col, CAPTION_KEYS, "caption", str(path))
+    records, keys = read_records(path)
+    ic = pick_column(keys, image_col, IMAGE_KEYS, "image", str(path))
+    cc = pick_column(keys, caption_col, CAPTION_KEYS, "caption", str(path))
     return [(str(r.get(ic) or ""), str(r.get(cc) or "")) for r in records]
 
 

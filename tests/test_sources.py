@@ -1,0 +1,218 @@
+"""Dataset sources on real files: WebDataset tar shards and list files (CSV, JSONL) of
+paths and URLs, the URLs served by a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+import sqlite3
+import tarfile
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import numpy as np
+import pytest
+from helpers import make_image, serving
+from test_indexer import index
+
+from clipsearch.catalog import Catalog
+from clipsearch.library import Library
+from clipsearch.render import as_html
+from clipsearch.search import Filters
+from clipsearch.sources import list_items, shard_items, split_member
+
+
+def write_shard(path, samples: dict[str, bytes]):
+    """A tar shard of the given members (name -> bytes), in order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for name, data in samples.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def png_bytes(tmp_path, seed: int) -> bytes:
+    return make_image(tmp_path / "made" / f"{seed}.png", seed=seed).read_bytes()
+
+
+def sample(tmp_path, stem: str, seed: int, caption: str | None = None) -> dict[str, bytes]:
+    out = {f"{stem}.png": png_bytes(tmp_path, seed)}
+    if caption is not None:
+        out[f"{stem}.txt"] = caption.encode()
+        out[f"{stem}.json"] = json.dumps({"seed": seed}).encode()
+    return out
+
+
+def rows(store):
+    db = sqlite3.connect(store / "catalog.db")
+    out = db.execute("select path, state, error, meta from files order by path").fetchall()
+    db.close()
+    return out
+
+
+@pytest.fixture
+def shards(tmp_path):
+    folder = tmp_path / "shards"
+    write_shard(
+        folder / "00000.tar",
+        {**sample(tmp_path, "a", 1, "a red square"), **sample(tmp_path, "b", 2, "blue")},
+    )
+    write_shard(folder / "00001.tar", {**sample(tmp_path, "c", 3), "d.png": b"\x89PNG broken"})
+    return folder
+
+
+def test_each_image_of_a_shard_is_an_item_with_its_sidecars(tmp_path, shards, tiny):
+    report = index(tmp_path / "store", [shards], tiny)
+    assert (report.added, report.failed) == (3, 1)
+    found = rows(tmp_path / "store")
+    keys = [f"{shards}/00000.tar::a.png", f"{shards}/00000.tar::b.png"]
+    keys += [f"{shards}/00001.tar::c.png", f"{shards}/00001.tar::d.png"]
+    assert [r[0] for r in found] == keys
+    assert json.loads(found[0][3]) == {"caption": "a red square", "json": {"seed": 1}}
+    assert found[3][1] == "failed" and "not an image" in found[3][2]
+
+
+def test_a_members_vector_equals_the_same_image_as_a_file(tmp_path, shards, tiny):
+    index(tmp_path / "store", [shards], tiny)
+    catalog = Catalog(f"sqlite:///{tmp_path / 'store' / 'catalog.db'}")
+    row = catalog.files_named([f"{shards}/00000.tar::a.png"])[f"{shards}/00000.tar::a.png"]
+    _, member = catalog.vectors(catalog.find_model(tiny.digest).id, [row.id])
+    direct = tiny.encode_images([str(tmp_path / "made" / "1.png")])
+    np.testing.assert_allclose(member, direct, atol=1e-5)
+
+
+def test_unchanged_shards_are_not_opened_again(tmp_path, shards, tiny):
+    index(tmp_path / "store", [shards], tiny)
+    shard = shards / "00000.tar"
+    st = shard.stat()
+    shard.write_bytes(b"\0" * st.st_size)  # unreadable now, but the same size and mtime
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+    report = index(tmp_path / "store", [shards], tiny)
+    assert (report.added, report.failed, report.removed, report.unchanged) == (0, 0, 0, 4)
+    assert not report.problems
+
+
+def test_a_changed_shard_is_read_again_and_a_removed_one_forgotten(tmp_path, shards, tiny):
+    index(tmp_path / "store", [shards], tiny)
+    write_shard(
+        shards / "00000.tar", {**sample(tmp_path, "a", 1, "red"), **sample(tmp_path, "e", 5)}
+    )
+    (shards / "00001.tar").unlink()
+    report = index(tmp_path / "store", [shards], tiny)
+    assert [r[0].split("/")[-1] for r in rows(tmp_path / "store")] == [
+        "00000.tar::a.png",
+        "00000.tar::e.png",
+    ]
+    assert report.removed == 3  # b.png went from its shard; c and d with theirs
+    assert json.loads(rows(tmp_path / "store")[0][3])["caption"] == "red"
+
+
+def test_a_shard_that_is_no_tar_is_a_problem_and_keeps_its_items(tmp_path, shards, tiny):
+    index(tmp_path / "store", [shards], tiny)
+    (shards / "00001.tar").write_bytes(b"garbage, and a new size")
+    report = index(tmp_path / "store", [shards], tiny)
+    (problem,) = report.problems
+    assert "cannot read as a tar shard" in problem.reason and "left as they were" in problem.reason
+    assert len(rows(tmp_path / "store")) == 4 and report.removed == 0
+
+
+def test_search_within_a_shard_and_the_keys_in_results(tmp_path, shards, tiny):
+    index(tmp_path / "store", [shards], tiny)
+    within = Filters(folders=[str(shards / "00000.tar")])
+    with Library(tmp_path / "store") as lib:
+        inside = lib.search("a square", k=10, model="random:tiny", filters=within)
+        everywhere = lib.search("a square", k=10, model="random:tiny")
+    assert {split_member(r.path)[1] for r in inside.results} == {"a.png", "b.png"}
+    assert len(everywhere.results) == 3
+
+
+def test_forget_a_shard(tmp_path, shards, tiny):
+    index(tmp_path / "store", [shards], tiny)
+    with Library(tmp_path / "store") as lib:
+        assert lib.forget([shards / "00001.tar"]) == 2
+    assert len(rows(tmp_path / "store")) == 2
+
+
+@pytest.fixture
+def web(tmp_path):
+    """A real HTTP server on loopback serving tmp_path/web."""
+    root = tmp_path / "web"
+    root.mkdir()
+    handler = functools.partial(QuietHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_a_list_file_of_paths_and_urls(tmp_path, web, tiny):
+    root, url = web
+    make_image(root / "far.png", seed=7)
+    make_image(tmp_path / "list" / "near.png", seed=8)
+    listing = tmp_path / "list" / "items.csv"
+    listing.write_text(
+        "url,caption,license\n"
+        f"{url}/far.png,far away,cc-by\n"
+        "near.png,close by,\n"
+        f"{url}/missing.png,gone,\n"
+        "nowhere.png,not here,\n"
+    )
+    report = index(tmp_path / "store", [listing], tiny)
+    assert (report.added, report.failed) == (2, 2), report.failures
+    found = {r[0]: r for r in rows(tmp_path / "store")}
+    assert json.loads(found[f"{url}/far.png"][3]) == {"caption": "far away", "license": "cc-by"}
+    assert found[f"{url}/missing.png"][1] == "failed"
+    assert "404" in found[f"{url}/missing.png"][2]
+    assert found[str(tmp_path / "list" / "nowhere.png")][1] == "failed"
+    again = index(tmp_path / "store", [listing], tiny)
+    assert (again.added, again.failed, again.unchanged) == (0, 0, 4)
+
+
+def test_a_jsonl_list_names_its_image_column(tmp_path, tiny):
+    make_image(tmp_path / "a.png", seed=1)
+    listing = tmp_path / "items.jsonl"
+    listing.write_text(json.dumps({"image": "a.png", "text": "a thing", "n": 3}) + "\n")
+    assert list_items(str(listing))[0].meta == {"caption": "a thing", "n": 3}
+    report = index(tmp_path / "store", [listing], tiny)
+    assert report.added == 1
+
+
+def test_shard_items_pair_sidecars_by_sample_name(tmp_path):
+    shard = write_shard(
+        tmp_path / "s.tar",
+        {"x/1.jpg": b"j", "x/1.txt": b"one", "x/1.seg.png": b"p", "x/2.png": b"q"},
+    )
+    items = {split_member(i.key)[1]: i.meta for i in shard_items(str(shard))}
+    assert items == {
+        "x/1.jpg": {"caption": "one"},
+        "x/1.seg.png": {"caption": "one"},
+        "x/2.png": {},
+    }
+
+
+def test_the_server_and_the_gallery_show_a_shards_images(tmp_path, shards, tiny):
+    index(tmp_path / "store", [shards], tiny)
+    with serving(tmp_path / "store") as url:
+        found = httpx.post(f"{url}/api/v1/search", json={"query": "red", "k": 3}).json()
+        first = found["items"][0]
+        assert split_member(first["path"]) is not None
+        image = httpx.get(url + first["image_url"])
+        thumb = httpx.get(url + first["thumb_url"])
+    seed = {"a.png": 1, "b.png": 2, "c.png": 3}[split_member(first["path"])[1]]
+    assert image.status_code == 200 and image.content == png_bytes(tmp_path, seed)
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    with Library(tmp_path / "store") as lib:
+        answer = lib.search("red", k=3, model="random:tiny")
+    page = as_html("red", "random:tiny", answer.results)
+    assert page.count("data:image/jpeg;base64,") == 3

@@ -94,8 +94,9 @@ def measure(kind: str, folder: Path, budget: int, dim: int) -> dict:
         [sys.executable, __file__, "--child", kind, str(folder), str(budget), str(dim)],
         capture_output=True,
         text=True,
-        check=True,
     )
+    if out.returncode != 0:
+        sys.exit(f"the {kind} process failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

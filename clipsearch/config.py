@@ -55,6 +55,23 @@ class IndexOptions:
         "--memory-budget",
         help=MEMORY_BUDGET_HELP,
     )
+    ray: bool = setting(
+        False,
+        "--ray",
+        help="Decode and embed on Ray Data (pip install 'clipsearch[ray]'): a local Ray "
+        "instance, or the cluster --ray-address names. This process still plans and writes.",
+    )
+    ray_address: str | None = setting(
+        None,
+        "--ray-address",
+        help="With --ray: auto (the cluster the environment names) or ray://HOST:PORT.",
+    )
+    ray_gpus: float = setting(
+        0.0,
+        "--ray-gpus",
+        help="With --ray: GPUs per model actor (0: CPU actors; 0.5: two actors per GPU).",
+        min=0.0,
+    )
     include_hidden: bool = setting(
         False, "--include-hidden", help="Also index dot-files and dot-folders."
     )

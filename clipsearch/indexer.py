@@ -42,6 +42,7 @@ from .store import Store
 
 if TYPE_CHECKING:  # torch: not imported by `status`, `forget` or decoding workers
     from .encoder import Encoder
+    from .ray_pipeline import Embedding
 
 
 @dataclass
@@ -130,7 +131,8 @@ class Stopwatch:
 
 class Indexer:
     """One run of `clipsearch index` over some roots for one model. A pool of decoding
-    processes may be handed in, started earlier (while the model loaded, say)."""
+    processes may be handed in, started earlier (while the model loaded, say); with `ray`,
+    Ray Data decodes and embeds instead (ray_pipeline.py) and this process only writes."""
 
     def __init__(
         self,
@@ -138,6 +140,7 @@ class Indexer:
         encoder: Encoder,
         options: IndexOptions | None = None,
         pool: DecodePool | None = None,
+        ray: Embedding | None = None,
     ):
         self.store = store
         self.catalog: Catalog = store.catalog
@@ -146,6 +149,7 @@ class Indexer:
         self.report = IndexReport()
         self.model_id: int | None = None
         self.pool = pool
+        self.ray = ray
         self.memory_budget: int | None = None
         self.watch = Stopwatch(self.report.profile)
 
@@ -326,22 +330,46 @@ class Indexer:
     # ---- decode, embed, commit ------------------------------------------------------------
 
     def embed(self, tasks: list[Task], progress: Progress | None) -> None:
+        """Decode, embed and commit the tasks a batch at a time: here, or on Ray."""
         if not tasks:
             return
+        batches = self._on_ray(tasks) if self.ray is not None else self._here(tasks)
+        done = 0
+        for number, (chunk, outcomes) in enumerate(batches, 1):
+            with self.watch("commit"), self.catalog.write() as s:
+                for task, (info, error, vector) in zip(chunk, outcomes):
+                    self._commit_one(s, task, info, error, vector)
+            faults.hit("batch-committed", f"batch {number}.")
+            done += len(chunk)
+            if progress:
+                progress(done, len(tasks))
+
+    def _here(self, tasks: list[Task]) -> Iterator[tuple[list[Task], list]]:
+        """Batches decoded by the local processes and embedded by this process's model:
+        (tasks, [(info, error, vector)...])."""
         batch = max(1, self.options.batch_size)
         chunks = [tasks[i : i + batch] for i in range(0, len(tasks), batch)]
         items = [[(t.found.path, (t.found.size, t.found.mtime_ns)) for t in c] for c in chunks]
-        done = 0
         with self._pool() as pool:
             batches = pool.decode(items, self.encoder.preprocessing)
             for number, chunk in enumerate(chunks, 1):
                 with self.watch("first batch decoded" if number == 1 else "waiting for decoding"):
                     decoded = next(batches)
-                self.commit(chunk, decoded)
-                faults.hit("batch-committed", f"batch {number}.")
-                done += len(chunk)
-                if progress:
-                    progress(done, len(tasks))
+                vectors = self.vectors(decoded)
+                yield (
+                    chunk,
+                    [(info, error, vectors.get(i)) for i, (_, info, error) in enumerate(decoded)],
+                )
+
+    def _on_ray(self, tasks: list[Task]) -> Iterator[tuple[list[Task], list]]:
+        """Batches decoded and embedded on Ray, in the order they come back."""
+        from . import ray_pipeline
+
+        items = [(t.found.path, (t.found.size, t.found.mtime_ns)) for t in tasks]
+        batch = max(1, self.options.batch_size)
+        for results in ray_pipeline.run(items, self.encoder.preprocessing, self.ray, batch):
+            chunk = [tasks[r.position] for r in results]
+            yield chunk, [(r.info, r.error, r.vector) for r in results]
 
     @contextmanager
     def _pool(self) -> Iterator[DecodePool]:
@@ -354,18 +382,15 @@ class Indexer:
         with pool:
             yield pool
 
-    def commit(self, chunk: list[Task], decoded: list) -> None:
+    def vectors(self, decoded: list) -> dict[int, np.ndarray]:
+        """The model's vectors of a decoded batch, by position; failures have none."""
         good = [i for i, (pixels, _, _) in enumerate(decoded) if pixels is not None]
-        vectors = []
-        if good:
-            with self.watch("stacking pixels"):
-                pixels = np.stack([decoded[i][0] for i in good])
-            with self.watch("model"):
-                vectors = self.encoder.encode_pixels(pixels)
-        by_index = dict(zip(good, vectors))
-        with self.watch("commit"), self.catalog.write() as s:
-            for i, (task, (_, info, error)) in enumerate(zip(chunk, decoded)):
-                self._commit_one(s, task, info, error, by_index.get(i))
+        if not good:
+            return {}
+        with self.watch("stacking pixels"):
+            pixels = np.stack([decoded[i][0] for i in good])
+        with self.watch("model"):
+            return dict(zip(good, self.encoder.encode_pixels(pixels)))
 
     def _commit_one(self, s, task: Task, info: ImageInfo | None, error: str | None, vector) -> None:
         f = task.found

@@ -254,6 +254,8 @@ class Library:
         options = options or IndexOptions()
         if options.dry_run:
             return Indexer(self.store, self.encoder(model), options).run(paths, progress)
+        if options.ray:
+            return self._index_on_ray(paths, model, options, progress)
         with self.store.writing(), DecodePool(options.workers or default_workers()) as pool:
             pool.start()  # the decoding processes start while the model loads
             started = time.perf_counter()
@@ -262,6 +264,26 @@ class Library:
             report = Indexer(self.store, encoder, options, pool).run(paths, progress)
         report.profile["model load"] = loaded
         return report
+
+    def _index_on_ray(
+        self,
+        paths: Sequence[str | os.PathLike],
+        model: str | None,
+        options: IndexOptions,
+        progress: Progress | None,
+    ) -> IndexReport:
+        """Decoding and embedding on Ray; planning and every write stay here. The actors
+        load the same model and must arrive at the same digest."""
+        from . import ray_pipeline
+
+        with self.store.writing():
+            ray_pipeline.connect(options.ray_address)
+            encoder = self.encoder(model)
+            gpus = options.ray_gpus
+            embedding = ray_pipeline.Embedding(
+                self._spec(model), "auto" if gpus else encoder.precision, encoder.digest, gpus
+            )
+            return Indexer(self.store, encoder, options, ray=embedding).run(paths, progress)
 
     def forget(self, paths: Sequence[str | os.PathLike]) -> int:
         """Remove files or whole folders from the catalog and the vector indexes."""

@@ -216,3 +216,16 @@ def test_the_server_and_the_gallery_show_a_shards_images(tmp_path, shards, tiny)
         answer = lib.search("red", k=3, model="random:tiny")
     page = as_html("red", "random:tiny", answer.results)
     assert page.count("data:image/jpeg;base64,") == 3
+
+
+def test_a_parquet_list(tmp_path, tiny):
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow is not installed")
+    import pyarrow as pa
+
+    make_image(tmp_path / "a.png", seed=1)
+    make_image(tmp_path / "b.png", seed=2)
+    table = pa.table({"path": ["a.png", "b.png"], "caption": ["one", "two"], "w": [1, 2]})
+    pq.write_table(table, tmp_path / "items.parquet")
+    report = index(tmp_path / "store", [tmp_path / "items.parquet"], tiny)
+    assert report.added == 2
+    assert json.loads(rows(tmp_path / "store")[1][3]) == {"caption": "two", "w": 2}

@@ -559,6 +559,18 @@ class Catalog:
         return row
 
     @staticmethod
+    def add_files(s: Session, rows: Sequence[dict]) -> list[int]:
+        """Insert file rows (path, size, mtime_ns and any other columns; state ok unless
+        a row says otherwise) in one statement; their ids, in the rows' order."""
+        if not rows:
+            return []
+        rows = [{"state": "ok", **row} for row in rows]
+        if not s.bind.dialect.insert_returning:  # an SQLite older than 3.35
+            return [Catalog.add_file(s, **row).id for row in rows]
+        q = insert(File).returning(File.id, sort_by_parameter_order=True)
+        return list(s.scalars(q, rows))
+
+    @staticmethod
     def move_file(s: Session, file_id: int, path: str, size: int, mtime_ns: int) -> None:
         """The same content under a new name keeps its row, id and vectors."""
         s.execute(

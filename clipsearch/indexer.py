@@ -95,6 +95,11 @@ def absolute_roots(roots: Sequence[str]) -> list[str]:
     return kept
 
 
+def _completes(task: Task, outcome: tuple) -> bool:
+    """An unchanged file that only lacked this model's vector, and now has it."""
+    return task.existing is not None and outcome[2] is not None
+
+
 def _file_fields(info: ImageInfo) -> dict:
     taken = None
     if info.taken_at:
@@ -337,8 +342,7 @@ class Indexer:
         done = 0
         for number, (chunk, outcomes) in enumerate(batches, 1):
             with self.watch("commit"), self.catalog.write() as s:
-                for task, (info, error, vector) in zip(chunk, outcomes):
-                    self._commit_one(s, task, info, error, vector)
+                self.write(s, chunk, outcomes)
             faults.hit("batch-committed", f"batch {number}.")
             done += len(chunk)
             if progress:
@@ -392,29 +396,37 @@ class Indexer:
         with self.watch("model"):
             return dict(zip(good, self.encoder.encode_pixels(pixels)))
 
-    def _commit_one(self, s, task: Task, info: ImageInfo | None, error: str | None, vector) -> None:
+    def write(self, s, chunk: list[Task], outcomes: list) -> None:
+        """A batch's outcomes, (info, error, vector) per task, in a few statements whatever
+        its size (one writer feeds a whole cluster: bench/catalog_write_rate.py). Rows
+        that a task replaces go first, so a changed file's new row can take its path."""
+        completed = [(t.existing.id, o[2]) for t, o in zip(chunk, outcomes) if _completes(t, o)]
+        self.report.added += len(completed)
+        rest = [(t, o) for t, o in zip(chunk, outcomes) if not _completes(t, o)]
+        gone = [t.replaces.id for t, _ in rest if t.replaces is not None]
+        gone += [t.existing.id for t, _ in rest if t.existing is not None]  # now unreadable
+        Catalog.remove_files(s, gone)
+        ids = Catalog.add_files(s, [self._row(t, info, error) for t, (info, error, _) in rest])
+        completed += [(i, o[2]) for i, (_, o) in zip(ids, rest) if o[1] is None]
+        if completed:
+            file_ids, vectors = zip(*completed)
+            Catalog.add_vectors(s, self.model_id, file_ids, np.stack(vectors))
+
+    def _row(self, task: Task, info: ImageInfo | None, error: str | None) -> dict:
+        """A task's new file row, counted in the report."""
         f = task.found
-        if task.existing is not None and vector is not None:
-            Catalog.add_vectors(s, self.model_id, [task.existing.id], vector[None])
-            self.report.added += 1
-            return
-        if task.replaces is not None:
-            Catalog.remove_files(s, [task.replaces.id])
-        if task.existing is not None:  # was fine with other models, now unreadable
-            Catalog.remove_files(s, [task.existing.id])
+        row = {"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns}
         if error is not None:
-            Catalog.add_file(s, f.path, f.size, f.mtime_ns, state="failed", error=error)
             self.report.failed += 1
             self.report.skipped_heif += skipped_for_heif(error)
             self.report.failures.append((f.path, error))
-            return
-        meta = json.dumps(f.meta, ensure_ascii=False, default=str) if f.meta else None
-        row = Catalog.add_file(s, f.path, f.size, f.mtime_ns, meta=meta, **_file_fields(info))
-        Catalog.add_vectors(s, self.model_id, [row.id], vector[None])
+            return {**row, "state": "failed", "error": error}
         if task.replaces is not None:
             self.report.updated += 1
         else:
             self.report.added += 1
+        meta = json.dumps(f.meta, ensure_ascii=False, default=str) if f.meta else None
+        return {**row, "meta": meta, **_file_fields(info)}
 
     # ---- removals and the vector index ----------------------------------------------------
 

@@ -40,20 +40,16 @@ def file_vectors(
     batches: np.ndarray | Iterator[np.ndarray],
     model: tuple[str, str, str, int],
     path: Callable[[int], str] = lambda i: f"/photos/{i}.jpg",
-    fields: Callable[[int], dict] | None = None,
 ) -> int:
     """Vectors filed under a model (name, architecture, digest, dim), one file row each,
-    as if its images had been indexed; ids count from 1; `fields(i)` fills more of file
-    i's row (the same columns for every i). One transaction per batch. Returns the
-    model's id."""
+    as if its images had been indexed; ids count from 1. One transaction per batch.
+    Returns the model's id."""
     model_id = catalog.register_model(*model).id
     start = 1
     for vectors in [batches] if isinstance(batches, np.ndarray) else batches:
         ids = list(range(start, start + len(vectors)))
         rows = [
-            {"id": i, "path": path(i), "size": 1000, "mtime_ns": 10**18, "state": "ok"}
-            | (fields(i) if fields else {})
-            for i in ids
+            {"id": i, "path": path(i), "size": 1000, "mtime_ns": 10**18, "state": "ok"} for i in ids
         ]
         with catalog.write() as s:
             s.execute(insert(File), rows)

@@ -1,11 +1,17 @@
-"""Helpers shared by the tests: generated images, the shared emoji data, processes."""
+"""Helpers shared by the tests (and benchmarks): generated images, the shared emoji data,
+processes, a throwaway PostgreSQL server."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -115,6 +121,75 @@ def serving(store: Path, api_key: str | None = None, model: str = "random:tiny",
         server.should_exit = True
         thread.join(10)
         lib.close()
+
+
+class PostgresUnavailable(Exception):
+    """No throwaway PostgreSQL server can run here; the message says why."""
+
+
+def pg_binaries() -> tuple[str, str] | None:
+    """initdb and pg_ctl from PATH or Debian's versioned folders."""
+    for folder in [None, *sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)]:
+        initdb = shutil.which("initdb", path=str(folder) if folder else None)
+        pg_ctl = shutil.which("pg_ctl", path=str(folder) if folder else None)
+        if initdb and pg_ctl:
+            return initdb, pg_ctl
+    return None
+
+
+@contextmanager
+def throwaway_postgres(fsync: bool = False) -> Iterator[Callable[[], str]]:
+    """A throwaway PostgreSQL server on a Unix socket in a temporary folder (run as
+    `postgres` when we are root: the server refuses root), stopped and deleted on exit.
+    Yields a function that makes a fresh database and returns its URL. Without `fsync`
+    the server never flushes to disk (fast, and fine for data that dies with it).
+    Raises PostgresUnavailable when psycopg or the server binaries are missing, or the
+    server does not start."""
+    try:
+        import psycopg
+    except ImportError:
+        raise PostgresUnavailable("the PostgreSQL driver psycopg is not installed") from None
+    binaries = pg_binaries()
+    if binaries is None:
+        raise PostgresUnavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    initdb, pg_ctl = binaries
+    base = Path(tempfile.mkdtemp(prefix="clipsearch-pg-"))
+    as_owner: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data, log = base / "data", base / "server.log"
+    started = None
+    try:
+        subprocess.run(
+            [*as_owner, initdb, "-D", str(data), "-A", "trust", "-U", "clipsearch", "--no-sync"],
+            check=True,
+            capture_output=True,
+        )
+        options = f"-k {base} -c listen_addresses=''" + ("" if fsync else " -c fsync=off")
+        started = subprocess.run(
+            [*as_owner, pg_ctl, "-D", str(data), "-o", options, "-l", str(log), "-w", "start"],
+            capture_output=True,
+            text=True,
+        )
+        if started.returncode != 0:
+            raise PostgresUnavailable(f"PostgreSQL did not start: {started.stderr.strip()}")
+        made = itertools.count()
+
+        def fresh_database() -> str:
+            name = f"catalog{next(made)}"
+            with psycopg.connect(
+                f"host={base} user=clipsearch dbname=postgres", autocommit=True
+            ) as c:
+                c.execute(f"CREATE DATABASE {name}")
+            return f"postgresql+psycopg://clipsearch@/{name}?host={base}"
+
+        yield fresh_database
+    finally:
+        if started is not None and started.returncode == 0:
+            stop = [*as_owner, pg_ctl, "-D", str(data), "-m", "immediate", "stop"]
+            subprocess.run(stop, check=False, capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def train_emoji_models(folder: Path) -> dict:

@@ -229,3 +229,19 @@ def test_a_parquet_list(tmp_path, tiny):
     report = index(tmp_path / "store", [tmp_path / "items.parquet"], tiny)
     assert report.added == 2
     assert json.loads(rows(tmp_path / "store")[1][3]) == {"caption": "two", "w": 2}
+
+
+def test_query_in_a_shard_prints_its_keys(tmp_path, shards, tiny, monkeypatch):
+    from typer.testing import CliRunner
+
+    from clipsearch.cli import app
+
+    index(tmp_path / "store", [shards], tiny)
+    monkeypatch.chdir(tmp_path)
+    args = ["query", "red", "--store", "store", "--in", "shards/00000.tar", "-f", "paths"]
+    result = CliRunner().invoke(app, [*args, "-m", "random:tiny"])
+    assert result.exit_code == 0, result.output
+    assert sorted(result.stdout.split()) == [
+        f"{shards}/00000.tar::a.png",
+        f"{shards}/00000.tar::b.png",
+    ]

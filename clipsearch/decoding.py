@@ -62,11 +62,17 @@ class DecodePool:
         self.ahead = ahead if ahead is not None else workers + 2
         self.preprocessing: Preprocessing | None = None
         self._pool = self._start()
+        self._warming: list[Future] = []
 
     def start(self) -> None:
-        """Spawn the processes now, in the background (a pool spawns them on demand)."""
-        for _ in range(self.workers):
-            self._pool.submit(os.getpid)
+        """Spawn the processes now, in the background (a pool spawns them on demand), and
+        have each import the decoders (PIL, numpy), so the first batch finds them ready."""
+        self._warming = [self._pool.submit(decode_many, [], None) for _ in range(self.workers)]
+
+    def ready(self) -> None:
+        """Wait until the processes `start` began are up."""
+        for future in self._warming:
+            future.result()
 
     def _start(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(

@@ -5,7 +5,9 @@ The package in layers, each calling only those below it (torch only from "model"
 
   faces      cli (typer; prints, exits; render: output formats) and server (HTTP API and
              the page in web/) -> library (the API every face calls: Library)
-  work       indexer + decoding + scan (walk, decode in workers, embed, commit), search (query
+  work       indexer + decoding + scan + sources (walk folders, tar shards and list files,
+             decode in workers, embed, commit; ray_pipeline schedules the same decoding
+             and embedding on Ray Data, the indexer still the only writer), search (query
              terms, filtered exact search, hydrate), query_precision (which text tower a
              store's queries use), status (what a store holds), train + training_data +
              evaluate (contrastive training, recall metrics), distill (text towers that

@@ -329,7 +329,10 @@ def write_index_file(path: Path, index: faiss.Index, tombstones: set[int]) -> No
     follow, so a memory-mapped read finds FAISS's bytes where it expects them."""
     dead = np.fromiter(sorted(tombstones), dtype=np.int64, count=len(tombstones))
     with replacing(path) as tmp:
-        faiss.write_index(index, str(tmp))
+        try:
+            faiss.write_index(index, str(tmp))
+        except RuntimeError as e:  # FAISS's word for a full disk or a failed write
+            raise OSError(str(e).strip().splitlines()[-1]) from None
         with open(tmp, "ab") as f:
             f.write(dead.tobytes())
             f.write(np.int64(len(dead)).tobytes())

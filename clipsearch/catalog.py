@@ -121,6 +121,18 @@ class File(Base):
     indexed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class Shard(Base):
+    """A tar shard whose every image member is in the catalog, as it was then: while its
+    size and mtime match, a run knows its members from here without opening it. Removing
+    any member's row removes this mark too, so a shard left half done is read again."""
+
+    __tablename__ = "shards"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(FsPath, unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+
+
 class Model(Base):
     __tablename__ = "models"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -183,19 +195,17 @@ def chunks(items: Sequence, size: int = IN_CHUNK) -> Iterator[list]:
 
 
 def under(column, folder: str):
-    """Paths inside a folder, or members of a tar shard (`SHARD::MEMBER`), as ranges of
-    the bytewise collation (index-friendly)."""
-    inside = folder.rstrip(os.sep) + os.sep
-    members = folder + "::"
-    return or_(
-        (column >= inside) & (column < inside[:-1] + chr(ord(os.sep) + 1)),
-        (column >= members) & (column < members[:-1] + ";"),
-    )
+    """Paths inside a folder, or the members of a tar shard (`SHARD::MEMBER`), as a range
+    of the bytewise collation (index-friendly)."""
+    (prefix,) = prefixes_of([folder])
+    return (column >= prefix) & (column < prefix[:-1] + chr(ord(prefix[-1]) + 1))
 
 
 def prefixes_of(roots: Sequence[str]) -> tuple[str, ...]:
-    """What the paths inside the roots start with, for paths SQL cannot compare."""
-    return tuple(p for r in roots for p in (r.rstrip(os.sep) + os.sep, r + "::"))
+    """What the paths inside each root start with: `ROOT/`, or `SHARD::` for a shard."""
+    from .sources import SHARD_SEP, is_shard_name
+
+    return tuple(r + SHARD_SEP if is_shard_name(r) else r.rstrip(os.sep) + os.sep for r in roots)
 
 
 def sqlite_url(path: Path) -> URL:
@@ -598,10 +608,34 @@ class Catalog:
         if rows:
             s.execute(insert(VectorLog), rows)
 
+    def shards_complete(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(size, mtime_ns) of those shards that were read whole, as they were then."""
+        out: dict[str, tuple[int, int]] = {}
+        with self.read() as s:
+            for chunk in chunks(paths):
+                q = select(Shard.path, Shard.size, Shard.mtime_ns).where(Shard.path.in_(chunk))
+                out.update((path, (size, mtime)) for path, size, mtime in s.execute(q))
+        return out
+
+    @staticmethod
+    def mark_shards_complete(s: Session, shards: Sequence[tuple[str, int, int]]) -> None:
+        """(path, size, mtime_ns) of shards whose every member now has its row."""
+        for chunk in chunks(shards):
+            s.execute(delete(Shard).where(Shard.path.in_([path for path, _, _ in chunk])))
+            rows = [{"path": p, "size": size, "mtime_ns": mtime} for p, size, mtime in chunk]
+            s.execute(insert(Shard), rows)
+
     @staticmethod
     def remove_files(s: Session, file_ids: Sequence[int]) -> None:
-        """Delete file rows and their vectors, logging each removed vector per model."""
+        """Delete file rows and their vectors, logging each removed vector per model; a
+        shard that loses a member is no longer complete."""
+        from .sources import split_member
+
         for chunk in chunks(file_ids):
+            paths = s.scalars(select(File.path).where(File.id.in_(chunk), File.path.contains("::")))
+            shards = {m[0] for m in map(split_member, paths) if m is not None}
+            if shards:
+                s.execute(delete(Shard).where(Shard.path.in_(sorted(shards))))
             pairs = s.execute(
                 select(Vector.model_id, Vector.file_id).where(Vector.file_id.in_(chunk))
             ).all()

@@ -29,14 +29,15 @@ from .preprocess import ImageInfo, heif_support, skipped_for_heif
 from .prompts import SEARCH_PROMPTS
 from .scan import Found, ScanProblem, ScanResult, Walker, compare
 from .sources import (
-    SHARD_SEP,
     SourceError,
     is_list_name,
     is_plain_file,
     is_shard_name,
+    is_url,
     list_items,
     shard_items,
     source_stat,
+    split_member,
 )
 from .store import Store
 
@@ -87,12 +88,17 @@ Progress = Callable[[int, int], None]  # (done, total)
 def absolute_roots(roots: Sequence[str]) -> list[str]:
     """Absolute, user-expanded roots, each once, none inside another: `index A A/` or
     `index A A/x.png` index every file once."""
-    paths = sorted({os.path.abspath(os.path.expanduser(str(r))) for r in roots})
+    paths = sorted({_absolute(str(r)) for r in roots})
     kept: list[str] = []
     for path in paths:  # sorted: a folder comes before everything inside it
-        if not any(path.startswith(k.rstrip(os.sep) + os.sep) for k in kept):
+        inside = any(path.startswith(k.rstrip(os.sep) + os.sep) for k in kept)
+        if not inside or is_list_name(path):  # a walk reads no list files
             kept.append(path)
     return kept
+
+
+def _absolute(root: str) -> str:
+    return root if is_url(root) else os.path.abspath(os.path.expanduser(root))
 
 
 def _completes(task: Task, outcome: tuple) -> bool:
@@ -156,6 +162,7 @@ class Indexer:
         self.pool = pool
         self.ray = ray
         self.memory_budget: int | None = None
+        self.shards_read: list[tuple[str, int, int]] = []  # (path, size, mtime_ns)
         self.watch = Stopwatch(self.report.profile)
 
     def run(self, roots: Sequence[str], progress: Progress | None = None) -> IndexReport:
@@ -195,6 +202,9 @@ class Indexer:
         self.embed(tasks, progress)
         with self.watch("remove missing"):
             self.remove_missing(scan)
+        if self.shards_read:  # every member has its row now: next time, no need to open them
+            with self.catalog.write() as s:
+                Catalog.mark_shards_complete(s, self.shards_read)
         with self.watch("vector index"):
             self.update_index()
 
@@ -218,29 +228,40 @@ class Indexer:
             else:
                 existing_roots.append(root)
                 found.update((f.path, f) for f in walker.walk(root))
-        rows = self.catalog.files_under(existing_roots) if known else {}
-        if listed and known:
-            rows.update(self.catalog.files_named([f.path for f in listed]))
         found.update((f.path, f) for f in listed)
-        for shard in [f for f in found.values() if is_shard_name(f.path)]:
+        shards = [f for f in found.values() if is_shard_name(f.path)]
+        rows = self.catalog.files_under(existing_roots) if known else {}
+        if known:
+            rows.update(self.catalog.files_named([f.path for f in listed]))
+            named = {f.path for f in listed}
+            rows.update(self.catalog.files_under([f.path for f in shards if f.path in named]))
+        complete = self.catalog.shards_complete([f.path for f in shards]) if known else {}
+        by_shard: dict[str, list[File]] = {}
+        for path, row in rows.items():
+            if (member := split_member(path)) is not None:
+                by_shard.setdefault(member[0], []).append(row)
+        for shard in shards:
             del found[shard.path]
-            found.update((f.path, f) for f in self.members(shard, rows, walker.problems))
+            members = self.members(shard, by_shard.get(shard.path, []), complete, walker.problems)
+            found.update((f.path, f) for f in members)
         self.report.problems = walker.problems
         return compare(list(found.values()), rows)
 
-    @staticmethod
-    def members(shard: Found, rows: dict[str, File], problems: list) -> list[Found]:
-        """A shard's images, each with the shard's size and mtime. An unchanged shard's come
-        from the catalog without opening it; an unreadable one keeps what it had."""
-        prefix = shard.path + SHARD_SEP
-        known = [Found(r.path, r.size, r.mtime_ns) for p, r in rows.items() if p.startswith(prefix)]
-        if known and all((f.size, f.mtime_ns) == (shard.size, shard.mtime_ns) for f in known):
+    def members(
+        self, shard: Found, rows: list[File], complete: dict, problems: list
+    ) -> list[Found]:
+        """A shard's images, each with the shard's size and mtime. A shard read whole and
+        unchanged since has them in the catalog, and is not opened; an unreadable one
+        keeps what it had."""
+        known = [Found(r.path, r.size, r.mtime_ns) for r in rows]
+        if complete.get(shard.path) == (shard.size, shard.mtime_ns):
             return known
         try:
             items = shard_items(shard.path)
         except SourceError as e:
             problems.append(ScanProblem(shard.path, f"{e}; its items were left as they were"))
             return known
+        self.shards_read.append((shard.path, shard.size, shard.mtime_ns))
         return [Found(i.key, shard.size, shard.mtime_ns, i.meta) for i in items]
 
     @staticmethod
@@ -264,14 +285,17 @@ class Indexer:
     def plan(self, scan: ScanResult) -> list[Task]:
         """Files to embed: new, changed, and unchanged ones without this model's vector.
         Unchanged failures wait until the file changes, except HEIF files skipped for lack
-        of pillow-heif, retried once it is installed."""
+        of pillow-heif, retried once it is installed, and URLs, which cannot say they
+        changed."""
         have = self.catalog.with_vector(self.model_id, [f.id for f in scan.unchanged])
         tasks = [Task(f) for f in scan.new] + [Task(f, replaces=row) for f, row in scan.changed]
         for row in scan.unchanged:
             found = Found(row.path, row.size, row.mtime_ns)
             if row.state == "ok" and row.id not in have:
                 tasks.append(Task(found, existing=row))
-            elif row.state == "failed" and skipped_for_heif(row.error) and heif_support():
+            elif row.state == "failed" and (
+                (skipped_for_heif(row.error) and heif_support()) or is_url(row.path)
+            ):  # a URL cannot say it changed: a failed one (404, timeout) is tried again
                 tasks.append(Task(found, replaces=row))
             else:
                 self.report.unchanged += 1

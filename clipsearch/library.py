@@ -280,8 +280,10 @@ class Library:
             ray_pipeline.connect(options.ray_address)
             encoder = self.encoder(model)
             gpus = options.ray_gpus
+            spec = self._spec(model)
+            spec = os.path.abspath(spec) if os.path.exists(spec) else spec  # actors' cwd
             embedding = ray_pipeline.Embedding(
-                self._spec(model), "auto" if gpus else encoder.precision, encoder.digest, gpus
+                spec, "auto" if gpus else encoder.precision, encoder.digest, gpus
             )
             return Indexer(self.store, encoder, options, ray=embedding).run(paths, progress)
 

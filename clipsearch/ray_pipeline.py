@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
@@ -27,8 +28,9 @@ from .errors import ClipsearchError
 from .preprocess import ImageInfo, Preprocessing, decode_for_index
 
 
-class RayUnavailable(ClipsearchError):
-    """Ray is not installed or its cluster cannot be reached."""
+class RayRunError(ClipsearchError):
+    """Ray is missing, its cluster unreachable, or the run on it failed: the message says
+    which."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ def connect(address: str | None) -> None:
     try:
         import ray
     except ImportError:
-        raise RayUnavailable('--ray needs Ray: pip install "clipsearch[ray]"') from None
+        raise RayRunError('--ray needs Ray: pip install "clipsearch[ray]"') from None
     if ray.is_initialized():
         return
     quiet()
@@ -71,7 +73,7 @@ def connect(address: str | None) -> None:
             configure_logging=False,
         )
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise RayUnavailable(f"cannot reach the Ray cluster {address or '(local)'}: {e}") from None
+        raise RayRunError(f"cannot reach the Ray cluster {address or '(local)'}: {e}") from None
 
 
 def quiet() -> None:
@@ -161,6 +163,7 @@ def run(
     """The planned items decoded and embedded on the cluster, a batch at a time as they
     come back (in no particular order; each carries its position in `items`)."""
     import ray.data
+    import ray.exceptions
 
     rows = [
         {"position": i, "key": key, "size": size, "mtime_ns": mtime}
@@ -177,13 +180,34 @@ def run(
         num_gpus=embedding.gpus_per_actor or None,
         num_cpus=0 if embedding.gpus_per_actor else 1,
     )  # Ray Data restarts a dead actor and runs its batch again (max_restarts=-1 by default)
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        yield [
-            Decoded(int(p), _info(info), str(error) or None, None if error else vector)
-            for p, info, error, vector in zip(
-                batch["position"], batch["info"], batch["error"], batch["vector"]
-            )
-        ]
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            yield _decoded(batch)
+    except ray.exceptions.RayError as e:
+        raise RayRunError(
+            f"the Ray run stopped: {_cause(e)}; what was committed is kept and the next run "
+            "goes on from there"
+        ) from None
+
+
+def _cause(error: Exception) -> str:
+    """The error a worker raised, out of the traceback and colours Ray wraps it in."""
+    lines = [ANSI.sub("", line).strip() for line in str(error).splitlines()]
+    raised = [m[1] for line in lines if (m := RAISED.match(line))]
+    return raised[-1] if raised else next((line for line in lines if line), type(error).__name__)
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+RAISED = re.compile(r"[A-Za-z_.]*(?:Error|Exception): (.+)")
+
+
+def _decoded(batch: dict) -> list[Decoded]:
+    return [
+        Decoded(int(p), _info(info), str(error) or None, None if error else vector)
+        for p, info, error, vector in zip(
+            batch["position"], batch["info"], batch["error"], batch["vector"]
+        )
+    ]
 
 
 def _info(text: str) -> ImageInfo | None:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tarfile
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -58,9 +59,14 @@ def member_key(shard: str, member: str) -> str:
 
 
 def split_member(key: str) -> tuple[str, str] | None:
-    """(shard, member) for a shard member's key, else None."""
-    shard, sep, member = key.partition(SHARD_SEP)
-    return (shard, member) if sep and is_shard_name(shard) and member else None
+    """(shard, member) for a shard member's key, else None: split at the first `::` that
+    follows a `.tar` (a folder or a member may have `::` in its name)."""
+    at = key.find(SHARD_SEP)
+    while at != -1:
+        if is_shard_name(key[:at]) and at + len(SHARD_SEP) < len(key):
+            return key[:at], key[at + len(SHARD_SEP) :]
+        at = key.find(SHARD_SEP, at + 1)
+    return None
 
 
 def is_plain_file(key: str) -> bool:
@@ -145,22 +151,28 @@ def item_source(key: str) -> str | BytesSource:
 
 def _read_member(shard: str, name: str) -> bytes:
     st = os.stat(shard)
-    tar, members = _open_shard(shard, st.st_size, st.st_mtime_ns)
-    info = members.get(name)
-    if info is None:
-        raise FileNotFoundError(f"no member {name} in {shard}")
-    return tar.extractfile(info).read()
+    with _SHARD_LOCK:  # one open file shared by the server's threads: seek, then read
+        tar, members = _open_shard(shard, st.st_size, st.st_mtime_ns)
+        info = members.get(name)
+        if info is None:
+            raise FileNotFoundError(f"no member {name} in {shard}")
+        return tar.extractfile(info).read()
+
+
+_SHARD_LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=2)
 def _open_shard(shard: str, size: int, mtime_ns: int):
     """An open shard and its members by name, kept while its items are read in turn (a
     changed shard has another size or mtime, so it is opened again)."""
-    tar = tarfile.open(shard)  # noqa: SIM115 (kept open for the next items; the cache closes nothing)
+    tar = tarfile.open(shard)  # noqa: SIM115 (kept open for the shard's next items)
     return tar, {m.name: m for m in tar.getmembers() if m.isfile()}
 
 
 def _read_url(url: str) -> bytes:
+    if url.lower().startswith("file:"):  # a list from elsewhere must not reach local files
+        raise OSError("file:// URLs are not read: list the file's path instead")
     if url.lower().startswith(("http://", "https://")):
         from urllib.request import urlopen
 

@@ -13,10 +13,12 @@ from clipsearch.ann import (
     presets,
     set_training_effort,
     training_sample,
+    write_index_file,
 )
 from clipsearch.catalog import Catalog
 from clipsearch.errors import ClipsearchError
 from clipsearch.exact import exact_topk
+from clipsearch.files import temporary_name
 from clipsearch.search import Filters, nearest
 
 
@@ -218,3 +220,14 @@ def test_the_budget_makes_auto_compress(store):
     catalog, indexes, model_id, _ = store
     assert indexes.build(model_id, "auto").preset.name == "exact"
     assert indexes.build(model_id, "auto", memory_budget=100_000).preset.name == "ivf-pq"
+
+
+def test_a_full_disk_while_faiss_writes_is_an_os_error(tmp_path):
+    """FAISS reports a failed write as RuntimeError; the store reports IndexWriteError."""
+    index = faiss.IndexFlatIP(64)
+    index.add(clustered(2000))
+    path = tmp_path / "model1-exact-1.faiss"
+    temporary_name(path).symlink_to("/dev/full")
+    with pytest.raises(OSError):
+        write_index_file(path, index, set())
+    assert not path.exists()

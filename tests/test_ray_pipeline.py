@@ -150,3 +150,16 @@ def test_without_ray_a_clear_line_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
     with pytest.raises(ClipsearchError, match=r'pip install "clipsearch\[ray\]"'):
         ray_pipeline.connect(None)
+
+
+def test_actors_that_load_another_model_stop_the_run_with_one_line(tmp_path, cluster):
+    from clipsearch import ray_pipeline
+    from clipsearch.encoder import load_model
+
+    photos = folder(tmp_path / "photos", 2)
+    items = [(str(p), (p.stat().st_size, p.stat().st_mtime_ns)) for p in photos.iterdir()]
+    prep = load_model("random:tiny").preprocessing
+    wrong = ray_pipeline.Embedding("random:tiny", "fp32", "not its digest")
+    with pytest.raises(ray_pipeline.RayRunError) as stopped:
+        list(ray_pipeline.run(items, prep, wrong, 2))
+    assert "loads differently" in str(stopped.value) and "\n" not in str(stopped.value)

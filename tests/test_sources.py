@@ -10,6 +10,7 @@ import os
 import sqlite3
 import tarfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -19,10 +20,12 @@ from helpers import make_image, serving
 from test_indexer import index
 
 from clipsearch.catalog import Catalog
+from clipsearch.indexer import Indexer, IndexOptions
 from clipsearch.library import Library
 from clipsearch.render import as_html
 from clipsearch.search import Filters
-from clipsearch.sources import list_items, shard_items, split_member
+from clipsearch.sources import list_items, member_key, read_bytes, shard_items, split_member
+from clipsearch.store import Store
 
 
 def write_shard(path, samples: dict[str, bytes]):
@@ -175,8 +178,66 @@ def test_a_list_file_of_paths_and_urls(tmp_path, web, tiny):
     assert found[f"{url}/missing.png"][1] == "failed"
     assert "404" in found[f"{url}/missing.png"][2]
     assert found[str(tmp_path / "list" / "nowhere.png")][1] == "failed"
+    make_image(root / "missing.png", seed=9)  # the server has it now
     again = index(tmp_path / "store", [listing], tiny)
-    assert (again.added, again.failed, again.unchanged) == (0, 0, 4)
+    assert (again.added, again.updated, again.failed, again.unchanged) == (0, 1, 0, 3)
+    assert {r[1] for r in rows(tmp_path / "store") if r[0].startswith("http")} == {"ok"}
+
+
+def test_a_list_names_no_file_through_a_file_url(tmp_path, tiny):
+    make_image(tmp_path / "private.png", seed=1)
+    listing = tmp_path / "items.csv"
+    listing.write_text(f"url\nfile://{tmp_path}/private.png\n")
+    report = index(tmp_path / "store", [listing], tiny)
+    assert report.failed == 1 and "file:// URLs are not read" in report.failures[0][1]
+
+
+def test_a_list_of_shards_and_a_list_inside_an_indexed_folder(tmp_path, shards, tiny):
+    listing = shards / "list.csv"
+    listing.write_text("path\n00000.tar\n")
+    first = index(tmp_path / "store", [shards, listing], tiny)
+    again = index(tmp_path / "store", [shards, listing], tiny)
+    assert first.added == 3 and (again.added, again.failed, again.unchanged) == (0, 0, 4)
+
+
+def test_a_shard_left_half_done_is_finished_by_the_next_run(tmp_path, tiny):
+    write_shard(tmp_path / "s" / "0.tar", {f"{i}.png": png_bytes(tmp_path, i) for i in range(6)})
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_the_first_batch(done, total):
+        raise Stop
+
+    with pytest.raises(Stop), Store(tmp_path / "store") as store:
+        options = IndexOptions(workers=1, batch_size=2)
+        Indexer(store, tiny, options).run([str(tmp_path / "s")], stop_after_the_first_batch)
+    assert len(rows(tmp_path / "store")) == 2
+    report = index(tmp_path / "store", [tmp_path / "s"], tiny)
+    assert (report.added, report.unchanged) == (4, 2)
+    assert len(rows(tmp_path / "store")) == 6
+    assert index(tmp_path / "store", [tmp_path / "s"], tiny).unchanged == 6
+
+
+def test_forgetting_a_member_makes_its_shard_read_again(tmp_path, shards, tiny):
+    index(tmp_path / "store", [shards], tiny)
+    with Library(tmp_path / "store") as lib:
+        assert lib.forget([f"{shards}/00000.tar::a.png"]) == 1
+    report = index(tmp_path / "store", [shards], tiny)
+    assert report.added == 1 and len(rows(tmp_path / "store")) == 4
+
+
+def test_members_read_from_many_threads_at_once_are_whole(tmp_path):
+    samples = {f"{i}.png": png_bytes(tmp_path, i) for i in range(8)}
+    shard = str(write_shard(tmp_path / "s.tar", samples))
+    with ThreadPoolExecutor(8) as pool:
+        read = list(pool.map(lambda n: read_bytes(member_key(shard, n)), list(samples) * 20))
+    assert read == list(samples.values()) * 20
+
+
+def test_a_shard_key_splits_after_the_tar_whatever_the_names_hold():
+    assert split_member("/a::b/x.tar::in::side.png") == ("/a::b/x.tar", "in::side.png")
+    assert split_member("/a/x.tar::") is None and split_member("/a/x.png") is None
 
 
 def test_a_jsonl_list_names_its_image_column(tmp_path, tiny):

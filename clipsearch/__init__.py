@@ -20,7 +20,8 @@ The package in layers, each calling only those below it (torch only from "model"
              tokenizer, weights + torchscript + pretrained + hub (every checkpoint format
              and hub layout, read without running code), cpu_text (the fast CPU text tower)
   images     preprocess (decode, CLIP pixels)
-  basics     errors, faults, files (atomic writes), content (file hashes), prompts,
+  basics     errors, faults, files (atomic writes), content (file hashes), items (an item's
+             key: a path, a tar shard's member or a URL, and its bytes), prompts,
              precisions, config (settings, each declared once), memo + digests (the
              store's small JSON memos), priority (indexing that yields to searches)
 

@@ -48,6 +48,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from . import faults
 from .errors import ClipsearchError
+from .items import SHARD_SEP, is_shard_name, split_member
 
 SCHEMA_HEAD = "0005"
 
@@ -203,8 +204,6 @@ def under(column, folder: str):
 
 def prefixes_of(roots: Sequence[str]) -> tuple[str, ...]:
     """What the paths inside each root start with: `ROOT/`, or `SHARD::` for a shard."""
-    from .sources import SHARD_SEP, is_shard_name
-
     return tuple(r + SHARD_SEP if is_shard_name(r) else r.rstrip(os.sep) + os.sep for r in roots)
 
 
@@ -629,8 +628,6 @@ class Catalog:
     def remove_files(s: Session, file_ids: Sequence[int]) -> None:
         """Delete file rows and their vectors, logging each removed vector per model; a
         shard that loses a member is no longer complete."""
-        from .sources import split_member
-
         for chunk in chunks(file_ids):
             paths = s.scalars(select(File.path).where(File.id.in_(chunk), File.path.contains("::")))
             shards = {m[0] for m in map(split_member, paths) if m is not None}

@@ -415,17 +415,17 @@ def recall_cell(index) -> str:
     """The lowest recall@10 over the query sets, as last measured."""
     if index is None or index.recall is None:
         return "exact" if index is not None and index.preset == "exact" else "-"
-    low = min(index.recall["sets"].values())
-    flag = " (below target)" if low < index.recall["target"] else ""
-    return f"{low:.2f}{flag} {index.recall['measured_at'][:10]}"
+    low = min(index.recall.sets.values())
+    flag = " (below target)" if index.recall.below else ""
+    return f"{low:.2f}{flag} {index.recall.measured_at[:10]}"
 
 
-def precision_cell(check: dict | None) -> str:
+def precision_cell(check) -> str:
     """What `--precision auto` does for text queries, from the store's precision check."""
     if check is None:
         return "-"
-    found = ", ".join(f"{p} {a:.0%}" for p, a in check["agreement"].items())
-    return f"{check['uses']} (same top-10: {found})"
+    found = ", ".join(f"{p} {a:.0%}" for p, a in check.agreement.items())
+    return f"{check.uses} (same top-10: {found})"
 
 
 @app.command()

@@ -25,20 +25,11 @@ from .config import IndexOptions, default_workers
 from .content import file_content_hash, file_fingerprint
 from .decoding import DecodePool
 from .errors import ClipsearchError
+from .items import is_list_name, is_plain_file, is_shard_name, is_url, source_stat, split_member
 from .preprocess import ImageInfo, heif_support, skipped_for_heif
 from .prompts import SEARCH_PROMPTS
 from .scan import Found, ScanProblem, ScanResult, Walker, compare
-from .sources import (
-    SourceError,
-    is_list_name,
-    is_plain_file,
-    is_shard_name,
-    is_url,
-    list_items,
-    shard_items,
-    source_stat,
-    split_member,
-)
+from .sources import SourceError, list_items, shard_items
 from .store import Store
 
 if TYPE_CHECKING:  # torch: not imported by `status`, `forget` or decoding workers

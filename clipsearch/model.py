@@ -171,7 +171,7 @@ class Transformer(nn.Module):
 
 def normal(*shape: int, std: float) -> torch.Tensor:
     """N(0, std) values, or only the shape on the meta device: a model built there is about
-    to receive loaded weights, and drawing on it would import torch's compiler (2 s)."""
+    to receive loaded weights, and drawing on it would import torch's compiler (seconds)."""
     t = torch.empty(*shape)
     return t if t.is_meta else t.normal_(std=std)
 

@@ -21,6 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from . import faults
 from .content import content_hash, fingerprint_of
 from .errors import ClipsearchError
+from .items import is_plain_file, read_bytes, source_stat
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -306,22 +307,20 @@ def decode_for_index(
     decoded. `expect` is the (size, mtime_ns) seen by the scan; a file that differs
     afterwards changed while being read, and its pixels cannot be trusted to match.
     """
-    from . import sources  # a shard's member or a URL as well as a file
-
     faults.hit("decode", path)
     if os.path.splitext(path)[1].lower() in HEIF_EXTENSIONS and not heif_support():
         return None, None, NO_HEIF
     try:
-        data = sources.read_bytes(path)
-        held = sources.source_stat(path)
-        whole = sources.is_plain_file(path)
+        data = read_bytes(path)
+        held = source_stat(path)
+        whole = is_plain_file(path)
         if held is not None and (held != expect or (whole and len(data) != expect[0])):
             return None, None, "changed while being read; it will be retried on the next run"
         pixels, info = square(BytesSource(path, data), prep, draft=True)
     except ImageError as e:
         return None, None, e.reason
     except FileNotFoundError as e:
-        if sources.is_plain_file(path):
+        if is_plain_file(path):
             return None, None, "file not found (gone since the scan, or listed but not there)"
         return None, None, f"not found: {e}"
     except PermissionError:

@@ -2,8 +2,8 @@
 
 Photo libraries are indexed while people search them. Left alone, `clipsearch index` and
 a search each run an OpenMP team on every core, and OpenMP's threads spin while they wait
-for each other, so the two processes burn each other's time slices: a 15 ms text query took
-700 ms beside an indexer on two cores. In the background the indexer instead runs at a
+for each other, so the two processes burn each other's time slices, and a query waits many
+times its own length. In the background the indexer instead runs at a
 lower CPU priority (nice 10) and I/O priority (idle class), its OpenMP threads sleep
 instead of spinning when they wait, and `--threads` can cap it. Its decoding workers
 inherit all of it. The process's own throughput barely changes when nothing else runs

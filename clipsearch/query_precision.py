@@ -17,6 +17,7 @@ and checked again when the store has grown.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,16 @@ def choose(found: Mapping[str, float]) -> str:
     return passing[0] if passing else "fp32"
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """A store's check of the faster text towers: how many vectors it was made on, each
+    candidate's top-10 agreement with fp32, and the precision text queries use."""
+
+    vectors: int
+    agreement: dict[str, float]
+    uses: str
+
+
 class PrecisionChecks(MemoFile):
     """Agreement found per weights digest and candidate, with the number of vectors it
     was found on."""
@@ -76,11 +87,11 @@ class PrecisionChecks(MemoFile):
             return None
         return entry[1]
 
-    def verdicts(self) -> dict[str, dict]:
+    def verdicts(self) -> dict[str, Verdict]:
         """For `status`: by digest, what the last check found and what text queries use
         (where torch has the kernels for it: `status` does not import torch to ask)."""
         return {
-            digest: {"vectors": vectors, "agreement": found, "uses": choose(found)}
+            digest: Verdict(vectors, found, choose(found))
             for digest, (vectors, found) in self._entries().items()
         }
 

@@ -15,13 +15,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .catalog import File
+from .items import is_shard_name
 from .preprocess import is_image_name
-from .sources import is_shard_name
 
 
 @dataclass(frozen=True)
 class Found:
-    path: str  # or a shard member's or URL's key (sources.py)
+    path: str  # or a shard member's or URL's key (items.py)
     size: int
     mtime_ns: int
     meta: dict | None = field(default=None, compare=False)  # what a shard or list says of it

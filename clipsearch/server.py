@@ -28,7 +28,7 @@ from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import sources
+from . import items, sources
 from .catalog import CatalogError, CatalogMissing, File, State
 from .errors import ClipsearchError
 from .files import write_atomic
@@ -198,13 +198,13 @@ class Service:
         row = self.library.catalog.file_rows([file_id]).get(file_id)
         if row is None or row.state != "ok":
             raise HttpError(404, f"no indexed image #{file_id}")
-        if sources.is_url(row.path):
+        if items.is_url(row.path):
             raise HttpError(404, f"image #{file_id} is not on this machine: it is a URL")
         try:
-            held = sources.source_stat(row.path)
+            held = items.source_stat(row.path)
         except OSError:
             raise HttpError(404, f"image #{file_id} is no longer on disk") from None
-        plain = sources.is_plain_file(row.path)
+        plain = items.is_plain_file(row.path)
         regular = Path(row.path).is_file() if plain else True
         if not (held == (row.size, row.mtime_ns) and is_image_name(row.path) and regular):
             raise HttpError(404, f"image #{file_id} changed on disk; index it again")
@@ -343,9 +343,9 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
         row = service.servable(file_id)
         kind = mimetypes.guess_type(row.path)[0] or "application/octet-stream"
         headers = {"Cache-Control": "private, max-age=3600"}
-        if sources.is_plain_file(row.path):
+        if items.is_plain_file(row.path):
             return FileResponse(row.path, media_type=kind, headers=headers)
-        return Response(sources.read_bytes(row.path), media_type=kind, headers=headers)
+        return Response(items.read_bytes(row.path), media_type=kind, headers=headers)
 
     return app
 

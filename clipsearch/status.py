@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 from .ann import VectorIndexes
 from .catalog import Catalog
 from .preprocess import skipped_for_heif
+from .query_precision import Verdict
+from .tuning import Recall
 
 
 @dataclass
@@ -25,7 +27,7 @@ class IndexStatus:
     tombstones: int
     stale: bool  # changes committed since: replayed in memory by a query, saved by a writer
     file: str | None  # None: missing (rebuilt from the catalog when next needed)
-    recall: dict | None  # tuning.Recall: recall@10 per query set when last measured
+    recall: Recall | None  # recall@10 per query set when last measured
 
 
 @dataclass
@@ -36,7 +38,7 @@ class ModelStatus:
     dim: int
     vectors: int
     index: IndexStatus | None
-    query_precision: dict | None  # the store's check of faster text towers, if made
+    query_precision: Verdict | None  # the store's check of faster text towers, if made
 
 
 @dataclass
@@ -77,12 +79,12 @@ def index_status(catalog: Catalog, indexes: VectorIndexes, model_id: int) -> Ind
         tombstones=row.tombstones,
         stale=(not exists) or catalog.log_position(model_id) > row.log_seq,
         file=file.name if exists else None,
-        recall=json.loads(row.recall) if row.recall else None,
+        recall=Recall.from_dict(json.loads(row.recall)) if row.recall else None,
     )
 
 
 def report(
-    catalog: Catalog, indexes: VectorIndexes, store: str, precision_verdicts: dict[str, dict]
+    catalog: Catalog, indexes: VectorIndexes, store: str, precision_verdicts: dict[str, Verdict]
 ) -> StatusReport:
     files = catalog.count_files()
     models = [

@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import numpy as np
-from sqlalchemy import insert
 
-from .catalog import Catalog, File
+from .catalog import Catalog
 
 BATCH = 50_000
 
@@ -52,7 +51,7 @@ def file_vectors(
             {"id": i, "path": path(i), "size": 1000, "mtime_ns": 10**18, "state": "ok"} for i in ids
         ]
         with catalog.write() as s:
-            s.execute(insert(File), rows)
+            Catalog.add_files(s, rows)
             Catalog.add_vectors(s, model_id, ids, np.asarray(vectors, np.float32))
         start += len(vectors)
     return model_id

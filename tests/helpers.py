@@ -227,3 +227,14 @@ def train_emoji_models(folder: Path) -> dict:
         )
     )
     return {"dir": folder, "scratch": scratch, "tuned": tuned, "val": val}  # fmt: skip
+
+
+def index(store_dir: Path, roots, encoder, **options):
+    """Index roots into a store with one decoding process: the run's report."""
+    from clipsearch.indexer import Indexer, IndexOptions
+    from clipsearch.store import Store
+
+    with Store(store_dir) as store:
+        return Indexer(store, encoder, IndexOptions(workers=1, **options)).run(
+            [str(r) for r in roots]
+        )

@@ -14,19 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_image, wait_until_gone
+from helpers import index, make_image, wait_until_gone
 from PIL import Image
 
 from clipsearch.decoding import WORKER_DIED
-from clipsearch.indexer import Indexer, IndexOptions
 from clipsearch.store import Store
-
-
-def index(store_dir, roots, encoder, **options):
-    with Store(store_dir) as store:
-        return Indexer(store, encoder, IndexOptions(workers=1, **options)).run(
-            [str(r) for r in roots]
-        )
 
 
 def catalog_rows(store_dir):

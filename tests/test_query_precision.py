@@ -17,7 +17,7 @@ from clipsearch.cli import app
 from clipsearch.encoder import TextPath, auto_precision, load_model
 from clipsearch.prompts import AGREEMENT_TARGET as MIN_AGREEMENT
 from clipsearch.prompts import SEARCH_PROMPTS as PROBES
-from clipsearch.query_precision import RECHECK_GROWTH, PrecisionChecks, agreement
+from clipsearch.query_precision import RECHECK_GROWTH, PrecisionChecks, Verdict, agreement
 from clipsearch.search import QueryError
 from clipsearch.store import PRECISION_CHECKS_FILE
 
@@ -48,11 +48,11 @@ def test_int8_is_used_where_it_agrees_and_the_verdict_is_kept(tmp_path):
         assert lib.query_encoder(MODEL, text_only=True).precision == "int8"
         hits = lib.search("a red square", k=5, model=MODEL).results
         check = lib.status().models[0].query_precision
-    assert check["uses"] == "int8" and check["vectors"] == 40
-    assert list(check["agreement"]) == ["int8"]  # the fastest passed: nothing more to check
-    assert check["agreement"]["int8"] >= MIN_AGREEMENT
+    assert check.uses == "int8" and check.vectors == 40
+    assert list(check.agreement) == ["int8"]  # the fastest passed: nothing more to check
+    assert check.agreement["int8"] >= MIN_AGREEMENT
     shown = CliRunner().invoke(app, ["status", "--store", str(store)], env={"COLUMNS": "200"})
-    assert f"int8 (same top-10: int8 {check['agreement']['int8']:.0%})" in shown.output
+    assert f"int8 (same top-10: int8 {check.agreement['int8']:.0%})" in shown.output
     with Library(store, precision="fp32") as lib:
         exact = lib.search("a red square", k=5, model=MODEL).results
     assert hits[0].path == exact[0].path
@@ -124,7 +124,7 @@ def test_fp32_is_kept_where_every_faster_precision_reorders_the_store(tmp_path):
         lib.search("a dog", k=5, model=MODEL)
         assert lib.query_encoder(MODEL, text_only=True).precision == "fp32"
         check = lib.status().models[0].query_precision
-    assert check["uses"] == "fp32" and max(check["agreement"].values()) < MIN_AGREEMENT
+    assert check.uses == "fp32" and max(check.agreement.values()) < MIN_AGREEMENT
     with Library(store) as lib:
         assert lib.search("a dog", k=5, model=MODEL).results
         assert lib.query_encoder(MODEL, text_only=True).precision == "fp32"
@@ -201,8 +201,6 @@ def test_verdicts_are_checked_again_when_the_store_grows(tmp_path):
     assert checks.get("abc", 1000) == {"int8": 0.9, "fp16": 0.99}
     assert checks.get("abc", RECHECK_GROWTH * 1000 - 1) == {"int8": 0.9, "fp16": 0.99}
     assert checks.get("abc", RECHECK_GROWTH * 1000) is None
-    assert checks.verdicts() == {
-        "abc": {"vectors": 1000, "agreement": {"int8": 0.9, "fp16": 0.99}, "uses": "fp16"}
-    }
+    assert checks.verdicts() == {"abc": Verdict(1000, {"int8": 0.9, "fp16": 0.99}, "fp16")}
     (tmp_path / "checks.json").write_text('{"abc": "damaged", "def": {"vectors": 5}}')
     assert checks.get("abc", 1000) is None and checks.verdicts() == {}

@@ -16,15 +16,15 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import numpy as np
 import pytest
-from helpers import make_image, serving
-from test_indexer import index
+from helpers import index, make_image, serving
 
 from clipsearch.catalog import Catalog
 from clipsearch.indexer import Indexer, IndexOptions
+from clipsearch.items import member_key, read_bytes, split_member
 from clipsearch.library import Library
 from clipsearch.render import as_html
 from clipsearch.search import Filters
-from clipsearch.sources import list_items, member_key, read_bytes, shard_items, split_member
+from clipsearch.sources import list_items, shard_items
 from clipsearch.store import Store
 
 

@@ -66,10 +66,11 @@ class IndexOptions:
         "--ray-address",
         help="With --ray: auto (the cluster the environment names) or ray://HOST:PORT.",
     )
-    ray_gpus: float = setting(
-        0.0,
+    ray_gpus: float | None = setting(
+        None,
         "--ray-gpus",
-        help="With --ray: GPUs per model actor (0: CPU actors; 0.5: two actors per GPU).",
+        help="With --ray: GPUs per model actor (default: 1 where the cluster has GPUs, else "
+        "CPU actors; 0.5: two actors per GPU; 0: CPU actors).",
         min=0.0,
     )
     include_hidden: bool = setting(

@@ -280,6 +280,8 @@ class Library:
             ray_pipeline.connect(options.ray_address)
             encoder = self.encoder(model)
             gpus = options.ray_gpus
+            if gpus is None:
+                gpus = 1.0 if ray_pipeline.cluster_gpus() else 0.0
             spec = self._spec(model)
             spec = os.path.abspath(spec) if os.path.exists(spec) else spec  # actors' cwd
             embedding = ray_pipeline.Embedding(

@@ -143,15 +143,20 @@ def embedder_for(embedding: Embedding) -> type[Embedder]:
     return type("Embedder", (Embedder,), {"embedding": embedding})
 
 
+def cluster_gpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0))
+
+
 def actors_for(embedding: Embedding) -> int:
     """One actor per GPU (or per fraction asked for); on CPUs, one per two cores, so
     decoding tasks keep cores of their own."""
     import ray
 
-    resources = ray.cluster_resources()
     if embedding.gpus_per_actor:
-        return max(1, int(resources.get("GPU", 0) / embedding.gpus_per_actor))
-    return max(1, int(resources.get("CPU", 1)) // 2)
+        return max(1, int(cluster_gpus() / embedding.gpus_per_actor))
+    return max(1, int(ray.cluster_resources().get("CPU", 1)) // 2)
 
 
 def run(

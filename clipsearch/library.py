@@ -308,10 +308,7 @@ class Library:
             preset_named(preset)
         done = []
         with self.store.writing():
-            targets = [m for m, n in self.catalog.models() if n > 0]
-            if model is not None:
-                targets = [self.model_with_vectors(self.encoder(model))]
-            for row in targets:
+            for row in self._models_to_rebuild(model):
                 loaded = self.store.indexes.build(
                     row.id, preset, self._tuning_queries(row), memory_budget
                 )
@@ -321,15 +318,18 @@ class Library:
                 )
         return done
 
+    def _models_to_rebuild(self, model: str | None) -> list[Model]:
+        """The model named, or every model with vectors here."""
+        if model is not None:
+            return [self.model_with_vectors(self.encoder(model))]
+        return [m for m, n in self.catalog.models() if n > 0]
+
     def check_recall(self, model: str | None = None) -> list[RecallCheck]:
         """Measure each vector index's recall@10 against exact search on every query set
         (tuning.py), record it, and say what a rebuild would choose where it is below."""
         done = []
         with self.store.writing():
-            targets = [m for m, n in self.catalog.models() if n > 0]
-            if model is not None:
-                targets = [self.model_with_vectors(self.encoder(model))]
-            for row in targets:
+            for row in self._models_to_rebuild(model):
                 loaded, _ = self.store.indexes.get(row.id)
                 if not loaded.preset.tune:
                     done.append(RecallCheck(row.name, loaded.preset.name, None, None))

@@ -22,7 +22,13 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
@@ -90,6 +96,15 @@ class HttpError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+class Elsewhere(HttpError):
+    """An image that a list file named by its http(s) URL: the browser is sent there, and
+    the server never fetches a URL on a request's behalf."""
+
+    def __init__(self, url: str):
+        super().__init__(302, url)
+        self.url = url
 
 
 def item(r: Result) -> Item:
@@ -199,6 +214,8 @@ class Service:
         if row is None or row.state != "ok":
             raise HttpError(404, f"no indexed image #{file_id}")
         if items.is_url(row.path):
+            if row.path.lower().startswith(("http://", "https://")):
+                raise Elsewhere(row.path)
             raise HttpError(404, f"image #{file_id} is not on this machine: it is a URL")
         try:
             held = items.source_stat(row.path)
@@ -235,7 +252,9 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
     web = resources.files("clipsearch") / "web"
 
     @app.exception_handler(HttpError)
-    async def http_error(request: Request, e: HttpError) -> JSONResponse:
+    async def http_error(request: Request, e: HttpError) -> Response:
+        if isinstance(e, Elsewhere):
+            return RedirectResponse(e.url, status_code=e.status)
         return JSONResponse({"error": str(e)}, status_code=e.status)
 
     @app.exception_handler(StarletteHTTPException)

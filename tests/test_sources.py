@@ -306,3 +306,18 @@ def test_query_in_a_shard_prints_its_keys(tmp_path, shards, tiny, monkeypatch):
         f"{shards}/00000.tar::a.png",
         f"{shards}/00000.tar::b.png",
     ]
+
+
+def test_the_server_sends_the_browser_to_a_listed_url(tmp_path, web, tiny):
+    root, url = web
+    make_image(root / "far.png", seed=7)
+    listing = tmp_path / "items.csv"
+    listing.write_text(f"url\n{url}/far.png\n")
+    index(tmp_path / "store", [listing], tiny)
+    with serving(tmp_path / "store") as server:
+        answer = httpx.post(f"{server}/api/v1/search", json={"query": "x", "k": 1}).json()
+        (found,) = answer["items"]
+        image = httpx.get(server + found["image_url"])
+        thumb = httpx.get(server + found["thumb_url"])
+    assert image.status_code == thumb.status_code == 302
+    assert image.headers["location"] == thumb.headers["location"] == f"{url}/far.png"

@@ -492,11 +492,16 @@ class Catalog:
 
     def files_named(self, paths: Sequence[str]) -> dict[str, File]:
         """Catalog rows of exactly these paths (the items of a list file)."""
-        out: dict[str, File] = {}
+        return {f.path: f for f in self._files_where(File.path, paths)}
+
+    def _files_where(self, column, values: Sequence) -> list[File]:
+        """File rows whose column holds one of the values, a bounded IN (...) at a time."""
         with self.read() as s:
-            for chunk in chunks(paths):
-                out.update((f.path, f) for f in s.scalars(select(File).where(File.path.in_(chunk))))
-        return out
+            return [
+                f
+                for chunk in chunks(values)
+                for f in s.scalars(select(File).where(column.in_(chunk)))
+            ]
 
     def files_by_fingerprint(self, fingerprints: Iterable[str]) -> dict[str, list[File]]:
         """Indexed files by their cheap fingerprint: candidates for a moved or copied file."""
@@ -517,11 +522,7 @@ class Catalog:
             return list(s.scalars(select(File).where(File.state == "failed").order_by(File.path)))
 
     def file_rows(self, ids: Sequence[int]) -> dict[int, File]:
-        out: dict[int, File] = {}
-        with self.read() as s:
-            for chunk in chunks(ids):
-                out.update((f.id, f) for f in s.scalars(select(File).where(File.id.in_(chunk))))
-        return out
+        return {f.id: f for f in self._files_where(File.id, ids)}
 
     def ids_matching(
         self,

@@ -72,6 +72,11 @@ class Task:
     replaces: File | None = None  # changed file: old row goes in the same transaction
     existing: File | None = None  # unchanged file that lacks this model's vector
 
+    @property
+    def item(self) -> tuple[str, tuple[int, int]]:
+        """What decoding takes: the key, and the (size, mtime_ns) the scan saw."""
+        return self.found.path, (self.found.size, self.found.mtime_ns)
+
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -258,7 +263,8 @@ class Indexer:
     @staticmethod
     def listed(path: str, problems: list) -> list[Found]:
         """A list file's items: files with their size and mtime (a missing one is recorded
-        as failed when decoded), URLs with none, so a URL is fetched once."""
+        as failed when decoded), URLs with none: a URL in the catalog is not fetched
+        again, unless it failed (`plan`)."""
         try:
             items = list_items(path)
         except ClipsearchError as e:
@@ -368,7 +374,7 @@ class Indexer:
         (tasks, [(info, error, vector)...])."""
         batch = max(1, self.options.batch_size)
         chunks = [tasks[i : i + batch] for i in range(0, len(tasks), batch)]
-        items = [[(t.found.path, (t.found.size, t.found.mtime_ns)) for t in c] for c in chunks]
+        items = [[t.item for t in c] for c in chunks]
         with self._pool() as pool:
             batches = pool.decode(items, self.encoder.preprocessing)
             for number, chunk in enumerate(chunks, 1):
@@ -384,7 +390,7 @@ class Indexer:
         """Batches decoded and embedded on Ray, in the order they come back."""
         from . import ray_pipeline
 
-        items = [(t.found.path, (t.found.size, t.found.mtime_ns)) for t in tasks]
+        items = [t.item for t in tasks]
         batch = max(1, self.options.batch_size)
         for results in ray_pipeline.run(items, self.encoder.preprocessing, self.ray, batch):
             chunk = [tasks[r.position] for r in results]

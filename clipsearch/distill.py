@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from .config import TrainConfig
 from .encoder import Encoder
 from .model import CLIP
+from .open_clip_models import is_open_clip_config
 from .tokenizer import cut_to_longest, default_tokenizer
 from .training_data import DataError, read_text
 from .weights import resolve, save_text_tower
@@ -102,6 +103,11 @@ def distill_text(cfg: TrainConfig, progress: Progress | None = None) -> DistillR
         raise DataError("--distill-text needs the model whose text tower teaches: --from MODEL")
     torch.manual_seed(cfg.seed)
     weights = resolve(cfg.init)
+    if is_open_clip_config(weights.config):
+        raise DataError(
+            f"--distill-text teaches clipsearch's own CLIP models; {weights.name} is built by "
+            "open_clip (for many languages, use its XLM-R models: README, Models)"
+        )
     teacher = Encoder(weights.build(), weights.name)
     rows = parallel_rows(cfg.data, cfg.source_language, cfg.languages or None)
     pairs = pairs_of(rows, cfg.source_language)

@@ -18,6 +18,7 @@ from . import cpu_text
 from .digests import DigestCache
 from .errors import ClipsearchError
 from .model import CLIP
+from .open_clip_models import is_open_clip_config
 from .precisions import CANDIDATES, PRECISIONS
 from .preprocess import ImageSource, Preprocessing, preprocess
 from .pretrained import DEFAULT_MODEL
@@ -119,7 +120,7 @@ def dynamic_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 def _apply_precision(
-    model: CLIP, precision: str, device: torch.device, in_place: bool
+    model: nn.Module, precision: str, device: torch.device, in_place: bool
 ) -> nn.Module:
     dtype = dynamic_dtype(precision, device)
     if dtype is not None:
@@ -137,6 +138,26 @@ def _apply_precision(
     if precision != "fp32":
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
     return model
+
+
+def text_tokenizer(model: nn.Module) -> Tokenizer:
+    """OpenAI's BPE for clipsearch's own CLIP; for a model open_clip built, the tokenizer
+    open_clip pairs with it (SigLIP's and XLM-R's are their own)."""
+    return model.config.tokenizer() if is_open_clip_config(model.config) else default_tokenizer()
+
+
+def trims_padding(model: nn.Module) -> bool:
+    """Whether a batch of token ids may be cut to its longest text: in clipsearch's CLIP
+    (causal mask, pooled at end-of-text) padding never reaches the output; other towers
+    (SigLIP pools the last position) need the whole context."""
+    return isinstance(model, CLIP)
+
+
+def input_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype the image tower's weights are in, which its pixels must match."""
+    if dynamic_dtype(precision, device) is not None:
+        return torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
 
 
 class TextPath(Enum):
@@ -160,7 +181,7 @@ class Encoder:
 
     def __init__(
         self,
-        model: CLIP,
+        model: nn.Module,
         name: str,
         device: str | None = None,
         precision: str = "fp32",
@@ -193,10 +214,13 @@ class Encoder:
         self.model = _apply_precision(
             model.to(self.device), self.precision, self.device, in_place=owns_model
         )
-        self.tokenizer = tokenizer or default_tokenizer()
+        self.tokenizer = tokenizer or text_tokenizer(model)
         self._dynamic = dynamic_dtype(self.precision, self.device)
+        self._trim = cut_to_longest if trims_padding(model) else np.asarray
+        self._pixels_dtype = input_dtype(self.precision, self.device)
         fast_cpu_text = (
-            owns_model
+            isinstance(model, CLIP)
+            and owns_model
             and self.device.type == "cpu"
             and cpu_text.available()
             and (self.precision == "fp32" or self._dynamic is not None)
@@ -207,17 +231,14 @@ class Encoder:
 
     @property
     def architecture(self) -> str:
-        c = self.config
-        return (
-            f"ViT-{c.vision.width}w{c.vision.layers}l/{c.vision.patch_size}@{c.vision.image_size}"
-        )
+        return self.config.architecture
 
     @torch.inference_mode()
     def encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
         """Token ids (n, ≤77) -> unit vectors, the batch cut to its longest text."""
         if len(tokens) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        t = torch.from_numpy(cut_to_longest(tokens)).to(self.device)
+        t = torch.from_numpy(self._trim(tokens)).to(self.device)
         self.texts_encoded += len(tokens)
         if self.text_path is TextPath.TRACED:
             return self._unit(self._traced(t))
@@ -261,10 +282,11 @@ class Encoder:
         there; float pixels go as they are."""
         x = torch.from_numpy(pixels)
         if x.dtype != torch.uint8:
-            return x.to(self.device)
+            return x.to(self.device, self._pixels_dtype)
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
-        return (x.permute(0, 3, 1, 2).float().div_(255) - self._mean).div_(self._std)
+        x = (x.permute(0, 3, 1, 2).float().div_(255) - self._mean).div_(self._std)
+        return x.to(self._pixels_dtype)
 
     def encode_images(self, images: Sequence[ImageSource], batch_size: int = 32) -> np.ndarray:
         """Image files or PIL images -> float32 (n, dim), L2-normalised.
@@ -301,7 +323,10 @@ def load_model(
       - a checkpoint file: OpenAI / open_clip state dict (.pt, .bin, .pth, .safetensors),
         an OpenAI TorchScript archive, or a Hugging Face CLIPModel weights file;
       - a directory: clipsearch's own model (clipsearch.json) or a Hugging Face CLIPModel;
-      - "random:<config>[:seed]", untrained weights for tests and benchmarks.
+      - "open_clip:<arch>/<pretrained tag>": any model open_clip builds (SigLIP, MobileCLIP,
+        XLM-R towers), with the open_clip extra installed;
+      - "random:<config>[:seed]" or "open_clip:<arch>/random[:seed]", untrained weights for
+        tests and benchmarks.
 
     text_only leaves out the image tower, for queries: with the digest known to `digests`,
     its weights are not even read.

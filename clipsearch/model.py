@@ -48,6 +48,11 @@ class CLIPConfig:
         """How images become this model's input: part of the model, as its weights are."""
         return self.preprocessing or Preprocessing(self.vision.image_size)
 
+    @property
+    def architecture(self) -> str:
+        v = self.vision
+        return f"ViT-{v.width}w{v.layers}l/{v.patch_size}@{v.image_size}"
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -1,8 +1,9 @@
 """Contrastive training and fine-tuning of CLIP (Radford et al. 2021, section 2.5).
 
 The loop in one place: symmetric InfoNCE over the global batch (features all-gathered with
-gradient under torchrun), AdamW without weight decay on gains, biases, embeddings and
-the temperature, warmup then cosine, temperature clamped to 100. A run directory holds
+gradient under torchrun), or the sigmoid loss for a model trained with it (SigLIP);
+AdamW without weight decay on gains, biases, embeddings and the temperature, warmup then
+cosine, temperature clamped to 100. A run directory holds
 the latest weights (loadable as `--model RUN_DIR`), `best/` by validation recall,
 `state.pt` to resume exactly, and `metrics.jsonl`.
 """
@@ -26,11 +27,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .config import TrainConfig, default_loader_workers
-from .encoder import Encoder, native_bf16
+from .encoder import Encoder, native_bf16, text_tokenizer, trims_padding
 from .evaluate import evaluate
 from .files import replacing
 from .model import CLIP
-from .tokenizer import cut_to_longest, default_tokenizer
+from .open_clip_models import is_open_clip_config
+from .tokenizer import cut_to_longest
 from .training_data import Pair, PairDataset, Pairs, load_pairs, split
 from .weights import random_weights, resolve, save_weights
 
@@ -69,6 +71,16 @@ def contrastive_loss(
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
 
+def sigmoid_loss(
+    image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor
+) -> torch.Tensor:
+    """SigLIP's (Zhai et al. 2023): every image-text pair is its own binary question, the
+    matching pairs positive; summed over pairs, averaged over images."""
+    logits = logit_scale.exp() * image @ text.t() + logit_bias
+    labels = 2 * torch.eye(len(image), device=image.device, dtype=logits.dtype) - 1
+    return -F.logsigmoid(labels * logits).sum() / len(image)
+
+
 class _AllGather(torch.autograd.Function):
     """Concatenate every process's features; gradients go back to their owners, summed
     over the processes whose loss used them."""
@@ -95,10 +107,16 @@ def gather(x: torch.Tensor) -> torch.Tensor:
 
 
 def step_loss(model: nn.Module, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """The loss of one batch over the global batch; `model` may be DDP-wrapped."""
-    image, text = model(pixels, tokens)
+    """The loss of one batch over the global batch, the model's own: sigmoid where it has
+    a learned logit bias (SigLIP), else contrastive. `model` may be DDP-wrapped; open_clip's
+    models return the scale (and bias) after the features."""
+    image, text = model(pixels, tokens)[:2]
     clip = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    return contrastive_loss(gather(image).float(), gather(text).float(), clip.logit_scale)
+    image, text = gather(image).float(), gather(text).float()
+    bias = getattr(clip, "logit_bias", None)
+    if bias is not None:
+        return sigmoid_loss(image, text, clip.logit_scale, bias)
+    return contrastive_loss(image, text, clip.logit_scale)
 
 
 # ---- what trains ------------------------------------------------------------------------
@@ -118,7 +136,13 @@ def tower_groups(model: CLIP, tower: str) -> list[list[nn.Parameter]]:
     return [first, *[list(b.parameters()) for b in blocks], last]
 
 
-def apply_locks(model: CLIP, lock_image: bool, lock_text: bool, unlock_last: int) -> None:
+def apply_locks(model: nn.Module, lock_image: bool, lock_text: bool, unlock_last: int) -> None:
+    if is_open_clip_config(model.config):  # its towers know their own groups
+        if lock_image:
+            model.lock_image_tower(unlocked_groups=unlock_last)
+        if lock_text:
+            model.lock_text_tower(unlocked_layers=unlock_last)
+        return
     for tower, locked in (("image", lock_image), ("text", lock_text)):
         if locked:
             groups = tower_groups(model, tower)
@@ -127,7 +151,7 @@ def apply_locks(model: CLIP, lock_image: bool, lock_text: bool, unlock_last: int
                     p.requires_grad_(i >= len(groups) - unlock_last)
 
 
-def param_groups(model: CLIP, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """No weight decay on gains, biases, embeddings and the temperature (as open_clip)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -229,7 +253,7 @@ def collate(items):
         return None, None, bad
     pixels = torch.from_numpy(np.stack([p for p, _ in kept]))
     tokens = torch.from_numpy(np.stack([t for _, t in kept]))
-    return pixels, cut_to_longest(tokens), bad
+    return pixels, tokens, bad
 
 
 # ---- checkpoints ----------------------------------------------------------------------------
@@ -255,7 +279,7 @@ class Run:
     cfg: TrainConfig
     world: World
     folder: Path
-    model: CLIP
+    model: nn.Module  # clipsearch's CLIP, or a model open_clip built
     wrapped: nn.Module  # the model, or DDP around it under torchrun
     optimizer: torch.optim.Optimizer
     dataset: PairDataset
@@ -291,7 +315,7 @@ def log_metrics(folder: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def validate(model: CLIP, val: list[Pair], name: str) -> dict | None:
+def validate(model: nn.Module, val: list[Pair], name: str) -> dict | None:
     if not val:
         return None
     was_training = model.training
@@ -305,7 +329,7 @@ def validate(model: CLIP, val: list[Pair], name: str) -> dict | None:
 # ---- the loop -------------------------------------------------------------------------------
 
 
-def build_model(cfg: TrainConfig) -> tuple[CLIP, str]:
+def build_model(cfg: TrainConfig) -> tuple[nn.Module, str]:
     if cfg.init:
         w = resolve(cfg.init)
         return w.build(), w.name
@@ -335,7 +359,7 @@ def start(cfg: TrainConfig) -> Run:
     name = f"{base_name}+ft:{folder.name}" if cfg.init else base_name
     data, val = load_data(cfg)
     dataset = PairDataset(
-        data.rows, model.config.pixels, default_tokenizer(), cfg.augment, cfg.seed
+        data.rows, model.config.pixels, text_tokenizer(model), cfg.augment, cfg.seed
     )
     state = TrainState()
     if saved is not None:
@@ -402,10 +426,12 @@ def train_one_epoch(
         collate_fn=collate,
     )
     run.model.train()
+    trim = cut_to_longest if trims_padding(run.model) else (lambda tokens: tokens)
     loss = torch.tensor(float("nan"))
     for pixels, tokens, bad in loader:
         state.bad_images += bad
         if pixels is not None:
+            tokens = trim(tokens)
             with autocast(cfg.precision, run.world.device):
                 loss = step_loss(
                     run.wrapped, pixels.to(run.world.device), tokens.to(run.world.device)

@@ -20,10 +20,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from . import hub, torchscript
+from . import hub, open_clip_models, torchscript
 from .errors import WeightsError
 from .files import replacing, write_atomic
 from .model import CLIP, CONFIGS, CLIPConfig, TextConfig, VisionConfig
+from .open_clip_models import OpenClipWeights
 from .preprocess import OPENAI_MEAN, OPENAI_STD, Preprocessing
 from .pretrained import PRETRAINED, Pretrained
 
@@ -327,11 +328,13 @@ def load_file_weights(
     return Weights(name or str(path.resolve()), replace(config, preprocessing=prep), sd, path)
 
 
-def load_dir_weights(path: Path, text_only: bool = False) -> Weights:
+def load_dir_weights(path: Path, text_only: bool = False) -> Weights | OpenClipWeights:
     if (path / OWN_CONFIG).exists():
         meta = json.loads((path / OWN_CONFIG).read_text())
-        config = CLIPConfig.from_dict(meta["config"])
         weights = path / OWN_WEIGHTS
+        if meta["config"].get("backend") == open_clip_models.BACKEND:
+            return open_clip_models.load_saved(path, meta, weights)
+        config = CLIPConfig.from_dict(meta["config"])
         sd = read_state_dict(weights, text_only)
         return Weights(str(path.resolve()), config, sd, weights, meta.get("aligned_to"))
     for candidates, has_config in (
@@ -392,11 +395,13 @@ def random_weights(spec: str) -> Weights:
     return Weights(f"{RANDOM_PREFIX}{arch}:{seed}", model.config, model.state_dict())
 
 
-def resolve(spec: str, text_only: bool = False) -> Weights:
+def resolve(spec: str, text_only: bool = False) -> Weights | OpenClipWeights:
     """Any model spec -> Weights. See `load_model` for the forms a spec takes. text_only
     skips reading the image tower's values where the file format allows it."""
     if spec.startswith(RANDOM_PREFIX):
         return random_weights(spec)
+    if open_clip_models.is_open_clip_spec(spec):
+        return open_clip_models.resolve(spec)
     if spec in PRETRAINED:
         p = PRETRAINED[spec]
         w = load_file_weights(
@@ -420,6 +425,8 @@ def resolve(spec: str, text_only: bool = False) -> Weights:
 
 def interpolate(a: Weights, b: Weights, alpha: float) -> Weights:
     """Weight-space ensemble (WiSE-FT, Wortsman et al. 2022): (1 - alpha) a + alpha b."""
+    if isinstance(a, OpenClipWeights) or isinstance(b, OpenClipWeights):
+        raise WeightsError("merge works on clipsearch's own CLIP models, not open_clip's")
     if a.config != b.config:
         raise WeightsError(f"cannot merge {a.name} and {b.name}: different architectures")
     if not 0.0 <= alpha <= 1.0:

@@ -53,6 +53,17 @@ def write_emoji_split(emoji: Path, out: Path, split: str, vendors: set[str]) -> 
     return out
 
 
+def cached_repo(cache: Path, repo: str, files: Path, revision: str = "main") -> Path:
+    """A repository in huggingface_hub's cache layout, holding the files of a folder."""
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    commit = (revision * 40)[:40] if revision != "main" else "c" * 40
+    snapshot = folder / "snapshots" / commit
+    shutil.copytree(files, snapshot, dirs_exist_ok=True)
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / revision).write_text(commit)
+    return snapshot
+
+
 def processes_marked(marker: str) -> list[int]:
     """Processes whose environment holds `marker`: a run's own children, found again
     after the run is gone."""

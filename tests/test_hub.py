@@ -5,7 +5,6 @@ stand-in hub on loopback."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import cached_repo
 from safetensors.torch import save_file
 
 from clipsearch.encoder import load_model
@@ -33,17 +33,6 @@ def hf_tiny(seed: int = 0):
         projection_dim=32,
     )  # fmt: skip
     return transformers.CLIPModel(config).eval()
-
-
-def cached_repo(cache: Path, repo: str, files: Path, revision: str = "main") -> Path:
-    """A repository in huggingface_hub's cache layout, holding the files of a folder."""
-    folder = cache / f"models--{repo.replace('/', '--')}"
-    commit = (revision * 40)[:40] if revision != "main" else "c" * 40
-    snapshot = folder / "snapshots" / commit
-    shutil.copytree(files, snapshot, dirs_exist_ok=True)
-    (folder / "refs").mkdir(parents=True, exist_ok=True)
-    (folder / "refs" / revision).write_text(commit)
-    return snapshot
 
 
 @pytest.fixture

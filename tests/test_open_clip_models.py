@@ -1,0 +1,218 @@
+"""Models open_clip builds (SigLIP 2, MobileCLIP, XLM-R), through clipsearch's backend:
+the same vectors as open_clip's own, indexed and queried, fine-tuned with their own loss.
+
+open_clip needs a torchvision built for the installed torch, which the CPU torch of the
+README's first step does not have on PyPI. Where this interpreter cannot import open_clip,
+the one test at the end runs this file in an interpreter that can (.venv-open-clip, made
+by .ci/run; README, Models).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import cached_repo, make_image
+from PIL import Image
+
+from clipsearch.encoder import load_model
+from clipsearch.open_clip_models import BackendMissing, open_clip_module
+
+ROOT = Path(__file__).resolve().parents[1]
+OTHER_PYTHON = Path(
+    os.environ.get("CLIPSEARCH_OPEN_CLIP_PYTHON", ROOT / ".venv-open-clip/bin/python")
+)
+SIGLIP2, MOBILECLIP, XLM_R = "ViT-B-16-SigLIP2", "MobileCLIP-S1", "xlm-roberta-base-ViT-B-32"
+TEXTS = ["a dog on a beach", "Hund am Strand", "海辺の犬", "a red car", ""]
+WORDS = "a dog on the beach red car photo of hund am strand 海辺の犬 cat sky".split()  # noqa: SIM905
+
+# xlm-roberta-base's config.json, as the hub has it: open_clip builds its text tower from it
+XLM_R_BASE = {
+    "architectures": ["XLMRobertaForMaskedLM"], "model_type": "xlm-roberta",
+    "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+    "hidden_size": 768, "initializer_range": 0.02, "intermediate_size": 3072,
+    "layer_norm_eps": 1e-05, "max_position_embeddings": 514, "num_attention_heads": 12,
+    "num_hidden_layers": 12, "type_vocab_size": 1, "vocab_size": 250002,
+    "bos_token_id": 0, "pad_token_id": 1, "eos_token_id": 2,
+}  # fmt: skip
+
+
+def importable() -> str | None:
+    """None where open_clip imports here, else why not."""
+    try:
+        open_clip_module()
+    except BackendMissing as e:
+        return str(e)
+    return None
+
+
+needs_open_clip = pytest.mark.skipif(
+    importable() is not None, reason="open_clip does not import here (the last test runs these)"
+)
+
+
+def tiny_tokenizer(folder: Path, specials: list[str], template: str) -> Path:
+    """A word-level Hugging Face tokenizer over a few words in several languages: what
+    open_clip loads for SigLIP and XLM-R, small and made here instead of downloaded."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    vocab = {token: i for i, token in enumerate([*specials, *WORDS])}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=template, special_tokens=[(t, vocab[t]) for t in ("<s>", "</s>")]
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    names = {"pad_token": "<pad>", "eos_token": "</s>", "bos_token": "<s>", "unk_token": "<unk>"}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 512, **names}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """A Hugging Face cache, offline, holding what open_clip fetches besides weights for
+    these architectures: SigLIP 2's tokenizer, and XLM-R's config and tokenizer."""
+    cache = tmp_path / "hub"
+    siglip = tiny_tokenizer(tmp_path / "siglip", ["<pad>", "</s>", "<s>", "<unk>"], "$A </s>")
+    (siglip / "config.json").write_text(json.dumps({"architecture": "vit_base_patch16_siglip_224"}))
+    cached_repo(cache, "timm/ViT-B-16-SigLIP2", siglip)
+    xlm = tiny_tokenizer(tmp_path / "xlm", ["<s>", "<pad>", "</s>", "<unk>"], "<s> $A </s>")
+    (xlm / "config.json").write_text(json.dumps(XLM_R_BASE))
+    cached_repo(cache, "xlm-roberta-base", xlm)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    from clipsearch.open_clip_models import tokenizer_for
+
+    tokenizer_for.cache_clear()
+    return cache
+
+
+def images(n: int) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def reference(arch: str, seed: int):
+    """open_clip's own model, tokenizer and transform, built as the backend builds them."""
+    open_clip = open_clip_module()
+    torch.manual_seed(seed)
+    model, _, transform = open_clip.create_model_and_transforms(arch, pretrained_text=False)
+    return model.eval(), open_clip.get_tokenizer(arch), transform
+
+
+@needs_open_clip
+@pytest.mark.parametrize("arch", [SIGLIP2, MOBILECLIP, XLM_R])
+def test_vectors_equal_open_clips_own(arch, hub_cache):
+    encoder = load_model(f"open_clip:{arch}/random:3")
+    model, tokenize, transform = reference(arch, 3)
+    pictures = images(3)
+    with torch.no_grad():
+        texts = model.encode_text(tokenize(TEXTS), normalize=True).numpy()
+        pixels = torch.stack([transform(p) for p in pictures])
+        vectors = model.encode_image(pixels, normalize=True).numpy()
+    np.testing.assert_allclose(encoder.encode_text(TEXTS), texts, atol=1e-5)
+    np.testing.assert_allclose(encoder.encode_images(pictures), vectors, atol=1e-5)
+    assert encoder.dim == texts.shape[1]
+    assert encoder.architecture == f"open_clip:{arch}"
+
+
+@needs_open_clip
+def test_digest_ties_vectors_to_weights_and_preprocessing(hub_cache):
+    a, b = (
+        load_model(f"open_clip:{MOBILECLIP}/random:1"),
+        load_model(f"open_clip:{MOBILECLIP}/random:1"),
+    )
+    c = load_model(f"open_clip:{MOBILECLIP}/random:2")
+    assert a.digest == b.digest != c.digest
+    text_only = load_model(f"open_clip:{MOBILECLIP}/random:1", text_only=True)
+    assert text_only.digest == a.digest and text_only.text_only
+    np.testing.assert_allclose(text_only.encode_text(TEXTS), a.encode_text(TEXTS), atol=1e-6)
+
+
+@needs_open_clip
+def test_a_folder_indexed_and_queried_with_siglip2(hub_cache, tmp_path):
+    from clipsearch.library import Library
+
+    photos = [make_image(tmp_path / "photos" / f"{i}.png", size=(64, 48), seed=i) for i in range(6)]
+    spec = f"open_clip:{SIGLIP2}/random:0"
+    with Library(tmp_path / "store", create=True, model=spec, workers=1) as library:
+        report = library.index([str(tmp_path / "photos")])
+        assert report.added == 6
+        found = library.query(image=str(photos[4]), k=3).results
+        assert Path(found[0].path).name == "4.png" and found[0].score == pytest.approx(1, abs=1e-3)
+        assert len(library.query("Hund am Strand", k=6).results) == 6
+
+
+def pairs_file(tmp_path: Path, n: int = 4) -> tuple[Path, list[Path], list[str]]:
+    paths = [make_image(tmp_path / "pairs" / f"{i}.png", seed=i) for i in range(n)]
+    captions = TEXTS[:n]
+    rows = [{"image": str(p), "caption": c} for p, c in zip(paths, captions)]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return data, paths, captions
+
+
+@needs_open_clip
+@pytest.mark.parametrize(("arch", "loss"), [(SIGLIP2, "SigLipLoss"), (MOBILECLIP, "ClipLoss")])
+def test_train_from_fine_tunes_with_the_models_own_loss(arch, loss, hub_cache, tmp_path):
+    """One step on one batch: the loss of that step is open_clip's own loss for the model
+    on the same batch, and the run directory loads as a changed model of the same kind."""
+    from clipsearch.preprocess import preprocess
+    from clipsearch.train import TrainConfig, train
+
+    data, paths, captions = pairs_file(tmp_path)
+    spec = f"open_clip:{arch}/random:0"
+    start = load_model(spec)
+    model, tokenize, _ = reference(arch, 0)
+    pixels = torch.from_numpy(np.stack([preprocess(p, start.preprocessing)[0] for p in paths]))
+    with torch.no_grad():  # in training mode, as the step runs (MobileCLIP has batch norms)
+        expected = getattr(open_clip_module().loss, loss)()(
+            *model.train()(pixels, tokenize(captions))
+        )
+    steps = []
+    config = TrainConfig(
+        data=str(data), init=spec, run_dir=str(tmp_path / "run"), epochs=1, batch_size=4,
+        lr=1e-4, warmup=0, precision="fp32", workers=0, val_fraction=0, augment="none",
+    )  # fmt: skip
+    result = train(config, progress=lambda step, total, record: steps.append(record))
+    assert result.steps == 1 and len(steps) == 1
+    assert steps[0]["loss"] == pytest.approx(expected.item(), rel=1e-4)
+    tuned = load_model(str(tmp_path / "run"))
+    assert tuned.architecture == start.architecture and tuned.digest != start.digest
+    assert tuned.preprocessing == start.preprocessing
+    assert tuned.encode_text(TEXTS).shape == (len(TEXTS), start.dim)
+
+
+def test_without_open_clip_one_line_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # as if it were not installed
+    with pytest.raises(BackendMissing, match=r'pip install "clipsearch\[open_clip\]"'):
+        load_model(f"open_clip:{SIGLIP2}/webli")
+
+
+@pytest.mark.skipif(importable() is None, reason="open_clip imports here: the tests above ran")
+def test_in_an_interpreter_that_has_open_clip():
+    """This file, and the check of the named models' preprocessing against open_clip, run
+    where open_clip imports; that interpreter is part of CI (.ci/run makes it)."""
+    if not OTHER_PYTHON.exists():
+        pytest.skip(f"no {OTHER_PYTHON} (README, Models: an environment for open_clip)")
+    run = subprocess.run(
+        [
+            str(OTHER_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+            __file__, "tests/test_preprocess.py::test_named_models_preprocess_as_open_clip_says",
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-2000:]
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert "skipped" in summary and " failed" not in summary, summary

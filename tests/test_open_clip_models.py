@@ -142,16 +142,26 @@ def test_digest_ties_vectors_to_weights_and_preprocessing(hub_cache):
 
 @needs_open_clip
 def test_a_folder_indexed_and_queried_with_siglip2(hub_cache, tmp_path):
-    from clipsearch.library import Library
+    from typer.testing import CliRunner
 
-    photos = [make_image(tmp_path / "photos" / f"{i}.png", size=(64, 48), seed=i) for i in range(6)]
-    spec = f"open_clip:{SIGLIP2}/random:0"
-    with Library(tmp_path / "store", create=True, model=spec, workers=1) as library:
-        report = library.index([str(tmp_path / "photos")])
-        assert report.added == 6
-        found = library.query(image=str(photos[4]), k=3).results
-        assert Path(found[0].path).name == "4.png" and found[0].score == pytest.approx(1, abs=1e-3)
-        assert len(library.query("Hund am Strand", k=6).results) == 6
+    from clipsearch.cli import app
+
+    photos = tmp_path / "photos"
+    for i in range(6):
+        make_image(photos / f"{i}.png", size=(64, 48), seed=i)
+    where = ["--store", str(tmp_path / "store"), "--model", f"open_clip:{SIGLIP2}/random:0"]
+
+    def cli(*args: str) -> str:
+        result = CliRunner().invoke(app, [*args, *where])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    cli("index", str(photos))
+    by_image = json.loads(cli("query", "-i", str(photos / "4.png"), "-f", "json"))["results"]
+    assert Path(by_image[0]["path"]).name == "4.png"
+    assert by_image[0]["score"] == pytest.approx(1, abs=1e-3)
+    by_text = json.loads(cli("query", "Hund am Strand", "-k", "6", "-f", "json"))["results"]
+    assert sorted(Path(r["path"]).name for r in by_text) == [f"{i}.png" for i in range(6)]
 
 
 def pairs_file(tmp_path: Path, n: int = 4) -> tuple[Path, list[Path], list[str]]:

@@ -210,20 +210,35 @@ def embed(
 
 @app.command()
 def models(as_json: bool = JsonOption) -> None:
-    """List the named pretrained models and whether each is already downloaded."""
+    """List the named pretrained models: family, size, languages, and whether each needs
+    the open_clip extra or is already downloaded."""
     rows = [
-        {"name": p.name, "repo": p.repo, "file": p.filename, "cached": cached_file(p)}
+        {
+            "name": p.name,
+            "family": p.family,
+            "params_millions": p.params_m,
+            "dim": p.embed_dim,
+            "languages": p.languages,
+            "needs_open_clip": p.needs_open_clip,
+            "repo": p.repo,
+            "cached": cached_file(p),
+        }
         for p in PRETRAINED.values()
     ]
     if as_json:
         emit_json(rows)
         return
-    table = Table("model", "Hugging Face repository", "downloaded")
+    table = Table("model", "family", "params", "dim", "languages", "needs", "downloaded")
     for r in rows:
-        table.add_row(r["name"], r["repo"], "yes" if r["cached"] else "no")
+        table.add_row(
+            r["name"], r["family"], f"{r['params_millions']}M", str(r["dim"]), r["languages"],
+            "open_clip extra" if r["needs_open_clip"] else "", "yes" if r["cached"] else "no",
+        )  # fmt: skip
     out.print(table)
     out.print(
-        f"Default: {DEFAULT_MODEL}. Weights download on first use into the Hugging Face cache."
+        f"Default: {DEFAULT_MODEL}. Weights download on first use into the Hugging Face cache. "
+        'Models marked "open_clip extra" need `pip install "clipsearch\\[open_clip]"` (README, '
+        "Models); `--model open_clip:<arch>/<tag>` reaches any other model open_clip knows."
     )
 
 

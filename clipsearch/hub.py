@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .errors import WeightsError
-from .pretrained import Pretrained, cached_file
+from .pretrained import Pretrained, cached_file, weight_files
 
 HUB_ID = re.compile(r"^(?P<repo>[\w][\w.-]*/[\w][\w.-]*)(?:@(?P<revision>[\w./-]+))?$")
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
@@ -71,13 +71,18 @@ def hub_unreachable() -> str | None:
 def download(p: Pretrained) -> str:
     """A named model's weights file, fetched once into huggingface_hub's cache."""
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
 
     if local := cached_file(p):
         return local
     try:
         if why := hub_unreachable():  # at once, not after a minute of retries
             raise ConnectionError(why)
-        return hf_hub_download(p.repo, p.filename)
+        preferred, older = weight_files(p)
+        try:
+            return hf_hub_download(p.repo, preferred)
+        except EntryNotFoundError:
+            return hf_hub_download(p.repo, older)
     except Exception as e:  # offline, DNS, HTTP errors: all mean "not available here"
         raise HubError(
             f"{p.name} is not downloaded yet and could not be ({type(e).__name__}: "

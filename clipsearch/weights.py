@@ -378,10 +378,8 @@ def save_text_tower(
 # ---- named models and the hub ----------------------------------------------------------
 
 
-def named_preprocessing(p: Pretrained, config: CLIPConfig) -> Preprocessing:
-    return Preprocessing(
-        config.vision.image_size, p.resize, p.interpolation, mean=p.mean, std=p.std
-    )
+def named_preprocessing(p: Pretrained, size: int) -> Preprocessing:
+    return Preprocessing(size, p.resize, p.interpolation, mean=p.mean, std=p.std)
 
 
 def random_weights(spec: str) -> Weights:
@@ -402,12 +400,15 @@ def resolve(spec: str, text_only: bool = False) -> Weights | OpenClipWeights:
         return random_weights(spec)
     if open_clip_models.is_open_clip_spec(spec):
         return open_clip_models.resolve(spec)
+    if spec in PRETRAINED and PRETRAINED[spec].needs_open_clip:
+        return replace(open_clip_models.resolve(PRETRAINED[spec].spec), name=spec)
     if spec in PRETRAINED:
         p = PRETRAINED[spec]
         w = load_file_weights(
             Path(hub.download(p)), quick_gelu=p.quick_gelu, name=p.name, text_only=text_only
         )
-        w.config = replace(w.config, preprocessing=named_preprocessing(p, w.config))
+        prep = named_preprocessing(p, w.config.vision.image_size)
+        w.config = replace(w.config, preprocessing=prep)
         return w
     path = Path(spec).expanduser()
     if path.is_dir():

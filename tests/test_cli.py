@@ -59,8 +59,15 @@ def test_embed_needs_input():
 
 def test_models_json_lists_named_models():
     result = run("models", "--json")
-    names = {m["name"] for m in json.loads(result.stdout)}
-    assert {"ViT-B-32/openai", "ViT-L-14-336/openai", "ViT-B-32/laion2b"} <= names
+    models = {m["name"]: m for m in json.loads(result.stdout)}
+    assert {"ViT-B-32/openai", "ViT-L-14-336/openai", "ViT-B-32/laion2b"} <= set(models)
+    siglip2 = models["ViT-B-16-SigLIP2/webli"]
+    assert siglip2["needs_open_clip"] and siglip2["dim"] == 768 and siglip2["family"] == "SigLIP 2"
+    assert not models["ViT-B-16/dfn2b"]["needs_open_clip"]
+    assert (
+        "open_clip extra" in run("models").stdout
+        and "clipsearch[open_clip]" in run("models").stdout
+    )
 
 
 def test_installed_script_reports_offline_model_clearly(tmp_path):

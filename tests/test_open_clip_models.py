@@ -204,10 +204,29 @@ def test_train_from_fine_tunes_with_the_models_own_loss(arch, loss, hub_cache, t
     assert tuned.encode_text(TEXTS).shape == (len(TEXTS), start.dim)
 
 
-def test_without_open_clip_one_line_says_what_to_install(monkeypatch):
+@pytest.mark.parametrize("spec", [f"open_clip:{SIGLIP2}/webli", "ViT-B-16-SigLIP2/webli"])
+def test_without_open_clip_one_line_says_what_to_install(spec, monkeypatch):
     monkeypatch.setitem(sys.modules, "open_clip", None)  # as if it were not installed
     with pytest.raises(BackendMissing, match=r'pip install "clipsearch\[open_clip\]"'):
-        load_model(f"open_clip:{SIGLIP2}/webli")
+        load_model(spec)
+
+
+@needs_open_clip
+def test_the_named_models_table_says_what_open_clip_builds(hub_cache):
+    """Size, vector size and activation of every named model, against the model open_clip
+    builds for it (on the meta device: shapes only); a plain ViT's shapes are clipsearch's."""
+    from clipsearch.model import CONFIGS
+    from clipsearch.pretrained import PRETRAINED
+
+    open_clip = open_clip_module()
+    for p in PRETRAINED.values():
+        arch, tag = p.open_clip
+        model = open_clip.create_model(arch, pretrained_text=False, device="meta")
+        assert round(sum(t.numel() for t in model.parameters()) / 1e6) == p.params_m, p.name
+        assert open_clip.get_model_config(arch)["embed_dim"] == p.embed_dim, p.name
+        assert open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu", False) == p.quick_gelu
+        if not p.needs_open_clip:
+            assert CONFIGS[p.arch].embed_dim == p.embed_dim, p.name
 
 
 @pytest.mark.skipif(importable() is None, reason="open_clip imports here: the tests above ran")

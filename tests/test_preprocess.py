@@ -190,7 +190,9 @@ def test_named_models_preprocess_as_open_clip_says():
     for p in PRETRAINED.values():
         arch, tag = p.open_clip
         cfg = open_clip.get_pretrained_cfg(arch, tag)
-        size = CONFIGS[p.arch].vision.image_size
+        size = open_clip.get_model_config(arch)["vision_cfg"]["image_size"]
+        if not p.needs_open_clip:
+            assert CONFIGS[p.arch].vision.image_size == size, p.name
         transform = open_clip.image_transform(
             size,
             is_train=False,
@@ -199,7 +201,7 @@ def test_named_models_preprocess_as_open_clip_says():
             interpolation=cfg.get("interpolation", "bicubic"),
             resize_mode=cfg.get("resize_mode", "shortest"),
         )
-        ours, _ = preprocess(img, named_preprocessing(p, CONFIGS[p.arch]))
+        ours, _ = preprocess(img, named_preprocessing(p, size))
         np.testing.assert_allclose(ours, transform(img).numpy(), atol=1e-5, err_msg=p.name)
 
 

@@ -214,7 +214,7 @@ class Encoder:
         self.model = _apply_precision(
             model.to(self.device), self.precision, self.device, in_place=owns_model
         )
-        self.tokenizer = tokenizer or text_tokenizer(model)
+        self._tokenizer = tokenizer
         self._dynamic = dynamic_dtype(self.precision, self.device)
         self._trim = cut_to_longest if trims_padding(model) else np.asarray
         self._pixels_dtype = input_dtype(self.precision, self.device)
@@ -228,6 +228,14 @@ class Encoder:
         self.text_path = TextPath.TO_PACK if fast_cpu_text else TextPath.PLAIN
         self._traced = None
         self.texts_encoded = 0  # texts this encoder has run its text tower on
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """Made on first use: indexing never needs it, and a model's own tokenizer (SigLIP's,
+        XLM-R's) may have to be fetched from the hub."""
+        if self._tokenizer is None:
+            self._tokenizer = text_tokenizer(self.model)
+        return self._tokenizer
 
     @property
     def architecture(self) -> str:

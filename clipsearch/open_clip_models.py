@@ -10,6 +10,7 @@ Face cache), and `open_clip:<arch>/random[:seed]` (untrained, for tests and benc
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -169,6 +170,30 @@ def resolve(spec: str) -> OpenClipWeights:
         lambda: oc.create_model(arch, pretrained=tag, force_quick_gelu=quick_gelu), f"{arch}/{tag}"
     )
     return _weights(f"{PREFIX}{arch}/{tag}", arch, tag, model)
+
+
+def needs_open_clip(folder: Path) -> bool:
+    """Whether a folder in open_clip's layout holds something other than OpenAI's
+    architecture (timm or Hugging Face towers, custom text), which only open_clip builds."""
+    config = folder / "open_clip_config.json"
+    if not config.exists():
+        return False
+    cfg = json.loads(config.read_text()).get("model_cfg", {})
+    vision, text = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+    return "timm_model_name" in vision or "hf_model_name" in text or cfg.get("custom_text", False)
+
+
+def resolve_hub(spec: str, folder: Path) -> OpenClipWeights:
+    """A hub repository in open_clip's layout (fetched into `folder`), built by open_clip
+    from its own config."""
+    if "@" in spec:
+        raise WeightsError(f"{spec}: open_clip builds a repository's main revision only")
+    arch = f"hf-hub:{spec}"
+    oc = open_clip_module()
+    model = _quietly(lambda: oc.create_model(arch), spec)
+    embed_dim = json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]["embed_dim"]
+    model.config = OpenClipConfig(arch, embed_dim, preprocessing_of(model), "hub")
+    return OpenClipWeights(spec, model.config, model.eval())
 
 
 def load_saved(folder: Path, meta: dict, weights_file: Path) -> OpenClipWeights:

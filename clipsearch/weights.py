@@ -416,7 +416,10 @@ def resolve(spec: str, text_only: bool = False) -> Weights | OpenClipWeights:
     if path.is_file():
         return load_file_weights(path, text_only=text_only)
     if hub.is_hub_id(spec):
-        return replace(load_dir_weights(hub.fetch(spec), text_only), name=spec)
+        folder = hub.fetch(spec)
+        if open_clip_models.needs_open_clip(folder):
+            return open_clip_models.resolve_hub(spec, folder)
+        return replace(load_dir_weights(folder, text_only), name=spec)
     raise WeightsError(
         f"unknown model {spec!r}: not a file, a directory, a Hugging Face hub id "
         f"(org/name), or a named model ({', '.join(PRETRAINED)}); `random:<config>` is for "

@@ -18,7 +18,9 @@ The package in layers, each calling only those below it (torch only from "model"
              synthetic (vectors no image made, for tests and benchmarks)
   model      encoder (load_model: texts and images in, unit vectors out) -> model (CLIP),
              tokenizer, weights + torchscript + pretrained + hub (every checkpoint format
-             and hub layout, read without running code), cpu_text (the fast CPU text tower)
+             and hub layout, read without running code), open_clip_models (the optional
+             backend for models only open_clip builds: SigLIP, MobileCLIP, XLM-R),
+             cpu_text (the fast CPU text tower)
   images     preprocess (decode, CLIP pixels)
   basics     errors, faults, files (atomic writes), content (file hashes), items (an item's
              key: a path, a tar shard's member or a URL, and its bytes), prompts,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -66,8 +66,7 @@ class OpenClipConfig:
     arch: str
     embed_dim: int
     preprocessing: Preprocessing
-    tag: str = RANDOM_TAG
-    backend: str = field(default=BACKEND, init=False)
+    tag: str = RANDOM_TAG  # the pretrained tag; "hub" for a hub repository
 
     @property
     def pixels(self) -> Preprocessing:

@@ -12,7 +12,7 @@ PACKAGE = Path(clipsearch.__file__).parent
 LAYERS = {  # lowest first, as the map in clipsearch/__init__.py lists them from the bottom
     "basics": "errors faults files content prompts precisions config memo digests priority items",
     "images": "preprocess",
-    "model": "model tokenizer weights torchscript pretrained hub cpu_text encoder",
+    "model": "model tokenizer open_clip_models weights torchscript pretrained hub cpu_text encoder",
     "storage": "catalog exact query_log tuning ann store synthetic",
     "work": "indexer decoding scan sources ray_pipeline search query_precision status train "
     "training_data evaluate distill",

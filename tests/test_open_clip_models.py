@@ -221,10 +221,11 @@ def test_train_from_fine_tunes_with_the_models_own_loss(arch, loss, hub_cache, t
     steps = []
     config = TrainConfig(
         data=str(data), init=spec, run_dir=str(tmp_path / "run"), epochs=1, batch_size=4,
-        lr=1e-4, warmup=0, precision="fp32", workers=0, val_fraction=0, augment="none",
+        lr=1e-4, warmup=0, precision="fp32", workers=0, val_data=str(data), augment="none",
     )  # fmt: skip
     result = train(config, progress=lambda step, total, record: steps.append(record))
     assert result.steps == 1 and len(steps) == 1
+    assert result.before["text_to_image_R@1"] >= 0 and result.after["score"] >= 0  # eval ran
     assert steps[0]["loss"] == pytest.approx(expected.item(), rel=1e-4)
     tuned = load_model(str(tmp_path / "run"))
     assert tuned.architecture == start.architecture and tuned.digest != start.digest

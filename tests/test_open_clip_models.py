@@ -162,6 +162,10 @@ def test_a_folder_indexed_and_queried_with_siglip2(hub_cache, tmp_path):
     assert by_image[0]["score"] == pytest.approx(1, abs=1e-3)
     by_text = json.loads(cli("query", "Hund am Strand", "-k", "6", "-f", "json"))["results"]
     assert sorted(Path(r["path"]).name for r in by_text) == [f"{i}.png" for i in range(6)]
+    labels = ["classify", str(photos / "0.png"), "--labels", "dog,car", "--templates", "simple"]
+    classified = CliRunner().invoke(app, [*labels, "--json", *where[2:]])
+    assert classified.exit_code == 0, classified.output
+    assert {"dog", "car"} <= set(classified.stdout.replace('"', " ").split())
 
 
 @needs_open_clip

@@ -25,6 +25,7 @@ from clipsearch.encoder import load_model
 from clipsearch.open_clip_models import BackendMissing, open_clip_module
 
 ROOT = Path(__file__).resolve().parents[1]
+CHILD = "CLIPSEARCH_OPEN_CLIP_CHILD"  # set in the interpreter this file runs itself in
 OTHER_PYTHON = Path(
     os.environ.get("CLIPSEARCH_OPEN_CLIP_PYTHON", ROOT / ".venv-open-clip/bin/python")
 )
@@ -266,6 +267,7 @@ def test_the_named_models_table_says_what_open_clip_builds(hub_cache):
 def test_in_an_interpreter_that_has_open_clip():
     """This file, and the check of the named models' preprocessing against open_clip, run
     where open_clip imports; that interpreter is part of CI (.ci/run makes it)."""
+    assert CHILD not in os.environ, f"{sys.executable} cannot import open_clip: {importable()}"
     if not OTHER_PYTHON.exists():
         pytest.skip(f"no {OTHER_PYTHON} (README, Models: an environment for open_clip)")
     run = subprocess.run(
@@ -273,7 +275,7 @@ def test_in_an_interpreter_that_has_open_clip():
             str(OTHER_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
             __file__, "tests/test_preprocess.py::test_named_models_preprocess_as_open_clip_says",
         ],
-        cwd=ROOT, capture_output=True, text=True, timeout=1800,
+        cwd=ROOT, capture_output=True, text=True, timeout=1800, env={**os.environ, CHILD: "1"},
     )  # fmt: skip
     summary = " " + (run.stdout.strip().splitlines() or [run.stderr[-2000:]])[-1]
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]

@@ -67,6 +67,7 @@ class OpenClipConfig:
     embed_dim: int
     preprocessing: Preprocessing
     tag: str = RANDOM_TAG  # the pretrained tag; "hub" for a hub repository
+    quick_gelu: bool = False  # as the tag was trained, whatever the arch's name says
 
     @property
     def pixels(self) -> Preprocessing:
@@ -86,11 +87,13 @@ class OpenClipConfig:
             "tag": self.tag,
             "embed_dim": self.embed_dim,
             "preprocessing": self.preprocessing.to_dict(),
+            "quick_gelu": self.quick_gelu,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> OpenClipConfig:
-        return cls(d["arch"], d["embed_dim"], Preprocessing.from_dict(d["preprocessing"]), d["tag"])
+        prep = Preprocessing.from_dict(d["preprocessing"])
+        return cls(d["arch"], d["embed_dim"], prep, d["tag"], d.get("quick_gelu", False))
 
 
 def is_open_clip_config(config: object) -> bool:
@@ -164,35 +167,43 @@ def resolve(spec: str) -> OpenClipWeights:
     if not pretrained:
         known = ", ".join(oc.list_pretrained_tags_by_model(arch)) or "none"
         raise WeightsError(f"open_clip has no weights {tag!r} for {arch} (it has: {known})")
-    quick_gelu = pretrained.get("quick_gelu", False)  # as trained, whatever the arch's name says
+    quick_gelu = pretrained.get("quick_gelu", False)
     model = _quietly(
         lambda: oc.create_model(arch, pretrained=tag, force_quick_gelu=quick_gelu), f"{arch}/{tag}"
     )
-    return _weights(f"{PREFIX}{arch}/{tag}", arch, tag, model)
+    return _weights(f"{PREFIX}{arch}/{tag}", arch, tag, model, quick_gelu)
+
+
+PLAIN = {  # open_clip config keys that OpenAI's architecture (clipsearch's CLIP) has
+    "model_cfg": {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu"},
+    "vision_cfg": {"image_size", "layers", "width", "patch_size"},
+    "text_cfg": {"context_length", "vocab_size", "width", "heads", "layers"},
+}
 
 
 def needs_open_clip(folder: Path) -> bool:
-    """Whether a folder in open_clip's layout holds something other than OpenAI's
-    architecture (timm or Hugging Face towers, custom text), which only open_clip builds."""
+    """Whether a folder in open_clip's layout holds anything but OpenAI's architecture
+    (timm or Hugging Face towers, other tokenizers, pooling or head widths), which only
+    open_clip builds right: clipsearch's CLIP would load the tensors and compute otherwise."""
     config = folder / "open_clip_config.json"
     if not config.exists():
         return False
     cfg = json.loads(config.read_text()).get("model_cfg", {})
-    vision, text = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
-    return "timm_model_name" in vision or "hf_model_name" in text or cfg.get("custom_text", False)
+    text = cfg.get("text_cfg", {})
+    parts = {"model_cfg": cfg, "vision_cfg": cfg.get("vision_cfg", {}), "text_cfg": text}
+    other_heads = "heads" in text and text["heads"] != text.get("width", 512) // 64
+    return other_heads or any(set(part) - PLAIN[name] for name, part in parts.items())
 
 
-def resolve_hub(spec: str, folder: Path) -> OpenClipWeights:
-    """A hub repository in open_clip's layout (fetched into `folder`), built by open_clip
-    from its own config."""
-    if "@" in spec:
-        raise WeightsError(f"{spec}: open_clip builds a repository's main revision only")
-    arch = f"hf-hub:{spec}"
+def resolve_folder(name: str, folder: Path, arch: str) -> OpenClipWeights:
+    """A folder in open_clip's layout, built by open_clip from its own config: `arch` is
+    `hf-hub:<repo>` for a hub repository (fetched into `folder`), `local-dir:<folder>`."""
     oc = open_clip_module()
-    model = _quietly(lambda: oc.create_model(arch), spec)
+    model = _quietly(lambda: oc.create_model(arch), name)
     embed_dim = json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]["embed_dim"]
-    model.config = OpenClipConfig(arch, embed_dim, preprocessing_of(model), "hub")
-    return OpenClipWeights(spec, model.config, model.eval())
+    tag = "hub" if arch.startswith("hf-hub:") else "folder"
+    model.config = OpenClipConfig(arch, embed_dim, preprocessing_of(model), tag)
+    return OpenClipWeights(name, model.config, model.eval())
 
 
 def load_saved(folder: Path, meta: dict, weights_file: Path) -> OpenClipWeights:
@@ -201,8 +212,12 @@ def load_saved(folder: Path, meta: dict, weights_file: Path) -> OpenClipWeights:
 
     config = OpenClipConfig.from_dict(meta["config"])
     model = _quietly(
-        lambda: open_clip_module().create_model(config.arch, pretrained_text=False), config.arch
-    )
+        lambda: open_clip_module().create_model(
+            config.arch, load_weights=False, pretrained_text=False,
+            force_quick_gelu=config.quick_gelu,
+        ),
+        config.arch,
+    )  # fmt: skip
     try:
         model.load_state_dict(load_file(str(weights_file)))
     except RuntimeError as e:
@@ -211,9 +226,11 @@ def load_saved(folder: Path, meta: dict, weights_file: Path) -> OpenClipWeights:
     return OpenClipWeights(str(folder.resolve()), config, model.eval(), weights_file)
 
 
-def _weights(name: str, arch: str, tag: str, model: nn.Module) -> OpenClipWeights:
+def _weights(
+    name: str, arch: str, tag: str, model: nn.Module, quick_gelu: bool = False
+) -> OpenClipWeights:
     embed_dim = open_clip_module().get_model_config(arch)["embed_dim"]
-    model.config = OpenClipConfig(arch, embed_dim, preprocessing_of(model), tag)
+    model.config = OpenClipConfig(arch, embed_dim, preprocessing_of(model), tag, quick_gelu)
     return OpenClipWeights(name, model.config, model.eval())
 
 
@@ -240,7 +257,7 @@ def _quietly(make, what: str):
     weights loaded" for a random model is expected), its failures as one line."""
     from .hub import HubError, hub_unreachable
 
-    logging.disable(logging.WARNING)
+    logging.disable(logging.CRITICAL)
     try:
         return make()
     except WeightsError:

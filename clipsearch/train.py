@@ -3,9 +3,9 @@
 The loop in one place: symmetric InfoNCE over the global batch (features all-gathered with
 gradient under torchrun), or the sigmoid loss for a model trained with it (SigLIP);
 AdamW without weight decay on gains, biases, embeddings and the temperature, warmup then
-cosine, temperature clamped to 100. A run directory holds
-the latest weights (loadable as `--model RUN_DIR`), `best/` by validation recall,
-`state.pt` to resume exactly, and `metrics.jsonl`.
+cosine, temperature clamped to 100 (or where a released model already has it). A run
+directory holds the latest weights (loadable as `--model RUN_DIR`), `best/` by validation
+recall, `state.pt` to resume exactly, and `metrics.jsonl`.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def tower_groups(model: CLIP, tower: str) -> list[list[nn.Parameter]]:
 def apply_locks(model: nn.Module, lock_image: bool, lock_text: bool, unlock_last: int) -> None:
     if is_open_clip_config(model.config):  # its towers know their own groups
         if lock_image:
-            model.lock_image_tower(unlocked_groups=unlock_last)
+            model.lock_image_tower(unlocked_groups=unlock_last, freeze_bn_stats=True)
         if lock_text:
             model.lock_text_tower(unlocked_layers=unlock_last)
         return
@@ -288,6 +288,7 @@ class Run:
     state: TrainState
     total_steps: int
     skipped_rows: int
+    max_logit_scale: float = MAX_LOGIT_SCALE  # higher where the model came with more (SigLIP)
 
 
 def save_checkpoint(run: Run) -> None:
@@ -367,7 +368,8 @@ def start(cfg: TrainConfig) -> Run:
         state = TrainState(**saved["position"])
         torch.set_rng_state(saved["rng"])
     apply_locks(model, cfg.lock_image, cfg.lock_text, cfg.unlock_last)
-    model.set_grad_checkpointing(cfg.grad_checkpointing)
+    if cfg.grad_checkpointing:  # open_clip's Hugging Face towers turn it on whatever is asked
+        model.set_grad_checkpointing(True)
     model.to(world.device)
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6
@@ -379,7 +381,7 @@ def start(cfg: TrainConfig) -> Run:
     total_steps = max(1, cfg.epochs * per_epoch // cfg.accum)
     return Run(
         cfg, world, folder, model, wrapped, optimizer, dataset, val, name, state, total_steps,
-        data.skipped,
+        data.skipped, max(MAX_LOGIT_SCALE, float(model.logit_scale.detach())),
     )  # fmt: skip
 
 
@@ -400,14 +402,14 @@ class Meter:
 
 
 def optimizer_step(run: Run) -> float:
-    """One step at the schedule's learning rate; the temperature clamped to 100."""
+    """One step at the schedule's learning rate; the temperature clamped."""
     lr = lr_at(run.state.step, run.cfg.lr, run.cfg.warmup, run.total_steps)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     with torch.no_grad():
-        run.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        run.model.logit_scale.clamp_(0, run.max_logit_scale)
     run.state.step += 1
     return lr
 

@@ -337,6 +337,9 @@ def load_dir_weights(path: Path, text_only: bool = False) -> Weights | OpenClipW
         config = CLIPConfig.from_dict(meta["config"])
         sd = read_state_dict(weights, text_only)
         return Weights(str(path.resolve()), config, sd, weights, meta.get("aligned_to"))
+    if open_clip_models.needs_open_clip(path):
+        folder = str(path.resolve())
+        return open_clip_models.resolve_folder(folder, path, f"local-dir:{folder}")
     for candidates, has_config in (
         (("model.safetensors", "pytorch_model.bin"), "config.json"),
         (("open_clip_model.safetensors", "open_clip_pytorch_model.bin"), "open_clip_config.json"),
@@ -418,7 +421,9 @@ def resolve(spec: str, text_only: bool = False) -> Weights | OpenClipWeights:
     if hub.is_hub_id(spec):
         folder = hub.fetch(spec)
         if open_clip_models.needs_open_clip(folder):
-            return open_clip_models.resolve_hub(spec, folder)
+            if "@" in spec:
+                raise WeightsError(f"{spec}: open_clip builds a repository's main revision only")
+            return open_clip_models.resolve_folder(spec, folder, f"hf-hub:{spec}")
         return replace(load_dir_weights(folder, text_only), name=spec)
     raise WeightsError(
         f"unknown model {spec!r}: not a file, a directory, a Hugging Face hub id "

@@ -184,17 +184,50 @@ def test_a_hub_repository_of_another_architecture_is_built_by_open_clip(hub_cach
     config = {"model_cfg": open_clip.get_model_config(MOBILECLIP), "preprocess_cfg": preprocess}
     (repo / "open_clip_config.json").write_text(json.dumps(config))
     cached_repo(hub_cache, "someone/mobileclip-s1", repo)
-    encoder = load_model("someone/mobileclip-s1")
-    assert encoder.name == "someone/mobileclip-s1"
-    assert (
-        encoder.preprocessing.mean == (0, 0, 0)
-        and encoder.preprocessing.interpolation == "bilinear"
-    )
-    np.testing.assert_allclose(
-        encoder.encode_text(TEXTS),
-        model.encode_text(tokenize(TEXTS), normalize=True).detach(),
-        atol=1e-5,
-    )
+    expected = model.encode_text(tokenize(TEXTS), normalize=True).detach()
+    for spec in ("someone/mobileclip-s1", str(repo)):  # by hub id, and as a local folder
+        encoder = load_model(spec)
+        assert encoder.preprocessing.mean == (0, 0, 0)
+        assert encoder.preprocessing.interpolation == "bilinear"
+        np.testing.assert_allclose(encoder.encode_text(TEXTS), expected, atol=1e-5)
+    assert load_model("someone/mobileclip-s1").name == "someone/mobileclip-s1"
+
+
+def test_only_openais_architecture_is_left_to_clipsearchs_own_clip(tmp_path):
+    from clipsearch.open_clip_models import needs_open_clip
+
+    def folder(model_cfg: dict) -> Path:
+        (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
+        return tmp_path
+
+    vision = {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32}
+    text = {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}
+    plain = {"embed_dim": 512, "vision_cfg": vision, "text_cfg": text}
+    assert not needs_open_clip(folder(plain))
+    assert not needs_open_clip(folder({**plain, "quick_gelu": True}))
+    assert needs_open_clip(folder({**plain, "vision_cfg": {**vision, "head_width": 80}}))
+    assert needs_open_clip(folder({**plain, "text_cfg": {**text, "hf_tokenizer_name": "x/y"}}))
+    assert needs_open_clip(folder({**plain, "text_cfg": {**text, "heads": 16}}))
+    assert needs_open_clip(folder({**plain, "custom_text": True}))
+    assert not needs_open_clip(tmp_path / "elsewhere")
+
+
+@needs_open_clip
+def test_a_saved_model_keeps_the_activation_its_tag_was_trained_with(tmp_path):
+    """open_clip's ViT-B-32/openai is QuickGELU though its arch name does not say so; a
+    fine-tuned copy saved by clipsearch must load back with QuickGELU, not GELU."""
+    from clipsearch.encoder import Encoder
+    from clipsearch.open_clip_models import OpenClipConfig, preprocessing_of
+
+    torch.manual_seed(0)
+    model = open_clip_module().create_model("ViT-B-32", force_quick_gelu=True).eval()
+    model.config = OpenClipConfig("ViT-B-32", 512, preprocessing_of(model), "openai", True)
+    encoder = Encoder(model, "open_clip:ViT-B-32/openai")
+    encoder.save(str(tmp_path / "saved"))
+    assert json.loads((tmp_path / "saved" / "clipsearch.json").read_text())["config"]["quick_gelu"]
+    again = load_model(str(tmp_path / "saved"))
+    assert again.digest == encoder.digest
+    np.testing.assert_allclose(again.encode_text(TEXTS), encoder.encode_text(TEXTS), atol=1e-6)
 
 
 def pairs_file(tmp_path: Path, n: int = 4) -> tuple[Path, list[Path], list[str]]:

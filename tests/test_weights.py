@@ -129,19 +129,23 @@ def test_named_model_offline_says_what_to_download(tmp_path, monkeypatch):
     assert "open_clip_model.safetensors" in message and "--model" in message
 
 
-def test_named_model_loads_from_hub_cache(tmp_path, monkeypatch, reference):
-    """A named model already in huggingface_hub's cache loads offline, without a download."""
+@pytest.mark.parametrize("filename", ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"])
+def test_named_model_loads_from_hub_cache(tmp_path, monkeypatch, reference, filename):
+    """A named model already in huggingface_hub's cache loads offline, without a download,
+    from open_clip's older .bin where a repository has no safetensors."""
     cache = tmp_path / "hub"
     snapshot = cache / "models--test-org--tiny-clip" / "snapshots" / ("a" * 40)
     snapshot.mkdir(parents=True)
     (cache / "models--test-org--tiny-clip" / "refs").mkdir()
     (cache / "models--test-org--tiny-clip" / "refs" / "main").write_text("a" * 40)
-    save_file(state(reference), str(snapshot / "open_clip_model.safetensors"))
+    if filename.endswith(".bin"):
+        torch.save(state(reference), snapshot / filename)
+    else:
+        save_file(state(reference), str(snapshot / filename))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
-    monkeypatch.setitem(
-        PRETRAINED, "tiny/test", Pretrained("tiny/test", "test-org/tiny-clip", True)
-    )
+    named = Pretrained("tiny/test", "test-org/tiny-clip", True, "test", 0, 64)
+    monkeypatch.setitem(PRETRAINED, "tiny/test", named)
     loaded = load_model("tiny/test")
     assert loaded.name == "tiny/test"
     assert loaded.digest == reference.digest

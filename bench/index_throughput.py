@@ -84,7 +84,18 @@ class Run:
     batches: int
 
 
-def index_run(folder: Path, encoder, workers: int, batch: int) -> Run:
+def index_run(folder: Path, encoder, workers: int, batch: int, threads: int | None) -> Run:
+    """One `clipsearch index` of a folder, the model on `threads` torch threads (None:
+    torch's default, every core)."""
+    default = torch.get_num_threads()
+    torch.set_num_threads(threads or default)
+    try:
+        return _index_run(folder, encoder, workers, batch)
+    finally:
+        torch.set_num_threads(default)
+
+
+def _index_run(folder: Path, encoder, workers: int, batch: int) -> Run:
     with tempfile.TemporaryDirectory() as tmp, Store(tmp) as store:
         commits: list[tuple[float, int]] = []
 
@@ -128,6 +139,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="*", help="worker counts to sweep")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument(
+        "--index-threads", type=int, nargs="*", default=[0],
+        help="torch threads for the model while indexing to sweep (0: every core)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     cores = os.cpu_count() or 1
@@ -193,7 +208,7 @@ def main() -> None:
             sweep = sorted({2**i for i in range(cores.bit_length())} | {cores})
         else:
             sweep = sorted({max(1, cores - 1), cores})
-        runs: dict[tuple[str, int], list[tuple[Run, float]]] = {}
+        runs: dict[tuple[str, int, int], list[tuple[Run, float]]] = {}
         for repeat in range(args.repeats):
             per_image = model_cost(encoder, model_images, args.batch)  # the bound, again
             for label, folder, decode in sets:
@@ -203,18 +218,20 @@ def main() -> None:
                     else (cores / (decode + per_image * cores))
                 )
                 for workers in sweep:
-                    run = index_run(folder, encoder, workers, args.batch)
-                    runs.setdefault((label, workers), []).append((run, bound))
+                    for threads in args.index_threads:
+                        run = index_run(folder, encoder, workers, args.batch, threads or None)
+                        runs.setdefault((label, workers, threads), []).append((run, bound))
             print(f"repeat {repeat + 1} of {args.repeats} done", flush=True)
 
         print(f"\nrate / bound, min / median / max of {args.repeats} runs:")
-        for (label, workers), taken in runs.items():
+        for (label, workers, threads), taken in runs.items():
             bounds = [bound for _, bound in taken]
             whole = [r.whole / bound for r, bound in taken]
             steady = [r.steady / bound for r, bound in taken]
             median = sorted(taken, key=lambda t: t[0].whole / t[1])[len(taken) // 2][0]
             print(
-                f"{label:>10}, workers {workers}: whole run {spread(whole)}, "
+                f"{label:>10}, workers {workers}, model threads {threads or 'all'}: "
+                f"whole run {spread(whole)}, "
                 f"steady {spread(steady)} "
                 f"(bound {statistics.median(bounds):.1f} img/s, "
                 f"median whole run {median.whole:.1f} img/s)"

@@ -26,6 +26,17 @@ def default_workers() -> int:
     return os.cpu_count() or 2
 
 
+def model_threads(decode_cpu: float, model_cpu: float, cores: int) -> int:
+    """Threads for the model while this machine's cores also decode: the model's share of
+    an image's CPU time, in cores, at least one. A 12-MP JPEG costs about what ViT-B/32
+    does, and a model on every core then takes the cycles its decoding needs (BENCHMARKS.md,
+    Indexing throughput); a small PNG costs a tenth, and the model keeps every core."""
+    total = decode_cpu + model_cpu
+    if total <= 0:
+        return cores
+    return max(1, min(cores, round(cores * model_cpu / total)))
+
+
 def default_loader_workers() -> int:
     """Data-loading processes for training: the cores the model leaves, at most four."""
     return max(1, min(4, (os.cpu_count() or 2) - 1))

@@ -53,14 +53,24 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def decode_timed(items: Sequence[Item], prep: Preprocessing | None) -> tuple[list, float]:
+    """decode_many, and the CPU seconds it took in this process."""
+    started = time.process_time()
+    decoded = decode_many(items, prep)
+    return decoded, time.process_time() - started
+
+
 class DecodePool:
     """Decodes batches of files in `workers` processes, in order, `ahead` batches ahead.
-    The processes start at once (`start`), so that they are ready when the model is."""
+    The processes start at once (`start`), so that they are ready when the model is.
+    `cpu_seconds` / `images`: what decoding has cost so far, for sharing the cores."""
 
     def __init__(self, workers: int, ahead: int | None = None):
         self.workers = workers
         self.ahead = ahead if ahead is not None else workers + 2
         self.preprocessing: Preprocessing | None = None
+        self.cpu_seconds = 0.0
+        self.images = 0
         self._pool = self._start()
         self._warming: list[Future] = []
 
@@ -101,7 +111,17 @@ class DecodePool:
         model waits for), and a batch of big photos is not left to one process."""
         step = -(-len(batch) // self.workers)
         pieces = [list(batch[i : i + step]) for i in range(0, len(batch), step)]
-        return [self._pool.submit(decode_many, piece, self.preprocessing) for piece in pieces]
+        return [self._pool.submit(decode_timed, piece, self.preprocessing) for piece in pieces]
+
+    def _gather(self, futures: list[Future]) -> list[Decoded]:
+        """The pieces' files in order, their CPU time counted."""
+        decoded = []
+        for future in futures:
+            piece, seconds = future.result()
+            decoded += piece
+            self.cpu_seconds += seconds
+        self.images += len(decoded)
+        return decoded
 
     def decode(
         self, batches: Sequence[Sequence[Item]], preprocessing: Preprocessing
@@ -116,7 +136,7 @@ class DecodePool:
                 pending.append((batch, self._submit(batch)))
             batch, futures = pending.popleft()
             try:
-                decoded = [one for future in futures for one in future.result()]
+                decoded = self._gather(futures)
             except BrokenProcessPool:  # every batch in flight is lost with the pool
                 queue.extendleft(reversed([b for b, _ in pending]))
                 pending.clear()
@@ -128,8 +148,7 @@ class DecodePool:
         out = []
         for item in batch:
             try:
-                (future,) = self._submit([item])
-                out += future.result()
+                out += self._gather(self._submit([item]))
             except BrokenProcessPool:
                 self._restart()
                 out.append((None, None, WORKER_DIED))

@@ -21,7 +21,7 @@ import numpy as np
 from . import faults
 from .ann import IndexWriteError, parse_size, preset_named
 from .catalog import Catalog, File, State
-from .config import IndexOptions, default_workers
+from .config import IndexOptions, default_workers, model_threads
 from .content import file_content_hash, file_fingerprint
 from .decoding import DecodePool
 from .errors import ClipsearchError
@@ -375,16 +375,46 @@ class Indexer:
         batch = max(1, self.options.batch_size)
         chunks = [tasks[i : i + batch] for i in range(0, len(tasks), batch)]
         items = [[t.item for t in c] for c in chunks]
-        with self._pool() as pool:
+        with self._pool() as pool, self._sharing_cores(pool) as share:
             batches = pool.decode(items, self.encoder.preprocessing)
             for number, chunk in enumerate(chunks, 1):
                 with self.watch("first batch decoded" if number == 1 else "waiting for decoding"):
                     decoded = next(batches)
-                vectors = self.vectors(decoded)
+                with share(len(decoded)):
+                    vectors = self.vectors(decoded)
                 yield (
                     chunk,
                     [(info, error, vectors.get(i)) for i, (_, info, error) in enumerate(decoded)],
                 )
+
+    @contextmanager
+    def _sharing_cores(self, pool: DecodePool) -> Iterator[Callable]:
+        """On a CPU, the model's threads follow its share of the CPU time an image costs
+        (config.model_threads), measured as the run goes, so that decoding big photos
+        gets the cores it needs; torch's thread count is given back at the end. Never
+        more threads than the run started with (--threads, OMP_NUM_THREADS)."""
+        import torch
+
+        started_with = torch.get_num_threads()
+        spent = {"batches": 0, "cpu": 0.0, "images": 0}
+
+        @contextmanager
+        def share(images: int) -> Iterator[None]:
+            before = time.process_time()
+            yield
+            spent["batches"] += 1
+            if spent["batches"] == 1 or self.encoder.device.type != "cpu":
+                return  # the first batch's time is mostly the model warming up
+            spent["cpu"] += time.process_time() - before
+            spent["images"] += images
+            decode = pool.cpu_seconds / max(1, pool.images)
+            model = spent["cpu"] / max(1, spent["images"])
+            torch.set_num_threads(model_threads(decode, model, started_with))
+
+        try:
+            yield share
+        finally:
+            torch.set_num_threads(started_with)
 
     def _on_ray(self, tasks: list[Task]) -> Iterator[tuple[list[Task], list]]:
         """Batches decoded and embedded on Ray, in the order they come back."""

@@ -505,3 +505,40 @@ def test_workers_that_die_as_they_start_stop_the_run_without_blaming_files(tmp_p
     assert proc.returncode != 0 and "__main__" in proc.stderr
     files, _ = catalog_rows(tmp_path / "store")
     assert all(state == "ok" for _, state, _ in files)
+
+
+def test_the_model_gets_the_cores_decoding_leaves():
+    from clipsearch.config import model_threads
+
+    assert model_threads(decode_cpu=0.035, model_cpu=0.035, cores=2) == 1  # 12-MP JPEG, B/32
+    assert model_threads(decode_cpu=0.002, model_cpu=0.031, cores=2) == 2  # small PNG
+    assert model_threads(decode_cpu=0.1, model_cpu=0.001, cores=8) == 1  # never none
+    assert model_threads(decode_cpu=0.001, model_cpu=0.003, cores=8) == 6
+    assert model_threads(0.0, 0.0, cores=4) == 4
+
+
+def test_indexing_photos_costlier_to_decode_than_to_embed_gives_the_model_fewer_threads(
+    tmp_path, tiny
+):
+    """With a model far cheaper than decoding, torch's threads drop to one while the run
+    goes (measured from the decoding processes' own CPU time) and come back after it."""
+    import torch
+
+    from clipsearch.decoding import DecodePool
+    from clipsearch.indexer import Indexer, IndexOptions
+
+    for i in range(24):
+        make_image(tmp_path / "photos" / f"{i}.jpg", size=(1600, 1200), seed=i, quality=95)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen = []
+    try:
+        with Store(tmp_path / "store") as store, DecodePool(2) as pool:
+            options = IndexOptions(workers=2, batch_size=4)
+            progress = lambda done, total: seen.append(torch.get_num_threads())  # noqa: E731
+            report = Indexer(store, tiny, options, pool).run([str(tmp_path / "photos")], progress)
+        assert report.added == 24
+        assert pool.images == 24 and pool.cpu_seconds > 0
+        assert seen[-1] == 1 and torch.get_num_threads() == 2  # given back
+    finally:
+        torch.set_num_threads(before)

@@ -243,7 +243,8 @@ class Encoder:
 
     @torch.inference_mode()
     def encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
-        """Token ids (n, ≤77) -> unit vectors, the batch cut to its longest text."""
+        """Token ids (n, ≤ context) -> unit vectors; for clipsearch's CLIP the batch is cut
+        to its longest text first (trims_padding)."""
         if len(tokens) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         t = torch.from_numpy(self._trim(tokens)).to(self.device)

@@ -6,6 +6,7 @@ No torch here: the command line reads these to build `--help`.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import MISSING, dataclass, field
 from typing import Any
@@ -26,15 +27,20 @@ def default_workers() -> int:
     return os.cpu_count() or 2
 
 
+OVERSUBSCRIBED = 0.85  # the share of the bound reached with the model on every core
+
+
 def model_threads(decode_cpu: float, model_cpu: float, cores: int) -> int:
-    """Threads for the model while this machine's cores also decode: the model's share of
-    an image's CPU time, in cores, at least one. A 12-MP JPEG costs about what ViT-B/32
-    does, and a model on every core then takes the cycles its decoding needs (BENCHMARKS.md,
-    Indexing throughput); a small PNG costs a tenth, and the model keeps every core."""
+    """Threads for the model while this machine's cores also decode. Fewer threads than
+    cores leave decoding cores of its own, and the run then goes at the model's pace on
+    those threads; every core shares them all, and the run reaches about OVERSUBSCRIBED
+    of the bound cores / (decode + model). So the fewest threads whose pace beats that:
+    a 12-MP JPEG costs about what ViT-B/32 in bf16 does (one thread of two), a small PNG
+    or an fp32 model leaves the model every core (BENCHMARKS.md, Indexing throughput)."""
     total = decode_cpu + model_cpu
     if total <= 0:
         return cores
-    return max(1, min(cores, round(cores * model_cpu / total)))
+    return max(1, min(cores, math.ceil(OVERSUBSCRIBED * cores * model_cpu / total)))
 
 
 def default_loader_workers() -> int:

@@ -512,6 +512,7 @@ def test_the_model_gets_the_cores_decoding_leaves():
 
     assert model_threads(decode_cpu=0.035, model_cpu=0.035, cores=2) == 1  # 12-MP JPEG, B/32
     assert model_threads(decode_cpu=0.002, model_cpu=0.031, cores=2) == 2  # small PNG
+    assert model_threads(decode_cpu=0.036, model_cpu=0.096, cores=2) == 2  # JPEG, B/32 fp32
     assert model_threads(decode_cpu=0.1, model_cpu=0.001, cores=8) == 1  # never none
     assert model_threads(decode_cpu=0.001, model_cpu=0.003, cores=8) == 6
     assert model_threads(0.0, 0.0, cores=4) == 4

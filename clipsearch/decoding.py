@@ -34,11 +34,18 @@ Item = tuple[str, tuple[int, int]]  # path, (size, mtime_ns) as scanned
 Decoded = tuple  # (pixels | None, ImageInfo | None, error | None)
 WORKER_DIED = "the decoding process died on this file (out of memory, or a decoder crash)"
 PR_SET_PDEATHSIG = 1
+# Decoding runs below the model's priority: an OpenMP region waits for its slowest thread,
+# so a model thread preempted by a decoder stalls the whole operation; decoders lower
+# down work in the gaps instead (BENCHMARKS.md, Indexing throughput).
+BELOW_THE_MODEL = 19
 
 
 def _die_with_parent(parent: int) -> None:
-    """Worker initialiser: leave when the parent goes, and let it alone handle Ctrl-C."""
+    """Worker initialiser: run below the model, leave when the parent goes, and let it
+    alone handle Ctrl-C."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.nice(BELOW_THE_MODEL)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             import ctypes

@@ -543,3 +543,13 @@ def test_indexing_photos_costlier_to_decode_than_to_embed_gives_the_model_fewer_
         assert seen[-1] == 1 and torch.get_num_threads() == 2  # given back
     finally:
         torch.set_num_threads(before)
+
+
+def test_decoding_runs_below_the_models_priority():
+    """A model thread preempted by a decoder stalls its whole OpenMP region: decoders get
+    the cycles the model leaves, at a lower CPU priority than the process that runs it."""
+    from clipsearch.decoding import DecodePool
+
+    with DecodePool(1) as pool:
+        worker = pool._pool.submit(os.getpriority, os.PRIO_PROCESS, 0).result()
+    assert worker > os.getpriority(os.PRIO_PROCESS, 0) or worker == 19

@@ -396,6 +396,7 @@ class Indexer:
         import torch
 
         started_with = torch.get_num_threads()
+        on_cpu = self.encoder.device.type == "cpu"
         spent = {"batches": 0, "cpu": 0.0, "images": 0}
 
         @contextmanager
@@ -403,13 +404,14 @@ class Indexer:
             before = time.process_time()
             yield
             spent["batches"] += 1
-            if spent["batches"] == 1 or self.encoder.device.type != "cpu":
+            if not on_cpu or spent["batches"] == 1:
                 return  # the first batch's time is mostly the model warming up
             spent["cpu"] += time.process_time() - before
             spent["images"] += images
             decode = pool.cpu_seconds / max(1, pool.images)
-            model = spent["cpu"] / max(1, spent["images"])
-            torch.set_num_threads(model_threads(decode, model, started_with))
+            threads = model_threads(decode, spent["cpu"] / spent["images"], started_with)
+            if threads != torch.get_num_threads():
+                torch.set_num_threads(threads)
 
         try:
             yield share

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .errors import WeightsError
+from .hub import HubError, hub_unreachable
 from .preprocess import INTERPOLATIONS, RESIZE_MODES, Preprocessing
 
 PREFIX = "open_clip:"
@@ -255,8 +256,6 @@ def preprocessing_of(model: nn.Module) -> Preprocessing:
 def _quietly(make, what: str):
     """Run an open_clip call with its log lines kept off the terminal ("No pretrained
     weights loaded" for a random model is expected), its failures as one line."""
-    from .hub import HubError, hub_unreachable
-
     logging.disable(logging.CRITICAL)
     try:
         return make()

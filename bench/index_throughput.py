@@ -2,7 +2,8 @@
 
     python bench/index_throughput.py [--jpegs 60 --copies 5] [--pngs 1000] [--repeats 3]
                                      [--model random:ViT-B-32] [--precision auto]
-                                     [--device cpu|cuda]
+                                     [--device cpu|cuda] [--foreground]
+                                     [--transfer shared pickled]
 
 Measured in one run: the per-image decode cost (12-MP JPEGs in draft mode and small
 PNGs, one core, to the model's uint8 square), the image tower's throughput fed pre-made
@@ -10,14 +11,22 @@ uint8 squares, and `clipsearch index`'s images/s for several worker counts. On C
 decoding and the model share the cores, so the bound is cores / (decode core-seconds +
 model core-seconds) per image. On CUDA the model leaves the CPU and the bound is the
 slower of the GPU and cores / decode seconds; the worker sweep then says how many decode
-workers keep the GPU fed. These machines are noisy: every figure is taken --repeats
-times, the sets and worker counts interleaved, the bound measured again beside each
-repeat, and printed as min / median / max of rate / bound. Whole run: from the start
-(scan, the first batch) to the end of the vector index build, the decoding processes
-started beforehand, as `clipsearch index` starts them while its model loads (a load takes
-longer than their start: BENCHMARKS.md gives both).
-Steady: from the first commit to the last. The profile says where the main process's
-time went in the median run.
+workers keep the GPU fed.
+
+These machines are noisy: every figure is taken --repeats times, the sets and worker
+counts interleaved, the bound measured again before and after each set's runs (the model
+alone for --bound-seconds each time), and printed as min / median / max of rate / bound.
+Whole run: from the start (scan, the first batch) to the end of the vector index build,
+the decoding processes started beforehand, as `clipsearch index` starts them while its
+model loads (a load takes longer than their start: BENCHMARKS.md gives both). Steady: from
+the first commit to the last. The profile says where the main process's time went in the
+median run.
+
+The process runs as `clipsearch index` does by default, in the background (priority.py:
+OpenMP threads that sleep rather than spin when they wait, which leaves the decoding
+processes those cycles), or as `--foreground`; the bound is measured in the same mode.
+`--transfer` compares squares sent back through shared memory (the default) with pickled
+ones.
 """
 
 from __future__ import annotations
@@ -25,20 +34,26 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
+from clipsearch.priority import run_in_background
 
-from clipsearch.decoding import DecodePool
-from clipsearch.encoder import load_model
-from clipsearch.indexer import Indexer, IndexOptions
-from clipsearch.preprocess import preprocess, square
-from clipsearch.store import Store
+if __name__ == "__main__" and "--foreground" not in sys.argv:
+    run_in_background()  # as `clipsearch index` by default; OpenMP reads it when torch loads
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from clipsearch.decoding import DecodePool  # noqa: E402
+from clipsearch.encoder import load_model  # noqa: E402
+from clipsearch.indexer import Indexer, IndexOptions  # noqa: E402
+from clipsearch.preprocess import preprocess, square  # noqa: E402
+from clipsearch.store import Store  # noqa: E402
 
 
 def camera_jpeg(path: Path, rng, size=(4000, 3000)) -> None:
@@ -65,15 +80,17 @@ def decode_cost(paths: list[Path], prep, draft: bool) -> float:
     return (time.perf_counter() - start) / len(paths)
 
 
-def model_cost(encoder, n: int, batch: int) -> float:
-    """Wall seconds per image with every core busy, fed pre-made uint8 squares."""
+def model_cost(encoder, batch: int, seconds: float, least: int) -> float:
+    """Wall seconds per image with every core busy, fed pre-made uint8 squares, over at
+    least `seconds` and `least` images: a fraction of a second is at these machines' mercy."""
     size = encoder.image_size
     pixels = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     encoder.encode_pixels(pixels)
-    start = time.perf_counter()
-    for _ in range(max(1, n // batch)):
+    images, start = 0, time.perf_counter()
+    while images < least or time.perf_counter() - start < seconds:
         encoder.encode_pixels(pixels)
-    return (time.perf_counter() - start) / (max(1, n // batch) * batch)
+        images += batch
+    return (time.perf_counter() - start) / images
 
 
 @dataclass
@@ -84,18 +101,20 @@ class Run:
     batches: int
 
 
-def index_run(folder: Path, encoder, workers: int, batch: int, threads: int | None) -> Run:
+def index_run(
+    folder: Path, encoder, workers: int, batch: int, threads: int | None, shared: bool
+) -> Run:
     """One `clipsearch index` of a folder, the model on `threads` torch threads (None:
-    torch's default, every core)."""
+    torch's default, every core), squares sent back through shared memory or pickled."""
     default = torch.get_num_threads()
     torch.set_num_threads(threads or default)
     try:
-        return _index_run(folder, encoder, workers, batch)
+        return _index_run(folder, encoder, workers, batch, shared)
     finally:
         torch.set_num_threads(default)
 
 
-def _index_run(folder: Path, encoder, workers: int, batch: int) -> Run:
+def _index_run(folder: Path, encoder, workers: int, batch: int, shared: bool) -> Run:
     with tempfile.TemporaryDirectory() as tmp, Store(tmp) as store:
         commits: list[tuple[float, int]] = []
 
@@ -103,7 +122,7 @@ def _index_run(folder: Path, encoder, workers: int, batch: int) -> Run:
             commits.append((time.perf_counter(), n))
 
         options = IndexOptions(workers=workers, batch_size=batch)
-        with DecodePool(workers) as pool:
+        with DecodePool(workers, shared=shared) as pool:
             pool.start()  # as `clipsearch index` starts them: while its model loads
             pool.ready()
             start = time.perf_counter()
@@ -111,6 +130,14 @@ def _index_run(folder: Path, encoder, workers: int, batch: int) -> Run:
             end = time.perf_counter()
         (t0, n0), (t1, n1) = commits[0], commits[-1]
         return Run(n1 / (end - start), (n1 - n0) / (t1 - t0), report.profile, len(commits))
+
+
+def machine_bound(model: float, decode: float, cores: int, on_gpu: bool) -> float:
+    """Images/s this machine could reach: on CPU the model's and decoding's core-seconds
+    share the cores; a GPU takes the model off them."""
+    if on_gpu:
+        return min(1 / model, cores / decode)
+    return cores / (decode + model * cores)
 
 
 def spread(values: list[float]) -> str:
@@ -140,8 +167,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="*", help="worker counts to sweep")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument(
+        "--bound-seconds", type=float, default=2.0,
+        help="how long the model alone runs for the bound, before and after each set's runs",
+    )  # fmt: skip
+    parser.add_argument(
         "--index-threads", type=int, nargs="*", default=[0],
         help="torch threads for the model while indexing to sweep (0: every core)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--foreground", action="store_true",
+        help="run at normal priority, OpenMP threads spinning (clipsearch index --foreground)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--transfer", nargs="*", default=["shared"], choices=("shared", "pickled"),
+        help="how decoded squares come back to the model's process, to sweep",
     )  # fmt: skip
     args = parser.parse_args()
 
@@ -162,9 +201,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     on_gpu = args.device == "cuda"
     model_images = 4096 if on_gpu else 128
-    per_image = model_cost(encoder, model_images, args.batch)
+    per_image = model_cost(encoder, args.batch, args.bound_seconds, model_images)
     print(
         f"{cores} cores, torch threads {torch.get_num_threads()}, "
+        f"{'foreground' if args.foreground else 'background'}, "
         f"model {encoder.name} {encoder.precision} on {args.device}: "
         f"{1 / per_image:.1f} img/s = {per_image * cores * 1000:.0f} core-ms/image"
     )
@@ -208,29 +248,32 @@ def main() -> None:
             sweep = sorted({2**i for i in range(cores.bit_length())} | {cores})
         else:
             sweep = sorted({max(1, cores - 1), cores})
-        runs: dict[tuple[str, int, int], list[tuple[Run, float]]] = {}
+        runs: dict[tuple[str, int, int, str], list[tuple[Run, float]]] = {}
         for repeat in range(args.repeats):
-            per_image = model_cost(encoder, model_images, args.batch)  # the bound, again
             for label, folder, decode in sets:
-                bound = (
-                    min(1 / per_image, cores / decode)
-                    if on_gpu
-                    else (cores / (decode + per_image * cores))
-                )
+                taken = []
+                before = model_cost(encoder, args.batch, args.bound_seconds, model_images)
                 for workers in sweep:
                     for threads in args.index_threads:
-                        run = index_run(folder, encoder, workers, args.batch, threads or None)
-                        runs.setdefault((label, workers, threads), []).append((run, bound))
+                        for transfer in args.transfer:
+                            shared = transfer == "shared"
+                            run = index_run(folder, encoder, workers, args.batch, threads, shared)
+                            taken.append(((label, workers, threads, transfer), run))
+                after = model_cost(encoder, args.batch, args.bound_seconds, model_images)
+                bound = machine_bound((before + after) / 2, decode, cores, on_gpu)
+                for key, run in taken:
+                    runs.setdefault(key, []).append((run, bound))
             print(f"repeat {repeat + 1} of {args.repeats} done", flush=True)
 
         print(f"\nrate / bound, min / median / max of {args.repeats} runs:")
-        for (label, workers, threads), taken in runs.items():
+        for (label, workers, threads, transfer), taken in runs.items():
             bounds = [bound for _, bound in taken]
             whole = [r.whole / bound for r, bound in taken]
             steady = [r.steady / bound for r, bound in taken]
             median = sorted(taken, key=lambda t: t[0].whole / t[1])[len(taken) // 2][0]
             print(
-                f"{label:>10}, workers {workers}, model threads {threads or 'all'}: "
+                f"{label:>10}, workers {workers}, model threads {threads or 'all'}, "
+                f"{transfer}: "
                 f"whole run {spread(whole)}, "
                 f"steady {spread(steady)} "
                 f"(bound {statistics.median(bounds):.1f} img/s, "

@@ -91,6 +91,20 @@ def file_cost(paths: list[Path], prep) -> float:
     return (time.perf_counter() - start) / len(items)
 
 
+def receiving_cost(paths: list[Path], prep, batch: int, shared: bool) -> float:
+    """CPU seconds the model's process spends per square receiving decoded batches (the
+    decoding itself is the workers'), through shared memory or pickled."""
+    items = [(str(p), (p.stat().st_size, p.stat().st_mtime_ns)) for p in paths]
+    batches = [items[i : i + batch] for i in range(0, len(items), batch)]
+    with DecodePool(2, shared=shared) as pool:
+        pool.start()
+        pool.ready()
+        start = time.process_time()
+        for decoded in pool.decode(batches, prep):
+            np.stack([pixels for pixels, _, _ in decoded if pixels is not None])
+        return (time.process_time() - start) / len(items)
+
+
 def model_cost(encoder, batch: int, seconds: float, least: int) -> float:
     """Wall seconds per image with every core busy, fed pre-made uint8 squares, over at
     least `seconds` and `least` images: a fraction of a second is at these machines' mercy."""
@@ -254,6 +268,13 @@ def main() -> None:
             f"256x256 PNG {png * 1000:.1f} ms. A decoding process's whole work per file "
             f"(read, hash, draft decode), the bound's decode cost: 12-MP JPEG "
             f"{jpeg_file * 1000:.1f} ms, 256x256 PNG {png_file * 1000:.2f} ms"
+        )
+        some = sorted(pngs.iterdir())[:640]
+        received = {t: receiving_cost(some, prep, args.batch, t == "shared") for t in args.transfer}
+        print(
+            f"the model's process, receiving {prep.size}-px squares in batches of {args.batch} "
+            "(CPU per square): "
+            + ", ".join(f"{t} {seconds * 1000:.3f} ms" for t, seconds in received.items())
         )
 
         sets = (("12-MP JPEG", jpegs, jpeg_file), ("small PNG", pngs, png_file))

@@ -170,7 +170,7 @@ def spread(values: list[float]) -> str:
 
 
 STARTUP = ("scan", "plan", "first batch decoded", "remove missing", "vector index")
-PER_BATCH = ("waiting for decoding", "stacking pixels", "model", "commit")
+PER_BATCH = ("waiting for decoding", "stacking pixels", "model", "commit", "waiting for the commit")
 
 
 def profile_line(run: Run) -> str:

@@ -11,7 +11,8 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -356,18 +357,39 @@ class Indexer:
     # ---- decode, embed, commit ------------------------------------------------------------
 
     def embed(self, tasks: list[Task], progress: Progress | None) -> None:
-        """Decode, embed and commit the tasks a batch at a time: here, or on Ray."""
+        """Decode, embed and commit the tasks a batch at a time: here, or on Ray. A batch
+        commits, in one transaction, on a writer thread while the next one is embedded, so
+        the model (a GPU above all) does not stand still for it; at most one commit is in
+        flight, and a stop (an error, Ctrl-C) waits for it to end first."""
         if not tasks:
             return
         batches = self._on_ray(tasks) if self.ray is not None else self._here(tasks)
         done = 0
-        for number, (chunk, outcomes) in enumerate(batches, 1):
-            with self.watch("commit"), self.catalog.write() as s:
-                self.write(s, chunk, outcomes)
-            faults.hit("batch-committed", f"batch {number}.")
-            done += len(chunk)
-            if progress:
-                progress(done, len(tasks))
+        writer = ThreadPoolExecutor(1, thread_name_prefix="clipsearch-commit")
+        with closing(batches), writer:
+            committing: tuple[Future, int, int] | None = None  # (commit, batch number, size)
+            for number, (chunk, outcomes) in enumerate(batches, 1):
+                if committing is not None:
+                    done = self._committed(committing, done, len(tasks), progress)
+                committing = (writer.submit(self._commit, chunk, outcomes), number, len(chunk))
+            if committing is not None:
+                self._committed(committing, done, len(tasks), progress)
+
+    def _commit(self, chunk: list[Task], outcomes: list) -> None:
+        with self.watch("commit"), self.catalog.write() as s:
+            self.write(s, chunk, outcomes)
+
+    def _committed(
+        self, committing: tuple[Future, int, int], done: int, total: int, progress: Progress | None
+    ) -> int:
+        """Wait for a batch's commit (its error, if any, is raised here); the files done."""
+        commit, number, size = committing
+        with self.watch("waiting for the commit"):
+            commit.result()
+        faults.hit("batch-committed", f"batch {number}.")
+        if progress:
+            progress(done + size, total)
+        return done + size
 
     def _here(self, tasks: list[Task]) -> Iterator[tuple[list[Task], list]]:
         """Batches decoded by the local processes and embedded by this process's model:

@@ -247,6 +247,65 @@ def test_kill_9_then_rerun_loses_nothing(tmp_path, tiny):
     assert_whole(store, 120)
 
 
+def test_a_batch_commits_while_the_next_one_is_embedded(tmp_path, photos, tiny):
+    """Each commit runs on a writer thread while the model embeds the next batch (a GPU
+    would otherwise stand still for it): every commit but the last waits until the model
+    has begun the next batch, which a commit on the model's own thread would never see."""
+    import threading
+
+    from clipsearch.indexer import Indexer, IndexOptions
+
+    began = threading.Condition()
+    batches: list[str] = []  # the thread each model batch ran on
+    commits: list[tuple[str, bool]] = []  # (thread, the next batch had begun)
+
+    class Watched(Indexer):
+        def vectors(self, decoded):
+            with began:
+                batches.append(threading.current_thread().name)
+                began.notify_all()
+            return super().vectors(decoded)
+
+        def write(self, s, chunk, outcomes):
+            number = len(commits) + 1
+            with began:
+                overlapped = number == 4 or began.wait_for(lambda: len(batches) > number, 10)
+            commits.append((threading.current_thread().name, overlapped))
+            super().write(s, chunk, outcomes)
+
+    with Store(tmp_path / "store") as store:
+        report = Watched(store, tiny, IndexOptions(workers=1, batch_size=2)).run([str(photos)])
+    assert report.added == 7 and len(commits) == 4  # batches of 2, 2, 2, 1
+    assert {name for name, _ in commits}.isdisjoint(batches)
+    assert all(overlapped for _, overlapped in commits)
+    assert_whole(tmp_path / "store", 7)
+
+
+def test_a_commit_that_fails_stops_the_run_and_keeps_the_batches_before_it(tmp_path, photos, tiny):
+    """The catalog refuses a batch (here a trigger, as a full disk would): the error
+    reaches the caller, the batches committed before it stay whole, nothing of it is
+    written, and the next run finishes the work."""
+    store = tmp_path / "store"
+    index(store, [photos], tiny)
+    for i in range(6):
+        make_image(photos / "more" / f"{i}.png", seed=50 + i)
+    db = sqlite3.connect(store / "catalog.db")
+    db.execute(
+        "CREATE TRIGGER full BEFORE INSERT ON vectors WHEN (SELECT count(*) FROM vectors) >= 11 "
+        "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )
+    db.commit()
+    with pytest.raises(Exception, match="disk is full"):
+        index(store, [photos], tiny, batch_size=2)
+    files, vectors = catalog_rows(store)
+    assert len(files) == vectors == 11  # two batches of two after the first seven
+    db.execute("DROP TRIGGER full")
+    db.commit()
+    db.close()
+    assert index(store, [photos], tiny).added == 2
+    assert_whole(store, 13)
+
+
 def test_heic_without_pillow_heif_is_recorded_with_install_hint(tmp_path, photos, tiny):
     from clipsearch.preprocess import heif_support
 
@@ -540,7 +599,8 @@ def test_indexing_photos_costlier_to_decode_than_to_embed_gives_the_model_fewer_
             report = Indexer(store, tiny, options, pool).run([str(tmp_path / "photos")], progress)
         assert report.added == 24
         assert pool.images == 24 and pool.cpu_seconds > 0
-        assert seen[-1] == 1 and torch.get_num_threads() == 2  # given back
+        # progress comes as each commit ends, the last one after the model is done
+        assert seen[-2] == 1 and torch.get_num_threads() == 2  # given back
     finally:
         torch.set_num_threads(before)
 

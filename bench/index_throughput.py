@@ -20,8 +20,9 @@ alone for --bound-seconds each time), and printed as min / median / max of rate 
 Whole run: from the start (scan, the first batch) to the end of the vector index build,
 the decoding processes started beforehand, as `clipsearch index` starts them while its
 model loads (a load takes longer than their start: BENCHMARKS.md gives both). Steady: from
-the first commit to the last. The profile says where the main process's time went in the
-median run.
+the first commit reported to the last, counting the images embedded in between (a commit
+is reported once the next batch is embedded). The profile says where the main process's
+time went in the median run.
 
 The process runs as `clipsearch index` does by default, in the background (priority.py:
 OpenMP threads that sleep rather than spin when they wait, which leaves the decoding
@@ -153,7 +154,9 @@ def _index_run(folder: Path, encoder, workers: int, batch: int, shared: bool) ->
             start = time.perf_counter()
             report = Indexer(store, encoder, options, pool).run([str(folder)], progress)
             end = time.perf_counter()
-        (t0, n0), (t1, n1) = commits[0], commits[-1]
+        # A commit is reported once the next batch is embedded (it commits meanwhile): at
+        # the first report the second batch is done too.
+        (t0, _), (_, n0), (t1, n1) = commits[0], commits[1], commits[-1]
         return Run(n1 / (end - start), (n1 - n0) / (t1 - t0), report.profile, len(commits))
 
 

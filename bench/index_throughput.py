@@ -154,10 +154,13 @@ def _index_run(folder: Path, encoder, workers: int, batch: int, shared: bool) ->
             start = time.perf_counter()
             report = Indexer(store, encoder, options, pool).run([str(folder)], progress)
             end = time.perf_counter()
+        whole = commits[-1][1] / (end - start)
+        if len(commits) < 3:
+            return Run(whole, whole, report.profile, len(commits))  # too short for a window
         # A commit is reported once the next batch is embedded (it commits meanwhile): at
         # the first report the second batch is done too.
         (t0, _), (_, n0), (t1, n1) = commits[0], commits[1], commits[-1]
-        return Run(n1 / (end - start), (n1 - n0) / (t1 - t0), report.profile, len(commits))
+        return Run(whole, (n1 - n0) / (t1 - t0), report.profile, len(commits))
 
 
 def machine_bound(model: float, decode: float, cores: int, on_gpu: bool) -> float:

@@ -78,9 +78,11 @@ IN_SLOT = "in its slot"  # a worker's stand-in for pixels it wrote to shared mem
 @dataclass(frozen=True)
 class Slots:
     """Where the workers write squares: `shape` (batches, batch size, size, size, 3) of
-    uint8 in the memfd at `path`, told apart from an earlier one by its inode."""
+    uint8 in the memfd at `path`. Its device and inode tell it from whatever that path
+    names once the memfd is closed (the parent's next file may get its number)."""
 
     path: str
+    device: int
     inode: int
     shape: tuple[int, ...]
 
@@ -107,6 +109,9 @@ def _slot_array(slots: Slots) -> np.ndarray | None:
     if slots not in _attached:
         try:
             with open(slots.path, "r+b") as f:
+                st = os.fstat(f.fileno())
+                if (st.st_dev, st.st_ino) != (slots.device, slots.inode):
+                    return None  # a task of a run that has ended: not that file any more
                 mapped = mmap.mmap(f.fileno(), slots.nbytes)
         except (OSError, ValueError):
             return None
@@ -139,9 +144,15 @@ class SharedPixels:
 
     def __init__(self, shape: tuple[int, ...]):
         self.fd = os.memfd_create("clipsearch-pixels", os.MFD_CLOEXEC)
-        self.slots = Slots(f"/proc/{os.getpid()}/fd/{self.fd}", os.fstat(self.fd).st_ino, shape)
-        os.ftruncate(self.fd, self.slots.nbytes)
-        mapped = mmap.mmap(self.fd, self.slots.nbytes)
+        try:
+            st = os.fstat(self.fd)
+            path = f"/proc/{os.getpid()}/fd/{self.fd}"
+            self.slots = Slots(path, st.st_dev, st.st_ino, shape)
+            os.ftruncate(self.fd, self.slots.nbytes)
+            mapped = mmap.mmap(self.fd, self.slots.nbytes)
+        except OSError:
+            os.close(self.fd)
+            raise
         self.array = np.frombuffer(mapped, np.uint8).reshape(shape)
 
     @classmethod
@@ -191,7 +202,7 @@ class DecodePool:
     def _restart(self) -> None:
         """A new pool, checked with a task that cannot fail: if a worker dies even then,
         no file is to blame and the run cannot go on."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)  # its workers gone, none writes again
         self._pool = self._start()
         try:
             self._pool.submit(os.getpid).result()
@@ -243,31 +254,56 @@ class DecodePool:
         self._share(max((len(b) for b in batches), default=0), preprocessing.size)
         queue = deque(enumerate(batches))
         pending: deque[tuple[int, Sequence[Item], list[Future]]] = deque()
-        while queue or pending:
-            while queue and len(pending) < self.ahead:
-                number, batch = queue.popleft()
-                pending.append((number, batch, self._submit(batch, number % self.ahead)))
-            number, batch, futures = pending.popleft()
-            slot = number % self.ahead
+        try:
+            while queue or pending:
+                self._fill(queue, pending)
+                number, batch, futures = pending.popleft()
+                slot = number % self.ahead
+                try:
+                    decoded = self._gather(futures, slot)
+                except BrokenProcessPool:  # every batch in flight is lost with the pool
+                    queue.extendleft(reversed([(n, b) for n, b, _ in pending]))
+                    pending.clear()
+                    self._restart()
+                    decoded = self._one_by_one(batch, slot)
+                yield decoded
+        finally:
+            if pending:  # stopped early: what still runs must not write where a later run reads
+                for _, _, futures in pending:
+                    for future in futures:
+                        future.cancel()
+                self._unshare()
+
+    def _fill(self, queue: deque, pending: deque) -> None:
+        """Submit batches until `ahead` are in flight. A pool that broke meanwhile (a
+        worker died while the model ran) refuses them: they wait, and the gather of a batch
+        in flight restarts it; with none in flight, it restarts here."""
+        while queue and len(pending) < self.ahead:
+            number, batch = queue[0]
             try:
-                decoded = self._gather(futures, slot)
-            except BrokenProcessPool:  # every batch in flight is lost with the pool
-                queue.extendleft(reversed([(n, b) for n, b, _ in pending]))
-                pending.clear()
+                futures = self._submit(batch, number % self.ahead)
+            except BrokenProcessPool:
+                if pending:
+                    return
                 self._restart()
-                decoded = self._one_by_one(batch, slot)
-            yield decoded
+                continue
+            queue.popleft()
+            pending.append((number, batch, futures))
 
     def _share(self, longest: int, size: int) -> None:
-        """Slots for `ahead` batches of `longest` squares of `size` (those of the last
-        run where they fit: its squares are no longer read)."""
+        """Slots for `ahead` batches of `longest` squares of `size`: the last run's where
+        the shape is the same (its squares are no longer read), else new ones; none, and
+        pickles, where the system refuses them (no memory, no file descriptors left)."""
         if not self.shared or longest == 0:
             return
         shape = (self.ahead, longest, size, size, 3)
         if self._pixels is not None and self._pixels.slots.shape == shape:
             return
         self._unshare()
-        self._pixels = SharedPixels(shape)
+        try:
+            self._pixels = SharedPixels(shape)
+        except OSError:
+            self.shared = False
 
     def _unshare(self) -> None:
         if self._pixels is not None:

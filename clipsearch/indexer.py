@@ -161,6 +161,7 @@ class Indexer:
         self.memory_budget: int | None = None
         self.shards_read: list[tuple[str, int, int]] = []  # (path, size, mtime_ns)
         self.watch = Stopwatch(self.report.profile)
+        self.commit_cpu = 0.0  # seconds the writer thread has spent committing
 
     def run(self, roots: Sequence[str], progress: Progress | None = None) -> IndexReport:
         """Index under the store's writer lock; a dry run takes none and writes nothing."""
@@ -376,8 +377,11 @@ class Indexer:
                 self._committed(committing, done, len(tasks), progress)
 
     def _commit(self, chunk: list[Task], outcomes: list) -> None:
+        """On the writer thread; its CPU time is counted apart from the model's."""
+        started = time.thread_time()
         with self.watch("commit"), self.catalog.write() as s:
             self.write(s, chunk, outcomes)
+        self.commit_cpu += time.thread_time() - started
 
     def _committed(
         self, committing: tuple[Future, int, int], done: int, total: int, progress: Progress | None
@@ -423,12 +427,12 @@ class Indexer:
 
         @contextmanager
         def share(images: int) -> Iterator[None]:
-            before = time.process_time()
+            before, committing = time.process_time(), self.commit_cpu
             yield
             spent["batches"] += 1
             if not on_cpu or spent["batches"] == 1:
                 return  # the first batch's time is mostly the model warming up
-            spent["cpu"] += time.process_time() - before
+            spent["cpu"] += time.process_time() - before - (self.commit_cpu - committing)
             spent["images"] += images
             decode = pool.cpu_seconds / max(1, pool.images)
             threads = model_threads(decode, spent["cpu"] / spent["images"], started_with)

@@ -86,7 +86,7 @@ def test_a_batch_decoded_again_after_a_worker_died_lands_in_its_slot(batches, mo
 
 
 def test_a_worker_that_cannot_open_the_slots_sends_its_squares_pickled(batches, tmp_path):
-    slots = Slots(str(tmp_path / "gone"), 1, (1, 4, 64, 64, 3))
+    slots = Slots(str(tmp_path / "gone"), 0, 1, (1, 4, 64, 64, 3))
     decoded, seconds = decode_timed(batches[0], PREP, Into(slots, 0, 0))
     assert seconds > 0
     for (pixels, _, _), want in zip(decoded, expected(batches)[:4]):
@@ -100,3 +100,47 @@ def test_a_run_with_longer_batches_gets_new_slots(batches):
         first = pool._pixels.slots
         decode_all(pool, [batches[0] + batches[1]])
         assert pool._pixels.slots.shape[1] == 8 and pool._pixels.slots != first
+
+
+def test_a_task_from_an_ended_run_never_writes_into_another_file(batches, tmp_path):
+    """Once the slots' memfd is closed its /proc path may name another file (the catalog,
+    say): a worker checks it is the same file before it maps it."""
+    other = tmp_path / "catalog.db"
+    other.write_bytes(bytes(4 * 64 * 64 * 3))
+    slots = Slots(str(other), 0, 0, (1, 4, 64, 64, 3))
+    decoded, _ = decode_timed(batches[0], PREP, Into(slots, 0, 0))
+    assert all(isinstance(pixels, np.ndarray) for pixels, _, _ in decoded)
+    assert other.read_bytes() == bytes(4 * 64 * 64 * 3)
+
+
+@needs_memfd
+def test_a_run_stopped_early_leaves_its_slots_to_no_later_run(batches):
+    with DecodePool(1, ahead=2) as pool:
+        run = pool.decode(batches, PREP)
+        next(run)
+        run.close()  # as an error or Ctrl-C in the model would
+        assert pool._pixels is None
+        assert len(decode_all(pool, batches)) == 12
+
+
+def test_a_worker_that_dies_between_batches_is_replaced(batches):
+    """A worker killed while the model embeds (no batch of it in flight): the next batch
+    finds the pool broken when it is handed out, and the pool starts again."""
+    import os
+    import signal
+    import time
+
+    with DecodePool(1, ahead=1) as pool:
+        worker = pool._pool.submit(os.getpid).result()
+        run = pool.decode(batches, PREP)
+        first = [None if p is None else np.array(p) for p, _, _ in next(run)]
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.time() + 30
+        while not pool._pool._broken and time.time() < deadline:
+            time.sleep(0.05)
+        rest = [None if p is None else np.array(p) for d in run for p, _, _ in d]
+    for got, want in zip(first + rest, expected(batches), strict=True):
+        if want is None:
+            assert got is None
+        else:
+            np.testing.assert_array_equal(got, want)

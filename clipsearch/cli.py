@@ -898,3 +898,36 @@ def merge(
         merged = interpolate(resolve(a), resolve(b), alpha)
         save_weights(merged.build(), out_dir, merged.name)
     out.print(f"Wrote {merged.name} to {out_dir}")
+
+
+def _command_line_errors():
+    """Where the command line's errors are defined: typer's own copy of click (typer 0.2x
+    and later), or click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def run(args: list[str] | None = None) -> None:
+    """The `clipsearch` command: the app, with a mistyped command line told in one line
+    like every other failure (click draws a box around it, under the usage)."""
+    errors = _command_line_errors()
+    try:
+        code = app(args, prog_name="clipsearch", standalone_mode=False)
+    except getattr(errors, "NoArgsIsHelpError", ()) as e:
+        e.show()  # the help itself
+        sys.exit(e.exit_code)
+    except errors.UsageError as e:
+        command = e.ctx.command_path if e.ctx else "clipsearch"
+        message = shown(e.format_message().rstrip("."))
+        err.print(f"[red]Error:[/red] {message} (see `{shown(command)} --help`)", markup=True)
+        sys.exit(e.exit_code)
+    except errors.ClickException as e:
+        err.print(f"[red]Error:[/red] {shown(e.format_message())}", markup=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err.print("Aborted.")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -79,6 +79,31 @@ def test_installed_script_reports_offline_model_clearly(tmp_path):
     assert "ViT-B-32/openai" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["query", "--bogus"], "No such option: --bogus (see `clipsearch query --help`)"),
+        (["index"], "Missing argument 'paths' (see `clipsearch index --help`)"),
+        (["nosuch"], "No such command 'nosuch' (see `clipsearch --help`)"),
+        (["query", "--\x1b[31mred"], "No such option: --"),
+    ],
+)
+def test_a_mistyped_command_line_is_one_line_that_says_where_help_is(args, says):
+    """The installed script's usage errors, as every other failure: one line, exit 2,
+    no control character of the command line printed."""
+    exe = Path(sys.executable).parent / "clipsearch"
+    proc = subprocess.run([exe, *args], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and says in proc.stderr, proc.stderr
+    assert "\x1b" not in proc.stderr and "Usage" not in proc.stderr and not proc.stdout
+
+
+def test_the_script_without_a_command_shows_its_help():
+    exe = Path(sys.executable).parent / "clipsearch"
+    proc = subprocess.run([exe], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Commands" in proc.stdout + proc.stderr
+
+
 def test_index_summary_and_status_failed(tmp_path):
     for i in range(3):
         make_image(tmp_path / "p" / f"{i}.png", seed=i)

@@ -855,7 +855,8 @@ def classify(
     device: str = DeviceOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Zero-shot classification with prompt ensembling."""
+    """Zero-shot classification with prompt ensembling. Probabilities as the model was
+    trained: over the labels for CLIP (they sum to 1), each label alone for SigLIP."""
 
     from .encoder import load_model
     from .evaluate import classify as zero_shot

@@ -126,11 +126,16 @@ def top_labels(probs: np.ndarray, labels: Sequence[str], top: int) -> list[list[
 def classify(
     encoder: Encoder, images: Sequence, labels: Sequence[str], prompts: Sequence[str]
 ) -> np.ndarray:
-    """(n_images, n_labels) probabilities: softmax of the model's learned temperature x cosine
-    (100 for OpenAI's weights), as the paper."""
+    """(n_images, n_labels) probabilities from the model's learned temperature x cosine
+    (100 for OpenAI's weights), as each model was trained: a softmax over the labels for
+    CLIP; for a model trained with the sigmoid loss (SigLIP, with its learned bias) each
+    label's own sigmoid, so an image may fit several labels, or none."""
     classifier = zero_shot_classifier(encoder, labels, prompts)
     scale = float(encoder.model.logit_scale.detach().float().exp())
     logits = scale * encoder.encode_images(images) @ classifier.T
+    bias = getattr(encoder.model, "logit_bias", None)
+    if bias is not None:
+        return 1 / (1 + np.exp(-(logits + float(bias.detach().float()))))
     logits -= logits.max(axis=1, keepdims=True)
     p = np.exp(logits)
     return p / p.sum(axis=1, keepdims=True)

@@ -170,6 +170,25 @@ def test_a_folder_indexed_and_queried_with_siglip2(hub_cache, tmp_path):
 
 
 @needs_open_clip
+def test_siglip_classifies_each_label_by_its_own_sigmoid(hub_cache, tmp_path):
+    """As SigLIP was trained, and as open_clip scores it: sigmoid(scale x cosine + bias)
+    for each label alone, so the labels need not sum to 1; CLIP keeps its softmax."""
+    from clipsearch.evaluate import classify
+
+    images = [str(make_image(tmp_path / f"{i}.png", size=(64, 48), seed=i)) for i in range(3)]
+    labels = ["dog", "car", "Hund am Strand"]
+    siglip = load_model(f"open_clip:{SIGLIP2}/random:0")
+    probs = classify(siglip, images, labels, ["{}"])
+    cosines = torch.from_numpy(siglip.encode_images(images) @ siglip.encode_text(labels).T)
+    model = siglip.model
+    want = torch.sigmoid(cosines * model.logit_scale.exp() + model.logit_bias).detach().numpy()
+    np.testing.assert_allclose(probs, want, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(probs.sum(axis=1), 1)
+    clip = load_model("random:tiny")
+    np.testing.assert_allclose(classify(clip, images, labels, ["{}"]).sum(axis=1), 1, rtol=1e-6)
+
+
+@needs_open_clip
 def test_a_hub_repository_of_another_architecture_is_built_by_open_clip(hub_cache, tmp_path):
     """`--model org/name` for a MobileCLIP repository (open_clip_config.json naming a timm
     tower): open_clip builds it from the cache, offline, with the repository's weights."""

@@ -135,7 +135,7 @@ def classify(
     logits = scale * encoder.encode_images(images) @ classifier.T
     bias = getattr(encoder.model, "logit_bias", None)
     if bias is not None:
-        return 1 / (1 + np.exp(-(logits + float(bias.detach().float()))))
+        return 0.5 * (1 + np.tanh((logits + float(bias.detach().float())) / 2))  # no overflow
     logits -= logits.max(axis=1, keepdims=True)
     p = np.exp(logits)
     return p / p.sum(axis=1, keepdims=True)

@@ -52,8 +52,8 @@ import numpy as np
 from machine import cpu_name
 from sqlalchemy.engine import URL
 
-from clipsearch.catalog import Catalog, sqlite_url
-from clipsearch.synthetic import clustered
+from clipsearch.storage.catalog import Catalog, sqlite_url
+from clipsearch.storage.synthetic import clustered
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import PostgresUnavailable, throwaway_postgres  # noqa: E402  (the tests' server)

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from clipsearch.config import TrainConfig
-from clipsearch.distill import distill_text
-from clipsearch.encoder import load_model
-from clipsearch.evaluate import concept_recall
-from clipsearch.preprocess import preprocess
+from clipsearch.core.config import TrainConfig
+from clipsearch.training.distill import distill_text
+from clipsearch.models.encoder import load_model
+from clipsearch.training.evaluate import concept_recall
+from clipsearch.images.pixels import preprocess
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import EMOJI, train_emoji_models  # noqa: E402  (the tests' own model recipe)

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from clipsearch import Library
-from clipsearch.catalog import Catalog
-from clipsearch.encoder import load_model
-from clipsearch.synthetic import clustered, file_vectors
+from clipsearch.storage.catalog import Catalog
+from clipsearch.models.encoder import load_model
+from clipsearch.storage.synthetic import clustered, file_vectors
 
 sys.path.insert(0, str(Path(__file__).parent))
 from index_throughput import camera_jpeg, small_png  # noqa: E402

@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipsearch.priority import run_in_background
+from clipsearch.indexing.priority import run_in_background
 
 if __name__ == "__main__" and "--foreground" not in sys.argv:
     run_in_background()  # as `clipsearch index` by default; OpenMP reads it when torch loads
@@ -51,11 +51,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from clipsearch.decoding import DecodePool  # noqa: E402
-from clipsearch.encoder import load_model  # noqa: E402
-from clipsearch.indexer import Indexer, IndexOptions  # noqa: E402
-from clipsearch.preprocess import decode_for_index, preprocess, square  # noqa: E402
-from clipsearch.store import Store  # noqa: E402
+from clipsearch.indexing.pool import DecodePool  # noqa: E402
+from clipsearch.models.encoder import load_model  # noqa: E402
+from clipsearch.indexing.indexer import Indexer, IndexOptions  # noqa: E402
+from clipsearch.images.pixels import decode_for_index, preprocess, square  # noqa: E402
+from clipsearch.storage.store import Store  # noqa: E402
 
 
 def camera_jpeg(path: Path, rng, size=(4000, 3000)) -> None:

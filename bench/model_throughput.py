@@ -20,9 +20,9 @@ import time
 import numpy as np
 import torch
 
-from clipsearch.encoder import load_model
-from clipsearch.model import CONFIGS, CLIPConfig
-from clipsearch.tokenizer import default_tokenizer
+from clipsearch.models.encoder import load_model
+from clipsearch.models.model import CONFIGS, CLIPConfig
+from clipsearch.models.tokenizer import default_tokenizer
 
 
 def image_tower_flops(cfg: CLIPConfig) -> float:

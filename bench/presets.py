@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from clipsearch import tuning
-from clipsearch.ann import VectorIndexes, presets
-from clipsearch.catalog import Catalog
-from clipsearch.exact import ground_truth
-from clipsearch.query_log import QueryLog
-from clipsearch.search import nearest
-from clipsearch.synthetic import around, file_vectors, unit
+from clipsearch.storage import tuning
+from clipsearch.storage.vector_indexes import VectorIndexes, presets
+from clipsearch.storage.catalog import Catalog
+from clipsearch.storage.exact import ground_truth
+from clipsearch.storage.query_log import QueryLog
+from clipsearch.query.search import nearest
+from clipsearch.storage.synthetic import around, file_vectors, unit
 
 
 def fill(catalog: Catalog, n: int, dim: int, centres: np.ndarray) -> int:

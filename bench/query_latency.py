@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from clipsearch.catalog import Catalog
-from clipsearch.encoder import load_model
+from clipsearch.storage.catalog import Catalog
+from clipsearch.models.encoder import load_model
 from clipsearch.library import Library
-from clipsearch.synthetic import around, file_vectors
+from clipsearch.storage.synthetic import around, file_vectors
 
 QUERIES = [
     f"a photo of {w}"

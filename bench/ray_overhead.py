@@ -24,7 +24,7 @@ from index_throughput import small_png
 from machine import cpu_name
 
 from clipsearch import Library
-from clipsearch.indexer import IndexOptions
+from clipsearch.indexing.indexer import IndexOptions
 
 
 def rate(folder: Path, model: str, ray: bool, batch: int) -> float:
@@ -45,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    from clipsearch import ray_pipeline
+    from clipsearch.indexing import ray_pipeline
 
     start = time.perf_counter()
     ray_pipeline.connect(None)

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clipsearch.encoder import load_model
-from clipsearch.indexer import Indexer, IndexOptions
-from clipsearch.store import Store
+from clipsearch.models.encoder import load_model
+from clipsearch.indexing.indexer import Indexer, IndexOptions
+from clipsearch.storage.store import Store
 
 
 def main() -> None:

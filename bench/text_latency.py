@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clipsearch.digests import DigestCache
-from clipsearch.encoder import Encoder, load_model
-from clipsearch.weights import resolve
+from clipsearch.core.memo import DigestCache
+from clipsearch.models.encoder import Encoder, load_model
+from clipsearch.models.weights import resolve
 
 TEXTS = [f"a photo of {w} {{}}" for w in ("a dog", "a beach at sunset", "two cats on a sofa")]
 

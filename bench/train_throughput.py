@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from clipsearch.model import CLIP, CONFIGS
-from clipsearch.train import param_groups, step_loss
+from clipsearch.models.model import CLIP, CONFIGS
+from clipsearch.training.train import param_groups, step_loss
 
 EMOJI = Path(__file__).resolve().parents[2] / "shared" / "data" / "emoji"
 

@@ -36,13 +36,13 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "load_model": "encoder",
-    "Encoder": "encoder",
-    "ImageError": "preprocess",
-    "WeightsError": "weights",
+    "load_model": "models.encoder",
+    "Encoder": "models.encoder",
+    "ImageError": "images.pixels",
+    "WeightsError": "core.errors",
     "Library": "library",
-    "Filters": "search",
-    "Result": "search",
+    "Filters": "query.search",
+    "Result": "query.search",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -14,18 +14,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import status
-from .ann import LoadedIndex, preset_named
-from .catalog import Catalog, Model, State
-from .config import default_workers
-from .decoding import DecodePool
-from .indexer import Indexer, IndexOptions, IndexReport, Progress, absolute_roots
-from .memo import MemoFile
-from .preprocess import BytesSource, ImageError
-from .pretrained import DEFAULT_MODEL
-from .prompts import SEARCH_PROMPTS
-from .query_log import enabled_by_default
-from .query_precision import PrecisionChecks, TextTowers
-from .search import (
+from .storage.vector_indexes import LoadedIndex, preset_named
+from .storage.catalog import Catalog, Model, State
+from .core.config import default_workers
+from .indexing.pool import DecodePool
+from .indexing.indexer import Indexer, IndexOptions, IndexReport, Progress, absolute_roots
+from .core.memo import MemoFile
+from .images.pixels import BytesSource, ImageError
+from .models.pretrained import DEFAULT_MODEL
+from .core.prompts import SEARCH_PROMPTS
+from .storage.query_log import enabled_by_default
+from .query.precision import PrecisionChecks, TextTowers
+from .query.search import (
     Filters,
     QueryError,
     Result,
@@ -37,11 +37,11 @@ from .search import (
     parse_query,
 )
 from .status import StatusReport
-from .store import PRECISION_CHECKS_FILE, TEXT_MODELS_FILE, OnWait, Store
-from .tuning import Recall
+from .storage.store import PRECISION_CHECKS_FILE, TEXT_MODELS_FILE, OnWait, Store
+from .storage.tuning import Recall
 
 if TYPE_CHECKING:  # torch loads with the first model, not with `status` or `forget`
-    from .encoder import Encoder
+    from .models.encoder import Encoder
 
 TEXT_CACHE_SIZE = 512  # recent query texts kept as vectors: paging and re-filtering are free
 
@@ -192,7 +192,7 @@ class Library:
         return encoder
 
     def _chooses_text_precision(self) -> bool:
-        from .encoder import resolve_device
+        from .models.encoder import resolve_device
 
         return self.precision == "auto" and resolve_device(self.device).type == "cpu"
 
@@ -212,7 +212,7 @@ class Library:
         return spec
 
     def _load(self, spec: str, precision: str, text_only: bool) -> Encoder:
-        from .encoder import load_model
+        from .models.encoder import load_model
 
         self.loads.append((spec, precision, text_only))
         return load_model(
@@ -274,7 +274,7 @@ class Library:
     ) -> IndexReport:
         """Decoding and embedding on Ray; planning and every write stay here. The actors
         load the same model and must arrive at the same digest."""
-        from . import ray_pipeline
+        from .indexing import ray_pipeline
 
         with self.store.writing():
             ray_pipeline.connect(options.ray_address)

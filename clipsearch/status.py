@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from .ann import VectorIndexes
-from .catalog import Catalog
-from .preprocess import skipped_for_heif
-from .query_precision import Verdict
-from .tuning import Recall
+from .storage.vector_indexes import VectorIndexes
+from .storage.catalog import Catalog
+from .images.pixels import skipped_for_heif
+from .query.precision import Verdict
+from .storage.tuning import Recall
 
 
 @dataclass

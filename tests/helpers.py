@@ -87,7 +87,7 @@ def wait_until_gone(marker: str, seconds: float = 10) -> list[int]:
 
 
 def clustered(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
-    from clipsearch import synthetic
+    from clipsearch.storage import synthetic
 
     return synthetic.clustered(n, dim, seed=seed)
 
@@ -95,9 +95,9 @@ def clustered(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
 def make_store(folder: Path, n: int = 4000):
     """A catalog of n clustered 64-d vectors in folders /p/0../p/3, and its vector indexes:
     (catalog, indexes, model id, vectors); the vector of file id i is vectors[i - 1]."""
-    from clipsearch import synthetic
-    from clipsearch.ann import VectorIndexes
-    from clipsearch.catalog import Catalog
+    from clipsearch.storage import synthetic
+    from clipsearch.storage.vector_indexes import VectorIndexes
+    from clipsearch.storage.catalog import Catalog
 
     catalog = Catalog(f"sqlite:///{folder / 'c.db'}")
     vectors = clustered(n)
@@ -207,7 +207,7 @@ def train_emoji_models(folder: Path) -> dict:
     """A tiny CLIP trained from scratch by clipsearch on two emoji styles (train split), then
     fine-tuned on the third style's train split (run directories `scratch` and `tuned`).
     Evaluated on the third style's `val` concepts, which neither run ever saw."""
-    from clipsearch.train import TrainConfig, train
+    from clipsearch.training.train import TrainConfig, train
 
     two = write_emoji_split(EMOJI, folder / "train_two.jsonl", "train", {"twemoji", "noto"})
     third = write_emoji_split(EMOJI, folder / "train_third.jsonl", "train", {"openmoji"})
@@ -242,8 +242,8 @@ def train_emoji_models(folder: Path) -> dict:
 
 def index(store_dir: Path, roots, encoder, **options):
     """Index roots into a store with one decoding process: the run's report."""
-    from clipsearch.indexer import Indexer, IndexOptions
-    from clipsearch.store import Store
+    from clipsearch.indexing.indexer import Indexer, IndexOptions
+    from clipsearch.storage.store import Store
 
     with Store(store_dir) as store:
         return Indexer(store, encoder, IndexOptions(workers=1, **options)).run(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from helpers import clustered, make_store
 
-from clipsearch.ann import (
+from clipsearch.storage.vector_indexes import (
     choose_preset,
     parse_size,
     presets,
@@ -15,11 +15,11 @@ from clipsearch.ann import (
     training_sample,
     write_index_file,
 )
-from clipsearch.catalog import Catalog
-from clipsearch.errors import ClipsearchError
-from clipsearch.exact import exact_topk
-from clipsearch.files import temporary_name
-from clipsearch.search import Filters, nearest
+from clipsearch.storage.catalog import Catalog
+from clipsearch.core.errors import ClipsearchError
+from clipsearch.storage.exact import exact_topk
+from clipsearch.core.files import temporary_name
+from clipsearch.query.search import Filters, nearest
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_hnsw_removals_are_tombstones_until_rebuild(store):
 def test_filtered_search_is_exact_over_the_filtered_set(shared, preset, monkeypatch):
     catalog, built, vectors, _ = shared
     loaded = built[preset]
-    monkeypatch.setattr("clipsearch.search.EXACT_SUBSET_LIMIT", 0)  # force the FAISS path
+    monkeypatch.setattr("clipsearch.query.search.EXACT_SUBSET_LIMIT", 0)  # force the FAISS path
     q = vectors[7]
     hits = nearest(catalog, loaded, q, 10, Filters(folders=["/p/3"]))
     in_folder = np.array([i + 1 for i in range(4000) if i % 4 == 3])

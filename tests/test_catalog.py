@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from clipsearch.catalog import (
+from clipsearch.storage.catalog import (
     SCHEMA_HEAD,
     Catalog,
     CatalogError,
@@ -165,7 +165,7 @@ def test_postgresql_catalog_end_to_end(postgres_server, tmp_path):
 
 MIGRATE = """
 import sys
-from clipsearch.catalog import Catalog
+from clipsearch.storage.catalog import Catalog
 Catalog(sys.argv[1]).prepare()
 """
 

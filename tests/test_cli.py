@@ -160,7 +160,7 @@ def world(tmp_path_factory):
 
     import torch
 
-    from clipsearch.encoder import load_model
+    from clipsearch.models.encoder import load_model
 
     w = tmp_path_factory.mktemp("world")
     for i in range(3):
@@ -260,7 +260,7 @@ def test_a_failed_write_leaves_the_old_output_whole(world):
 
 
 def test_a_broken_preset_file_is_named_and_status_still_works(world, monkeypatch):
-    from clipsearch import ann
+    from clipsearch.storage import vector_indexes as ann
 
     def broken():
         return ann.read_preset("fast.toml", 'name = "fast"\nfactory = "Flat"\n')

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipsearch import cpu_text
-from clipsearch.encoder import Encoder, TextPath, dynamic_dtype, load_model, weights_digest
-from clipsearch.model import CLIP, CONFIGS, Attention
-from clipsearch.tokenizer import default_tokenizer
+from clipsearch.models import cpu_text
+from clipsearch.models.encoder import Encoder, TextPath, dynamic_dtype, load_model, weights_digest
+from clipsearch.models.model import CLIP, CONFIGS, Attention
+from clipsearch.models.tokenizer import default_tokenizer
 
 pytestmark = pytest.mark.skipif(not cpu_text.available(), reason="torch built without oneDNN")
 

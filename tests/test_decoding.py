@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from helpers import make_image
 
-from clipsearch.decoding import (
+from clipsearch.indexing.pool import (
     WORKER_DIED,
     DecodePool,
     Into,
@@ -15,7 +15,7 @@ from clipsearch.decoding import (
     Slots,
     decode_timed,
 )
-from clipsearch.preprocess import Preprocessing, square
+from clipsearch.images.pixels import Preprocessing, square
 
 PREP = Preprocessing(64)
 needs_memfd = pytest.mark.skipif(

@@ -11,12 +11,12 @@ from typer.testing import CliRunner
 
 from clipsearch import Library
 from clipsearch.cli import app
-from clipsearch.config import TrainConfig
-from clipsearch.distill import distill_text, pairs_of, parallel_rows
-from clipsearch.encoder import load_model
-from clipsearch.evaluate import concept_recall
-from clipsearch.preprocess import preprocess
-from clipsearch.search import QueryError
+from clipsearch.core.config import TrainConfig
+from clipsearch.training.distill import distill_text, pairs_of, parallel_rows
+from clipsearch.models.encoder import load_model
+from clipsearch.training.evaluate import concept_recall
+from clipsearch.images.pixels import preprocess
+from clipsearch.query.search import QueryError
 
 MODEL = "random:tiny"
 

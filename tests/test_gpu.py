@@ -11,8 +11,8 @@ import pytest
 import torch
 from helpers import clustered, make_image, make_store
 
-from clipsearch.ann import gpu_count
-from clipsearch.encoder import load_model
+from clipsearch.storage.vector_indexes import gpu_count
+from clipsearch.models.encoder import load_model
 from clipsearch.library import Library
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")

@@ -17,8 +17,8 @@ import torch
 from helpers import cached_repo
 from safetensors.torch import save_file
 
-from clipsearch.encoder import load_model
-from clipsearch.hub import HubError, is_hub_id
+from clipsearch.models.encoder import load_model
+from clipsearch.models.hub import HubError, is_hub_id
 
 transformers = pytest.importorskip("transformers")
 

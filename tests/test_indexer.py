@@ -17,8 +17,8 @@ import pytest
 from helpers import index, make_image, wait_until_gone
 from PIL import Image
 
-from clipsearch.decoding import WORKER_DIED
-from clipsearch.store import Store
+from clipsearch.indexing.pool import WORKER_DIED
+from clipsearch.storage.store import Store
 
 
 def catalog_rows(store_dir):
@@ -161,7 +161,7 @@ def test_dry_run_writes_nothing(tmp_path, photos, tiny):
 
 
 def test_two_models_side_by_side(tmp_path, photos, tiny):
-    from clipsearch.encoder import load_model
+    from clipsearch.models.encoder import load_model
 
     other = load_model("random:tiny:1")
     index(tmp_path / "store", [photos], tiny)
@@ -206,9 +206,9 @@ def test_corrupt_index_file_is_rebuilt(tmp_path, photos, tiny):
 
 KILL_SCRIPT = """
 import sys
-from clipsearch.encoder import load_model
-from clipsearch.indexer import IndexOptions, Indexer
-from clipsearch.store import Store
+from clipsearch.models.encoder import load_model
+from clipsearch.indexing.indexer import IndexOptions, Indexer
+from clipsearch.storage.store import Store
 store = Store(sys.argv[1])
 Indexer(store, load_model("random:tiny"), IndexOptions(batch_size=4, workers=1)).run([sys.argv[2]])
 """
@@ -253,7 +253,7 @@ def test_a_batch_commits_while_the_next_one_is_embedded(tmp_path, photos, tiny):
     has begun the next batch, which a commit on the model's own thread would never see."""
     import threading
 
-    from clipsearch.indexer import Indexer, IndexOptions
+    from clipsearch.indexing.indexer import Indexer, IndexOptions
 
     began = threading.Condition()
     batches: list[str] = []  # the thread each model batch ran on
@@ -307,7 +307,7 @@ def test_a_commit_that_fails_stops_the_run_and_keeps_the_batches_before_it(tmp_p
 
 
 def test_heic_without_pillow_heif_is_recorded_with_install_hint(tmp_path, photos, tiny):
-    from clipsearch.preprocess import heif_support
+    from clipsearch.images.pixels import heif_support
 
     if heif_support():
         pytest.skip("pillow-heif is installed here")
@@ -323,9 +323,9 @@ def test_heic_without_pillow_heif_is_recorded_with_install_hint(tmp_path, photos
 
 LOCKED_OUT_INDEX = """
 import sys
-from clipsearch.encoder import load_model
-from clipsearch.indexer import IndexOptions, Indexer
-from clipsearch.store import Store
+from clipsearch.models.encoder import load_model
+from clipsearch.indexing.indexer import IndexOptions, Indexer
+from clipsearch.storage.store import Store
 report = Indexer(Store(sys.argv[1]), load_model("random:tiny"), IndexOptions(workers=1)).run(
     [sys.argv[2]]
 )
@@ -359,7 +359,7 @@ def test_permission_denied_as_root_without_file_overrides(tmp_path, photos):
 POISON_DECODE = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # a 30 GB resize would fail here
-from clipsearch.preprocess import decode_for_index
+from clipsearch.images.pixels import decode_for_index
 pixels, info, error = decode_for_index(sys.argv[1], 224, (int(sys.argv[2]), int(sys.argv[3])))
 print(error or pixels.shape)
 """
@@ -404,7 +404,7 @@ def bmp_pair(folder):
 
 
 def test_a_vector_is_reused_only_for_the_same_content(tmp_path, tiny):
-    from clipsearch.content import file_fingerprint
+    from clipsearch.indexing.content import file_fingerprint
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -542,9 +542,9 @@ def test_twenty_kills_at_random_moments_then_a_rerun_lose_nothing(tmp_path, tiny
 
 
 UNGUARDED_SCRIPT = """
-from clipsearch.encoder import load_model
-from clipsearch.indexer import IndexOptions, Indexer
-from clipsearch.store import Store
+from clipsearch.models.encoder import load_model
+from clipsearch.indexing.indexer import IndexOptions, Indexer
+from clipsearch.storage.store import Store
 import sys
 Indexer(Store(sys.argv[1]), load_model("random:tiny"), IndexOptions(workers=1)).run([sys.argv[2]])
 """
@@ -567,7 +567,7 @@ def test_workers_that_die_as_they_start_stop_the_run_without_blaming_files(tmp_p
 
 
 def test_the_model_gets_the_cores_decoding_leaves():
-    from clipsearch.config import model_threads
+    from clipsearch.core.config import model_threads
 
     assert model_threads(decode_cpu=0.035, model_cpu=0.035, cores=2) == 1  # 12-MP JPEG, B/32
     assert model_threads(decode_cpu=0.002, model_cpu=0.031, cores=2) == 2  # small PNG
@@ -584,8 +584,8 @@ def test_indexing_photos_costlier_to_decode_than_to_embed_gives_the_model_fewer_
     goes (measured from the decoding processes' own CPU time) and come back after it."""
     import torch
 
-    from clipsearch.decoding import DecodePool
-    from clipsearch.indexer import Indexer, IndexOptions
+    from clipsearch.indexing.pool import DecodePool
+    from clipsearch.indexing.indexer import Indexer, IndexOptions
 
     for i in range(24):
         make_image(tmp_path / "photos" / f"{i}.jpg", size=(1600, 1200), seed=i, quality=95)
@@ -608,7 +608,7 @@ def test_indexing_photos_costlier_to_decode_than_to_embed_gives_the_model_fewer_
 def test_decoding_runs_below_the_models_priority():
     """A model thread preempted by a decoder stalls its whole OpenMP region: decoders get
     the cycles the model leaves, at a lower CPU priority than the process that runs it."""
-    from clipsearch.decoding import DecodePool
+    from clipsearch.indexing.pool import DecodePool
 
     with DecodePool(1) as pool:
         worker = pool._pool.submit(os.getpriority, os.PRIO_PROCESS, 0).result()

@@ -8,9 +8,9 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from clipsearch.encoder import Encoder, load_model  # noqa: E402
-from clipsearch.model import CLIP, CONFIGS  # noqa: E402
-from clipsearch.weights import hf_to_openai  # noqa: E402
+from clipsearch.models.encoder import Encoder, load_model  # noqa: E402
+from clipsearch.models.model import CLIP, CONFIGS  # noqa: E402
+from clipsearch.models.weights import hf_to_openai  # noqa: E402
 
 TOL = 1e-5
 
@@ -143,7 +143,7 @@ def test_reduced_precision_stays_close_to_fp32(precision):
 def test_fp16_on_a_cpu_keeps_fp16_weights_and_computes_in_fp32():
     """FBGEMM's fp16 linear: half the bytes of fp32 and nearly its numbers, where torch's
     own half-precision arithmetic on a CPU would round every product."""
-    from clipsearch.encoder import cpu_fp16_weights
+    from clipsearch.models.encoder import cpu_fp16_weights
 
     if not cpu_fp16_weights():
         pytest.skip("this torch has no FBGEMM (x86) quantised engine")
@@ -177,7 +177,7 @@ def test_a_hf_directory_brings_its_own_preprocessing(tmp_path):
     with other statistics: clipsearch feeds the model exactly what transformers would."""
     from PIL import Image
 
-    from clipsearch.preprocess import Preprocessing
+    from clipsearch.images.pixels import Preprocessing
 
     hf = hf_clip(**SIZES["tiny"])
     hf.save_pretrained(tmp_path / "hf")

@@ -22,8 +22,8 @@ import torch
 from helpers import cached_repo, make_image
 from PIL import Image
 
-from clipsearch.encoder import load_model
-from clipsearch.open_clip_models import BackendMissing, open_clip_module
+from clipsearch.models.encoder import load_model
+from clipsearch.models.open_clip_models import BackendMissing, open_clip_module
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = "CLIPSEARCH_OPEN_CLIP_CHILD"  # set in the interpreter this file runs itself in
@@ -94,7 +94,7 @@ def hub_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
-    from clipsearch.open_clip_models import tokenizer_for
+    from clipsearch.models.open_clip_models import tokenizer_for
 
     tokenizer_for.cache_clear()
     return cache
@@ -174,7 +174,7 @@ def test_a_folder_indexed_and_queried_with_siglip2(hub_cache, tmp_path):
 def test_siglip_classifies_each_label_by_its_own_sigmoid(hub_cache, tmp_path):
     """As SigLIP was trained, and as open_clip scores it: sigmoid(scale x cosine + bias)
     for each label alone, so the labels need not sum to 1; CLIP keeps its softmax."""
-    from clipsearch.evaluate import classify
+    from clipsearch.training.evaluate import classify
 
     images = [str(make_image(tmp_path / f"{i}.png", size=(64, 48), seed=i)) for i in range(3)]
     labels = ["dog", "car", "Hund am Strand"]
@@ -220,7 +220,7 @@ def test_a_hub_repository_of_another_architecture_is_built_by_open_clip(hub_cach
 
 
 def test_only_openais_architecture_is_left_to_clipsearchs_own_clip(tmp_path):
-    from clipsearch.open_clip_models import needs_open_clip
+    from clipsearch.models.open_clip_models import needs_open_clip
 
     def folder(model_cfg: dict) -> Path:
         (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
@@ -242,8 +242,8 @@ def test_only_openais_architecture_is_left_to_clipsearchs_own_clip(tmp_path):
 def test_a_saved_model_keeps_the_activation_its_tag_was_trained_with(tmp_path):
     """open_clip's ViT-B-32/openai is QuickGELU though its arch name does not say so; a
     fine-tuned copy saved by clipsearch must load back with QuickGELU, not GELU."""
-    from clipsearch.encoder import Encoder
-    from clipsearch.open_clip_models import OpenClipConfig, preprocessing_of
+    from clipsearch.models.encoder import Encoder
+    from clipsearch.models.open_clip_models import OpenClipConfig, preprocessing_of
 
     torch.manual_seed(0)
     model = open_clip_module().create_model("ViT-B-32", force_quick_gelu=True).eval()
@@ -270,8 +270,8 @@ def pairs_file(tmp_path: Path, n: int = 4) -> tuple[Path, list[Path], list[str]]
 def test_train_from_fine_tunes_with_the_models_own_loss(arch, loss, hub_cache, tmp_path):
     """One step on one batch: the loss of that step is open_clip's own loss for the model
     on the same batch, and the run directory loads as a changed model of the same kind."""
-    from clipsearch.preprocess import preprocess
-    from clipsearch.train import TrainConfig, train
+    from clipsearch.images.pixels import preprocess
+    from clipsearch.training.train import TrainConfig, train
 
     data, paths, captions = pairs_file(tmp_path)
     spec = f"open_clip:{arch}/random:0"
@@ -308,8 +308,8 @@ def test_without_open_clip_one_line_says_what_to_install(spec, monkeypatch):
 def test_the_named_models_table_says_what_open_clip_builds(hub_cache):
     """Size, vector size and activation of every named model, against the model open_clip
     builds for it (on the meta device: shapes only); a plain ViT's shapes are clipsearch's."""
-    from clipsearch.model import CONFIGS
-    from clipsearch.pretrained import PRETRAINED
+    from clipsearch.models.model import CONFIGS
+    from clipsearch.models.pretrained import PRETRAINED
 
     open_clip = open_clip_module()
     for p in PRETRAINED.values():

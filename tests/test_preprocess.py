@@ -7,7 +7,7 @@ import pytest
 from helpers import make_image
 from PIL import Image
 
-from clipsearch.preprocess import ImageError, open_image, preprocess, to_rgb
+from clipsearch.images.pixels import ImageError, open_image, preprocess, to_rgb
 
 
 def reference_pixels(img: Image.Image, size: int) -> np.ndarray:
@@ -142,7 +142,7 @@ def test_directory_with_image_name(tmp_path):
 
 
 def test_file_that_changes_or_vanishes_while_read_is_not_trusted(tmp_path):
-    from clipsearch.preprocess import decode_for_index
+    from clipsearch.images.pixels import decode_for_index
 
     path = make_image(tmp_path / "a.png")
     st = path.stat()
@@ -162,7 +162,7 @@ RESIZES = [("shortest", "bicubic"), ("squash", "bilinear"), ("longest", "bicubic
 @pytest.mark.parametrize(("resize", "interpolation"), RESIZES)
 @pytest.mark.parametrize("wh", [(64, 40), (40, 64), (33, 33)])
 def test_each_resize_mode_makes_the_models_square(resize, interpolation, wh):
-    from clipsearch.preprocess import Preprocessing
+    from clipsearch.images.pixels import Preprocessing
 
     prep = Preprocessing(32, resize, interpolation, mean=(0.5,) * 3, std=(0.5,) * 3)
     img = Image.fromarray(np.full((wh[1], wh[0], 3), 255, np.uint8))
@@ -181,9 +181,9 @@ def test_named_models_preprocess_as_open_clip_says():
     open_clip = pytest.importorskip(
         "open_clip", reason="open_clip (with torchvision) is not installed beside this torch"
     )
-    from clipsearch.model import CONFIGS
-    from clipsearch.pretrained import PRETRAINED
-    from clipsearch.weights import named_preprocessing
+    from clipsearch.models.model import CONFIGS
+    from clipsearch.models.pretrained import PRETRAINED
+    from clipsearch.models.weights import named_preprocessing
 
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
@@ -208,8 +208,8 @@ def test_named_models_preprocess_as_open_clip_says():
 def test_uint8_squares_from_decoding_normalise_on_the_model_side_as_preprocess_does(tmp_path):
     """Decoding processes send uint8 squares (a quarter of the bytes); the encoder
     normalises them to the same input the float path gives."""
-    from clipsearch.encoder import load_model
-    from clipsearch.preprocess import square
+    from clipsearch.models.encoder import load_model
+    from clipsearch.images.pixels import square
 
     encoder = load_model("random:tiny")
     paths = [make_image(tmp_path / f"{i}.png", seed=i) for i in range(3)]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import make_image, processes_marked
 
-from clipsearch.priority import NICE
+from clipsearch.indexing.priority import NICE
 
 
 def nice_of(pid: int) -> int:

@@ -11,15 +11,16 @@ import torch
 from helpers import make_image
 from typer.testing import CliRunner
 
-from clipsearch import Library, synthetic
-from clipsearch.catalog import Catalog
+from clipsearch import Library
+from clipsearch.storage import synthetic
+from clipsearch.storage.catalog import Catalog
 from clipsearch.cli import app
-from clipsearch.encoder import TextPath, auto_precision, load_model
-from clipsearch.prompts import AGREEMENT_TARGET as MIN_AGREEMENT
-from clipsearch.prompts import SEARCH_PROMPTS as PROBES
-from clipsearch.query_precision import RECHECK_GROWTH, PrecisionChecks, Verdict, agreement
-from clipsearch.search import QueryError
-from clipsearch.store import PRECISION_CHECKS_FILE
+from clipsearch.models.encoder import TextPath, auto_precision, load_model
+from clipsearch.core.prompts import AGREEMENT_TARGET as MIN_AGREEMENT
+from clipsearch.core.prompts import SEARCH_PROMPTS as PROBES
+from clipsearch.query.precision import RECHECK_GROWTH, PrecisionChecks, Verdict, agreement
+from clipsearch.query.search import QueryError
+from clipsearch.storage.store import PRECISION_CHECKS_FILE
 
 MODEL = "random:tiny"
 pytestmark = pytest.mark.usefixtures("cpu_kind")
@@ -134,11 +135,11 @@ def test_fp32_is_kept_where_every_faster_precision_reorders_the_store(tmp_path):
 def test_a_precision_this_torch_could_not_check_is_checked_where_it_can(tmp_path, monkeypatch):
     """A store checked by a torch with int8 kernels only (ARM's qnnpack, say) and opened
     where fp16 weights run too checks fp16 then."""
-    import clipsearch.encoder
+    from clipsearch.models import encoder
 
     store, digest, _ = crowded_store(tmp_path, noise=2e-3)
     with monkeypatch.context() as patch:
-        patch.setattr(clipsearch.encoder, "reduced_precisions", lambda: ("int8",))
+        patch.setattr(encoder, "reduced_precisions", lambda: ("int8",))
         with Library(store) as lib:
             lib.search("a dog", k=5, model=MODEL)
             assert lib.query_encoder(MODEL, text_only=True).precision == "fp32"
@@ -173,9 +174,9 @@ def test_a_model_indexed_after_a_failed_query_is_still_checked(tmp_path):
 
 
 def test_a_torch_without_quantised_engines_stays_in_fp32(tmp_path, monkeypatch):
-    import clipsearch.encoder
+    from clipsearch.models import encoder
 
-    monkeypatch.setattr(clipsearch.encoder, "reduced_precisions", lambda: ())
+    monkeypatch.setattr(encoder, "reduced_precisions", lambda: ())
     store = indexed_store(tmp_path, 3)
     with Library(store) as lib:
         assert lib.search("a dog", k=2, model=MODEL).results

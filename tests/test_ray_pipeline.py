@@ -17,9 +17,9 @@ import pytest
 from helpers import make_image
 
 from clipsearch import Library
-from clipsearch.catalog import Catalog
-from clipsearch.faults import VARIABLE
-from clipsearch.indexer import IndexOptions
+from clipsearch.storage.catalog import Catalog
+from clipsearch.core.faults import VARIABLE
+from clipsearch.indexing.indexer import IndexOptions
 
 ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "clipsearch[ray]")')
 
@@ -144,8 +144,8 @@ def test_a_model_actor_killed_mid_run_has_its_batch_retried(tmp_path, cluster):
 
 
 def test_without_ray_a_clear_line_says_what_to_install(tmp_path, monkeypatch):
-    from clipsearch import ray_pipeline
-    from clipsearch.errors import ClipsearchError
+    from clipsearch.indexing import ray_pipeline
+    from clipsearch.core.errors import ClipsearchError
 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
     with pytest.raises(ClipsearchError, match=r'pip install "clipsearch\[ray\]"'):
@@ -153,8 +153,8 @@ def test_without_ray_a_clear_line_says_what_to_install(tmp_path, monkeypatch):
 
 
 def test_actors_that_load_another_model_stop_the_run_with_one_line(tmp_path, cluster):
-    from clipsearch import ray_pipeline
-    from clipsearch.encoder import load_model
+    from clipsearch.indexing import ray_pipeline
+    from clipsearch.models.encoder import load_model
 
     photos = folder(tmp_path / "photos", 2)
     items = [(str(p), (p.stat().st_size, p.stat().st_mtime_ns)) for p in photos.iterdir()]

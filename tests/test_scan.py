@@ -6,7 +6,7 @@ import os
 
 from helpers import make_image
 
-from clipsearch.scan import Walker
+from clipsearch.indexing.scan import Walker
 
 
 def test_symlink_diamonds_are_walked_once(tmp_path):

@@ -18,8 +18,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from clipsearch.cli import app
-from clipsearch.encoder import load_model
-from clipsearch.search import Filters, QueryError, Term, combine, describe, parse_query
+from clipsearch.models.encoder import load_model
+from clipsearch.query.search import Filters, QueryError, Term, combine, describe, parse_query
 
 runner = CliRunner()
 MODEL = "random:tiny"
@@ -233,9 +233,9 @@ def test_status_and_forget_and_rebuild(indexed, tmp_path):
 
 QUERY_WHILE_INDEXING = """
 import sys
-from clipsearch.encoder import load_model
-from clipsearch.indexer import IndexOptions, Indexer
-from clipsearch.store import Store
+from clipsearch.models.encoder import load_model
+from clipsearch.indexing.indexer import IndexOptions, Indexer
+from clipsearch.storage.store import Store
 options = IndexOptions(batch_size=2, workers=1)
 Indexer(Store(sys.argv[1]), load_model("random:tiny"), options).run([sys.argv[2]])
 """

@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 from helpers import index, make_image, serving
 
-from clipsearch.catalog import Catalog
-from clipsearch.indexer import Indexer, IndexOptions
-from clipsearch.items import member_key, read_bytes, split_member
+from clipsearch.storage.catalog import Catalog
+from clipsearch.indexing.indexer import Indexer, IndexOptions
+from clipsearch.images.items import member_key, read_bytes, split_member
 from clipsearch.library import Library
-from clipsearch.render import as_html
-from clipsearch.search import Filters
-from clipsearch.sources import list_items, shard_items
-from clipsearch.store import Store
+from clipsearch.query.render import as_html
+from clipsearch.query.search import Filters
+from clipsearch.images.shards import list_items, shard_items
+from clipsearch.storage.store import Store
 
 
 def write_shard(path, samples: dict[str, bytes]):

@@ -14,13 +14,13 @@ from typer.testing import CliRunner
 
 from clipsearch.cli import app
 from clipsearch.library import Library
-from clipsearch.store import LOCK_FILE, Store, StoreBusy
+from clipsearch.storage.store import LOCK_FILE, Store, StoreBusy
 
 MODEL = "random:tiny"
 
 HOLD_THE_LOCK = """
 import sys, time
-from clipsearch.store import Store
+from clipsearch.storage.store import Store
 with Store(sys.argv[1]).writing():
     print("holding", flush=True)
     time.sleep(float(sys.argv[2]))

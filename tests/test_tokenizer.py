@@ -9,8 +9,8 @@ import warnings
 import numpy as np
 import pytest
 
-from clipsearch.tokenizer import END_OF_TEXT, START_OF_TEXT, TruncationWarning, clean
-from clipsearch.tokenizer import default_tokenizer as tokenizer
+from clipsearch.models.tokenizer import END_OF_TEXT, START_OF_TEXT, TruncationWarning, clean
+from clipsearch.models.tokenizer import default_tokenizer as tokenizer
 
 
 def test_golden_ids():

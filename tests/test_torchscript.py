@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from clipsearch.model import CLIP, CONFIGS
-from clipsearch.torchscript import ArchiveError, read_tensors
-from clipsearch.weights import WeightsError, resolve
+from clipsearch.models.model import CLIP, CONFIGS
+from clipsearch.models.torchscript import ArchiveError, read_tensors
+from clipsearch.models.weights import WeightsError, resolve
 
 
 class WritesAFileOnLoad(nn.Module):

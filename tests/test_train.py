@@ -16,10 +16,10 @@ from helpers import make_image
 from typer.testing import CliRunner
 
 from clipsearch.cli import app
-from clipsearch.model import CLIP, CONFIGS
-from clipsearch.train import TrainConfig, apply_locks, contrastive_loss, step_loss, train
-from clipsearch.training_data import DataError, load_pairs, split
-from clipsearch.weights import load_dir_weights
+from clipsearch.models.model import CLIP, CONFIGS
+from clipsearch.training.train import TrainConfig, apply_locks, contrastive_loss, step_loss, train
+from clipsearch.training.data import DataError, load_pairs, split
+from clipsearch.models.weights import load_dir_weights
 
 runner = CliRunner()
 
@@ -80,7 +80,7 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
         WORLD_SIZE="2",
         LOCAL_RANK=str(rank),
     )
-    from clipsearch.train import init_world
+    from clipsearch.training.train import init_world
 
     init_world()
     torch.manual_seed(0)
@@ -223,13 +223,13 @@ def test_every_data_format(tmp_path):
     assert len(load_pairs(str(tmp_path / "f")).rows) == 3
     shards = load_pairs(str(tmp_path / "shard-{000..000}.tar")).rows
     assert [p.caption for p in shards] == ["caption 0", "caption 1", "caption 2"]
-    from clipsearch.training_data import read_image
+    from clipsearch.training.data import read_image
 
     assert read_image(shards[0].image).size == (48, 40)
 
 
 def test_validation_split_is_stable():
-    from clipsearch.training_data import Pair
+    from clipsearch.training.data import Pair
 
     pairs = [Pair(f"/img/{i}.jpg", "c") for i in range(1000)]
     train_a, val_a = split(pairs, 0.1)
@@ -254,7 +254,7 @@ def test_merge_interpolates(tmp_path):
         ],
     )
     assert r.exit_code == 0, r.output
-    from clipsearch.weights import resolve
+    from clipsearch.models.weights import resolve
 
     a, b = resolve("random:tiny:1").state_dict, resolve("random:tiny:2").state_dict
     merged = load_dir_weights(tmp_path / "m").state_dict

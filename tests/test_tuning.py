@@ -10,13 +10,15 @@ import pytest
 from helpers import EMOJI, make_image
 from typer.testing import CliRunner
 
-from clipsearch import Library, synthetic, tuning
-from clipsearch.ann import VectorIndexes
-from clipsearch.catalog import Catalog
+from clipsearch import Library
+from clipsearch.storage import synthetic
+from clipsearch.storage import tuning
+from clipsearch.storage.vector_indexes import VectorIndexes
+from clipsearch.storage.catalog import Catalog
 from clipsearch.cli import app
-from clipsearch.exact import ground_truth
-from clipsearch.prompts import AGREEMENT_TARGET
-from clipsearch.query_log import KEEP, QueryLog
+from clipsearch.storage.exact import ground_truth
+from clipsearch.core.prompts import AGREEMENT_TARGET
+from clipsearch.storage.query_log import KEEP, QueryLog
 
 DIM = 64
 

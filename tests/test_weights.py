@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from clipsearch.digests import DigestCache
-from clipsearch.encoder import load_model
-from clipsearch.model import CLIP, CONFIGS
-from clipsearch.weights import PRETRAINED, Pretrained, WeightsError, resolve
+from clipsearch.core.memo import DigestCache
+from clipsearch.models.encoder import load_model
+from clipsearch.models.model import CLIP, CONFIGS
+from clipsearch.models.weights import PRETRAINED, Pretrained, WeightsError, resolve
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +216,7 @@ def test_loading_weights_does_not_import_the_compiler(tmp_path, reference):
     torch._dynamo and sympy, two seconds of every cold query."""
     reference.save(str(tmp_path / "m"))
     code = (
-        "import sys; from clipsearch.encoder import load_model; "
+        "import sys; from clipsearch.models.encoder import load_model; "
         f"load_model({str(tmp_path / 'm')!r}).encode_text(['a dog']); "
         "print('torch._dynamo' in sys.modules, 'sympy' in sys.modules)"
     )

@@ -1,0 +1,129 @@
+"""Walking folders and comparing what is there with the catalog. Tar shards are found as
+files; the indexer opens those that changed (sources.py).
+
+Unchanged files (same size and mtime_ns) are recognised from a stat alone, never read. A new
+file's cheap fingerprint (size + hash of head and tail) finds catalogued files it may be a
+move or copy of; it reuses their vector only if a hash of its whole content matches too.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from ..storage.catalog import File
+from ..images.items import is_shard_name
+from ..images.pixels import is_image_name
+
+
+@dataclass(frozen=True)
+class Found:
+    path: str  # or a shard member's or URL's key (items.py)
+    size: int
+    mtime_ns: int
+    meta: dict | None = field(default=None, compare=False)  # what a shard or list says of it
+
+
+@dataclass
+class ScanProblem:
+    path: str
+    reason: str
+
+
+@dataclass
+class ScanResult:
+    """What a walk found, compared with the catalog."""
+
+    new: list[Found] = field(default_factory=list)
+    changed: list[tuple[Found, File]] = field(default_factory=list)
+    unchanged: list[File] = field(default_factory=list)
+    missing: list[File] = field(default_factory=list)
+    problems: list[ScanProblem] = field(default_factory=list)  # unreadable dirs, loops, bad roots
+
+
+@dataclass
+class Walker:
+    include_hidden: bool = False
+    follow_symlinks: bool = False
+    exclude: Sequence[str] = ()
+    problems: list[ScanProblem] = field(default_factory=list)
+    visited: set = field(default_factory=set)  # (device, inode) of every folder walked
+
+    def excluded(self, path: str, name: str) -> bool:
+        return any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(path, g) for g in self.exclude)
+
+    def walk(self, root: str) -> Iterator[Found]:
+        """Image files under root (or root itself), depth first. Each folder is walked
+        once, however many links lead to it: links that loop are reported, and links that
+        meet again (a diamond) cannot multiply the paths."""
+        try:
+            st = os.stat(root) if self.follow_symlinks else os.lstat(root)
+        except OSError as e:
+            self.problems.append(ScanProblem(root, f"cannot read: {e.strerror}"))
+            return
+        if stat.S_ISLNK(st.st_mode):
+            if not os.path.isdir(root):
+                self.problems.append(
+                    ScanProblem(root, "is a symbolic link; pass --follow-symlinks to index it")
+                )
+                return
+            st = os.stat(root)  # a link named as a root folder is where the user points
+        if stat.S_ISREG(st.st_mode):
+            yield Found(root, st.st_size, st.st_mtime_ns)
+            return
+        key = (st.st_dev, st.st_ino)
+        self.visited.add(key)
+        yield from self._walk_dir(root, {key})
+
+    def _walk_dir(self, folder: str, ancestors: set) -> Iterator[Found]:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            self.problems.append(ScanProblem(folder, f"cannot list folder: {e.strerror}"))
+            return
+        for entry in entries:
+            name = entry.name
+            if (name.startswith(".") and not self.include_hidden) or self.excluded(
+                entry.path, name
+            ):
+                continue
+            try:
+                if entry.is_symlink() and not self.follow_symlinks:
+                    continue
+                st = entry.stat(follow_symlinks=True)
+            except OSError as e:  # dangling link, permission, vanished
+                if entry.is_symlink():
+                    continue
+                self.problems.append(ScanProblem(entry.path, f"cannot stat: {e.strerror}"))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if key in ancestors:
+                    self.problems.append(ScanProblem(entry.path, "symlink loop, not followed"))
+                    continue
+                if key in self.visited:
+                    continue
+                self.visited.add(key)
+                yield from self._walk_dir(entry.path, ancestors | {key})
+            elif stat.S_ISREG(st.st_mode) and (is_image_name(name) or is_shard_name(name)):
+                yield Found(entry.path, st.st_size, st.st_mtime_ns)
+
+
+def compare(found: Sequence[Found], known: dict[str, File]) -> ScanResult:
+    """Sort found files against catalog rows under the same roots."""
+    result = ScanResult()
+    seen = set()
+    for f in found:
+        seen.add(f.path)
+        row = known.get(f.path)
+        if row is None:
+            result.new.append(f)
+        elif row.size == f.size and row.mtime_ns == f.mtime_ns:
+            result.unchanged.append(row)
+        else:
+            result.changed.append((f, row))
+    result.missing = [row for path, row in known.items() if path not in seen]
+    return result

@@ -1,0 +1,254 @@
+"""The named pretrained models clipsearch knows, and where the hub keeps them.
+
+No torch here: `clipsearch models` and the command line's help read this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..images.pixels import INCEPTION_MEAN, INCEPTION_STD, OPENAI_MEAN, OPENAI_STD
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """A named model on the Hugging Face hub, in open_clip's file layout, with the
+    preprocessing it was trained with (open_clip's pretrained.py says which).
+
+    Plain ViT CLIPs load into clipsearch's own CLIP; the others (`needs_open_clip`) are
+    built by open_clip, the optional backend, as `open_clip:<arch>/<tag>`."""
+
+    name: str
+    repo: str
+    quick_gelu: bool
+    family: str
+    params_m: int  # parameters, in millions, both towers
+    embed_dim: int
+    languages: str = "English"
+    needs_open_clip: bool = False
+    filename: str = "open_clip_model.safetensors"
+    mean: tuple[float, float, float] = OPENAI_MEAN
+    std: tuple[float, float, float] = OPENAI_STD
+    resize: str = "shortest"
+    interpolation: str = "bicubic"
+    open_clip: tuple[str, str] = ("", "")  # (architecture, pretrained tag) in open_clip
+
+    @property
+    def arch(self) -> str:
+        return self.name.split("/")[0]
+
+    @property
+    def spec(self) -> str:
+        """What load_model is given for it: its name, or the backend's spec."""
+        arch, tag = self.open_clip
+        return f"open_clip:{arch}/{tag}" if self.needs_open_clip else self.name
+
+    @property
+    def url(self) -> str:
+        return f"https://huggingface.co/{self.repo}/blob/main/{self.filename}"
+
+
+def _plain(name: str, repo: str, quick_gelu: bool, family: str, tag: str, **more) -> Pretrained:
+    """A ViT CLIP of OpenAI's architecture: B/32 and B/16 (512-d), L/14 (768-d)."""
+    size = {"ViT-B-32": (151, 512), "ViT-B-16": (150, 512)}.get(name.split("/")[0], (428, 768))
+    arch = name.split("/")[0] + ("-quickgelu" if quick_gelu and tag != "openai" else "")
+    return Pretrained(name, repo, quick_gelu, family, *size, open_clip=(arch, tag), **more)
+
+
+SIGLIP = dict(mean=INCEPTION_MEAN, std=INCEPTION_STD, resize="squash", needs_open_clip=True)
+MOBILECLIP = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), interpolation="bilinear")
+
+PRETRAINED: dict[str, Pretrained] = {
+    p.name: p
+    for p in [
+        _plain(
+            "ViT-B-32/openai",
+            "timm/vit_base_patch32_clip_224.openai",
+            True,
+            "OpenAI CLIP",
+            "openai",
+        ),
+        _plain(
+            "ViT-B-16/openai",
+            "timm/vit_base_patch16_clip_224.openai",
+            True,
+            "OpenAI CLIP",
+            "openai",
+        ),
+        _plain(
+            "ViT-L-14/openai",
+            "timm/vit_large_patch14_clip_224.openai",
+            True,
+            "OpenAI CLIP",
+            "openai",
+        ),
+        _plain(
+            "ViT-L-14-336/openai",
+            "timm/vit_large_patch14_clip_336.openai",
+            True,
+            "OpenAI CLIP",
+            "openai",
+        ),
+        _plain(
+            "ViT-B-32/laion2b",
+            "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+            False,
+            "LAION-2B",
+            "laion2b_s34b_b79k",
+        ),
+        _plain(
+            "ViT-B-16/laion2b",
+            "laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
+            False,
+            "LAION-2B",
+            "laion2b_s34b_b88k",
+        ),
+        _plain(  # open_clip's laion2b_s32b_b82k: Inception's statistics
+            "ViT-L-14/laion2b",
+            "laion/CLIP-ViT-L-14-laion2B-s32B-b82K",
+            False,
+            "LAION-2B",
+            "laion2b_s32b_b82k",
+            mean=INCEPTION_MEAN,
+            std=INCEPTION_STD,
+        ),
+        _plain(
+            "ViT-B-32/datacomp",
+            "laion/CLIP-ViT-B-32-DataComp.XL-s13B-b90K",
+            False,
+            "DataComp-XL",
+            "datacomp_xl_s13b_b90k",
+        ),
+        _plain(
+            "ViT-B-16/datacomp",
+            "laion/CLIP-ViT-B-16-DataComp.XL-s13B-b90K",
+            False,
+            "DataComp-XL",
+            "datacomp_xl_s13b_b90k",
+        ),
+        _plain(
+            "ViT-L-14/datacomp",
+            "laion/CLIP-ViT-L-14-DataComp.XL-s13B-b90K",
+            False,
+            "DataComp-XL",
+            "datacomp_xl_s13b_b90k",
+        ),
+        _plain("ViT-B-16/dfn2b", "apple/DFN2B-CLIP-ViT-B-16", True, "DFN (Apple)", "dfn2b"),
+        _plain("ViT-L-14/dfn2b", "apple/DFN2B-CLIP-ViT-L-14", True, "DFN (Apple)", "dfn2b"),
+        _plain(
+            "ViT-B-32/metaclip",
+            "timm/vit_base_patch32_clip_224.metaclip_2pt5b",
+            True,
+            "MetaCLIP",
+            "metaclip_fullcc",
+        ),
+        _plain(
+            "ViT-B-16/metaclip",
+            "timm/vit_base_patch16_clip_224.metaclip_2pt5b",
+            True,
+            "MetaCLIP",
+            "metaclip_fullcc",
+        ),
+        _plain(
+            "ViT-L-14/metaclip",
+            "timm/vit_large_patch14_clip_224.metaclip_2pt5b",
+            True,
+            "MetaCLIP",
+            "metaclip_fullcc",
+        ),
+        Pretrained(
+            "ViT-B-16-SigLIP2/webli",
+            "timm/ViT-B-16-SigLIP2",
+            False,
+            "SigLIP 2",
+            375,
+            768,
+            languages="multilingual",
+            open_clip=("ViT-B-16-SigLIP2", "webli"),
+            **SIGLIP,
+        ),
+        Pretrained(
+            "ViT-B-16-SigLIP/webli",
+            "timm/ViT-B-16-SigLIP",
+            False,
+            "SigLIP",
+            203,
+            768,
+            open_clip=("ViT-B-16-SigLIP", "webli"),
+            **SIGLIP,
+        ),
+        Pretrained(
+            "MobileCLIP-S1/datacompdr",
+            "apple/MobileCLIP-S1-OpenCLIP",
+            False,
+            "MobileCLIP",
+            85,
+            512,
+            needs_open_clip=True,
+            open_clip=("MobileCLIP-S1", "datacompdr"),
+            **MOBILECLIP,
+        ),
+        Pretrained(
+            "MobileCLIP-S2/datacompdr",
+            "apple/MobileCLIP-S2-OpenCLIP",
+            False,
+            "MobileCLIP",
+            99,
+            512,
+            needs_open_clip=True,
+            open_clip=("MobileCLIP-S2", "datacompdr"),
+            **MOBILECLIP,
+        ),
+        Pretrained(
+            "MobileCLIP2-S0/dfndr2b",
+            "timm/MobileCLIP2-S0-OpenCLIP",
+            False,
+            "MobileCLIP 2",
+            75,
+            512,
+            needs_open_clip=True,
+            open_clip=("MobileCLIP2-S0", "dfndr2b"),
+            **MOBILECLIP,
+        ),
+        Pretrained(
+            "MobileCLIP2-B/dfndr2b",
+            "timm/MobileCLIP2-B-OpenCLIP",
+            False,
+            "MobileCLIP 2",
+            150,
+            512,
+            needs_open_clip=True,
+            open_clip=("MobileCLIP2-B", "dfndr2b"),
+            **MOBILECLIP,
+        ),
+        Pretrained(
+            "xlm-roberta-base-ViT-B-32/laion5b",
+            "laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k",
+            False,
+            "LAION-5B XLM-R",
+            366,
+            512,
+            languages="100 languages (XLM-R)",
+            needs_open_clip=True,
+            open_clip=("xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k"),
+        ),
+    ]
+}
+DEFAULT_MODEL = "ViT-B-32/openai"
+
+
+def weight_files(p: Pretrained) -> tuple[str, ...]:
+    """The files that may hold a named model's weights, preferred first: some repositories
+    have only open_clip's older .bin."""
+    return (p.filename, "open_clip_pytorch_model.bin")
+
+
+def cached_file(p: Pretrained) -> str | None:
+    """The local path of a named model's weights if the hub cache already has them."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in weight_files(p):
+        found = try_to_load_from_cache(p.repo, filename)
+        if isinstance(found, str):
+            return found
+    return None

@@ -1,0 +1,158 @@
+"""Query results as text for people and programs: json, jsonl, paths, and an HTML gallery."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import re
+from collections.abc import Sequence
+
+from PIL import Image
+
+from ..images.pixels import ImageError, open_image
+from .search import Result
+from ..images.shards import item_source
+
+THUMBNAIL = 256
+
+
+FORMATS = ("table", "json", "jsonl", "paths", "html")
+BY_EXTENSION = {".html": "html", ".htm": "html", ".json": "json", ".jsonl": "jsonl"}
+
+
+def format_for(fmt: str, output: str | None) -> str:
+    """What `--format auto` means: a table on the screen; into a file, what the file's
+    extension names (.html, .json, .jsonl), else one path per line."""
+    if fmt == "auto":
+        if output is None:
+            return "table"
+        return BY_EXTENSION.get(os.path.splitext(output)[1].lower(), "paths")
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be auto or one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def markup_safe(text: str, multiline: bool = False) -> str:
+    """Text safe to print on a terminal through rich: control characters (escape sequences
+    that clear the screen, retitle the window or forge links) written as \\xNN,
+    undecodable bytes as \\udcXX, brackets not read as markup. multiline keeps line
+    breaks."""
+    from rich.markup import escape
+
+    return escape(visible(printable(text), keep="\n" if multiline else ""))
+
+
+def table(query: str, results: Sequence[Result]):
+    """The results as a rich table, every name shown safely."""
+    from rich.table import Table
+
+    t = Table("#", "score", "path", "date", "size", title=markup_safe(query))
+    for rank, r in enumerate(results, 1):
+        date = f"{r.date:%Y-%m-%d}"
+        t.add_row(str(rank), f"{r.score:.3f}", markup_safe(r.path), date, size_text(r.size))
+    return t
+
+
+def as_table(query: str, results: Sequence[Result]) -> str:
+    """The table as plain text, for a file."""
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=200, color_system=None, highlight=False)
+    console.print(table(query, results))
+    return console.file.getvalue()
+
+
+def size_text(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}"
+        n /= 1000
+    return f"{n:.0f} TB"
+
+
+def results_as(fmt: str, query: str, model: str, results: Sequence[Result]) -> str:
+    """Results in one of FORMATS (not auto)."""
+    return {
+        "table": lambda: as_table(query, results),
+        "json": lambda: as_json(query, model, results) + "\n",
+        "jsonl": lambda: as_jsonl(results),
+        "paths": lambda: as_paths(results),
+        "html": lambda: as_html(query, model, results),
+    }[fmt]()
+
+
+def printable(text: str) -> str:
+    """A file name that is not UTF-8 (its bytes kept as lone surrogates) with those bytes
+    written as \\udcXX: printable anywhere, and a valid JSON escape that decodes back to
+    the same name."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def visible(text: str, keep: str = "") -> str:
+    """Control characters (except those in `keep`) written as \\xNN, as `ls` shows them:
+    a file name cannot drive the terminal it is printed on."""
+    return CONTROL.sub(lambda m: m[0] if m[0] in keep else f"\\x{ord(m[0]):02x}", text)
+
+
+def json_text(data) -> str:
+    return printable(json.dumps(data, ensure_ascii=False))
+
+
+def as_json(query: str, model: str, results: Sequence[Result]) -> str:
+    return json_text({"query": query, "model": model, "results": [r.to_dict() for r in results]})
+
+
+def as_jsonl(results: Sequence[Result]) -> str:
+    return "".join(json_text(r.to_dict()) + "\n" for r in results)
+
+
+def as_paths(results: Sequence[Result]) -> str:
+    return "".join(r.path + "\n" for r in results)
+
+
+def thumbnail_data_uri(path: str) -> str | None:
+    try:
+        img, _ = open_image(item_source(path), draft_size=THUMBNAIL)
+    except (ImageError, OSError):
+        return None
+    img.thumbnail((THUMBNAIL, THUMBNAIL), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=82)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def as_html(query: str, model: str, results: Sequence[Result]) -> str:
+    """One self-contained page: thumbnails embedded, nothing fetched."""
+    cards = []
+    for rank, r in enumerate(results, 1):
+        uri = thumbnail_data_uri(r.path)
+        img = f'<img src="{uri}" alt="">' if uri else '<div class="missing">unreadable</div>'
+        name = html.escape(printable(r.path))  # the page is UTF-8 whatever the file names
+        cards.append(
+            f'<figure data-path="{name}" data-score="{r.score:.4f}">{img}'
+            f"<figcaption><b>{rank}.</b> {r.score:.3f}<br><span>{name}</span>"
+            f"<br><small>{r.date:%Y-%m-%d %H:%M}</small></figcaption></figure>"
+        )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>clipsearch: {html.escape(query)}</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:1.5rem;background:#fafafa;color:#222}}
+main{{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:1rem}}
+figure{{margin:0;background:#fff;border-radius:6px;padding:.5rem;box-shadow:0 1px 3px #0002}}
+img{{width:100%;height:200px;object-fit:contain}}
+figcaption{{font-size:.8rem;word-break:break-all}}
+.missing{{height:200px;display:grid;place-items:center;color:#999}}
+</style></head><body>
+<h1>{html.escape(query)}</h1>
+<p>{len(results)} results, model {html.escape(model)}</p>
+<main>
+{chr(10).join(cards)}
+</main></body></html>
+"""

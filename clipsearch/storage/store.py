@@ -1,0 +1,129 @@
+"""Where an index lives: one folder with the catalog database and the vector index files.
+
+Writers (index, forget, rebuild) take the store's lock, one at a time; readers never wait
+for it. The lock is an flock on a file in the store, which the operating system releases
+when its holder ends, however it ends: a kill -9 never leaves a store locked.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import platformdirs
+
+from .vector_indexes import VectorIndexes
+from .catalog import Catalog, CatalogMissing, sqlite_url
+from ..core.memo import DigestCache
+from ..core.errors import ClipsearchError
+from .query_log import QueryLog
+
+CATALOG_FILE = "catalog.db"
+INDEX_DIR = "indexes"
+LOCK_FILE = "writer.lock"
+DIGESTS_FILE = "weights-digests.json"
+PRECISION_CHECKS_FILE = "precision-checks.json"  # query_precision.PrecisionChecks
+TEXT_MODELS_FILE = "text-models.json"  # the text tower each image model's queries use
+
+
+class StoreNotFound(CatalogMissing):
+    """A command that reads a store found none."""
+
+
+class StoreBusy(ClipsearchError):
+    """Another process is writing the store and this one was asked not to wait."""
+
+
+def default_store() -> Path:
+    """CLIPSEARCH_HOME, else the platform's per-user data folder."""
+    env = os.environ.get("CLIPSEARCH_HOME")
+    return Path(env).expanduser() if env else Path(platformdirs.user_data_dir("clipsearch"))
+
+
+OnWait = Callable[[str], None]  # told who holds the lock, before this process waits
+
+
+class Store:
+    """A catalog (the source of truth) and the FAISS indexes derived from it.
+
+    Opening a store changes nothing on disk; the folder and the catalog are created by
+    the first write. create=False refuses a folder without a catalog (a read needs one).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        db_url: str | None = None,
+        create: bool = True,
+        wait: bool = True,
+        on_wait: OnWait | None = None,
+    ):
+        self.path = Path(path).expanduser() if path else default_store()
+        if self.path.exists() and not self.path.is_dir():
+            raise ClipsearchError(f"{self.path} is a file; --store takes a folder")
+        if not db_url and not (self.path / CATALOG_FILE).exists() and not create:
+            raise StoreNotFound(
+                f"no clipsearch index at {self.path}; run `clipsearch index PATH` first "
+                "(or pass --store DIR / set CLIPSEARCH_HOME)"
+            )
+        self.db_url = db_url or sqlite_url(self.path / CATALOG_FILE)
+        self.catalog = Catalog(self.db_url)
+        self.query_log = QueryLog(self.path)
+        self.indexes = VectorIndexes(self.catalog, self.path / INDEX_DIR, self.query_log)
+        self.digests = DigestCache(self.path / DIGESTS_FILE)
+        self.wait = wait
+        self.on_wait = on_wait
+        self._lock_fd: int | None = None
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the store's writer lock (re-entrant), with the catalog ready to write."""
+        if self._lock_fd is not None:
+            yield
+            return
+        if getattr(mp.current_process(), "_inheriting", False):
+            raise StoreBusy(  # else it would wait for the lock its own parent holds
+                "a process that is still starting (a decoding worker importing the main "
+                "script) tried to write the store; put the script's work under "
+                '`if __name__ == "__main__":`'
+            )
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock_fd = self._lock()
+        try:
+            self.catalog.prepare()
+            yield
+        finally:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
+
+    def _lock(self) -> int:
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            if not self.wait:
+                os.close(fd)
+                raise StoreBusy(
+                    f"another clipsearch process (pid {holder}) is writing {self.path}; "
+                    "run again when it has finished, or pass --wait"
+                ) from None
+            if self.on_wait:
+                self.on_wait(holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        return fd
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,141 @@
+"""Retrieval metrics and zero-shot classification (Radford et al. 2021, sections 3.1 and 3.2)."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from ..models.encoder import Encoder
+from ..images.pixels import preprocess
+from .data import Pair, read_image
+
+KS = (1, 5, 10)
+
+
+def embed_pairs(
+    encoder: Encoder, pairs: Sequence[Pair], batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit image and text vectors of the rows (unreadable images raise)."""
+    images = []
+    for i in range(0, len(pairs), batch_size):
+        batch = [
+            preprocess(read_image(p.image), encoder.preprocessing)[0]
+            for p in pairs[i : i + batch_size]
+        ]
+        images.append(encoder.encode_pixels(np.stack(batch)))
+    texts = encoder.encode_text([p.caption for p in pairs])
+    return np.concatenate(images), texts
+
+
+def ranks(similarity: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """1-based rank of the first correct item in each row (ties counted pessimistically)."""
+    best_correct = np.where(correct, similarity, -np.inf).max(axis=1)
+    return (np.where(correct, -np.inf, similarity) >= best_correct[:, None]).sum(axis=1) + 1
+
+
+def retrieval_metrics(
+    images: np.ndarray, texts: np.ndarray, captions: Sequence[str] | None = None
+) -> dict:
+    """Text->image and image->text recall@1/5/10 and median rank. Rows with the same
+    caption count as correct for each other (identical text cannot tell them apart)."""
+    n = len(images)
+    if captions is None:
+        correct = np.eye(n, dtype=bool)
+    else:
+        c = np.asarray(captions, dtype=object)
+        correct = c[:, None] == c[None, :]
+    sim = texts @ images.T
+    out = {"n": n}
+    for name, s in (("text_to_image", sim), ("image_to_text", sim.T)):
+        r = ranks(s, correct)
+        for k in KS:
+            out[f"{name}_R@{k}"] = float(np.mean(r <= k))
+        out[f"{name}_median_rank"] = float(np.median(r))
+    return out
+
+
+def concept_recall(
+    texts: np.ndarray,
+    text_concepts: Sequence[str],
+    images: np.ndarray,
+    image_concepts: Sequence[str],
+    k: int = 5,
+) -> float:
+    """Share of texts with an image of their concept among their k nearest images (a
+    concept may have several images: styles, variants)."""
+    top = np.argsort(-(texts @ images.T), axis=1)[:, :k]
+    found = [c in {image_concepts[j] for j in row} for c, row in zip(text_concepts, top)]
+    return float(np.mean(found))
+
+
+def evaluate(encoder: Encoder, pairs: Sequence[Pair]) -> dict:
+    images, texts = embed_pairs(encoder, pairs)
+    return retrieval_metrics(images, texts, [p.caption for p in pairs])
+
+
+def templates(kind: str) -> list[str]:
+    """`simple` ("a photo of a {}."), `imagenet` (the paper's 80 prompts), or a file with
+    one template per line, `{}` standing for the label."""
+    if kind == "simple":
+        return ["a photo of a {}."]
+    if kind == "imagenet":
+        text = (resources.files("clipsearch") / "data" / "imagenet_templates.txt").read_text()
+    else:
+        text = Path(kind).read_text(encoding="utf-8")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines or [""]:
+        if not _one_label_slot(line):
+            raise ValueError(
+                f"{kind}: {line!r}: templates must be one per line, each with {{}} for the label "
+                "and no other braces (write {{ and }} for literal ones)"
+            )
+    return lines
+
+
+def _one_label_slot(template: str) -> bool:
+    """Exactly one `{}` and no other replacement field: `{x}` or `{0.a}` would read
+    arguments that are not there, or attributes of the label."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError:  # an unmatched brace
+        return False
+    return fields == [""]
+
+
+def zero_shot_classifier(
+    encoder: Encoder, labels: Sequence[str], prompts: Sequence[str]
+) -> np.ndarray:
+    """One unit vector per label: the mean of its normalised prompt embeddings, re-normalised
+    (prompt ensembling)."""
+    weights = []
+    for label in labels:
+        e = encoder.encode_text([p.format(label) for p in prompts]).mean(axis=0)
+        weights.append(e / np.linalg.norm(e))
+    return np.stack(weights)
+
+
+def top_labels(probs: np.ndarray, labels: Sequence[str], top: int) -> list[list[tuple[str, float]]]:
+    """Each image's `top` most probable labels, best first."""
+    return [[(labels[i], float(p[i])) for i in np.argsort(-p)[:top]] for p in probs]
+
+
+def classify(
+    encoder: Encoder, images: Sequence, labels: Sequence[str], prompts: Sequence[str]
+) -> np.ndarray:
+    """(n_images, n_labels) probabilities from the model's learned temperature x cosine
+    (100 for OpenAI's weights), as each model was trained: a softmax over the labels for
+    CLIP; for a model trained with the sigmoid loss (SigLIP, with its learned bias) each
+    label's own sigmoid, so an image may fit several labels, or none."""
+    classifier = zero_shot_classifier(encoder, labels, prompts)
+    scale = float(encoder.model.logit_scale.detach().float().exp())
+    logits = scale * encoder.encode_images(images) @ classifier.T
+    bias = getattr(encoder.model, "logit_bias", None)
+    if bias is not None:
+        return 0.5 * (1 + np.tanh((logits + float(bias.detach().float())) / 2))  # no overflow
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    return p / p.sum(axis=1, keepdims=True)

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from clipsearch.core.config import TrainConfig
-from clipsearch.training.distill import distill_text
-from clipsearch.models.encoder import load_model
-from clipsearch.training.evaluate import concept_recall
 from clipsearch.images.pixels import preprocess
+from clipsearch.models.encoder import load_model
+from clipsearch.training.distill import distill_text
+from clipsearch.training.evaluate import concept_recall
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import EMOJI, train_emoji_models  # noqa: E402  (the tests' own model recipe)

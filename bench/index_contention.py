@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from clipsearch import Library
-from clipsearch.storage.catalog import Catalog
 from clipsearch.models.encoder import load_model
+from clipsearch.storage.catalog import Catalog
 from clipsearch.storage.synthetic import clustered, file_vectors
 
 sys.path.insert(0, str(Path(__file__).parent))

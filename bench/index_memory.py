@@ -28,10 +28,10 @@ import numpy as np
 from machine import cpu_name
 from presets import fill, query_kinds, store_centres
 
-from clipsearch.storage.vector_indexes import VectorIndexes, parse_size
+from clipsearch.query.search import nearest
 from clipsearch.storage.catalog import Catalog
 from clipsearch.storage.exact import ground_truth
-from clipsearch.query.search import nearest
+from clipsearch.storage.vector_indexes import VectorIndexes, parse_size
 
 QUERIES = 200
 

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from clipsearch.query.search import nearest
 from clipsearch.storage import tuning
-from clipsearch.storage.vector_indexes import VectorIndexes, presets
 from clipsearch.storage.catalog import Catalog
 from clipsearch.storage.exact import ground_truth
 from clipsearch.storage.query_log import QueryLog
-from clipsearch.query.search import nearest
 from clipsearch.storage.synthetic import around, file_vectors, unit
+from clipsearch.storage.vector_indexes import VectorIndexes, presets
 
 
 def fill(catalog: Catalog, n: int, dim: int, centres: np.ndarray) -> int:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clipsearch.storage.catalog import Catalog
-from clipsearch.models.encoder import load_model
 from clipsearch.library import Library
+from clipsearch.models.encoder import load_model
+from clipsearch.storage.catalog import Catalog
 from clipsearch.storage.synthetic import around, file_vectors
 
 QUERIES = [

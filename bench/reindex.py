@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clipsearch.models.encoder import load_model
 from clipsearch.indexing.indexer import Indexer, IndexOptions
+from clipsearch.models.encoder import load_model
 from clipsearch.storage.store import Store
 
 

@@ -14,16 +14,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import status
-from .storage.vector_indexes import LoadedIndex, preset_named
-from .storage.catalog import Catalog, Model, State
 from .core.config import default_workers
-from .indexing.pool import DecodePool
-from .indexing.indexer import Indexer, IndexOptions, IndexReport, Progress, absolute_roots
 from .core.memo import MemoFile
-from .images.pixels import BytesSource, ImageError
-from .models.pretrained import DEFAULT_MODEL
 from .core.prompts import SEARCH_PROMPTS
-from .storage.query_log import enabled_by_default
+from .images.pixels import BytesSource, ImageError
+from .indexing.indexer import Indexer, IndexOptions, IndexReport, Progress, absolute_roots
+from .indexing.pool import DecodePool
+from .models.pretrained import DEFAULT_MODEL
 from .query.precision import PrecisionChecks, TextTowers
 from .query.search import (
     Filters,
@@ -37,8 +34,11 @@ from .query.search import (
     parse_query,
 )
 from .status import StatusReport
+from .storage.catalog import Catalog, Model, State
+from .storage.query_log import enabled_by_default
 from .storage.store import PRECISION_CHECKS_FILE, TEXT_MODELS_FILE, OnWait, Store
 from .storage.tuning import Recall
+from .storage.vector_indexes import LoadedIndex, preset_named
 
 if TYPE_CHECKING:  # torch loads with the first model, not with `status` or `forget`
     from .models.encoder import Encoder

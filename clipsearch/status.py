@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from .storage.vector_indexes import VectorIndexes
-from .storage.catalog import Catalog
 from .images.pixels import skipped_for_heif
 from .query.precision import Verdict
+from .storage.catalog import Catalog
 from .storage.tuning import Recall
+from .storage.vector_indexes import VectorIndexes
 
 
 @dataclass

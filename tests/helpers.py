@@ -96,8 +96,8 @@ def make_store(folder: Path, n: int = 4000):
     """A catalog of n clustered 64-d vectors in folders /p/0../p/3, and its vector indexes:
     (catalog, indexes, model id, vectors); the vector of file id i is vectors[i - 1]."""
     from clipsearch.storage import synthetic
-    from clipsearch.storage.vector_indexes import VectorIndexes
     from clipsearch.storage.catalog import Catalog
+    from clipsearch.storage.vector_indexes import VectorIndexes
 
     catalog = Catalog(f"sqlite:///{folder / 'c.db'}")
     vectors = clustered(n)

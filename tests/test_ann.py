@@ -7,6 +7,11 @@ import numpy as np
 import pytest
 from helpers import clustered, make_store
 
+from clipsearch.core.errors import ClipsearchError
+from clipsearch.core.files import temporary_name
+from clipsearch.query.search import Filters, nearest
+from clipsearch.storage.catalog import Catalog
+from clipsearch.storage.exact import exact_topk
 from clipsearch.storage.vector_indexes import (
     choose_preset,
     parse_size,
@@ -15,11 +20,6 @@ from clipsearch.storage.vector_indexes import (
     training_sample,
     write_index_file,
 )
-from clipsearch.storage.catalog import Catalog
-from clipsearch.core.errors import ClipsearchError
-from clipsearch.storage.exact import exact_topk
-from clipsearch.core.files import temporary_name
-from clipsearch.query.search import Filters, nearest
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
+from clipsearch.cli import app
 from clipsearch.storage.catalog import (
     SCHEMA_HEAD,
     Catalog,
@@ -23,7 +24,6 @@ from clipsearch.storage.catalog import (
     make_engine,
     migrate,
 )
-from clipsearch.cli import app
 
 
 def url(path) -> str:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from helpers import make_image
 
+from clipsearch.images.pixels import Preprocessing, square
 from clipsearch.indexing.pool import (
     WORKER_DIED,
     DecodePool,
@@ -15,7 +16,6 @@ from clipsearch.indexing.pool import (
     Slots,
     decode_timed,
 )
-from clipsearch.images.pixels import Preprocessing, square
 
 PREP = Preprocessing(64)
 needs_memfd = pytest.mark.skipif(

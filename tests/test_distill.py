@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 from clipsearch import Library
 from clipsearch.cli import app
 from clipsearch.core.config import TrainConfig
-from clipsearch.training.distill import distill_text, pairs_of, parallel_rows
-from clipsearch.models.encoder import load_model
-from clipsearch.training.evaluate import concept_recall
 from clipsearch.images.pixels import preprocess
+from clipsearch.models.encoder import load_model
 from clipsearch.query.search import QueryError
+from clipsearch.training.distill import distill_text, pairs_of, parallel_rows
+from clipsearch.training.evaluate import concept_recall
 
 MODEL = "random:tiny"
 

@@ -584,8 +584,8 @@ def test_indexing_photos_costlier_to_decode_than_to_embed_gives_the_model_fewer_
     goes (measured from the decoding processes' own CPU time) and come back after it."""
     import torch
 
-    from clipsearch.indexing.pool import DecodePool
     from clipsearch.indexing.indexer import Indexer, IndexOptions
+    from clipsearch.indexing.pool import DecodePool
 
     for i in range(24):
         make_image(tmp_path / "photos" / f"{i}.jpg", size=(1600, 1200), seed=i, quality=95)

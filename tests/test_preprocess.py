@@ -208,8 +208,8 @@ def test_named_models_preprocess_as_open_clip_says():
 def test_uint8_squares_from_decoding_normalise_on_the_model_side_as_preprocess_does(tmp_path):
     """Decoding processes send uint8 squares (a quarter of the bytes); the encoder
     normalises them to the same input the float path gives."""
-    from clipsearch.models.encoder import load_model
     from clipsearch.images.pixels import square
+    from clipsearch.models.encoder import load_model
 
     encoder = load_model("random:tiny")
     paths = [make_image(tmp_path / f"{i}.png", seed=i) for i in range(3)]

@@ -12,14 +12,14 @@ from helpers import make_image
 from typer.testing import CliRunner
 
 from clipsearch import Library
-from clipsearch.storage import synthetic
-from clipsearch.storage.catalog import Catalog
 from clipsearch.cli import app
-from clipsearch.models.encoder import TextPath, auto_precision, load_model
 from clipsearch.core.prompts import AGREEMENT_TARGET as MIN_AGREEMENT
 from clipsearch.core.prompts import SEARCH_PROMPTS as PROBES
+from clipsearch.models.encoder import TextPath, auto_precision, load_model
 from clipsearch.query.precision import RECHECK_GROWTH, PrecisionChecks, Verdict, agreement
 from clipsearch.query.search import QueryError
+from clipsearch.storage import synthetic
+from clipsearch.storage.catalog import Catalog
 from clipsearch.storage.store import PRECISION_CHECKS_FILE
 
 MODEL = "random:tiny"

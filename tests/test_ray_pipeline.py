@@ -17,9 +17,9 @@ import pytest
 from helpers import make_image
 
 from clipsearch import Library
-from clipsearch.storage.catalog import Catalog
 from clipsearch.core.faults import VARIABLE
 from clipsearch.indexing.indexer import IndexOptions
+from clipsearch.storage.catalog import Catalog
 
 ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "clipsearch[ray]")')
 
@@ -144,8 +144,8 @@ def test_a_model_actor_killed_mid_run_has_its_batch_retried(tmp_path, cluster):
 
 
 def test_without_ray_a_clear_line_says_what_to_install(tmp_path, monkeypatch):
-    from clipsearch.indexing import ray_pipeline
     from clipsearch.core.errors import ClipsearchError
+    from clipsearch.indexing import ray_pipeline
 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
     with pytest.raises(ClipsearchError, match=r'pip install "clipsearch\[ray\]"'):

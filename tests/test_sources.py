@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 from helpers import index, make_image, serving
 
-from clipsearch.storage.catalog import Catalog
-from clipsearch.indexing.indexer import Indexer, IndexOptions
 from clipsearch.images.items import member_key, read_bytes, split_member
+from clipsearch.images.shards import list_items, shard_items
+from clipsearch.indexing.indexer import Indexer, IndexOptions
 from clipsearch.library import Library
 from clipsearch.query.render import as_html
 from clipsearch.query.search import Filters
-from clipsearch.images.shards import list_items, shard_items
+from clipsearch.storage.catalog import Catalog
 from clipsearch.storage.store import Store
 
 

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from clipsearch.cli import app
 from clipsearch.models.model import CLIP, CONFIGS
-from clipsearch.training.train import TrainConfig, apply_locks, contrastive_loss, step_loss, train
-from clipsearch.training.data import DataError, load_pairs, split
 from clipsearch.models.weights import load_dir_weights
+from clipsearch.training.data import DataError, load_pairs, split
+from clipsearch.training.train import TrainConfig, apply_locks, contrastive_loss, step_loss, train
 
 runner = CliRunner()
 

@@ -11,14 +11,13 @@ from helpers import EMOJI, make_image
 from typer.testing import CliRunner
 
 from clipsearch import Library
-from clipsearch.storage import synthetic
-from clipsearch.storage import tuning
-from clipsearch.storage.vector_indexes import VectorIndexes
-from clipsearch.storage.catalog import Catalog
 from clipsearch.cli import app
-from clipsearch.storage.exact import ground_truth
 from clipsearch.core.prompts import AGREEMENT_TARGET
+from clipsearch.storage import synthetic, tuning
+from clipsearch.storage.catalog import Catalog
+from clipsearch.storage.exact import ground_truth
 from clipsearch.storage.query_log import KEEP, QueryLog
+from clipsearch.storage.vector_indexes import VectorIndexes
 
 DIM = 64
 

@@ -829,8 +829,8 @@ def evaluate_command(
 ) -> None:
     """Text-to-image and image-to-text recall@1/5/10 and median rank on a data set."""
     from ..models.encoder import load_model
-    from ..training.evaluate import evaluate
     from ..training.data import load_pairs
+    from ..training.evaluate import evaluate
 
     with user_errors():
         pairs = load_pairs(data, image_column, caption_column)

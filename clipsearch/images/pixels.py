@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..core import faults
-from ..indexing.content import content_hash, fingerprint_of
 from ..core.errors import ClipsearchError
+from ..indexing.content import content_hash, fingerprint_of
 from .items import is_plain_file, read_bytes, source_stat
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import ClipsearchError
+from ..training.data import CAPTION_KEYS, IMAGE_KEYS, pick_column, read_records
 from .items import is_plain_file, is_url, member_key, read_bytes
 from .pixels import BytesSource, is_image_name
-from ..training.data import CAPTION_KEYS, IMAGE_KEYS, pick_column, read_records
 
 URL_KEYS = ("url", "image_url", *IMAGE_KEYS)
 SIDECARS = {".txt": "caption", ".caption": "caption", ".json": "json"}

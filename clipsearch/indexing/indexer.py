@@ -20,12 +20,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..core import faults
-from ..storage.vector_indexes import IndexWriteError, parse_size, preset_named
-from ..storage.catalog import Catalog, File, State
 from ..core.config import IndexOptions, default_workers, model_threads
-from .content import file_content_hash, file_fingerprint
-from .pool import DecodePool
 from ..core.errors import ClipsearchError
+from ..core.prompts import SEARCH_PROMPTS
 from ..images.items import (
     is_list_name,
     is_plain_file,
@@ -35,10 +32,13 @@ from ..images.items import (
     split_member,
 )
 from ..images.pixels import ImageInfo, heif_support, skipped_for_heif
-from ..core.prompts import SEARCH_PROMPTS
-from .scan import Found, ScanProblem, ScanResult, Walker, compare
 from ..images.shards import SourceError, list_items, shard_items
+from ..storage.catalog import Catalog, File, State
 from ..storage.store import Store
+from ..storage.vector_indexes import IndexWriteError, parse_size, preset_named
+from .content import file_content_hash, file_fingerprint
+from .pool import DecodePool
+from .scan import Found, ScanProblem, ScanResult, Walker, compare
 
 if TYPE_CHECKING:  # torch: not imported by `status`, `forget` or decoding workers
     from ..models.encoder import Encoder

@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import cpu_text
-from ..core.memo import DigestCache
 from ..core.errors import ClipsearchError
+from ..core.memo import DigestCache
+from ..images.pixels import ImageSource, Preprocessing, preprocess
+from . import cpu_text
 from .model import CLIP
 from .open_clip_models import is_open_clip_config
 from .precisions import CANDIDATES, PRECISIONS
-from ..images.pixels import ImageSource, Preprocessing, preprocess
 from .pretrained import DEFAULT_MODEL
 from .tokenizer import Tokenizer, cut_to_longest, default_tokenizer
 from .weights import resolve, save_weights

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from ..core.errors import WeightsError
-from .hub import HubError, hub_unreachable
 from ..images.pixels import INTERPOLATIONS, RESIZE_MODES, Preprocessing
+from .hub import HubError, hub_unreachable
 
 PREFIX = "open_clip:"
 BACKEND = "open_clip"

@@ -20,14 +20,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from . import hub
-from . import open_clip_models
-from . import torchscript
 from ..core.errors import WeightsError
 from ..core.files import replacing, write_atomic
+from ..images.pixels import OPENAI_MEAN, OPENAI_STD, Preprocessing
+from . import hub, open_clip_models, torchscript
 from .model import CLIP, CONFIGS, CLIPConfig, TextConfig, VisionConfig
 from .open_clip_models import OpenClipWeights
-from ..images.pixels import OPENAI_MEAN, OPENAI_STD, Preprocessing
 from .pretrained import PRETRAINED, Pretrained
 
 OWN_CONFIG = "clipsearch.json"

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..core.memo import MemoFile
-from ..models.precisions import CANDIDATES
 from ..core.prompts import AGREEMENT_TARGET, SEARCH_PROMPTS
+from ..models.precisions import CANDIDATES
 
 if TYPE_CHECKING:
     from ..models.encoder import Encoder

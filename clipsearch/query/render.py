@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from PIL import Image
 
 from ..images.pixels import ImageError, open_image
-from .search import Result
 from ..images.shards import item_source
+from .search import Result
 
 THUMBNAIL = 256
 

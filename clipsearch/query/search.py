@@ -16,11 +16,11 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ..storage.vector_indexes import LoadedIndex
-from ..storage.catalog import Catalog
 from ..core.errors import ClipsearchError
-from ..storage.exact import exact_topk
 from ..images.pixels import BytesSource, is_image_name
+from ..storage.catalog import Catalog
+from ..storage.exact import exact_topk
+from ..storage.vector_indexes import LoadedIndex
 
 EXACT_SUBSET_LIMIT = 20_000  # filtered sets up to this size are searched exactly
 _WEIGHTED = re.compile(r"^(-?\d+(?:\.\d+)?):(.+)$", re.DOTALL)

@@ -34,14 +34,14 @@ from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..images import items
-from ..images import shards as sources
-from ..storage.catalog import CatalogError, CatalogMissing, File, State
 from ..core.errors import ClipsearchError
 from ..core.files import write_atomic
-from ..library import Library, UnknownFile, UnusableImage, parse_date
+from ..images import items
+from ..images import shards as sources
 from ..images.pixels import BytesSource, ImageError, is_image_name, open_image
+from ..library import Library, UnknownFile, UnusableImage, parse_date
 from ..query.search import Filters, QueryError, Result, Term, parse_query, split_query
+from ..storage.catalog import CatalogError, CatalogMissing, File, State
 
 API = "/api/v1"
 MAX_UPLOAD = 20 * 1024 * 1024

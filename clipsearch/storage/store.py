@@ -16,11 +16,11 @@ from pathlib import Path
 
 import platformdirs
 
-from .vector_indexes import VectorIndexes
-from .catalog import Catalog, CatalogMissing, sqlite_url
-from ..core.memo import DigestCache
 from ..core.errors import ClipsearchError
+from ..core.memo import DigestCache
+from .catalog import Catalog, CatalogMissing, sqlite_url
 from .query_log import QueryLog
+from .vector_indexes import VectorIndexes
 
 CATALOG_FILE = "catalog.db"
 INDEX_DIR = "indexes"

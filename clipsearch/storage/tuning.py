@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..core.prompts import AGREEMENT_TARGET
 from .catalog import Catalog
 from .exact import ground_truth
-from ..core.prompts import AGREEMENT_TARGET
 
 if TYPE_CHECKING:
     from .vector_indexes import LoadedIndex

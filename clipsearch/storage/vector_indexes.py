@@ -30,10 +30,10 @@ import faiss
 import numpy as np
 
 from ..core import faults
-from . import tuning
-from .catalog import Catalog
 from ..core.errors import ClipsearchError
 from ..core.files import replacing
+from . import tuning
+from .catalog import Catalog
 from .query_log import QueryLog
 
 if sys.version_info >= (3, 11):

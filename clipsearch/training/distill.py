@@ -33,8 +33,8 @@ from ..models.encoder import Encoder
 from ..models.model import CLIP
 from ..models.open_clip_models import is_open_clip_config
 from ..models.tokenizer import cut_to_longest, default_tokenizer
-from .data import DataError, read_text
 from ..models.weights import resolve, save_text_tower
+from .data import DataError, read_text
 
 Progress = Callable[[int, int, dict], None]
 

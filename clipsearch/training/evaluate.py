@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.encoder import Encoder
 from ..images.pixels import preprocess
+from ..models.encoder import Encoder
 from .data import Pair, read_image
 
 KS = (1, 5, 10)

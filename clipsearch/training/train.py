@@ -27,14 +27,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..core.config import TrainConfig, default_loader_workers
-from ..models.encoder import Encoder, native_bf16, text_tokenizer, trims_padding
-from .evaluate import evaluate
 from ..core.files import replacing
+from ..models.encoder import Encoder, native_bf16, text_tokenizer, trims_padding
 from ..models.model import CLIP
 from ..models.open_clip_models import is_open_clip_config
 from ..models.tokenizer import cut_to_longest
-from .data import Pair, PairDataset, Pairs, load_pairs, split
 from ..models.weights import random_weights, resolve, save_weights
+from .data import Pair, PairDataset, Pairs, load_pairs, split
+from .evaluate import evaluate
 
 MAX_LOGIT_SCALE = math.log(100)
 STATE_FILE = "state.pt"

@@ -52,7 +52,8 @@ import numpy as np
 from machine import cpu_name
 from sqlalchemy.engine import URL
 
-from clipsearch.storage.catalog import Catalog, sqlite_url
+from clipsearch.storage.catalog import Catalog
+from clipsearch.storage.database import sqlite_url
 from clipsearch.storage.synthetic import clustered
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -92,17 +93,17 @@ def model_spec(dim: int) -> tuple[str, str, str, int]:
 def row_by_row(catalog: Catalog, vectors: np.ndarray, batch: int) -> None:
     """As the indexer wrote a batch of new images before: per image a file row (its id
     back from the database) and its vector."""
-    model_id = catalog.register_model(*model_spec(vectors.shape[1])).id
+    model_id = catalog.models.register(*model_spec(vectors.shape[1])).id
     for start in range(0, len(vectors), batch):
         with catalog.write() as s:
             for i in range(start, min(start + batch, len(vectors))):
-                row = Catalog.add_file(s, path(i + 1), 3_000_000, 10**18, **file_fields(i + 1))
-                Catalog.add_vectors(s, model_id, [row.id], vectors[i][None])
+                row = catalog.files.add(s, path(i + 1), 3_000_000, 10**18, **file_fields(i + 1))
+                catalog.vectors.add(s, model_id, [row.id], vectors[i][None])
 
 
 def as_indexer(catalog: Catalog, vectors: np.ndarray, batch: int) -> None:
     """As `Indexer.write` writes a batch of new images now."""
-    model_id = catalog.register_model(*model_spec(vectors.shape[1])).id
+    model_id = catalog.models.register(*model_spec(vectors.shape[1])).id
     for start in range(0, len(vectors), batch):
         numbers = range(start + 1, min(start + batch, len(vectors)) + 1)
         rows = [
@@ -110,8 +111,8 @@ def as_indexer(catalog: Catalog, vectors: np.ndarray, batch: int) -> None:
             for i in numbers
         ]
         with catalog.write() as s:
-            ids = Catalog.add_files(s, rows)
-            Catalog.add_vectors(s, model_id, ids, vectors[start : start + len(ids)])
+            ids = catalog.files.add_many(s, rows)
+            catalog.vectors.add(s, model_id, ids, vectors[start : start + len(ids)])
 
 
 def measure(url, write: Callable, vectors: np.ndarray, batch: int) -> float:
@@ -122,9 +123,9 @@ def measure(url, write: Callable, vectors: np.ndarray, batch: int) -> float:
         start = time.perf_counter()
         write(catalog, vectors, batch)
         seconds = time.perf_counter() - start
-        model_id = catalog.register_model(*model_spec(vectors.shape[1])).id
-        assert len(catalog.vector_ids(model_id)) == len(vectors)
-        assert catalog.log_position(model_id) == len(vectors)
+        model_id = catalog.models.register(*model_spec(vectors.shape[1])).id
+        assert len(catalog.vectors.ids(model_id)) == len(vectors)
+        assert catalog.vectors.log_position(model_id) == len(vectors)
     finally:
         catalog.close()
     return len(vectors) / seconds

@@ -28,10 +28,11 @@ import numpy as np
 from machine import cpu_name
 from presets import fill, query_kinds, store_centres
 
+from clipsearch.core.sizes import parse_size
 from clipsearch.query.search import nearest
 from clipsearch.storage.catalog import Catalog
 from clipsearch.storage.exact import ground_truth
-from clipsearch.storage.vector_indexes import VectorIndexes, parse_size
+from clipsearch.storage.vector_indexes import VectorIndexes
 
 QUERIES = 200
 
@@ -49,7 +50,7 @@ def rss_peak() -> int:
 
 def child(kind: str, folder: Path, budget: int, dim: int) -> dict:
     catalog = Catalog(f"sqlite:///{folder / 'catalog.db'}")
-    model_id = catalog.models()[0][0].id
+    model_id = catalog.models.counted()[0][0].id
     indexes = VectorIndexes(catalog, folder / "indexes")
     if kind == "baseline":
         return {"peak": rss_peak()}

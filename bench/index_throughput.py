@@ -51,9 +51,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from clipsearch.images.pixels import decode_for_index, preprocess, square  # noqa: E402
+from clipsearch.images.pixels import preprocess, square  # noqa: E402
 from clipsearch.indexing.indexer import Indexer, IndexOptions  # noqa: E402
 from clipsearch.indexing.pool import DecodePool  # noqa: E402
+from clipsearch.indexing.worker import decode_for_index
 from clipsearch.models.encoder import load_model  # noqa: E402
 from clipsearch.storage.store import Store  # noqa: E402
 

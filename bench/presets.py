@@ -33,9 +33,10 @@ from clipsearch.query.search import nearest
 from clipsearch.storage import tuning
 from clipsearch.storage.catalog import Catalog
 from clipsearch.storage.exact import ground_truth
+from clipsearch.storage.presets import presets
 from clipsearch.storage.query_log import QueryLog
 from clipsearch.storage.synthetic import around, file_vectors, unit
-from clipsearch.storage.vector_indexes import VectorIndexes, presets
+from clipsearch.storage.vector_indexes import VectorIndexes
 
 
 def fill(catalog: Catalog, n: int, dim: int, centres: np.ndarray) -> int:

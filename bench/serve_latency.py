@@ -176,7 +176,7 @@ def main() -> None:
                           f"(HTTP's share of the p50: {overhead:+.2f} ms)")  # fmt: skip
                     print(f"  serve start to first answer     {first:.1f} s; "
                           f"RSS {rss_mb(proc.pid):,.0f} MB")  # fmt: skip
-                    ids = [r.id for r in Library(store).catalog.files_under([str(jpegs)]).values()]
+                    ids = [r.id for r in Library(store).catalog.files.under([str(jpegs)]).values()]
                     t = time.perf_counter()
                     client.get(f"{url}thumb/{ids[0]}", params={"size": 256}).raise_for_status()
                     made = (time.perf_counter() - t) * 1000

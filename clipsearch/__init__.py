@@ -38,7 +38,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_model": "models.encoder",
     "Encoder": "models.encoder",
-    "ImageError": "images.pixels",
+    "ImageError": "images.decode",
     "WeightsError": "core.errors",
     "Library": "library",
     "Filters": "query.search",

@@ -17,7 +17,7 @@ from . import status
 from .core.config import default_workers
 from .core.memo import MemoFile
 from .core.prompts import SEARCH_PROMPTS
-from .images.pixels import BytesSource, ImageError
+from .images.decode import BytesSource, ImageError
 from .indexing.indexer import Indexer, IndexOptions, IndexReport, Progress, absolute_roots
 from .indexing.pool import DecodePool
 from .models.pretrained import DEFAULT_MODEL
@@ -34,11 +34,14 @@ from .query.search import (
     parse_query,
 )
 from .status import StatusReport
-from .storage.catalog import Catalog, Model, State
+from .storage.catalog import Catalog
+from .storage.database import State
+from .storage.loaded_index import LoadedIndex
+from .storage.presets import preset_named
 from .storage.query_log import enabled_by_default
+from .storage.recall import Recall
+from .storage.schema import Model
 from .storage.store import PRECISION_CHECKS_FILE, TEXT_MODELS_FILE, OnWait, Store
-from .storage.tuning import Recall
-from .storage.vector_indexes import LoadedIndex, preset_named
 
 if TYPE_CHECKING:  # torch loads with the first model, not with `status` or `forget`
     from .models.encoder import Encoder
@@ -151,7 +154,11 @@ class Library:
         """The store's only model if it has one, clipsearch's default if the store has
         none or has it among several; with several others, the caller must choose (and
         no model is looked for on the network in the meantime)."""
-        have = [(m, n) for m, n in self.catalog.models() if n > 0] if self._has_catalog() else []
+        have = (
+            [(m, n) for m, n in self.catalog.models.counted() if n > 0]
+            if self._has_catalog()
+            else []
+        )
         names = [m.name for m, _ in have]
         if len(have) == 1:
             return names[0]
@@ -228,9 +235,9 @@ class Library:
         do have vectors here if it has none."""
         if encoder.digest in self._model_rows:
             return self._model_rows[encoder.digest]
-        row = self.catalog.find_model(encoder.digest)
-        if row is None or not self.catalog.has_vectors(row.id):
-            have = [(m, n) for m, n in self.catalog.models() if n > 0]
+        row = self.catalog.models.find(encoder.digest)
+        if row is None or not self.catalog.models.has_vectors(row.id):
+            have = [(m, n) for m, n in self.catalog.models.counted() if n > 0]
             listing = ", ".join(f"{m.name} ({n} vectors)" for m, n in have) or "none yet"
             raise QueryError(
                 f"this store has no vectors from model {encoder.name} (weights {encoder.digest}). "
@@ -292,10 +299,10 @@ class Library:
     def forget(self, paths: Sequence[str | os.PathLike]) -> int:
         """Remove files or whole folders from the catalog and the vector indexes."""
         with self.store.writing():
-            ids = [row.id for row in self.catalog.files_under(absolute_roots(paths)).values()]
+            ids = [row.id for row in self.catalog.files.under(absolute_roots(paths)).values()]
             if ids:
                 with self.catalog.write() as s:
-                    Catalog.remove_files(s, ids)
+                    self.catalog.files.remove(s, ids)
                 self.store.indexes.sync_all()
         return len(ids)
 
@@ -322,7 +329,7 @@ class Library:
         """The model named, or every model with vectors here."""
         if model is not None:
             return [self.model_with_vectors(self.encoder(model))]
-        return [m for m, n in self.catalog.models() if n > 0]
+        return [m for m, n in self.catalog.models.counted() if n > 0]
 
     def check_recall(self, model: str | None = None) -> list[RecallCheck]:
         """Measure each vector index's recall@10 against exact search on every query set
@@ -336,7 +343,7 @@ class Library:
                     continue
                 prompts = self._tuning_queries(row)
                 found = self.store.indexes.check(loaded, prompts)
-                self.catalog.record_recall(row.id, json.dumps(found.to_dict()))
+                self.catalog.indexes.record_recall(row.id, json.dumps(found.to_dict()))
                 better = self.store.indexes.retune(loaded, prompts).recall if found.below else None
                 done.append(RecallCheck(row.name, loaded.preset.name, found, better))
         return done
@@ -400,7 +407,9 @@ class Library:
         """The digest of the store's model of that name, without loading it."""
         if not self._has_catalog():
             return None
-        return next((m.digest for m, n in self.catalog.models() if m.name == spec and n), None)
+        return next(
+            (m.digest for m, n in self.catalog.models.counted() if m.name == spec and n), None
+        )
 
     def query_vector(
         self, terms: Sequence[Term], encoder: Encoder, reader: Encoder | None = None
@@ -428,7 +437,7 @@ class Library:
         return self._text_vectors[key]
 
     def _stored_vector(self, file_id: int, encoder: Encoder) -> np.ndarray:
-        ids, vecs = self.catalog.vectors(self.model_with_vectors(encoder).id, [file_id])
+        ids, vecs = self.catalog.vectors.get(self.model_with_vectors(encoder).id, [file_id])
         if not len(ids):
             raise UnknownFile(f"no indexed image #{file_id} for model {encoder.name}")
         return vecs[0]
@@ -438,12 +447,12 @@ class Library:
         if isinstance(image, BytesSource):
             return encoder.encode_images([image])[0]
         path = os.path.abspath(image)
-        model = self.catalog.find_model(encoder.digest)
-        row = self.catalog.files_under([path]).get(path)
+        model = self.catalog.models.find(encoder.digest)
+        row = self.catalog.files.under([path]).get(path)
         if model is not None and row is not None and row.state == "ok":
             st = os.stat(path)
             if (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns):
-                ids, vecs = self.catalog.vectors(model.id, [row.id])
+                ids, vecs = self.catalog.vectors.get(model.id, [row.id])
                 if len(ids):
                     return vecs[0]
         return encoder.encode_images([image])[0]
@@ -508,7 +517,7 @@ class Library:
 
     def _self_ids(self, terms: Sequence[Term]) -> list[int]:
         paths = [os.path.abspath(t.image) for t in terms if isinstance(t.image, str)]
-        rows = self.catalog.files_under(paths)
+        rows = self.catalog.files.under(paths)
         return [rows[p].id for p in paths if p in rows] + [
             t.file_id for t in terms if t.file_id is not None
         ]

@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from .images.pixels import skipped_for_heif
+from .images.formats import skipped_for_heif
 from .query.precision import Verdict
 from .storage.catalog import Catalog
-from .storage.tuning import Recall
+from .storage.recall import Recall
 from .storage.vector_indexes import VectorIndexes
 
 
@@ -65,7 +65,7 @@ class StatusReport:
 
 
 def index_status(catalog: Catalog, indexes: VectorIndexes, model_id: int) -> IndexStatus | None:
-    row = catalog.index_row(model_id)
+    row = catalog.indexes.row(model_id)
     if row is None:
         return None
     file = indexes.file_for(row)
@@ -77,7 +77,7 @@ def index_status(catalog: Catalog, indexes: VectorIndexes, model_id: int) -> Ind
         params=json.loads(row.params),
         built_at=row.built_at.isoformat(),
         tombstones=row.tombstones,
-        stale=(not exists) or catalog.log_position(model_id) > row.log_seq,
+        stale=(not exists) or catalog.vectors.log_position(model_id) > row.log_seq,
         file=file.name if exists else None,
         recall=Recall.from_dict(json.loads(row.recall)) if row.recall else None,
     )
@@ -86,7 +86,7 @@ def index_status(catalog: Catalog, indexes: VectorIndexes, model_id: int) -> Ind
 def report(
     catalog: Catalog, indexes: VectorIndexes, store: str, precision_verdicts: dict[str, Verdict]
 ) -> StatusReport:
-    files = catalog.count_files()
+    files = catalog.files.counts()
     models = [
         ModelStatus(
             name=m.name,
@@ -97,9 +97,9 @@ def report(
             index=index_status(catalog, indexes, m.id),
             query_precision=precision_verdicts.get(m.digest),
         )
-        for m, n in catalog.models()
+        for m, n in catalog.models.counted()
     ]
-    failed = catalog.failed_files()
+    failed = catalog.files.failed()
     return StatusReport(
         store=store,
         catalog=catalog.shown,

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from clipsearch.storage.catalog import Base
+from clipsearch.storage.schema import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -9,17 +9,12 @@ from helpers import clustered, make_store
 
 from clipsearch.core.errors import ClipsearchError
 from clipsearch.core.files import temporary_name
+from clipsearch.core.sizes import parse_size
 from clipsearch.query.search import Filters, nearest
-from clipsearch.storage.catalog import Catalog
 from clipsearch.storage.exact import exact_topk
-from clipsearch.storage.vector_indexes import (
-    choose_preset,
-    parse_size,
-    presets,
-    set_training_effort,
-    training_sample,
-    write_index_file,
-)
+from clipsearch.storage.index_files import write_index_file
+from clipsearch.storage.presets import choose_preset, presets, training_sample
+from clipsearch.storage.vector_indexes import set_training_effort
 
 
 @pytest.fixture
@@ -58,7 +53,7 @@ def test_saved_index_loads_and_catches_up_with_the_log(store):
     catalog, indexes, model_id, vectors = store
     indexes.save(indexes.build(model_id, "ivf-flat"))
     with catalog.write() as s:
-        Catalog.remove_files(s, [1, 2, 3])
+        catalog.files.remove(s, [1, 2, 3])
     loaded, action = indexes.get(model_id)
     assert action == "updated" and loaded.count == 3997
     hits = nearest(catalog, loaded, vectors[0], 5)
@@ -69,12 +64,12 @@ def test_hnsw_removals_are_tombstones_until_rebuild(store):
     catalog, indexes, model_id, vectors = store
     indexes.save(indexes.build(model_id, "hnsw"))
     with catalog.write() as s:
-        Catalog.remove_files(s, [1])
+        catalog.files.remove(s, [1])
     loaded, _ = indexes.sync(model_id, "hnsw")
     assert loaded.tombstones == {1} and loaded.count == 3999
     assert 1 not in [i for i, _ in nearest(catalog, loaded, vectors[0], 10)]
     with catalog.write() as s:  # past 10% dead: rebuilt clean
-        Catalog.remove_files(s, list(range(2, 500)))
+        catalog.files.remove(s, list(range(2, 500)))
     loaded, action = indexes.sync(model_id, "hnsw")
     assert action == "rebuilt" and not loaded.tombstones and loaded.count == 3501
 
@@ -124,17 +119,17 @@ def test_vectors_committed_during_a_build_are_indexed_once(store, preset):
     and in the log since the build's start; they must not be added twice."""
     catalog, indexes, model_id, _ = store
     late = clustered(3, seed=9)
-    read_batches = catalog.iter_vector_batches
+    read_batches = catalog.vectors.batches
 
     def commit_then_read(mid, *args):
         with catalog.write() as s:
-            ids = [Catalog.add_file(s, f"/late/{i}.jpg", 1, 1).id for i in range(3)]
+            ids = [catalog.files.add(s, f"/late/{i}.jpg", 1, 1).id for i in range(3)]
             assert ids == [4001, 4002, 4003]
-            Catalog.add_vectors(s, mid, ids, late)
-        catalog.iter_vector_batches = read_batches
+            catalog.vectors.add(s, mid, ids, late)
+        catalog.vectors.batches = read_batches
         return read_batches(mid, *args)
 
-    catalog.iter_vector_batches = commit_then_read
+    catalog.vectors.batches = commit_then_read
     loaded = indexes.build(model_id, preset)
     assert loaded.index.ntotal == loaded.count == 4003
     scores, ids = loaded.search(late[:1], 2)
@@ -150,7 +145,7 @@ def test_an_index_built_in_chunks_answers_as_one_built_from_all_vectors(store, p
     chunked = indexes.build(model_id, preset)
     whole = faiss.index_factory(64, chunked.factory, faiss.METRIC_INNER_PRODUCT)
     set_training_effort(whole, chunked.preset.train)
-    ids = catalog.vector_ids(model_id)
+    ids = catalog.vectors.ids(model_id)
     whole.train(vectors[training_sample(ids, chunked.factory) - 1])
     whole.add_with_ids(vectors, np.arange(1, 4001))
     queries = clustered(50, seed=3)
@@ -177,9 +172,9 @@ def test_ivf_files_are_memory_mapped_and_copied_out_only_to_change(store, preset
     )
     late = clustered(1, seed=11)
     with catalog.write() as s:
-        (row,) = [Catalog.add_file(s, "/late/0.jpg", 1, 1)]
-        Catalog.add_vectors(s, model_id, [row.id], late)
-        Catalog.remove_files(s, [1])
+        (row,) = [catalog.files.add(s, "/late/0.jpg", 1, 1)]
+        catalog.vectors.add(s, model_id, [row.id], late)
+        catalog.files.remove(s, [1])
     refreshed = indexes.refresh(loaded)
     assert not refreshed.mapped and refreshed.count == 4000
     found = refreshed.search(late, 1)[1][0][0]

@@ -15,15 +15,10 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from clipsearch.cli import app
-from clipsearch.storage.catalog import (
-    SCHEMA_HEAD,
-    Catalog,
-    CatalogError,
-    File,
-    State,
-    make_engine,
-    migrate,
-)
+from clipsearch.storage.catalog import Catalog
+from clipsearch.storage.catalog_vectors import log
+from clipsearch.storage.database import CatalogError, State, make_engine, migrate
+from clipsearch.storage.schema import SCHEMA_HEAD, File
 
 
 def url(path) -> str:
@@ -68,12 +63,12 @@ def test_catalog_from_previous_revision_is_upgraded_and_backed_up(tmp_path):
 
     catalog = Catalog(url(path))
     with pytest.raises(CatalogError, match="older clipsearch"):
-        catalog.models()  # reading never migrates
+        catalog.models.counted()  # reading never migrates
     assert not (tmp_path / "old.db.before-0001.bak").exists()
     catalog.prepare()
     assert (tmp_path / "old.db.before-0001.bak").exists()
-    assert catalog.log_since(1, 0) == [(1, 1, "+")]  # old vectors enter the index log
-    ids, vecs = catalog.vectors(1)
+    assert catalog.vectors.log_since(1, 0) == [(1, 1, "+")]  # old vectors enter the index log
+    ids, vecs = catalog.vectors.get(1)
     assert ids.tolist() == [1] and np.allclose(vecs, [[0.6, 0.8]])
     backup = sqlite3.connect(tmp_path / "old.db.before-0001.bak")
     assert backup.execute("select version_num from alembic_version").fetchone()[0] == "0001"
@@ -102,16 +97,16 @@ def test_undecodable_path_round_trips(tmp_path):
     with catalog.write() as s:
         s.add(File(path=odd, size=1, mtime_ns=1, state="ok"))
         s.add(File(path="/photos/ok.jpg", size=1, mtime_ns=1, state="ok"))
-    assert set(catalog.files_under(["/photos"])) == {odd, "/photos/ok.jpg"}
-    assert catalog.files_under(["/phot"]) == {}
+    assert set(catalog.files.under(["/photos"])) == {odd, "/photos/ok.jpg"}
+    assert catalog.files.under(["/phot"]) == {}
 
 
 def test_log_positions_are_never_reused_after_trimming(tmp_path):
     catalog = Catalog(url(tmp_path / "c.db"))
-    model = catalog.register_model("m", "vit", "d1", 2)
+    model = catalog.models.register("m", "vit", "d1", 2)
     with catalog.write() as s:
-        Catalog.log(s, model.id, [1, 2], "+")
-    catalog.record_index(
+        log(s, model.id, [1, 2], "+")
+    catalog.indexes.record(
         model.id,
         preset="exact",
         factory="Flat",
@@ -122,9 +117,9 @@ def test_log_positions_are_never_reused_after_trimming(tmp_path):
         tombstones=0,
     )
     with catalog.write() as s:
-        Catalog.log(s, model.id, [3], "+")
-    assert catalog.log_since(model.id, 2) == [(3, 3, "+")]
-    assert catalog.log_position(model.id) == 3
+        log(s, model.id, [3], "+")
+    assert catalog.vectors.log_since(model.id, 2) == [(3, 3, "+")]
+    assert catalog.vectors.log_position(model.id) == 3
 
 
 def test_postgresql_catalog_end_to_end(postgres_server, tmp_path):
@@ -185,7 +180,7 @@ def test_a_crash_inside_the_first_migration_leaves_nothing_half_made(tmp_path):
     raw.close()
     catalog = Catalog(db)
     catalog.prepare()
-    assert catalog.models() == []
+    assert catalog.models.counted() == []
 
 
 def test_two_first_runs_racing_migrate_once(tmp_path):
@@ -219,16 +214,16 @@ def test_the_log_position_never_moves_back(tmp_path):
     """Two writers out of order: the one that read the log earlier must not point the
     catalog back at its older index and drop the changes logged since."""
     catalog = Catalog(url(tmp_path / "c.db"))
-    model = catalog.register_model("m", "vit", "d1", 2)
+    model = catalog.models.register("m", "vit", "d1", 2)
     with catalog.write() as s:
-        Catalog.log(s, model.id, [1, 2, 3, 4], "+")
+        log(s, model.id, [1, 2, 3, 4], "+")
     fields = dict(preset="exact", factory="Flat", params="{}", filename="x", count=4)
-    assert catalog.record_index(model.id, log_seq=4, tombstones=0, **fields)
+    assert catalog.indexes.record(model.id, log_seq=4, tombstones=0, **fields)
     with catalog.write() as s:
-        Catalog.log(s, model.id, [5], "+")
-    assert not catalog.record_index(model.id, log_seq=2, tombstones=0, **fields)
-    assert catalog.index_row(model.id).log_seq == 4
-    assert catalog.log_since(model.id, 4) == [(5, 5, "+")]
+        log(s, model.id, [5], "+")
+    assert not catalog.indexes.record(model.id, log_seq=2, tombstones=0, **fields)
+    assert catalog.indexes.row(model.id).log_seq == 4
+    assert catalog.vectors.log_since(model.id, 4) == [(5, 5, "+")]
 
 
 def test_an_index_file_name_in_the_catalog_is_never_used_as_a_path(tmp_path):

@@ -260,12 +260,12 @@ def test_a_failed_write_leaves_the_old_output_whole(world):
 
 
 def test_a_broken_preset_file_is_named_and_status_still_works(world, monkeypatch):
-    from clipsearch.storage import vector_indexes as ann
+    from clipsearch.storage import presets
 
     def broken():
-        return ann.read_preset("fast.toml", 'name = "fast"\nfactory = "Flat"\n')
+        return presets.read_preset("fast.toml", 'name = "fast"\nfactory = "Flat"\n')
 
-    monkeypatch.setattr(ann, "presets", broken)
+    monkeypatch.setattr(presets, "presets", broken)
     assert run("status", "--store", str(world / "s")).exit_code == 0
     result = run("rebuild", "--store", str(world / "s"), "--preset", "fast")
     assert result.exit_code == 1

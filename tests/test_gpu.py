@@ -13,7 +13,7 @@ from helpers import clustered, make_image, make_store
 
 from clipsearch.library import Library
 from clipsearch.models.encoder import load_model
-from clipsearch.storage.vector_indexes import gpu_count
+from clipsearch.storage.loaded_index import gpu_count
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 faiss_gpu = pytest.mark.skipif(gpu_count() == 0, reason="faiss sees no GPU (faiss-cpu or none)")

@@ -115,7 +115,7 @@ def test_bad_files_are_recorded_and_the_run_goes_on(tmp_path, photos, tiny):
     ok = [p for p, state, _ in files if state == "ok"]
     assert report.added == len(ok) == vectors and report.added >= 9
     with Store(tmp_path / "store") as store:
-        assert str(odd) in store.catalog.files_under([str(photos)])
+        assert str(odd) in store.catalog.files.under([str(photos)])
 
 
 def test_failed_file_is_retried_when_it_changes(tmp_path, photos, tiny):
@@ -168,7 +168,7 @@ def test_two_models_side_by_side(tmp_path, photos, tiny):
     report = index(tmp_path / "store", [photos], other)
     assert report.added == 7  # vectors for the second model, same file rows
     with Store(tmp_path / "store") as store:
-        counts = sorted(n for _, n in store.catalog.models())
+        counts = sorted(n for _, n in store.catalog.models.counted())
     assert counts == [7, 7]
 
 
@@ -179,9 +179,9 @@ def test_index_write_failure_keeps_catalog(tmp_path, photos, tiny):
     index(store, [photos], tiny)
     make_image(photos / "new.png", seed=30)
     with Store(store) as s:
-        model_id = s.catalog.models()[0][0].id
-        row = s.catalog.index_row(model_id)
-        seq = s.catalog.log_position(model_id)
+        model_id = s.catalog.models.counted()[0][0].id
+        row = s.catalog.indexes.row(model_id)
+        seq = s.catalog.vectors.log_position(model_id)
     target = store / "indexes" / f"model{model_id}-exact-{seq + 1}.faiss.{os.getpid()}.tmp"
     target.symlink_to("/dev/full")
     report = index(store, [photos], tiny)
@@ -190,7 +190,7 @@ def test_index_write_failure_keeps_catalog(tmp_path, photos, tiny):
     assert vectors == 8
     with Store(store) as s:
         loaded, action = s.indexes.get(model_id)
-        assert s.catalog.index_row(model_id).filename == row.filename
+        assert s.catalog.indexes.row(model_id).filename == row.filename
     assert loaded.count == 8 and action == "updated"
 
 
@@ -200,7 +200,7 @@ def test_corrupt_index_file_is_rebuilt(tmp_path, photos, tiny):
     for f in (store / "indexes").glob("*.faiss"):
         f.write_bytes(b"garbage")
     with Store(store) as s:
-        loaded, action = s.indexes.get(s.catalog.models()[0][0].id)
+        loaded, action = s.indexes.get(s.catalog.models.counted()[0][0].id)
     assert action == "rebuilt" and loaded.count == 7
 
 
@@ -228,10 +228,10 @@ def assert_whole(store, count: int) -> None:
     files, vectors = catalog_rows(store)
     assert len(files) == vectors == count and len({p for p, _, _ in files}) == count
     with Store(store) as s:
-        model_id = s.catalog.models()[0][0].id
+        model_id = s.catalog.models.counted()[0][0].id
         loaded, _ = s.indexes.get(model_id)
         ids = {int(loaded.index.id_map.at(i)) for i in range(loaded.index.ntotal)}
-        assert ids - loaded.tombstones == set(s.catalog.vector_ids(model_id).tolist())
+        assert ids - loaded.tombstones == set(s.catalog.vectors.ids(model_id).tolist())
 
 
 def test_kill_9_then_rerun_loses_nothing(tmp_path, tiny):
@@ -307,7 +307,7 @@ def test_a_commit_that_fails_stops_the_run_and_keeps_the_batches_before_it(tmp_p
 
 
 def test_heic_without_pillow_heif_is_recorded_with_install_hint(tmp_path, photos, tiny):
-    from clipsearch.images.pixels import heif_support
+    from clipsearch.images.formats import heif_support
 
     if heif_support():
         pytest.skip("pillow-heif is installed here")
@@ -417,9 +417,9 @@ def test_a_vector_is_reused_only_for_the_same_content(tmp_path, tiny):
     report = index(tmp_path / "store", [photos], tiny)
     assert (report.added, report.copied) == (1, 1)  # b embedded, the true copy reused
     with Store(tmp_path / "store") as s:
-        model_id = s.catalog.models()[0][0].id
-        rows = s.catalog.files_under([str(photos)])
-        ids, vectors = s.catalog.vectors(model_id)
+        model_id = s.catalog.models.counted()[0][0].id
+        rows = s.catalog.files.under([str(photos)])
+        ids, vectors = s.catalog.vectors.get(model_id)
     by_path = dict(zip([rows[p].id for p in sorted(rows)], sorted(rows)))
     vector = {by_path[i]: v for i, v in zip(ids, vectors)}
     assert np.array_equal(vector[str(a)], vector[str(photos / "copy-of-a.bmp")])
@@ -456,7 +456,7 @@ def test_index_files_left_by_a_crash_are_removed(tmp_path, photos, tiny):
     make_image(photos / "new.png", seed=50)
     index(store, [photos], tiny)
     with Store(store) as s:
-        current = s.indexes.file_for(s.catalog.index_row(1))
+        current = s.indexes.file_for(s.catalog.indexes.row(1))
     assert [p.name for p in (store / "indexes").iterdir()] == [current.name]
 
 

@@ -7,7 +7,8 @@ import pytest
 from helpers import make_image
 from PIL import Image
 
-from clipsearch.images.pixels import ImageError, open_image, preprocess, to_rgb
+from clipsearch.images.decode import ImageError, open_image, to_rgb
+from clipsearch.images.pixels import preprocess
 
 
 def reference_pixels(img: Image.Image, size: int) -> np.ndarray:
@@ -142,7 +143,7 @@ def test_directory_with_image_name(tmp_path):
 
 
 def test_file_that_changes_or_vanishes_while_read_is_not_trusted(tmp_path):
-    from clipsearch.images.pixels import decode_for_index
+    from clipsearch.indexing.worker import decode_for_index
 
     path = make_image(tmp_path / "a.png")
     st = path.stat()

@@ -53,9 +53,9 @@ def catalog_of(store: Path) -> tuple[list, dict]:
     ).fetchall()
     db.close()
     catalog = Catalog(f"sqlite:///{store / 'catalog.db'}")
-    (model, _), *_ = catalog.models()
-    ids, vecs = catalog.vectors(model.id)
-    paths = {f.id: f.path for f in catalog.file_rows(ids.tolist()).values()}
+    (model, _), *_ = catalog.models.counted()
+    ids, vecs = catalog.vectors.get(model.id)
+    paths = {f.id: f.path for f in catalog.files.rows(ids.tolist()).values()}
     catalog.close()
     return rows, {paths[i]: v for i, v in zip(ids.tolist(), vecs)}
 

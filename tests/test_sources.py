@@ -19,7 +19,8 @@ import pytest
 from helpers import index, make_image, serving
 
 from clipsearch.images.items import member_key, read_bytes, split_member
-from clipsearch.images.shards import list_items, shard_items
+from clipsearch.images.records import list_items
+from clipsearch.images.shards import shard_items
 from clipsearch.indexing.indexer import Indexer, IndexOptions
 from clipsearch.library import Library
 from clipsearch.query.render import as_html
@@ -83,8 +84,8 @@ def test_each_image_of_a_shard_is_an_item_with_its_sidecars(tmp_path, shards, ti
 def test_a_members_vector_equals_the_same_image_as_a_file(tmp_path, shards, tiny):
     index(tmp_path / "store", [shards], tiny)
     catalog = Catalog(f"sqlite:///{tmp_path / 'store' / 'catalog.db'}")
-    row = catalog.files_named([f"{shards}/00000.tar::a.png"])[f"{shards}/00000.tar::a.png"]
-    _, member = catalog.vectors(catalog.find_model(tiny.digest).id, [row.id])
+    row = catalog.files.named([f"{shards}/00000.tar::a.png"])[f"{shards}/00000.tar::a.png"]
+    _, member = catalog.vectors.get(catalog.models.find(tiny.digest).id, [row.id])
     direct = tiny.encode_images([str(tmp_path / "made" / "1.png")])
     np.testing.assert_allclose(member, direct, atol=1e-5)
 

@@ -16,9 +16,10 @@ from helpers import make_image
 from typer.testing import CliRunner
 
 from clipsearch.cli import app
+from clipsearch.images.records import DataError
 from clipsearch.models.model import CLIP, CONFIGS
 from clipsearch.models.weights import load_dir_weights
-from clipsearch.training.data import DataError, load_pairs, split
+from clipsearch.training.data import load_pairs, split
 from clipsearch.training.train import TrainConfig, apply_locks, contrastive_loss, step_loss, train
 
 runner = CliRunner()

@@ -139,7 +139,9 @@ def test_an_index_is_tuned_again_when_logged_queries_find_it_below_target(gap_st
     loaded = indexes.build(model_id, "ivf-flat", prompts)
     too_few = tuning.tune(catalog, loaded, {"prompts": prompts}, margin=0)
     indexes.save(loaded.with_params(too_few.params))  # as the old tuner left it
-    indexes.catalog.record_recall(model_id, json.dumps({**too_few.to_dict(), "measured_at": ""}))
+    indexes.catalog.indexes.record_recall(
+        model_id, json.dumps({**too_few.to_dict(), "measured_at": ""})
+    )
     for vector in typed[:100]:
         log.add("gap", vector)
     synced, action = indexes.sync(model_id, "ivf-flat", prompts)

@@ -484,7 +484,7 @@ def rebuild(
     """Rebuild vector indexes from the catalog (e.g. to change preset), or check them."""
     from dataclasses import asdict
 
-    from ..storage.vector_indexes import parse_size
+    from ..core.sizes import parse_size
 
     with user_errors(), open_library(store, db, wait=wait, on_wait=on_wait) as lib:
         budget = parse_size(memory_budget) if memory_budget else None

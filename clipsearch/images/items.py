@@ -11,12 +11,25 @@ import os
 import re
 import tarfile
 import threading
+from dataclasses import dataclass, field
 from functools import lru_cache
+
+from .decode import BytesSource
 
 SHARD_SEP = "::"
 LIST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
 URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://")
 READ_TIMEOUT = 30  # seconds for one remote image
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of a shard or a list file: its key, what its sidecars or its row say of
+    it, and the sidecars that could not be read (not UTF-8)."""
+
+    key: str
+    meta: dict
+    unreadable: tuple[str, ...] = field(default=(), compare=False)
 
 
 def is_shard_name(name: str) -> bool:
@@ -113,3 +126,8 @@ def source_stat(key: str) -> tuple[int, int] | None:
     member = split_member(key)
     st = os.stat(member[0] if member else key)
     return st.st_size, st.st_mtime_ns
+
+
+def item_source(key: str) -> str | BytesSource:
+    """What `open_image` takes for an item: a file's path, or the bytes of anything else."""
+    return key if is_plain_file(key) else BytesSource(key, read_bytes(key))

@@ -23,6 +23,9 @@ from ..core import faults
 from ..core.config import IndexOptions, default_workers, model_threads
 from ..core.errors import ClipsearchError
 from ..core.prompts import SEARCH_PROMPTS
+from ..core.sizes import parse_size
+from ..images.decode import ImageInfo
+from ..images.formats import heif_support, skipped_for_heif
 from ..images.items import (
     is_list_name,
     is_plain_file,
@@ -31,11 +34,14 @@ from ..images.items import (
     source_stat,
     split_member,
 )
-from ..images.pixels import ImageInfo, heif_support, skipped_for_heif
-from ..images.shards import SourceError, list_items, shard_items
-from ..storage.catalog import Catalog, File, State
+from ..images.records import DataError, list_items
+from ..images.shards import shard_items
+from ..storage.catalog import Catalog
+from ..storage.database import State
+from ..storage.presets import preset_named
+from ..storage.schema import File
 from ..storage.store import Store
-from ..storage.vector_indexes import IndexWriteError, parse_size, preset_named
+from ..storage.vector_indexes import IndexWriteError
 from .content import file_content_hash, file_fingerprint
 from .pool import DecodePool
 from .scan import Found, ScanProblem, ScanResult, Walker, compare
@@ -188,7 +194,7 @@ class Indexer:
     def dry_run(self, roots: list[str]) -> None:
         stored = self.catalog.state in (State.CURRENT, State.OLDER)
         scan = self.scan(roots, known=stored)
-        known = self.catalog.find_model(self.encoder.digest) if stored else None
+        known = self.catalog.models.find(self.encoder.digest) if stored else None
         self.model_id = known.id if known else None
         tasks = self.plan(scan)
         self.report.planned = {
@@ -202,14 +208,14 @@ class Indexer:
             scan = self.scan(roots)
         e = self.encoder
         with self.watch("plan"):
-            self.model_id = self.catalog.register_model(e.name, e.architecture, e.digest, e.dim).id
+            self.model_id = self.catalog.models.register(e.name, e.architecture, e.digest, e.dim).id
             tasks = self.reuse_moved_and_copied(self.plan(scan), scan)
         self.embed(tasks, progress)
         with self.watch("remove missing"):
             self.remove_missing(scan)
         if self.shards_read:  # every member has its row now: next time, no need to open them
             with self.catalog.write() as s:
-                Catalog.mark_shards_complete(s, self.shards_read)
+                self.catalog.files.mark_shards_complete(s, self.shards_read)
         with self.watch("vector index"):
             self.update_index()
 
@@ -235,12 +241,12 @@ class Indexer:
                 found.update((f.path, f) for f in walker.walk(root))
         found.update((f.path, f) for f in listed)
         shards = [f for f in found.values() if is_shard_name(f.path)]
-        rows = self.catalog.files_under(existing_roots) if known else {}
+        rows = self.catalog.files.under(existing_roots) if known else {}
         if known:
-            rows.update(self.catalog.files_named([f.path for f in listed]))
+            rows.update(self.catalog.files.named([f.path for f in listed]))
             named = {f.path for f in listed}
-            rows.update(self.catalog.files_under([f.path for f in shards if f.path in named]))
-        complete = self.catalog.shards_complete([f.path for f in shards]) if known else {}
+            rows.update(self.catalog.files.under([f.path for f in shards if f.path in named]))
+        complete = self.catalog.files.shards_complete([f.path for f in shards]) if known else {}
         by_shard: dict[str, list[File]] = {}
         for path, row in rows.items():
             if (member := split_member(path)) is not None:
@@ -263,7 +269,7 @@ class Indexer:
             return known
         try:
             items = shard_items(shard.path)
-        except SourceError as e:
+        except DataError as e:
             problems.append(ScanProblem(shard.path, f"{e}; its items were left as they were"))
             return known
         self.shards_read.append((shard.path, shard.size, shard.mtime_ns))
@@ -293,7 +299,7 @@ class Indexer:
         Unchanged failures wait until the file changes, except HEIF files skipped for lack
         of pillow-heif, retried once it is installed, and URLs, which cannot say they
         changed."""
-        have = self.catalog.with_vector(self.model_id, [f.id for f in scan.unchanged])
+        have = self.catalog.vectors.present(self.model_id, [f.id for f in scan.unchanged])
         tasks = [Task(f) for f in scan.new] + [Task(f, replaces=row) for f, row in scan.changed]
         for row in scan.unchanged:
             found = Found(row.path, row.size, row.mtime_ns)
@@ -322,10 +328,10 @@ class Indexer:
                 if src is None:
                     remaining.append(t)
                 elif missing.pop(src.id, None) is not None:
-                    Catalog.move_file(s, src.id, t.found.path, t.found.size, t.found.mtime_ns)
+                    self.catalog.files.move(s, src.id, t.found.path, t.found.size, t.found.mtime_ns)
                     self.report.moved += 1
                 else:
-                    Catalog.copy_file(s, src, t.found.path, t.found.size, t.found.mtime_ns)
+                    self.catalog.files.copy(s, src, t.found.path, t.found.size, t.found.mtime_ns)
                     self.report.copied += 1
         scan.missing = list(missing.values())
         return remaining
@@ -343,8 +349,8 @@ class Indexer:
                 prints[t.found.path] = file_fingerprint(t.found.path, t.found.size)
             except OSError:
                 continue  # decoding will record why
-        candidates = self.catalog.files_by_fingerprint(prints.values())
-        with_vector = self.catalog.with_vector(
+        candidates = self.catalog.files.by_fingerprint(prints.values())
+        with_vector = self.catalog.vectors.present(
             self.model_id, [f.id for rows in candidates.values() for f in rows]
         )
         out = []
@@ -491,12 +497,14 @@ class Indexer:
         rest = [(t, o) for t, o in zip(chunk, outcomes) if not _completes(t, o)]
         gone = [t.replaces.id for t, _ in rest if t.replaces is not None]
         gone += [t.existing.id for t, _ in rest if t.existing is not None]  # now unreadable
-        Catalog.remove_files(s, gone)
-        ids = Catalog.add_files(s, [self._row(t, info, error) for t, (info, error, _) in rest])
+        self.catalog.files.remove(s, gone)
+        ids = self.catalog.files.add_many(
+            s, [self._row(t, info, error) for t, (info, error, _) in rest]
+        )
         completed += [(i, o[2]) for i, (_, o) in zip(ids, rest) if o[1] is None]
         if completed:
             file_ids, vectors = zip(*completed)
-            Catalog.add_vectors(s, self.model_id, file_ids, np.stack(vectors))
+            self.catalog.vectors.add(s, self.model_id, file_ids, np.stack(vectors))
 
     def _row(self, task: Task, info: ImageInfo | None, error: str | None) -> dict:
         """A task's new file row, counted in the report."""
@@ -520,7 +528,7 @@ class Indexer:
         ids = [row.id for row in scan.missing]
         if ids:
             with self.catalog.write() as s:
-                Catalog.remove_files(s, ids)
+                self.catalog.files.remove(s, ids)
         self.report.removed = len(ids)
 
     def update_index(self) -> None:

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.errors import ClipsearchError
-from ..images.pixels import Preprocessing, decode_many
+from ..images.pixels import Preprocessing
+from .worker import decode_many
 
 
 class DecodingError(ClipsearchError):

@@ -25,7 +25,9 @@ import numpy as np
 
 from ..core import faults
 from ..core.errors import ClipsearchError
-from ..images.pixels import ImageInfo, Preprocessing, decode_for_index
+from ..images.decode import ImageInfo
+from ..images.pixels import Preprocessing
+from .worker import decode_for_index
 
 
 class RayRunError(ClipsearchError):

@@ -14,9 +14,9 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from ..images.formats import is_image_name
 from ..images.items import is_shard_name
-from ..images.pixels import is_image_name
-from ..storage.catalog import File
+from ..storage.schema import File
 
 
 @dataclass(frozen=True)

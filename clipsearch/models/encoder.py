@@ -16,7 +16,8 @@ from torch import nn
 
 from ..core.errors import ClipsearchError
 from ..core.memo import DigestCache
-from ..images.pixels import ImageSource, Preprocessing, preprocess
+from ..images.decode import ImageSource
+from ..images.pixels import Preprocessing, preprocess
 from . import cpu_text
 from .model import CLIP
 from .open_clip_models import is_open_clip_config

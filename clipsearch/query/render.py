@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from ..images.pixels import ImageError, open_image
-from ..images.shards import item_source
+from ..images.decode import ImageError, open_image
+from ..images.items import item_source
 from .search import Result
 
 THUMBNAIL = 256

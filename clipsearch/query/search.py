@@ -17,10 +17,11 @@ from datetime import datetime, timezone
 import numpy as np
 
 from ..core.errors import ClipsearchError
-from ..images.pixels import BytesSource, is_image_name
+from ..images.decode import BytesSource
+from ..images.formats import is_image_name
 from ..storage.catalog import Catalog
 from ..storage.exact import exact_topk
-from ..storage.vector_indexes import LoadedIndex
+from ..storage.loaded_index import LoadedIndex
 
 EXACT_SUBSET_LIMIT = 20_000  # filtered sets up to this size are searched exactly
 _WEIGHTED = re.compile(r"^(-?\d+(?:\.\d+)?):(.+)$", re.DOTALL)
@@ -130,7 +131,7 @@ def filtered_ids(catalog: Catalog, model_id: int, filters: Filters) -> np.ndarra
     """Ids of files with this model's vector that pass every filter. An extension is
     matched literally (`%` is a character, not a wildcard)."""
     extensions = set().union(*(_ext_aliases(e) for e in filters.extensions))
-    return catalog.ids_matching(
+    return catalog.files.matching(
         model_id,
         folders=[os.path.abspath(f) for f in filters.folders],
         extensions=sorted(extensions),
@@ -177,7 +178,7 @@ def nearest(
     want = k + len(exclude)
     allowed = filtered_ids(catalog, loaded.model_id, filters) if filters else None
     if allowed is not None and len(allowed) <= EXACT_SUBSET_LIMIT:
-        ids, vecs = catalog.vectors(loaded.model_id, allowed.tolist())
+        ids, vecs = catalog.vectors.get(loaded.model_id, allowed.tolist())
         scores, found = exact_topk(q, ids, vecs, want)
     else:
         scores, found = loaded.search(q, want * loaded.rerank, allowed)
@@ -185,7 +186,7 @@ def nearest(
             scores, found = _rerank(catalog, loaded.model_id, q, found[0], want)
         expected = min(want, loaded.count if allowed is None else len(allowed))
         if int((found[0] >= 0).sum()) < expected and allowed is not None:
-            ids, vecs = catalog.vectors(loaded.model_id, allowed.tolist())
+            ids, vecs = catalog.vectors.get(loaded.model_id, allowed.tolist())
             scores, found = exact_topk(q, ids, vecs, want)
     skip = set(exclude)
     hits = [(int(i), float(s)) for i, s in zip(found[0], scores[0]) if i >= 0 and i not in skip]
@@ -194,7 +195,7 @@ def nearest(
 
 def _rerank(catalog: Catalog, model_id: int, q: np.ndarray, candidates: np.ndarray, k: int):
     """Exact scores for compressed-index candidates, from the catalog's full vectors."""
-    ids, vecs = catalog.vectors(model_id, [int(i) for i in candidates if i >= 0])
+    ids, vecs = catalog.vectors.get(model_id, [int(i) for i in candidates if i >= 0])
     return exact_topk(q, ids, vecs, k)
 
 
@@ -207,7 +208,7 @@ def hydrate(
     catalog: Catalog, hits: Sequence[tuple[int, float]], min_score: float | None
 ) -> list[Result]:
     """(file id, score) hits as Results, with what the catalog knows of each file."""
-    rows = catalog.file_rows([fid for fid, _ in hits])
+    rows = catalog.files.rows([fid for fid, _ in hits])
     out = []
     for fid, score in hits:
         row = rows.get(fid)

@@ -37,11 +37,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..core.errors import ClipsearchError
 from ..core.files import write_atomic
 from ..images import items
-from ..images import shards as sources
-from ..images.pixels import BytesSource, ImageError, is_image_name, open_image
+from ..images.decode import BytesSource, ImageError, open_image
+from ..images.formats import is_image_name
+from ..images.items import item_source
 from ..library import Library, UnknownFile, UnusableImage, parse_date
 from ..query.search import Filters, QueryError, Result, Term, parse_query, split_query
-from ..storage.catalog import CatalogError, CatalogMissing, File, State
+from ..storage.database import CatalogError, CatalogMissing, State
+from ..storage.schema import File
 
 API = "/api/v1"
 MAX_UPLOAD = 20 * 1024 * 1024
@@ -163,7 +165,7 @@ class Service:
     def warm_up(self) -> None:
         """Load the text tower and the vector index now, not at the first request."""
         if self.library.catalog.state is State.CURRENT and any(
-            n for _, n in self.library.catalog.models()
+            n for _, n in self.library.catalog.models.counted()
         ):
             for _ in range(2):  # the second settles the text tower's precision
                 self.search(SearchRequest(query="a photo"))
@@ -211,7 +213,7 @@ class Service:
 
     def servable(self, file_id: int) -> File:
         """The catalog's file, if it is still the regular image file it recorded."""
-        row = self.library.catalog.file_rows([file_id]).get(file_id)
+        row = self.library.catalog.files.rows([file_id]).get(file_id)
         if row is None or row.state != "ok":
             raise HttpError(404, f"no indexed image #{file_id}")
         if items.is_url(row.path):
@@ -234,7 +236,7 @@ class Service:
         tag = f"{file_id}-{size}-{row.mtime_ns}"
         path = self.thumbs / f"{tag}.jpg"
         if not path.exists():
-            img, _ = open_image(sources.item_source(row.path), draft_size=size)  # EXIF applied
+            img, _ = open_image(item_source(row.path), draft_size=size)  # EXIF applied
             img.thumbnail((size, size), Image.Resampling.BICUBIC)
             buf = io.BytesIO()
             img.save(buf, "JPEG", quality=85)

@@ -29,7 +29,7 @@ def ground_truth(catalog: Catalog, model_id: int, queries: np.ndarray, k: int) -
     """Exact top-k ids over all of the model's vectors, read a batch at a time."""
     scores = np.full((len(queries), 0), -np.inf, np.float32)
     ids = np.zeros((len(queries), 0), np.int64)
-    for batch_ids, vecs in catalog.iter_vector_batches(model_id):
+    for batch_ids, vecs in catalog.vectors.batches(model_id):
         s, i = exact_topk(queries, batch_ids, vecs, k)
         scores, ids = np.hstack([scores, s]), np.hstack([ids, i])
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]

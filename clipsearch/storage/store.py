@@ -18,7 +18,8 @@ import platformdirs
 
 from ..core.errors import ClipsearchError
 from ..core.memo import DigestCache
-from .catalog import Catalog, CatalogMissing, sqlite_url
+from .catalog import Catalog
+from .database import CatalogMissing, sqlite_url
 from .query_log import QueryLog
 from .vector_indexes import VectorIndexes
 

@@ -43,7 +43,7 @@ def file_vectors(
     """Vectors filed under a model (name, architecture, digest, dim), one file row each,
     as if its images had been indexed; ids count from 1. One transaction per batch.
     Returns the model's id."""
-    model_id = catalog.register_model(*model).id
+    model_id = catalog.models.register(*model).id
     start = 1
     for vectors in [batches] if isinstance(batches, np.ndarray) else batches:
         ids = list(range(start, start + len(vectors)))
@@ -51,7 +51,7 @@ def file_vectors(
             {"id": i, "path": path(i), "size": 1000, "mtime_ns": 10**18, "state": "ok"} for i in ids
         ]
         with catalog.write() as s:
-            Catalog.add_files(s, rows)
-            Catalog.add_vectors(s, model_id, ids, np.asarray(vectors, np.float32))
+            catalog.files.add_many(s, rows)
+            catalog.vectors.add(s, model_id, ids, np.asarray(vectors, np.float32))
         start += len(vectors)
     return model_id

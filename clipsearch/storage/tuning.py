@@ -20,48 +20,20 @@ plus a margin on each: queries not in them then reach the target too.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core.prompts import AGREEMENT_TARGET
 from .catalog import Catalog
 from .exact import ground_truth
-
-if TYPE_CHECKING:
-    from .vector_indexes import LoadedIndex
+from .loaded_index import LoadedIndex
+from .recall import Recall
 
 K = 10
 LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 SAMPLE = 200  # stored vectors used as queries
 MIN_LOGGED = 16  # fewer logged queries say too little to tune on
 MARGIN = 0.02  # aimed above the target, for the queries the sets did not sample
-
-
-@dataclass
-class Recall:
-    """Recall@10 against exact search per query set, with the parameters and the date."""
-
-    measured_at: str  # ISO 8601, UTC
-    params: dict
-    sets: dict[str, float]
-    target: float = AGREEMENT_TARGET
-
-    @property
-    def below(self) -> list[str]:
-        return [name for name, r in self.sets.items() if r < self.target]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> Recall | None:
-        try:
-            return cls(str(data["measured_at"]), dict(data["params"]), dict(data["sets"]))
-        except (KeyError, TypeError, ValueError):
-            return None
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -72,9 +44,9 @@ def query_sets(
     catalog: Catalog, model_id: int, prompts: np.ndarray | None, logged: np.ndarray | None
 ) -> dict[str, np.ndarray]:
     """The query sets above that this store and model can give."""
-    ids = catalog.vector_ids(model_id)
+    ids = catalog.vectors.ids(model_id)
     sample = np.sort(np.random.default_rng(1).permutation(ids)[:SAMPLE])
-    _, images = catalog.vectors(model_id, sample.tolist())
+    _, images = catalog.vectors.get(model_id, sample.tolist())
     sets = {"images": images}
     if prompts is not None and len(prompts):
         sets["prompts"] = np.asarray(prompts, np.float32)

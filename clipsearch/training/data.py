@@ -8,11 +8,8 @@ a load fails only when they pass a threshold (default 1%).
 
 from __future__ import annotations
 
-import csv
 import glob
 import hashlib
-import io
-import json
 import math
 import os
 import random
@@ -24,23 +21,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from ..core.errors import ClipsearchError
-from ..images.pixels import (
-    IMAGE_EXTENSIONS,
-    ImageError,
-    Preprocessing,
-    as_preprocessing,
-    normalize,
-    open_image,
-    resize_and_crop,
+from ..images.decode import ImageError, open_image
+from ..images.formats import IMAGE_EXTENSIONS
+from ..images.items import item_source
+from ..images.pixels import Preprocessing, as_preprocessing, normalize, resize_and_crop
+from ..images.records import (
+    CAPTION_KEYS,
+    IMAGE_KEYS,
+    DataError,
+    pick_column,
+    read_records,
+    read_text,
 )
-
-IMAGE_KEYS = ("image", "filepath", "file", "path", "img", "image_path")
-CAPTION_KEYS = ("caption", "text", "title", "label", "description")
-
-
-class DataError(ClipsearchError, ValueError):
-    """Training data that cannot be used; the message names the file and the problem."""
+from ..images.shards import shard_items
 
 
 @dataclass(frozen=True)
@@ -57,83 +50,6 @@ class Pairs:
     source: str
     skipped: int = 0
     reasons: list[str] = field(default_factory=list)
-
-
-def pick_column(
-    keys: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str, source: str
-) -> str:
-    if wanted:
-        if wanted not in keys:
-            raise DataError(f"{source}: no {what} column {wanted!r}; columns are {', '.join(keys)}")
-        return wanted
-    for c in candidates:
-        if c in keys:
-            return c
-    raise DataError(
-        f"{source}: cannot tell which column holds the {what} (columns: {', '.join(keys)}); "
-        f"name it with --{what}-column"
-    )
-
-
-def read_text(path: Path) -> str:
-    """A text file as UTF-8 (a BOM allowed); anything else is an error naming the file."""
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(
-            f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
-            "save it as UTF-8"
-        ) from None
-
-
-def read_records(path: Path) -> tuple[list[dict], list[str]]:
-    """The rows of a CSV/TSV, JSONL or Parquet file as dicts, and its column names."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        records = _parquet_records(path)
-    elif suffix in (".jsonl", ".json"):
-        records = _jsonl_records(path)
-    else:
-        records = _csv_records(path, "\t" if suffix == ".tsv" else ",")
-    if not records:
-        raise DataError(f"{path}: no rows")
-    return records, list(records[0])
-
-
-def _jsonl_records(path: Path) -> list[dict]:
-    records = []
-    for n, line in enumerate(read_text(path).splitlines(), 1):
-        if line.strip():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise DataError(
-                    f"{path}:{n}: each line must be a JSON object like "
-                    '{"image": "a.jpg", "caption": "a dog"}'
-                )
-            records.append(record)
-    return records
-
-
-def _csv_records(path: Path, delimiter: str) -> list[dict]:
-    try:
-        return list(csv.DictReader(io.StringIO(read_text(path)), delimiter=delimiter))
-    except csv.Error as e:
-        kind = "TSV" if delimiter == "\t" else "CSV"
-        raise DataError(f"{path}: cannot parse as {kind}: {e}") from None
-
-
-def _parquet_records(path: Path) -> list[dict]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError(f"{path}: reading Parquet needs pyarrow: pip install pyarrow") from None
-    try:
-        return pq.read_table(path).to_pylist()
-    except Exception as e:  # pyarrow's errors on a damaged file have no common base
-        raise DataError(f"{path}: cannot read as Parquet: {e}") from None
 
 
 def _table_rows(
@@ -157,28 +73,21 @@ def _folder_rows(folder: Path) -> list[tuple[str, str]]:
     return rows
 
 
-def _shard_rows(shards: list[str]) -> list[tuple[str, str]]:
-    rows = []
+def _shard_pairs(shards: list[str], source: str) -> Pairs:
+    """The captioned images of the shards; an image whose caption is not UTF-8 is an
+    unusable row (an image without a caption is no row at all)."""
+    out = Pairs([], source)
     for shard in shards:
-        try:
-            with tarfile.open(shard) as tar:
-                members = {m.name: m for m in tar.getmembers() if m.isfile()}
-                for name in sorted(members):
-                    stem, ext = os.path.splitext(name)
-                    if ext.lower() in IMAGE_EXTENSIONS and stem + ".txt" in members:
-                        data = tar.extractfile(members[stem + ".txt"]).read()
-                        try:
-                            caption = data.decode("utf-8").strip()
-                        except UnicodeDecodeError:
-                            raise DataError(
-                                f"{shard}::{stem}.txt: not UTF-8 text; save captions as UTF-8"
-                            ) from None
-                        rows.append((f"{shard}::{name}", caption))
-        except (tarfile.TarError, OSError) as e:
-            raise DataError(f"{shard}: cannot read tar shard: {e}") from None
-    if not rows:
+        for item in shard_items(shard):
+            caption = item.meta.get("caption")
+            if isinstance(caption, str) and caption:
+                out.rows.append(Pair(item.key, caption))
+            elif item.unreadable:
+                out.skipped += 1
+                out.reasons.append(f"{', '.join(item.unreadable)}: not UTF-8 text")
+    if not out.rows:
         raise DataError(f"{', '.join(shards)}: no image + .txt pairs in the shards")
-    return rows
+    return out
 
 
 def _expand_shards(spec: str) -> list[str]:
@@ -202,7 +111,9 @@ def load_pairs(
     """Rows from any supported source, missing images skipped and counted."""
     path = Path(source)
     if source.endswith(".tar") or "{" in source or (path.is_dir() and list(path.glob("*.tar"))):
-        return Pairs([Pair(i, c) for i, c in _shard_rows(_expand_shards(source))], source)
+        pairs = _shard_pairs(_expand_shards(source), source)
+        check_bad_fraction(pairs, max_bad_fraction)
+        return pairs
     if path.is_dir():
         raw = _folder_rows(path)
     elif path.is_file():
@@ -252,12 +163,7 @@ def split(pairs: Sequence[Pair], fraction: float) -> tuple[list[Pair], list[Pair
 
 def read_image(image: str) -> Image.Image:
     """A path, or a member of a tar shard, decoded to RGB."""
-    if "::" in image and image.split("::", 1)[0].endswith(".tar"):
-        shard, member = image.split("::", 1)
-        with tarfile.open(shard) as tar:
-            data = tar.extractfile(member).read()
-        return open_image(Image.open(io.BytesIO(data)))[0]
-    return open_image(image)[0]
+    return open_image(item_source(image))[0]
 
 
 def random_resized_crop(

@@ -29,12 +29,12 @@ import torch
 import torch.nn.functional as F
 
 from ..core.config import TrainConfig
+from ..images.records import DataError, read_text
 from ..models.encoder import Encoder
 from ..models.model import CLIP
 from ..models.open_clip_models import is_open_clip_config
 from ..models.tokenizer import cut_to_longest, default_tokenizer
 from ..models.weights import resolve, save_text_tower
-from .data import DataError, read_text
 
 Progress = Callable[[int, int, dict], None]
 

@@ -8,7 +8,7 @@ Create Date: 2026-11-28
 import sqlalchemy as sa
 from alembic import op
 
-from clipsearch.storage.catalog import FsPath
+from clipsearch.storage.schema import FsPath
 
 revision = "0001"
 down_revision = None

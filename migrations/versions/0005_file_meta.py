@@ -10,7 +10,7 @@ Create Date: 2026-11-30
 import sqlalchemy as sa
 from alembic import op
 
-from clipsearch.storage.catalog import FsPath
+from clipsearch.storage.schema import FsPath
 
 revision = "0005"
 down_revision = "0004"

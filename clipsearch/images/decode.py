@@ -1,0 +1,131 @@
+"""Image files decoded to RGB as a person sees them: EXIF orientation applied, the first
+frame of an animation, any mode converted (transparency on white), with what the file
+says of itself (size, format, capture time, camera). Every failure is an ImageError
+naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..core.errors import ClipsearchError
+
+
+@dataclass(frozen=True)
+class BytesSource:
+    """An image file's bytes, already read, and the name to report it by."""
+
+    path: str
+    data: bytes
+
+
+ImageSource = str | os.PathLike | Image.Image | BytesSource
+
+
+class ImageError(ClipsearchError):
+    """An image that cannot be used, with the file and the reason."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What decoding learns about a file, kept in the catalog."""
+
+    width: int
+    height: int
+    format: str | None
+    taken_at: str | None = None  # EXIF DateTimeOriginal, "YYYY:MM:DD HH:MM:SS"
+    camera_make: str | None = None
+    camera_model: str | None = None
+    fingerprint: str | None = None  # of the bytes decoded (scan.fingerprint)
+    content: str | None = None  # hash of every byte decoded (scan.content_hash)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode to RGB; transparency is composited on white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray((arr * (255.0 / top)).round().clip(0, 255).astype(np.uint8), "L")
+    if img.mode == "F":
+        img = Image.fromarray(np.asarray(img).clip(0, 255).astype(np.uint8), "L")
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        img.mode == "P" and "transparency" in img.info
+    )
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _exif_info(img: Image.Image) -> tuple[str | None, str | None, str | None]:
+    try:
+        exif = img.getexif()
+    except Exception:  # a broken EXIF block is not a broken image
+        return None, None, None
+    taken = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)  # DateTimeOriginal, DateTime
+
+    def text(value) -> str | None:
+        return (str(value).strip("\x00 ") or None) if value else None
+
+    return text(taken), text(exif.get(0x010F)), text(exif.get(0x0110))
+
+
+def open_image(source: ImageSource, draft_size: int | None = None) -> tuple[Image.Image, ImageInfo]:
+    """Decode fully, EXIF orientation applied, first frame of an animation, RGB.
+
+    draft_size lets a JPEG decode at a reduced DCT scale (1/2 to 1/8) whose short side
+    stays at least that size: several times cheaper for camera photos, with embeddings
+    equal to a full decode's to four decimals (BENCHMARKS.md).
+    Every failure becomes an ImageError naming the file.
+    """
+    if isinstance(source, Image.Image):
+        img = source
+        info = ImageInfo(img.width, img.height, img.format)
+        return to_rgb(ImageOps.exif_transpose(img)), info
+    if isinstance(source, BytesSource):
+        path, file, empty = source.path, io.BytesIO(source.data), not source.data
+    else:
+        path = file = str(source)
+        empty = os.path.getsize(path) == 0 if os.path.isfile(path) else False
+    try:
+        if empty:
+            raise ImageError(path, "empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as img:
+                info = ImageInfo(img.width, img.height, img.format, *_exif_info(img))
+                if draft_size and img.format == "JPEG":
+                    img.draft("RGB", (draft_size, draft_size))
+                img.seek(0)
+                img.load()
+                return to_rgb(ImageOps.exif_transpose(img)), info
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(path, "file not found") from None
+    except PermissionError:
+        raise ImageError(path, "permission denied") from None
+    except IsADirectoryError:
+        raise ImageError(path, "is a directory") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(path, f"too many pixels (decompression bomb limit): {e}") from None
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image, or a format Pillow cannot read") from None
+    except OSError as e:  # truncated data, broken streams, I/O errors
+        raise ImageError(path, f"cannot decode: {e}") from None
+    except (ValueError, SyntaxError, EOFError, MemoryError) as e:
+        raise ImageError(path, f"cannot decode: {type(e).__name__}: {e}") from None

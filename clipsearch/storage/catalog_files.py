@@ -1,0 +1,231 @@
+"""The catalog's files: rows by path, folder, fingerprint or id, the filters search asks
+for, and the changes an indexing run writes (new rows, moves, copies, removals), each
+inside the caller's transaction.
+
+Paths compare bytewise, so a folder's files are one range of paths; names that are not
+UTF-8 sort apart and are matched in Python (schema.FsPath).
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+
+import numpy as np
+from sqlalchemy import and_, delete, func, insert, literal_column, or_, select, update
+from sqlalchemy.orm import Session
+
+from ..images.items import SHARD_SEP, is_shard_name, split_member
+from .catalog_vectors import log
+from .database import Database, chunks
+from .schema import RAW_PATH, File, Shard, Vector
+
+COPIED_FIELDS = (  # what a copy of a file shares with it
+    "fingerprint",
+    "content",
+    "width",
+    "height",
+    "format",
+    "taken_at",
+    "camera_make",
+    "camera_model",
+    "meta",
+)
+
+
+def under(column, folder: str):
+    """Paths inside a folder, or the members of a tar shard (`SHARD::MEMBER`), as a range
+    of the bytewise collation (index-friendly)."""
+    (prefix,) = prefixes_of([folder])
+    return (column >= prefix) & (column < prefix[:-1] + chr(ord(prefix[-1]) + 1))
+
+
+def prefixes_of(roots: Sequence[str]) -> tuple[str, ...]:
+    """What the paths inside each root start with: `ROOT/`, or `SHARD::` for a shard."""
+    return tuple(r + SHARD_SEP if is_shard_name(r) else r.rstrip(os.sep) + os.sep for r in roots)
+
+
+class FileRecords:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def raw_paths(self):
+        """Rows whose name is not UTF-8. They sort apart from text paths (BLOBs after all
+        text in SQLite, RAW_PATH elsewhere), so path ranges miss them: match in Python."""
+        if self.db.engine.dialect.name == "sqlite":  # every BLOB >= the empty one > all text
+            return File.path >= literal_column("x''")
+        return File.path.startswith(RAW_PATH, autoescape=True)
+
+    def under(self, roots: Sequence[str]) -> dict[str, File]:
+        """Rows whose path lies under any of the roots (or is one)."""
+        out: dict[str, File] = {}
+        with self.db.read() as s:
+            for root in roots:
+                q = select(File).where((File.path == root) | under(File.path, root))
+                out.update((f.path, f) for f in s.scalars(q))
+            for f in s.scalars(select(File).where(self.raw_paths())):
+                if f.path in roots or f.path.startswith(prefixes_of(roots)):
+                    out[f.path] = f
+        return out
+
+    def named(self, paths: Sequence[str]) -> dict[str, File]:
+        """Rows of exactly these paths (the items of a list file)."""
+        return {f.path: f for f in self._where(File.path, paths)}
+
+    def rows(self, ids: Sequence[int]) -> dict[int, File]:
+        return {f.id: f for f in self._where(File.id, ids)}
+
+    def _where(self, column, values: Sequence) -> list[File]:
+        """Rows whose column holds one of the values, a bounded IN (...) at a time."""
+        with self.db.read() as s:
+            return [
+                f
+                for chunk in chunks(values)
+                for f in s.scalars(select(File).where(column.in_(chunk)))
+            ]
+
+    def by_fingerprint(self, fingerprints: Iterable[str]) -> dict[str, list[File]]:
+        """Indexed files by their cheap fingerprint: candidates for a moved or copied file."""
+        out: dict[str, list[File]] = {}
+        with self.db.read() as s:
+            for chunk in chunks(sorted(set(fingerprints))):
+                q = select(File).where(File.fingerprint.in_(chunk), File.state == "ok")
+                for f in s.scalars(q.order_by(File.id)):
+                    out.setdefault(f.fingerprint, []).append(f)
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Rows by state: ok, failed."""
+        with self.db.read() as s:
+            return dict(s.execute(select(File.state, func.count()).group_by(File.state)).all())
+
+    def failed(self) -> list[File]:
+        with self.db.read() as s:
+            return list(s.scalars(select(File).where(File.state == "failed").order_by(File.path)))
+
+    def matching(
+        self,
+        model_id: int,
+        folders: Sequence[str] = (),
+        extensions: Sequence[str] = (),
+        after: datetime | None = None,
+        before: datetime | None = None,
+    ) -> np.ndarray:
+        """Sorted ids of files with this model's vector under any of the folders, with any
+        of the extensions (lower-case, with the dot), taken within [after, before). Dates
+        are the EXIF capture time, else the file's modification time (both UTC)."""
+        conds = [Vector.model_id == model_id, File.state == "ok"]
+        if after is not None:
+            conds.append(_taken(operator.ge, after))
+        if before is not None:
+            conds.append(_taken(operator.lt, before))
+        prefixes = prefixes_of(folders)
+        by_name = []
+        if folders:
+            by_name.append(or_(*(under(File.path, f) for f in folders)))
+        if extensions:
+            lower = func.lower(File.path)
+            by_name.append(or_(*(lower.endswith(e, autoescape=True) for e in extensions)))
+        joined = select(File.id).join(Vector, Vector.file_id == File.id).where(*conds)
+        with self.db.read() as s:
+            ids = set(s.scalars(joined.where(*by_name)))
+            if by_name:  # names SQL cannot compare (not UTF-8): the same filters in Python
+                raw = joined.add_columns(File.path).where(self.raw_paths())
+                ids.update(
+                    i
+                    for i, path in s.execute(raw)
+                    if (not prefixes or path.startswith(prefixes))
+                    and (not extensions or path.lower().endswith(tuple(extensions)))
+                )
+        return np.array(sorted(ids), dtype=np.int64)
+
+    # Changes, each inside the caller's transaction (Database.write).
+
+    @staticmethod
+    def add(s: Session, path: str, size: int, mtime_ns: int, **fields) -> File:
+        """Insert a file's row (state ok unless the fields say otherwise); with its id."""
+        row = File(path=path, size=size, mtime_ns=mtime_ns, **{"state": "ok", **fields})
+        s.add(row)
+        s.flush()
+        return row
+
+    @staticmethod
+    def add_many(s: Session, rows: Sequence[dict]) -> list[int]:
+        """Insert file rows (path, size, mtime_ns and any other columns; state ok unless
+        a row says otherwise) in one statement; their ids, in the rows' order."""
+        if not rows:
+            return []
+        rows = [{"state": "ok", **row} for row in rows]
+        if not s.bind.dialect.insert_returning:  # an SQLite older than 3.35
+            return [FileRecords.add(s, **row).id for row in rows]
+        q = insert(File).returning(File.id, sort_by_parameter_order=True)
+        return list(s.scalars(q, rows))
+
+    @staticmethod
+    def move(s: Session, file_id: int, path: str, size: int, mtime_ns: int) -> None:
+        """The same content under a new name keeps its row, id and vectors."""
+        s.execute(
+            update(File).where(File.id == file_id).values(path=path, size=size, mtime_ns=mtime_ns)
+        )
+
+    @staticmethod
+    def copy(s: Session, source: File, path: str, size: int, mtime_ns: int) -> File:
+        """A new row for a copy of an indexed file, with the source's vectors for every
+        model (logged, so the vector indexes add them)."""
+        fields = {c: getattr(source, c) for c in COPIED_FIELDS}
+        row = FileRecords.add(s, path, size, mtime_ns, **fields)
+        for model_id, blob in s.execute(
+            select(Vector.model_id, Vector.vector).where(Vector.file_id == source.id)
+        ):
+            s.add(Vector(file_id=row.id, model_id=model_id, vector=blob))
+            log(s, model_id, [row.id], "+")
+        return row
+
+    @staticmethod
+    def remove(s: Session, file_ids: Sequence[int]) -> None:
+        """Delete file rows and their vectors, logging each removed vector per model; a
+        shard that loses a member is no longer complete."""
+        for chunk in chunks(file_ids):
+            paths = s.scalars(select(File.path).where(File.id.in_(chunk), File.path.contains("::")))
+            shards = {m[0] for m in map(split_member, paths) if m is not None}
+            if shards:
+                s.execute(delete(Shard).where(Shard.path.in_(sorted(shards))))
+            pairs = s.execute(
+                select(Vector.model_id, Vector.file_id).where(Vector.file_id.in_(chunk))
+            ).all()
+            by_model: dict[int, list[int]] = {}
+            for model_id, fid in pairs:
+                by_model.setdefault(model_id, []).append(fid)
+            for model_id, fids in by_model.items():
+                log(s, model_id, fids, "-")
+            s.execute(delete(Vector).where(Vector.file_id.in_(chunk)))
+            s.execute(delete(File).where(File.id.in_(chunk)))
+
+    # Tar shards read whole: while unchanged, a run knows their members from the rows.
+
+    def shards_complete(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(size, mtime_ns) of those shards that were read whole, as they were then."""
+        out: dict[str, tuple[int, int]] = {}
+        with self.db.read() as s:
+            for chunk in chunks(paths):
+                q = select(Shard.path, Shard.size, Shard.mtime_ns).where(Shard.path.in_(chunk))
+                out.update((path, (size, mtime)) for path, size, mtime in s.execute(q))
+        return out
+
+    @staticmethod
+    def mark_shards_complete(s: Session, shards: Sequence[tuple[str, int, int]]) -> None:
+        """(path, size, mtime_ns) of shards whose every member now has its row."""
+        for chunk in chunks(shards):
+            s.execute(delete(Shard).where(Shard.path.in_([path for path, _, _ in chunk])))
+            rows = [{"path": p, "size": size, "mtime_ns": mtime} for p, size, mtime in chunk]
+            s.execute(insert(Shard), rows)
+
+
+def _taken(compare, when: datetime):
+    """Capture time against `when`, or the file time where there is no capture time."""
+    ns = int(when.replace(tzinfo=timezone.utc).timestamp() * 1e9)
+    return or_(
+        compare(File.taken_at, when), and_(File.taken_at.is_(None), compare(File.mtime_ns, ns))
+    )

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import status
-from .core.config import default_workers
 from .core.memo import MemoFile
 from .core.prompts import SEARCH_PROMPTS
 from .images.decode import BytesSource, ImageError
-from .indexing.indexer import Indexer, IndexOptions, IndexReport, Progress, absolute_roots
-from .indexing.pool import DecodePool
+from .indexing.indexer import Indexer, IndexOptions
+from .indexing.plan import absolute_roots
+from .indexing.pool import DecodePool, default_workers
+from .indexing.report import IndexReport, Progress
 from .models.pretrained import DEFAULT_MODEL
 from .query.precision import PrecisionChecks, TextTowers
 from .query.search import (

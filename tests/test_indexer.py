@@ -254,12 +254,13 @@ def test_a_batch_commits_while_the_next_one_is_embedded(tmp_path, photos, tiny):
     import threading
 
     from clipsearch.indexing.indexer import Indexer, IndexOptions
+    from clipsearch.indexing.pipeline import Pipeline
 
     began = threading.Condition()
     batches: list[str] = []  # the thread each model batch ran on
     commits: list[tuple[str, bool]] = []  # (thread, the next batch had begun)
 
-    class Watched(Indexer):
+    class Watched(Pipeline):
         def vectors(self, decoded):
             with began:
                 batches.append(threading.current_thread().name)
@@ -273,8 +274,11 @@ def test_a_batch_commits_while_the_next_one_is_embedded(tmp_path, photos, tiny):
             commits.append((threading.current_thread().name, overlapped))
             super().write(s, chunk, outcomes)
 
+    class Watching(Indexer):
+        pipeline = Watched
+
     with Store(tmp_path / "store") as store:
-        report = Watched(store, tiny, IndexOptions(workers=1, batch_size=2)).run([str(photos)])
+        report = Watching(store, tiny, IndexOptions(workers=1, batch_size=2)).run([str(photos)])
     assert report.added == 7 and len(commits) == 4  # batches of 2, 2, 2, 1
     assert {name for name, _ in commits}.isdisjoint(batches)
     assert all(overlapped for _, overlapped in commits)
@@ -359,7 +363,7 @@ def test_permission_denied_as_root_without_file_overrides(tmp_path, photos):
 POISON_DECODE = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # a 30 GB resize would fail here
-from clipsearch.images.pixels import decode_for_index
+from clipsearch.indexing.worker import decode_for_index
 pixels, info, error = decode_for_index(sys.argv[1], 224, (int(sys.argv[2]), int(sys.argv[3])))
 print(error or pixels.shape)
 """
@@ -567,7 +571,7 @@ def test_workers_that_die_as_they_start_stop_the_run_without_blaming_files(tmp_p
 
 
 def test_the_model_gets_the_cores_decoding_leaves():
-    from clipsearch.core.config import model_threads
+    from clipsearch.indexing.cores import model_threads
 
     assert model_threads(decode_cpu=0.035, model_cpu=0.035, cores=2) == 1  # 12-MP JPEG, B/32
     assert model_threads(decode_cpu=0.002, model_cpu=0.031, cores=2) == 2  # small PNG
@@ -577,30 +581,54 @@ def test_the_model_gets_the_cores_decoding_leaves():
     assert model_threads(0.0, 0.0, cores=4) == 4
 
 
-def test_indexing_photos_costlier_to_decode_than_to_embed_gives_the_model_fewer_threads(
-    tmp_path, tiny
-):
-    """With a model far cheaper than decoding, torch's threads drop to one while the run
-    goes (measured from the decoding processes' own CPU time) and come back after it."""
+def test_the_core_share_follows_the_costs_it_is_given_and_gives_the_threads_back():
+    """The thread rule applied as a run goes, on costs the test sets: the first batch is
+    not counted (the model warms up), then the model's threads follow model_threads."""
+    import torch
+
+    from clipsearch.indexing.cores import CoreShare
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        decode = {"cost": 0.040}  # a 12-MP JPEG's decode per image
+        share = CoreShare(lambda: decode["cost"])
+        assert share.after_batch(4, model_cpu=10.0) == 2  # warming up: not counted
+        assert share.after_batch(4, model_cpu=4 * 0.004) == 1  # the model 10x cheaper
+        decode["cost"] = 0.0001  # small PNGs: decoding costs next to nothing
+        assert share.after_batch(400, model_cpu=400 * 0.004) == 2
+        share.close()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_run_gives_the_model_the_threads_the_rule_gives_for_its_decoding_cost(tmp_path, tiny):
+    """A real run, its decoding cost set by the test (a second of CPU per image: far
+    costlier than any model, on any CPU): torch's threads drop to one while the model
+    embeds and come back after the run."""
     import torch
 
     from clipsearch.indexing.indexer import Indexer, IndexOptions
     from clipsearch.indexing.pool import DecodePool
 
+    class CostlyDecoding(DecodePool):
+        def cpu_per_image(self) -> float:
+            return 1.0
+
     for i in range(24):
-        make_image(tmp_path / "photos" / f"{i}.jpg", size=(1600, 1200), seed=i, quality=95)
+        make_image(tmp_path / "photos" / f"{i}.png", seed=i)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     seen = []
     try:
-        with Store(tmp_path / "store") as store, DecodePool(2) as pool:
+        with Store(tmp_path / "store") as store, CostlyDecoding(2) as pool:
             options = IndexOptions(workers=2, batch_size=4)
             progress = lambda done, total: seen.append(torch.get_num_threads())  # noqa: E731
             report = Indexer(store, tiny, options, pool).run([str(tmp_path / "photos")], progress)
-        assert report.added == 24
-        assert pool.images == 24 and pool.cpu_seconds > 0
+        assert report.added == 24 and pool.images == 24
         # progress comes as each commit ends, the last one after the model is done
-        assert seen[-2] == 1 and torch.get_num_threads() == 2  # given back
+        assert seen[1:-1] == [1] * (len(seen) - 2) and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 

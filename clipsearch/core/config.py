@@ -6,8 +6,6 @@ No torch here: the command line reads these to build `--help`.
 
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import MISSING, dataclass, field
 from typing import Any
 
@@ -19,33 +17,6 @@ def setting(default: Any, *flags: str, help: str, **cli: Any) -> Any:
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
-
-
-def default_workers() -> int:
-    """Decoding processes for indexing: one per core. They only decode a few batches ahead
-    and then wait, so on a CPU they take the cores the model leaves."""
-    return os.cpu_count() or 2
-
-
-OVERSUBSCRIBED = 0.85  # the share of the bound reached with the model on every core
-
-
-def model_threads(decode_cpu: float, model_cpu: float, cores: int) -> int:
-    """Threads for the model while this machine's cores also decode. Fewer threads than
-    cores leave decoding cores of its own, and the run then goes at the model's pace on
-    those threads; every core shares them all, and the run reaches about OVERSUBSCRIBED
-    of the bound cores / (decode + model). So the fewest threads whose pace beats that:
-    a 12-MP JPEG costs about what ViT-B/32 in bf16 does (one thread of two), a small PNG
-    or an fp32 model leaves the model every core (BENCHMARKS.md, Indexing throughput)."""
-    total = decode_cpu + model_cpu
-    if total <= 0:
-        return cores
-    return max(1, min(cores, math.ceil(OVERSUBSCRIBED * cores * model_cpu / total)))
-
-
-def default_loader_workers() -> int:
-    """Data-loading processes for training: the cores the model leaves, at most four."""
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
 MEMORY_BUDGET_HELP = (

@@ -53,6 +53,12 @@ PR_SET_PDEATHSIG = 1
 BELOW_THE_MODEL = 19
 
 
+def default_workers() -> int:
+    """Decoding processes for indexing: one per core. They only decode a few batches ahead
+    and then wait, so on a CPU they take the cores the model leaves."""
+    return os.cpu_count() or 2
+
+
 def _die_with_parent(parent: int) -> None:
     """Worker initialiser: run below the model, leave when the parent goes, and let it
     alone handle Ctrl-C."""
@@ -181,6 +187,10 @@ class DecodePool:
         self._pixels: SharedPixels | None = None
         self._pool = self._start()
         self._warming: list[Future] = []
+
+    def cpu_per_image(self) -> float:
+        """CPU seconds an image has cost the decoding processes so far."""
+        return self.cpu_seconds / max(1, self.images)
 
     def start(self) -> None:
         """Spawn the processes now, in the background (a pool spawns them on demand), and

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..core.config import TrainConfig, default_loader_workers
+from ..core.config import TrainConfig
 from ..core.files import replacing
 from ..models.encoder import Encoder, native_bf16, text_tokenizer, trims_padding
 from ..models.model import CLIP
@@ -57,6 +57,11 @@ class TrainResult:
 
 
 Progress = Callable[[int, int, dict], None]  # (step, total steps, latest metrics)
+
+
+def default_loader_workers() -> int:
+    """Data-loading processes for training: the cores the model leaves, at most four."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
 # ---- the objective ----------------------------------------------------------------------

@@ -561,8 +561,7 @@ QueryLogOption = typer.Option(
 
 
 def _filters(folders, after, before, ext):
-    from ..library import parse_date
-    from ..query.search import Filters
+    from ..query.search import Filters, parse_date
 
     return Filters(
         folders=[str(f) for f in folders],

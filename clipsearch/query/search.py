@@ -121,6 +121,22 @@ class Filters:
         return bool(self.folders or self.after or self.before or self.extensions)
 
 
+def parse_date(text: str) -> datetime:
+    """YYYY, YYYY-MM, YYYY-MM-DD or a full ISO timestamp."""
+    for fmt in ("%Y", "%Y-%m", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise QueryError(
+            f"not a date: {text!r} (use YYYY, YYYY-MM, YYYY-MM-DD or ISO 8601)"
+        ) from None
+    return when.astimezone(timezone.utc).replace(tzinfo=None) if when.tzinfo else when
+
+
 def _ext_aliases(ext: str) -> set[str]:
     e = "." + ext.lower().lstrip(".")
     groups = [{".jpg", ".jpeg", ".jpe"}, {".tif", ".tiff"}, {".heic", ".heif"}]

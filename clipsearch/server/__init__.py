@@ -40,8 +40,9 @@ from ..images import items
 from ..images.decode import BytesSource, ImageError, open_image
 from ..images.formats import is_image_name
 from ..images.items import item_source
-from ..library import Library, UnknownFile, UnusableImage, parse_date
-from ..query.search import Filters, QueryError, Result, Term, parse_query, split_query
+from ..library import Library
+from ..query.search import Filters, QueryError, Result, Term, parse_date, parse_query, split_query
+from ..query.searcher import UnknownFile, UnusableImage
 from ..storage.database import CatalogError, CatalogMissing, State
 from ..storage.schema import File
 

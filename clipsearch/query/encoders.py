@@ -1,0 +1,176 @@
+"""The models a Library answers with: which one a store's queries use when none is named,
+each loaded once, and which tower reads a query's words.
+
+A query's words may be read by a text tower aligned to the store's model (`train
+--distill-text`, remembered by the store for that model), and on a CPU under precision
+auto by a faster tower where the store shows that it finds what fp32 finds (precision.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..core.memo import MemoFile
+from ..models.pretrained import DEFAULT_MODEL
+from ..storage.database import State
+from ..storage.schema import Model
+from ..storage.store import PRECISION_CHECKS_FILE, TEXT_MODELS_FILE, Store
+from .precision import PrecisionChecks, TextTowers
+from .search import QueryError
+
+if TYPE_CHECKING:  # torch loads with the first model, not with `status` or `forget`
+    from ..models.encoder import Encoder
+
+# (top-10 file ids of a query vector, vectors searched) in a store's index, for a model
+Searcher = Callable[["Encoder"], tuple[Callable[[np.ndarray], Sequence[int]], int]]
+
+
+class Encoders:
+    def __init__(
+        self,
+        store: Store,
+        searcher: Searcher,
+        device: str | None = None,
+        precision: str = "auto",
+        text_model: str | None = None,
+    ):
+        self.store = store
+        self.catalog = store.catalog
+        self.device = device
+        self.precision = precision
+        self.text_model = text_model
+        self.text_models = MemoFile(store.path / TEXT_MODELS_FILE)
+        self._text_model_remembered = False
+        self._loaded: dict[str, Encoder] = {}
+        self._model_rows: dict[str, Model] = {}
+        self._default: str | None = None
+        self.loads: list[tuple[str, str, bool]] = []  # (spec, precision, text only), in order
+        self.searcher = searcher
+        self.text_towers = TextTowers(
+            PrecisionChecks(store.path / PRECISION_CHECKS_FILE),
+            lambda spec, precision: self._load(spec, precision, text_only=True),
+        )
+
+    def default_model(self) -> str:
+        """The store's only model if it has one, clipsearch's default if the store has
+        none or has it among several; with several others, the caller must choose (and
+        no model is looked for on the network in the meantime)."""
+        have = [(m, n) for m, n in self._models() if n > 0]
+        names = [m.name for m, _ in have]
+        if len(have) == 1:
+            return names[0]
+        if not have or DEFAULT_MODEL in names:
+            return DEFAULT_MODEL
+        listing = ", ".join(f"{m.name} ({n} vectors)" for m, n in have)
+        raise QueryError(
+            f"this store has vectors from several models: {listing}; pick one with --model"
+        )
+
+    def _models(self) -> list[tuple[Model, int]]:
+        """The store's models with their vector counts; none before its first write."""
+        if self.catalog.state not in (State.CURRENT, State.OLDER):
+            return []
+        return self.catalog.models.counted()
+
+    def spec(self, spec: str | None) -> str:
+        """The model asked for, else the store's default (found once)."""
+        if spec is None:
+            self._default = self._default or self.default_model()
+            spec = self._default
+        return spec
+
+    def get(self, spec: str | None = None, text_only: bool = False) -> Encoder:
+        """The model for a spec, loaded once; text_only (for text queries) leaves out the
+        image tower until something needs it."""
+        spec = self.spec(spec)
+        loaded = self._loaded.get(spec)
+        if loaded is None or (loaded.text_only and not text_only):
+            self._loaded[spec] = self._load(spec, self.precision, text_only)
+        return self._loaded[spec]
+
+    def for_query(self, spec: str | None = None, text_only: bool = False) -> Encoder:
+        """The model for a query. Under precision "auto" on a CPU, text queries start in
+        fp32 and move to a faster tower where this store shows that it finds what fp32
+        finds (precision.TextTowers)."""
+        spec = self.spec(spec)
+        if not (text_only and self._chooses_text_precision()):
+            return self.get(spec, text_only)
+        encoder = self._loaded.get(spec)
+        if encoder is None:
+            encoder = self._loaded[spec] = self._load(spec, "fp32", text_only=True)
+        if not encoder.text_only or encoder.precision != "fp32":
+            return encoder  # a whole model loaded for an image term, or the chosen tower
+        faster = self.text_towers.after_query(spec, encoder, lambda: self.searcher(encoder))
+        if faster is not None:
+            self._loaded[spec] = encoder = faster
+        return encoder
+
+    def _chooses_text_precision(self) -> bool:
+        from ..models.encoder import resolve_device
+
+        return self.precision == "auto" and resolve_device(self.device).type == "cpu"
+
+    def _load(self, spec: str, precision: str, text_only: bool) -> Encoder:
+        from ..models.encoder import load_model
+
+        self.loads.append((spec, precision, text_only))
+        return load_model(
+            spec,
+            device=self.device,
+            precision=precision,
+            text_only=text_only,
+            digests=self.store.digests,
+        )
+
+    def model_row(self, encoder: Encoder) -> Model:
+        """The catalog's row for the encoder's weights; an error naming the models that
+        do have vectors here if it has none."""
+        if encoder.digest in self._model_rows:
+            return self._model_rows[encoder.digest]
+        row = self.catalog.models.find(encoder.digest)
+        if row is None or not self.catalog.models.has_vectors(row.id):
+            have = [(m, n) for m, n in self.catalog.models.counted() if n > 0]
+            listing = ", ".join(f"{m.name} ({n} vectors)" for m, n in have) or "none yet"
+            raise QueryError(
+                f"this store has no vectors from model {encoder.name} (weights "
+                f"{encoder.digest}). Models here: {listing}. Use --model with one of them, or "
+                f"index with this one: clipsearch index PATH --model {encoder.name}"
+            )
+        self._model_rows[encoder.digest] = row
+        return row
+
+    def text_reader(self, model: str | None = None) -> Encoder:
+        """The encoder for a query's words: a text tower aligned to the model where one is
+        given or remembered for it, else the model's own (for_query)."""
+        spec = self.spec(model)
+        digest = self._digest_of(spec)
+        remembered = self.text_models.read().get(digest) if digest else None
+        tower = remembered if self.text_model is None else self.text_model
+        if tower in (None, "none"):
+            self._remember_text_model(digest, None)
+            return self.for_query(spec, text_only=True)
+        reader = self.for_query(tower, text_only=True)
+        if digest and reader.digest != digest:
+            raise QueryError(
+                f"the text tower {tower} reads for the model with digest {reader.digest}, not "
+                f"for {spec} ({digest}): give --text-model one made from it (train "
+                f"--distill-text --from {spec}), or none"
+            )
+        self._remember_text_model(digest, tower)
+        return reader
+
+    def _remember_text_model(self, digest: str | None, tower: str | None) -> None:
+        """A text model given to this Library is remembered for the model (once)."""
+        if self.text_model is None or not digest or self._text_model_remembered:
+            return
+        entries = {k: v for k, v in self.text_models.read().items() if k != digest}
+        self.text_models.write({**entries, **({digest: os.path.abspath(tower)} if tower else {})})
+        self._text_model_remembered = True
+
+    def _digest_of(self, spec: str) -> str | None:
+        """The digest of the store's model of that name, without loading it."""
+        return next((m.digest for m, n in self._models() if m.name == spec and n), None)

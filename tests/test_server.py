@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from clipsearch import Library
 from clipsearch.cli import app
-from clipsearch.server import COOKIE, MAX_UPLOAD
+from clipsearch.server.auth import COOKIE
+from clipsearch.server.body import MAX_UPLOAD
 
 MODEL = "random:tiny"
 

@@ -1,0 +1,38 @@
+"""The images themselves, by catalog id only: thumbnails (made once, kept in the store,
+cached by the browser) and the originals."""
+
+from __future__ import annotations
+
+import mimetypes
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, Response
+
+from ..images import items
+from .api import service_of
+from .service import HttpError
+
+THUMB_SIZES = range(32, 1025)
+
+router = APIRouter()
+
+
+@router.get("/thumb/{file_id}")
+def thumb(file_id: int, request: Request, size: int = 256) -> Response:
+    if size not in THUMB_SIZES:
+        raise HttpError(400, f"size must be between {THUMB_SIZES[0]} and {THUMB_SIZES[-1]}")
+    path, tag = service_of(request).thumbnail(file_id, size)
+    headers = {"ETag": f'"{tag}"', "Cache-Control": "private, max-age=86400"}
+    if request.headers.get("if-none-match") == headers["ETag"]:
+        return Response(status_code=304, headers=headers)
+    return FileResponse(path, media_type="image/jpeg", headers=headers)
+
+
+@router.get("/image/{file_id}")
+def image(file_id: int, request: Request) -> Response:
+    row = service_of(request).servable(file_id)
+    kind = mimetypes.guess_type(row.path)[0] or "application/octet-stream"
+    headers = {"Cache-Control": "private, max-age=3600"}
+    if items.is_plain_file(row.path):
+        return FileResponse(row.path, media_type=kind, headers=headers)
+    return Response(items.read_bytes(row.path), media_type=kind, headers=headers)

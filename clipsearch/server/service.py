@@ -1,0 +1,160 @@
+"""What the endpoints share: the warm Library, and the rule that turns any error into an
+HTTP status and one line, never a traceback.
+
+Searches and embeddings hold a lock (the Library and its models serve one at a time);
+files and thumbnails never wait. Files are served by catalog id only, and only while each
+is the regular image file the catalog recorded (same size and modification time).
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+from PIL import Image
+
+from ..core.errors import ClipsearchError
+from ..core.files import write_atomic
+from ..images import items
+from ..images.decode import BytesSource, ImageError, open_image
+from ..images.formats import is_image_name
+from ..library import Library
+from ..query.search import Filters, QueryError, Term, parse_date, parse_query, split_query
+from ..query.searcher import UnknownFile, UnusableImage
+from ..storage.database import CatalogError, CatalogMissing, State
+from ..storage.schema import File
+from .schemas import Item, SearchRequest, SearchResponse
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class Redirect(HttpError):
+    """An image that a list file named by its http(s) URL: the browser is sent there, and
+    the server never fetches a URL on a request's behalf."""
+
+    def __init__(self, url: str):
+        super().__init__(302, url)
+        self.url = url
+
+
+def status_for(e: Exception) -> tuple[int, str]:
+    """The HTTP status and message for an error: never a traceback."""
+    if isinstance(e, HttpError):
+        return e.status, str(e)
+    if isinstance(e, UnknownFile):
+        return 404, str(e)
+    if isinstance(e, (ImageError, UnusableImage)):
+        return (413 if "decompression bomb" in e.reason else 422), str(e)
+    if isinstance(e, CatalogMissing):
+        return 404, str(e)
+    if isinstance(e, CatalogError) or type(e).__module__.startswith("sqlalchemy"):
+        return 503, "the store cannot be read just now (being upgraded?); try again shortly"
+    if isinstance(e, (QueryError, ClipsearchError)):
+        return 400, str(e)
+    return 500, f"internal error ({type(e).__name__}); the server log says no more"
+
+
+def filters_of(req: SearchRequest) -> Filters:
+    return Filters(
+        folders=req.in_,
+        after=parse_date(req.after) if req.after else None,
+        before=parse_date(req.before) if req.before else None,
+        extensions=req.ext,
+    )
+
+
+class Service:
+    """The warm Library behind the endpoints."""
+
+    def __init__(self, library: Library, model: str | None = None):
+        self.library = library
+        self.model = model
+        self.lock = threading.Lock()
+        self.thumbs = library.store.path / "thumbs"
+
+    def warm_up(self) -> None:
+        """Load the text tower and the vector index now, not at the first request."""
+        if self.library.catalog.state is State.CURRENT and any(
+            n for _, n in self.library.catalog.models.counted()
+        ):
+            for _ in range(2):  # the second settles the text tower's precision
+                self.search(SearchRequest(query="a photo"))
+
+    def search(self, req: SearchRequest, uploads: list[BytesSource] = ()) -> SearchResponse:
+        terms = []
+        if req.query or uploads:  # words from the network are never read as file paths
+            terms = parse_query(split_query(req.query), uploads, paths=False)
+        if req.similar_to is not None:
+            terms.append(Term(1.0, file_id=req.similar_to))
+        if not terms:
+            raise QueryError("empty query: give some words, an image, or similar_to")
+        with self.lock:
+            answer = self.library.search_terms(
+                terms,
+                k=req.k,
+                model=self.model,
+                filters=filters_of(req),
+                min_score=req.min_score,
+                exclude_self=req.similar_to is not None,
+                offset=req.offset,
+            )
+        timings = {k: round(v, 2) for k, v in answer.timings_ms.items()}
+        return SearchResponse(
+            items=[Item.of(r) for r in answer.results],
+            query=answer.query,
+            model=answer.model,
+            timings_ms=timings,
+        )
+
+    def embed(self, texts: list[str], uploads: list[BytesSource]) -> dict:
+        with self.lock:
+            encoder = (
+                self.library.query_encoder(self.model)
+                if uploads
+                else self.library.text_reader(self.model)
+            )
+            vectors = encoder.encode_images(uploads) if uploads else encoder.encode_text(texts)
+        return {
+            "model": encoder.name,
+            "digest": encoder.digest,
+            "dim": encoder.dim,
+            "vectors": [[round(float(x), 7) for x in v] for v in vectors],
+        }
+
+    def servable(self, file_id: int) -> File:
+        """The catalog's file, if it is still the regular image file it recorded."""
+        row = self.library.catalog.files.rows([file_id]).get(file_id)
+        if row is None or row.state != "ok":
+            raise HttpError(404, f"no indexed image #{file_id}")
+        if items.is_url(row.path):
+            if row.path.lower().startswith(("http://", "https://")):
+                raise Redirect(row.path)
+            raise HttpError(404, f"image #{file_id} is not on this machine: it is a URL")
+        try:
+            held = items.source_stat(row.path)
+        except OSError:
+            raise HttpError(404, f"image #{file_id} is no longer on disk") from None
+        plain = items.is_plain_file(row.path)
+        regular = Path(row.path).is_file() if plain else True
+        if not (held == (row.size, row.mtime_ns) and is_image_name(row.path) and regular):
+            raise HttpError(404, f"image #{file_id} changed on disk; index it again")
+        return row
+
+    def thumbnail(self, file_id: int, size: int) -> tuple[Path, str]:
+        """A JPEG of the image fitted in size x size, made once and kept in the store."""
+        row = self.servable(file_id)
+        tag = f"{file_id}-{size}-{row.mtime_ns}"
+        path = self.thumbs / f"{tag}.jpg"
+        if not path.exists():
+            img, _ = open_image(items.item_source(row.path), draft_size=size)  # EXIF applied
+            img.thumbnail((size, size), Image.Resampling.BICUBIC)
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=85)
+            self.thumbs.mkdir(mode=0o700, exist_ok=True)
+            write_atomic(path, buf.getvalue())
+        return path, tag

@@ -66,7 +66,7 @@ class Pipeline:
     def run(self, tasks: list[Task], progress: Progress | None) -> None:
         if not tasks:
             return
-        batches = self._on_ray(tasks) if self.ray is not None else self._here(tasks)
+        batches = self._on_ray(tasks) if self.ray is not None else self._local_batches(tasks)
         done = 0
         writer = ThreadPoolExecutor(1, thread_name_prefix="clipsearch-commit")
         with closing(batches), writer:
@@ -97,7 +97,7 @@ class Pipeline:
             progress(done + size, total)
         return done + size
 
-    def _here(self, tasks: list[Task]) -> Iterator[tuple[list[Task], list[Outcome]]]:
+    def _local_batches(self, tasks: list[Task]) -> Iterator[tuple[list[Task], list[Outcome]]]:
         """Batches decoded by the local processes and embedded by this process's model."""
         batch = max(1, self.options.batch_size)
         chunks = [tasks[i : i + batch] for i in range(0, len(tasks), batch)]

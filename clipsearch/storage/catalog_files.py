@@ -118,9 +118,9 @@ class FileRecords:
         are the EXIF capture time, else the file's modification time (both UTC)."""
         conds = [Vector.model_id == model_id, File.state == "ok"]
         if after is not None:
-            conds.append(_taken(operator.ge, after))
+            conds.append(_capture_time(operator.ge, after))
         if before is not None:
-            conds.append(_taken(operator.lt, before))
+            conds.append(_capture_time(operator.lt, before))
         prefixes = prefixes_of(folders)
         by_name = []
         if folders:
@@ -223,7 +223,7 @@ class FileRecords:
             s.execute(insert(Shard), rows)
 
 
-def _taken(compare, when: datetime):
+def _capture_time(compare, when: datetime):
     """Capture time against `when`, or the file time where there is no capture time."""
     ns = int(when.replace(tzinfo=timezone.utc).timestamp() * 1e9)
     return or_(

@@ -1,0 +1,69 @@
+"""The `clipsearch` command: the typer app, its global options, and the entry point that
+turns a mistyped command line into one line like every other failure."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import typer
+
+from .console import TRACEBACKS, Terminated, err, escaped
+
+app = typer.Typer(
+    help="Semantic image search on CLIP: index folders, query with words or pictures, "
+    "fine-tune the model on your own captions.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        envvar="CLIPSEARCH_DEBUG",
+        help="On an error, also print the traceback (for bug reports).",
+    ),
+) -> None:
+    TRACEBACKS["shown"] = debug
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def _command_line_errors():
+    """Where the command line's errors are defined: typer's own copy of click (typer 0.2x
+    and later), or click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def run(args: list[str] | None = None) -> None:
+    """The `clipsearch` command: the app, with a mistyped command line told in one line
+    like every other failure (click draws a box around it, under the usage)."""
+    errors = _command_line_errors()
+    try:
+        code = app(args, prog_name="clipsearch", standalone_mode=False)
+    except getattr(errors, "NoArgsIsHelpError", ()) as e:
+        e.show()  # the help itself
+        sys.exit(e.exit_code)
+    except errors.UsageError as e:
+        command = e.ctx.command_path if e.ctx else "clipsearch"
+        message = escaped(e.format_message().rstrip("."))
+        err.print(f"[red]Error:[/red] {message} (see `{escaped(command)} --help`)", markup=True)
+        sys.exit(e.exit_code)
+    except errors.ClickException as e:
+        err.print(f"[red]Error:[/red] {escaped(e.format_message())}", markup=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err.print("Aborted.")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,126 @@
+"""`query` and `similar`: search a store, and print or write the results."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from .app import app
+from .console import err, escaped, out, user_errors
+from .options import (
+    DbOption,
+    DeviceOption,
+    FormatOption,
+    InOption,
+    KOption,
+    OutputOption,
+    QueryLogOption,
+    QueryPrecisionOption,
+    StoreModelOption,
+    StoreOption,
+    TextModelOption,
+    open_library,
+)
+
+
+def _filters(folders, after, before, ext):
+    from ..query.search import Filters, parse_date
+
+    return Filters(
+        folders=[str(f) for f in folders],
+        after=parse_date(after) if after else None,
+        before=parse_date(before) if before else None,
+        extensions=ext,
+    )
+
+
+def _print_answer(answer, fmt: str, output: Path | None) -> None:
+    from ..query import render
+
+    fmt = render.format_for(fmt, None if output is None else str(output))
+    if fmt == "table" and output is None:
+        out.print(render.table(answer.query, answer.results))
+        if not answer.results:
+            err.print("No results.")
+        return
+    text = render.results_as(fmt, answer.query, answer.model, answer.results)
+    data = text.encode("utf-8", "surrogateescape")  # `paths` gives names back byte for byte
+    if output is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        from ..core.files import write_atomic
+
+        write_atomic(output, data, mode=0o666)  # a full disk leaves the old file whole
+        err.print(f"Wrote {len(answer.results)} results to {escaped(str(output))}")
+
+
+@app.command(context_settings={"allow_interspersed_args": True})
+def query(
+    terms: list[str] = typer.Argument(
+        None, help='Words, image files and operators: "beach" + "sunset" - "people", 2:beach.'
+    ),
+    k: int = KOption,
+    image: list[Path] = typer.Option(
+        [], "--image", "-i", help="An image to search by (repeatable)."
+    ),
+    model: str = StoreModelOption,
+    store: Path = StoreOption,
+    db: str = DbOption,
+    folder: list[Path] = InOption,
+    after: str = typer.Option(
+        None, "--after", help="Taken on or after (EXIF date, else file time)."
+    ),
+    before: str = typer.Option(None, "--before", help="Taken before this date."),
+    ext: list[str] = typer.Option([], "--ext", help="Only these formats, e.g. jpg (repeatable)."),
+    min_score: float = typer.Option(None, "--min-score", help="Drop results scoring below this."),
+    exclude_self: bool = typer.Option(
+        False, "--exclude-self", help="Leave query images out of the results."
+    ),
+    fmt: str = FormatOption,
+    output: Path = OutputOption,
+    device: str = DeviceOption,
+    precision: str = QueryPrecisionOption,
+    query_log: bool | None = QueryLogOption,
+    text_model: str = TextModelOption,
+) -> None:
+    """Find the images that best match words, images, or a weighted combination."""
+    with (
+        user_errors(),
+        open_library(
+            store, db, device=device, precision=precision, query_log=query_log,
+            text_model=text_model,
+        ) as lib,
+    ):  # fmt: skip
+        answer = lib.search(
+            terms or [],
+            k=k,
+            model=model,
+            filters=_filters(folder, after, before, ext),
+            images=[str(p) for p in image],
+            min_score=min_score,
+            exclude_self=exclude_self,
+        )
+        _print_answer(answer, fmt, output)
+
+
+@app.command()
+def similar(
+    path: Path = typer.Argument(..., help="An image, indexed or not."),
+    k: int = KOption,
+    model: str = StoreModelOption,
+    store: Path = StoreOption,
+    db: str = DbOption,
+    folder: list[Path] = InOption,
+    fmt: str = FormatOption,
+    output: Path = OutputOption,
+    device: str = DeviceOption,
+    precision: str = QueryPrecisionOption,
+) -> None:
+    """Find the images nearest to one image (the image itself excluded)."""
+    with user_errors(), open_library(store, db, device=device, precision=precision) as lib:
+        answer = lib.similar(str(path), k=k, model=model, filters=_filters(folder, None, None, []))
+        _print_answer(answer, fmt, output)

@@ -1,0 +1,102 @@
+"""`serve`: the search page and the JSON API."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import typer
+
+from .app import app
+from .console import err, escaped, user_errors
+from .options import (
+    DbOption,
+    DeviceOption,
+    QueryLogOption,
+    QueryPrecisionOption,
+    StoreModelOption,
+    StoreOption,
+    TextModelOption,
+    open_library,
+)
+
+
+@app.command()
+def serve(
+    store: Path = StoreOption,
+    db: str = DbOption,
+    model: str = StoreModelOption,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback)."),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port (0: any free one)."),
+    api_key: str = typer.Option(
+        None,
+        "--api-key",
+        envvar="CLIPSEARCH_API_KEY",
+        help="Require this key (X-API-Key header; the page asks once). Needed to listen "
+        "beyond loopback; prefer the environment variable, which `ps` does not show.",
+    ),
+    no_auth: bool = typer.Option(
+        False,
+        "--no-auth",
+        help="Listen beyond loopback without a key (anyone who can reach it sees your photos).",
+    ),
+    open_page: bool = typer.Option(False, "--open", help="Open the page in your browser."),
+    device: str = DeviceOption,
+    precision: str = QueryPrecisionOption,
+    query_log: bool | None = QueryLogOption,
+    text_model: str = TextModelOption,
+) -> None:
+    """Serve the store: a search page and a JSON API (/api/v1, documented at /docs),
+    with the model and index kept warm. Runs until Ctrl-C. Images indexed meanwhile by
+    `clipsearch index` in another process are found without a restart."""
+    import ipaddress
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not (loopback or api_key or no_auth):
+        err.print(
+            f"[red]Error:[/red] listening on {escaped(host)} lets anyone who can reach it see "
+            "your photos: give --api-key KEY (or set CLIPSEARCH_API_KEY), or --no-auth",
+            markup=True,
+        )
+        raise typer.Exit(1)
+    if not loopback and no_auth and not api_key:
+        err.print(f"[yellow]Warning:[/yellow] serving {escaped(host)} without a key", markup=True)
+    with user_errors():
+        import uvicorn
+
+        from ..server import Service, create_app
+
+        lib = open_library(store, db, create=True, device=device, precision=precision,
+                           query_log=query_log, text_model=text_model)  # fmt: skip
+        service = Service(lib, model)
+        started = time.perf_counter()
+        service.warm_up()
+        config = uvicorn.Config(
+            create_app(service, api_key), host=host, port=port, log_level="warning"
+        )
+        server = uvicorn.Server(config)
+        url_host = f"[{host}]" if ":" in host else host
+
+        def announce() -> None:
+            while not server.started:
+                time.sleep(0.05)
+            bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
+            url = f"http://{url_host}:{bound}/"
+            err.print(f"Serving {escaped(str(lib.store.path))} at {url} (ready in "
+                      f"{time.perf_counter() - started:.1f}s; Ctrl-C stops)")  # fmt: skip
+            if open_page:
+                import webbrowser
+
+                webbrowser.open(url)
+
+        import threading
+
+        threading.Thread(target=announce, daemon=True).start()
+        with contextlib.suppress(KeyboardInterrupt):  # raised again once it stopped cleanly
+            server.run()
+        lib.close()
+    err.print("Stopped.")

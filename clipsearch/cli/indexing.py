@@ -70,16 +70,8 @@ def index(
     """Embed every image under PATHS into the store. Re-runs touch only new, changed,
     moved and deleted files; an interrupted run (Ctrl-C, kill, power cut) continues where
     it stopped. One process writes a store at a time; searching never waits."""
-    from ..indexing.priority import run_in_background
-
-    if background:
-        run_in_background(threads)
-    elif threads:
-        os.environ["OMP_NUM_THREADS"] = str(threads)
     options = IndexOptions(**settings)
-    if threads and options.workers is None:
-        options.workers = threads
-    dry_run = options.dry_run
+    share_the_machine(background, threads, options)
     with (
         user_errors(),
         open_library(
@@ -95,7 +87,24 @@ def index(
         report = lib.index([str(p) for p in paths], model, options, bar and progress)
     if as_json:
         emit_json(report.to_dict())
-        return
+    else:
+        show_index_report(report, options.dry_run)
+
+
+def share_the_machine(background: bool, threads: int | None, options: IndexOptions) -> None:
+    """--background and --threads, set before torch is imported (OpenMP reads its
+    variables once)."""
+    from ..indexing.priority import run_in_background
+
+    if background:
+        run_in_background(threads)
+    elif threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    if threads and options.workers is None:
+        options.workers = threads
+
+
+def show_index_report(report, dry_run: bool) -> None:
     show_problems(report)
     if dry_run:
         p = report.planned

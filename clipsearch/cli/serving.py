@@ -50,6 +50,22 @@ def serve(
     """Serve the store: a search page and a JSON API (/api/v1, documented at /docs),
     with the model and index kept warm. Runs until Ctrl-C. Images indexed meanwhile by
     `clipsearch index` in another process are found without a restart."""
+    check_exposure(host, api_key, no_auth)
+    with user_errors():
+        from ..server import Service
+
+        lib = open_library(store, db, create=True, device=device, precision=precision,
+                           query_log=query_log, text_model=text_model)  # fmt: skip
+        started = time.perf_counter()
+        service = Service(lib, model)
+        service.warm_up()
+        run_server(service, api_key, host, port, lambda url: announce(lib, url, started, open_page))
+        lib.close()
+    err.print("Stopped.")
+
+
+def check_exposure(host: str, api_key: str | None, no_auth: bool) -> None:
+    """Beyond loopback, a key or an explicit --no-auth: photos are private."""
     import ipaddress
 
     try:
@@ -65,38 +81,35 @@ def serve(
         raise typer.Exit(1)
     if not loopback and no_auth and not api_key:
         err.print(f"[yellow]Warning:[/yellow] serving {escaped(host)} without a key", markup=True)
-    with user_errors():
-        import uvicorn
 
-        from ..server import Service, create_app
 
-        lib = open_library(store, db, create=True, device=device, precision=precision,
-                           query_log=query_log, text_model=text_model)  # fmt: skip
-        service = Service(lib, model)
-        started = time.perf_counter()
-        service.warm_up()
-        config = uvicorn.Config(
-            create_app(service, api_key), host=host, port=port, log_level="warning"
-        )
-        server = uvicorn.Server(config)
-        url_host = f"[{host}]" if ":" in host else host
+def run_server(service, api_key: str | None, host: str, port: int, ready) -> None:
+    """Serve until Ctrl-C or SIGTERM; `ready(url)` is called once the port is bound."""
+    import threading
 
-        def announce() -> None:
-            while not server.started:
-                time.sleep(0.05)
-            bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
-            url = f"http://{url_host}:{bound}/"
-            err.print(f"Serving {escaped(str(lib.store.path))} at {url} (ready in "
-                      f"{time.perf_counter() - started:.1f}s; Ctrl-C stops)")  # fmt: skip
-            if open_page:
-                import webbrowser
+    import uvicorn
 
-                webbrowser.open(url)
+    from ..server import create_app
 
-        import threading
+    config = uvicorn.Config(create_app(service, api_key), host=host, port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    url_host = f"[{host}]" if ":" in host else host
 
-        threading.Thread(target=announce, daemon=True).start()
-        with contextlib.suppress(KeyboardInterrupt):  # raised again once it stopped cleanly
-            server.run()
-        lib.close()
-    err.print("Stopped.")
+    def when_bound() -> None:
+        while not server.started:
+            time.sleep(0.05)
+        bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
+        ready(f"http://{url_host}:{bound}/")
+
+    threading.Thread(target=when_bound, daemon=True).start()
+    with contextlib.suppress(KeyboardInterrupt):  # raised again once it stopped cleanly
+        server.run()
+
+
+def announce(lib, url: str, started: float, open_page: bool) -> None:
+    err.print(f"Serving {escaped(str(lib.store.path))} at {url} (ready in "
+              f"{time.perf_counter() - started:.1f}s; Ctrl-C stops)")  # fmt: skip
+    if open_page:
+        import webbrowser
+
+        webbrowser.open(url)

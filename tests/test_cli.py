@@ -54,7 +54,8 @@ def test_embed_long_text_warns():
 
 
 def test_embed_needs_input():
-    assert run("embed", "--model", "random:tiny").exit_code == 2
+    result = run("embed", "--model", "random:tiny")
+    assert result.exit_code == 2 and "give at least one --text or --image" in result.stderr
 
 
 def test_models_json_lists_named_models():
@@ -314,3 +315,41 @@ def test_two_models_and_no_model_named_ask_which_without_the_network(tmp_path):
 def test_debug_shows_the_traceback(world):
     result = run("--debug", "status", "--store", str(world / "garbage"))
     assert result.exit_code == 1 and "Traceback" in result.stderr
+
+
+def test_a_value_error_from_a_bug_is_called_a_bug(tmp_path, monkeypatch):
+    """User errors are ClipsearchErrors and read as one line of what to do; a ValueError
+    from inside (numpy, torch, clipsearch itself) is not mistaken for one."""
+    from clipsearch.core.errors import ClipsearchError, explain
+    from clipsearch.library import Library
+
+    assert explain(ClipsearchError("give a folder")) == "give a folder"
+    assert explain(ValueError("operands could not be broadcast")) is None
+
+    def broken(self, *args, **kwargs):
+        raise ValueError("operands could not be broadcast together with shapes (3,) (4,)")
+
+    make_image(tmp_path / "p" / "a.png")
+    assert (
+        run(
+            "index", str(tmp_path / "p"), "--model", "random:tiny", "--store", str(tmp_path / "s")
+        ).exit_code
+        == 0
+    )
+    monkeypatch.setattr(Library, "search", broken)
+    result = run("query", "a", "--store", str(tmp_path / "s"))
+    assert result.exit_code == 1 and "This is a bug in clipsearch" in result.stderr
+
+
+def test_a_bad_format_and_a_run_without_a_model_are_user_errors(tmp_path):
+    make_image(tmp_path / "p" / "a.png")
+    store = str(tmp_path / "s")
+    assert (
+        run("index", str(tmp_path / "p"), "--model", "random:tiny", "--store", store).exit_code == 0
+    )
+    result = run("query", "a", "--store", store, "--format", "pdf")
+    assert result.exit_code == 1 and "--format must be auto or one of" in result.stderr
+    (tmp_path / "d.csv").write_text("image,caption\np/a.png,a\n")
+    result = run("train", "--data", str(tmp_path / "d.csv"), "--run-dir", str(tmp_path / "r"))
+    assert result.exit_code == 1 and "give --arch CONFIG" in result.stderr
+    assert "bug" not in result.stderr

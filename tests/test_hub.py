@@ -98,7 +98,7 @@ def test_a_sentence_transformers_clip(cache, tmp_path):
             "path": "0_CLIPModel",
             "type": "sentence_transformers.models.CLIPModel",
         }
-    ]  # noqa: E501
+    ]
     (tmp_path / "st" / "modules.json").write_text(json.dumps(modules))
     cached_repo(cache, "sentence-test/clip-tiny", tmp_path / "st")
     loaded = load_model("sentence-test/clip-tiny")

@@ -79,14 +79,17 @@ def test_no_wait_refuses_with_one_line_and_readers_never_wait(indexed):
         holder.wait()
 
 
-def test_a_killed_writer_leaves_no_lock(indexed):
+def test_a_killed_writers_lock_goes_with_it(indexed):
+    """The lock is an flock the system releases with its holder: the lock file stays (it
+    only says who wrote last), the lock does not."""
     _, store = indexed
     holder = hold_lock(store, 60)
+    with pytest.raises(StoreBusy), Store(store, wait=False).writing():
+        pass
     holder.kill()
     holder.wait()
     with Store(store, wait=False).writing():
-        pass
-    assert (store / LOCK_FILE).exists()
+        assert (store / LOCK_FILE).read_text() == str(os.getpid())
 
 
 def test_two_index_runs_at_once_both_finish_and_index_each_file_once(tmp_path):
@@ -145,7 +148,17 @@ def test_a_file_given_as_the_store_is_refused(tmp_path):
 
 
 def test_writer_lock_is_reentrant_within_a_process(tmp_path):
-    store = Store(tmp_path / "store")
-    with store.writing(), store.writing():
-        fd = os.open(tmp_path / "store" / LOCK_FILE, os.O_RDONLY)
-        os.close(fd)
+    """A store already writing enters again without taking the lock twice (which would
+    refuse, not hang: wait=False), and holds it until the outer block ends."""
+    store = Store(tmp_path / "store", wait=False)
+    with store.writing():
+        with (
+            store.writing(),
+            pytest.raises(StoreBusy),
+            Store(tmp_path / "store", wait=False).writing(),
+        ):
+            pass
+        with pytest.raises(StoreBusy), Store(tmp_path / "store", wait=False).writing():
+            pass
+    with Store(tmp_path / "store", wait=False).writing():
+        pass

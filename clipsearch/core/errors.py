@@ -10,7 +10,9 @@ import errno
 
 
 class ClipsearchError(Exception):
-    """A failure with a message that says what went wrong and what to do."""
+    """A failure with a message that says what went wrong and what to do. Every error a
+    person can cause (a bad argument, file, model or store) is one of these; anything
+    else that reaches the command line is a bug in clipsearch, and says so."""
 
 
 class WeightsError(ClipsearchError):
@@ -18,8 +20,9 @@ class WeightsError(ClipsearchError):
 
 
 def explain(e: BaseException) -> str | None:
-    """What to tell a person about an error raised by a library clipsearch uses (the
-    database, the disk), or None if it is not one that says something about their setup."""
+    """What to tell a person about an error: clipsearch's own, or one raised by what it
+    uses that says something about their setup (the database, the disk, memory); None for
+    anything else, which is a bug."""
     if isinstance(e, ClipsearchError):
         return str(e)
     if isinstance(e, MemoryError):
@@ -29,7 +32,7 @@ def explain(e: BaseException) -> str | None:
         return f"the disk is full{where}; free some space and run again (nothing committed is lost)"
     if type(e).__module__.startswith("sqlalchemy"):
         return _database(e)
-    if isinstance(e, (ValueError, OSError)):
+    if isinstance(e, OSError):  # the file system: a missing file, a permission
         return str(e)
     return None
 

@@ -70,6 +70,10 @@ class DeviceError(ClipsearchError, ValueError):
     """A device this torch cannot run on."""
 
 
+class PrecisionError(ClipsearchError, ValueError):
+    """A precision that does not exist, or that this device cannot run."""
+
+
 def resolve_device(device: str | None) -> torch.device:
     """auto (CUDA if there is one, else the CPU), cpu, cuda or cuda:N, checked."""
     if device in (None, "auto"):
@@ -126,7 +130,7 @@ def _apply_precision(
     dtype = dynamic_dtype(precision, device)
     if dtype is not None:
         if device.type != "cpu":
-            raise ValueError("int8 (dynamic quantisation) runs on CPU only")
+            raise PrecisionError("int8 (dynamic quantisation) runs on CPU only; use --device cpu")
         with warnings.catch_warnings():  # deprecated for torchao, still the stock CPU path
             warnings.simplefilter("ignore")
             from torch.ao.quantization import quantize_dynamic
@@ -137,7 +141,7 @@ def _apply_precision(
     if precision == "fp16":
         return model.to(torch.float16)
     if precision != "fp32":
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        raise PrecisionError(f"precision must be one of {', '.join(PRECISIONS)}")
     return model
 
 

@@ -12,11 +12,16 @@ from collections.abc import Sequence
 
 from PIL import Image
 
+from ..core.errors import ClipsearchError
 from ..images.decode import ImageError, open_image
 from ..images.items import item_source
 from .search import Result
 
 THUMBNAIL = 256
+
+
+class FormatError(ClipsearchError):
+    """An output format that does not exist."""
 
 
 FORMATS = ("table", "json", "jsonl", "paths", "html")
@@ -31,7 +36,7 @@ def format_for(fmt: str, output: str | None) -> str:
             return "table"
         return BY_EXTENSION.get(os.path.splitext(output)[1].lower(), "paths")
     if fmt not in FORMATS:
-        raise ValueError(f"--format must be auto or one of {', '.join(FORMATS)}")
+        raise FormatError(f"--format must be auto or one of {', '.join(FORMATS)}")
     return fmt
 
 

@@ -9,11 +9,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.errors import ClipsearchError
 from ..images.pixels import preprocess
 from ..models.encoder import Encoder
 from .data import Pair, read_image
 
 KS = (1, 5, 10)
+
+
+class TemplateError(ClipsearchError):
+    """A prompt template file that cannot be used; the message says how to write it."""
 
 
 def embed_pairs(
@@ -89,7 +94,7 @@ def templates(kind: str) -> list[str]:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     for line in lines or [""]:
         if not _one_label_slot(line):
-            raise ValueError(
+            raise TemplateError(
                 f"{kind}: {line!r}: templates must be one per line, each with {{}} for the label "
                 "and no other braces (write {{ and }} for literal ones)"
             )

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..core.config import TrainConfig
+from ..core.errors import ClipsearchError
 from ..core.files import replacing
 from ..models.encoder import Encoder, native_bf16, text_tokenizer, trims_padding
 from ..models.model import CLIP
@@ -57,6 +58,10 @@ class TrainResult:
 
 
 Progress = Callable[[int, int, dict], None]  # (step, total steps, latest metrics)
+
+
+class TrainingError(ClipsearchError):
+    """A run that cannot start as asked; the message says what to give instead."""
 
 
 def default_loader_workers() -> int:
@@ -230,7 +235,7 @@ def load_data(cfg: TrainConfig) -> tuple[Pairs, list[Pair]]:
     else:
         val = []
     if not train.rows:
-        raise ValueError(f"{cfg.data}: no training rows left")
+        raise TrainingError(f"{cfg.data}: no training rows left")
     return train, val
 
 
@@ -340,7 +345,9 @@ def build_model(cfg: TrainConfig) -> tuple[nn.Module, str]:
         w = resolve(cfg.init)
         return w.build(), w.name
     if not cfg.arch:
-        raise ValueError("give --arch CONFIG to train from scratch, or --from MODEL to fine-tune")
+        raise TrainingError(
+            "give --arch CONFIG to train from scratch, or --from MODEL to fine-tune"
+        )
     w = random_weights(f"random:{cfg.arch}:{cfg.seed}")
     return w.build(), f"trained:{cfg.arch}"
 
@@ -352,13 +359,13 @@ def start(cfg: TrainConfig) -> Run:
     saved = None
     if (folder / STATE_FILE).exists():
         if not cfg.resume:
-            raise ValueError(
+            raise TrainingError(
                 f"{folder} already holds a run; pass --resume to continue it, or another --run-dir"
             )
         saved = load_checkpoint(folder)
         cfg = replace(TrainConfig(**saved["config"]), run_dir=cfg.run_dir, resume=True)
     elif cfg.resume:
-        raise ValueError(f"{folder}: nothing to resume (no {STATE_FILE})")
+        raise TrainingError(f"{folder}: nothing to resume (no {STATE_FILE})")
     torch.manual_seed(cfg.seed)
     folder.mkdir(parents=True, exist_ok=True)
     model, base_name = build_model(cfg)

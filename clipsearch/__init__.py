@@ -1,34 +1,19 @@
 """clipsearch: semantic image search on CLIP, with indexing, querying and fine-tuning.
 
-The package in layers, each calling only those below it (torch only from "model" up;
-`status`, `forget` and the decoding workers never import it):
+The folders are the map. Each floor imports only from the floors below it, and a module
+only from its own folder on its own floor (tests/test_layers.py holds the code to this):
 
-  faces      cli (typer; prints, exits; render: output formats) and server (HTTP API and
-             the page in web/) -> library (the API every face calls: Library)
-  work       indexer + decoding + scan + sources (walk folders, tar shards and list files,
-             decode in workers, embed, commit; ray_pipeline schedules the same decoding
-             and embedding on Ray Data, the indexer still the only writer), search (query
-             terms, filtered exact search, hydrate), query_precision (which text tower a
-             store's queries use), status (what a store holds), train + training_data +
-             evaluate (contrastive training, recall metrics), distill (text towers that
-             read other languages)
-  storage    store (the folder, the writer lock) -> catalog (the only SQL; the source of
-             truth) and ann (FAISS indexes derived from it; presets in indexes/), tuned
-             by tuning on query sets that include query_log's, measured against exact;
-             synthetic (vectors no image made, for tests and benchmarks)
-  model      encoder (load_model: texts and images in, unit vectors out) -> model (CLIP),
-             tokenizer, weights + torchscript + pretrained + hub (every checkpoint format
-             and hub layout, read without running code), open_clip_models (the optional
-             backend for models only open_clip builds: SigLIP, MobileCLIP, XLM-R),
-             cpu_text (the fast CPU text tower)
-  images     preprocess (decode, CLIP pixels)
-  basics     errors, faults, files (atomic writes), content (file hashes), items (an item's
-             key: a path, a tar shard's member or a URL, and its bytes), prompts,
-             precisions, config (settings, each declared once), memo + digests (the
-             store's small JSON memos), priority (indexing that yields to searches)
+    cli/                          the command line, a thin face over the Library
+    server/                       `clipsearch serve`: the JSON API and the search page
+    library status                the Python API every face calls; what a store holds
+    indexing/ query/ training/    fill a store; answer queries; make models
+    storage/ models/              the catalog and its vector indexes; CLIP and its weights
+    images/                       image files and the data files that name them
+    core/                         errors, settings, atomic files, memos, fault injection
 
-Names are imported lazily so that `clipsearch --help` and decoding workers never pay
-for importing torch.
+torch is imported from models/ up, and only where a model is loaded: importing
+clipsearch, `status`, `forget` and the decoding workers never import it, which is why
+the names below are exported lazily.
 """
 
 from importlib import import_module

@@ -1,1 +1,6 @@
-"""TODO"""
+"""CLIP and everything it takes to load one: the model (model), OpenAI's tokenizer
+(tokenizer), every weights format (weights, torchscript), named models and hub ids
+(pretrained, hub), the optional open_clip backend (open_clip_models), the fast CPU text
+tower (cpu_text), and load_model with its Encoder: texts and images in, unit vectors out
+(encoder). torch is imported by the modules that need it, never by this package itself:
+`pretrained` and `precisions` are read by commands that load no model."""

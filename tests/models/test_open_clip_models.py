@@ -25,7 +25,7 @@ from PIL import Image
 from clipsearch.models.encoder import load_model
 from clipsearch.models.open_clip_models import BackendMissing, open_clip_module
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHILD = "CLIPSEARCH_OPEN_CLIP_CHILD"  # set in the interpreter this file runs itself in
 OTHER_PYTHON = Path(
     os.environ.get("CLIPSEARCH_OPEN_CLIP_PYTHON", ROOT / ".venv-open-clip/bin/python")
@@ -332,7 +332,7 @@ def test_in_an_interpreter_that_has_open_clip():
     run = subprocess.run(
         [
             str(OTHER_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-            __file__, "tests/test_preprocess.py::test_named_models_preprocess_as_open_clip_says",
+            __file__, "tests/images/test_pixels.py::test_named_models_preprocess_as_open_clip_says",
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=1800, env={**os.environ, CHILD: "1"},
     )  # fmt: skip

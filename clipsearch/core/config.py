@@ -46,7 +46,7 @@ class IndexOptions:
     ray: bool = setting(
         False,
         "--ray",
-        help="Decode and embed on Ray Data (pip install 'clipsearch[ray]'): a local Ray "
+        help="Decode and embed on Ray Data (pip install 'clipsearch\\[ray]'): a local Ray "
         "instance, or the cluster --ray-address names. This process still plans and writes.",
     )
     ray_address: str | None = setting(

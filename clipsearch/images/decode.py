@@ -47,8 +47,8 @@ class ImageInfo:
     taken_at: str | None = None  # EXIF DateTimeOriginal, "YYYY:MM:DD HH:MM:SS"
     camera_make: str | None = None
     camera_model: str | None = None
-    fingerprint: str | None = None  # of the bytes decoded (scan.fingerprint)
-    content: str | None = None  # hash of every byte decoded (scan.content_hash)
+    fingerprint: str | None = None  # of the bytes decoded (indexing/content.py)
+    content: str | None = None  # hash of every byte decoded (indexing/content.py)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -59,7 +59,7 @@ def reduced_precisions() -> tuple[str, ...]:
 def auto_precision(device: torch.device) -> str:
     """fp16 on CUDA; bf16 on CPUs with native bf16; fp32 otherwise. This is what images are
     embedded in. Text queries on a CPU start in fp32 instead and move to a faster tower only
-    where the store's check passes (query_precision.py): a query's few rows gain little
+    where the store's check passes (query/precision.py): a query's few rows gain little
     from bf16, and its rounding can reorder a crowded store."""
     if device.type == "cuda":
         return "fp16"

@@ -27,7 +27,7 @@ CATALOG_FILE = "catalog.db"
 INDEX_DIR = "indexes"
 LOCK_FILE = "writer.lock"
 DIGESTS_FILE = "weights-digests.json"
-PRECISION_CHECKS_FILE = "precision-checks.json"  # query_precision.PrecisionChecks
+PRECISION_CHECKS_FILE = "precision-checks.json"  # query/precision.py: PrecisionChecks
 TEXT_MODELS_FILE = "text-models.json"  # the text tower each image model's queries use
 
 

@@ -322,3 +322,45 @@ def test_the_server_sends_the_browser_to_a_listed_url(tmp_path, web, tiny):
         thumb = httpx.get(server + found["thumb_url"])
     assert image.status_code == thumb.status_code == 302
     assert image.headers["location"] == thumb.headers["location"] == f"{url}/far.png"
+
+
+def test_index_and_train_read_a_shards_samples_alike(tmp_path):
+    """One reader: an image pairs with the sidecars of its sample (the name up to the first
+    dot), `.txt` or `.caption` its caption, for `index` and `train` alike."""
+    from clipsearch.training.data import load_pairs
+
+    shard = write_shard(
+        tmp_path / "s" / "0.tar",
+        {
+            "a.png": png_bytes(tmp_path, 1),
+            "a.txt": b"a red square",
+            "b.seg.png": png_bytes(tmp_path, 2),
+            "b.caption": b"a blue mask",
+            "c.png": png_bytes(tmp_path, 3),  # no caption: an item, not a training row
+        },
+    )
+    captioned = {i.key: i.meta["caption"] for i in shard_items(str(shard)) if i.meta}
+    assert {p.image: p.caption for p in load_pairs(str(shard)).rows} == captioned
+    assert sorted(captioned.values()) == ["a blue mask", "a red square"]
+
+
+def test_a_caption_that_is_not_utf8_leaves_its_image_indexed_and_its_row_unusable(tmp_path, tiny):
+    from clipsearch.images.records import DataError
+    from clipsearch.training.data import load_pairs
+
+    shard = write_shard(
+        tmp_path / "s" / "0.tar",
+        {
+            "a.png": png_bytes(tmp_path, 1),
+            "a.txt": "café".encode("latin-1"),
+            "b.png": png_bytes(tmp_path, 2),
+            "b.txt": b"blue",
+        },
+    )
+    items = shard_items(str(shard))
+    assert [(i.meta, i.unreadable) for i in items] == [({}, ("a.txt",)), ({"caption": "blue"}, ())]
+    assert index(tmp_path / "store", [shard], tiny).added == 2
+    pairs = load_pairs(str(shard), max_bad_fraction=0.5)
+    assert [p.caption for p in pairs.rows] == ["blue"] and pairs.skipped == 1
+    with pytest.raises(DataError, match="a.txt: not UTF-8"):
+        load_pairs(str(shard))  # one row in two unusable: past the 1% allowed

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..core.errors import ClipsearchError
+from .items import is_plain_file, read_bytes
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,12 @@ class BytesSource:
 
 
 ImageSource = str | os.PathLike | Image.Image | BytesSource
+
+
+def item_source(key: str) -> str | BytesSource:
+    """What `open_image` takes for an item: a file's path, or the bytes of anything else
+    (a shard's member, a URL)."""
+    return key if is_plain_file(key) else BytesSource(key, read_bytes(key))
 
 
 class ImageError(ClipsearchError):

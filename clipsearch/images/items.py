@@ -14,8 +14,6 @@ import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from .decode import BytesSource
-
 SHARD_SEP = "::"
 LIST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
 URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -126,8 +124,3 @@ def source_stat(key: str) -> tuple[int, int] | None:
     member = split_member(key)
     st = os.stat(member[0] if member else key)
     return st.st_size, st.st_mtime_ns
-
-
-def item_source(key: str) -> str | BytesSource:
-    """What `open_image` takes for an item: a file's path, or the bytes of anything else."""
-    return key if is_plain_file(key) else BytesSource(key, read_bytes(key))

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from PIL import Image
 
 from ..core.errors import ClipsearchError
-from ..images.decode import ImageError, open_image
-from ..images.items import item_source
+from ..images.decode import ImageError, item_source, open_image
 from .search import Result
 
 THUMBNAIL = 256

@@ -17,7 +17,7 @@ from PIL import Image
 from ..core.errors import ClipsearchError
 from ..core.files import write_atomic
 from ..images import items
-from ..images.decode import BytesSource, ImageError, open_image
+from ..images.decode import BytesSource, ImageError, item_source, open_image
 from ..images.formats import is_image_name
 from ..library import Library
 from ..query.search import Filters, QueryError, Term, parse_date, parse_query, split_query
@@ -151,7 +151,7 @@ class Service:
         tag = f"{file_id}-{size}-{row.mtime_ns}"
         path = self.thumbs / f"{tag}.jpg"
         if not path.exists():
-            img, _ = open_image(items.item_source(row.path), draft_size=size)  # EXIF applied
+            img, _ = open_image(item_source(row.path), draft_size=size)  # EXIF applied
             img.thumbnail((size, size), Image.Resampling.BICUBIC)
             buf = io.BytesIO()
             img.save(buf, "JPEG", quality=85)

@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from ..images.decode import ImageError, open_image
+from ..images.decode import ImageError, item_source, open_image
 from ..images.formats import IMAGE_EXTENSIONS
-from ..images.items import item_source
 from ..images.pixels import Preprocessing, as_preprocessing, normalize, resize_and_crop
 from ..images.records import (
     CAPTION_KEYS,

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from clipsearch.models.model import CLIP, CONFIGS
-from clipsearch.training.train import param_groups, step_loss
+from clipsearch.training.losses import step_loss
+from clipsearch.training.trainable import param_groups
 
 EMOJI = Path(__file__).resolve().parents[2] / "shared" / "data" / "emoji"
 

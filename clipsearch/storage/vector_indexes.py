@@ -61,8 +61,6 @@ class VectorIndexes:
         self.directory = Path(directory)
         self.query_log = query_log
 
-    # ---- building -------------------------------------------------------------------
-
     def build(
         self,
         model_id: int,
@@ -131,8 +129,6 @@ class VectorIndexes:
             return loaded
         found = tuning.tune(self.catalog, loaded, self.query_sets(loaded.model_id, prompts))
         return replace(loaded, params=found.params, recall=found, gpu=None)
-
-    # ---- files ----------------------------------------------------------------------
 
     def file_for(self, row) -> Path | None:
         """Where a catalog row's index lives; None for a preset this clipsearch lacks."""

@@ -1,16 +1,16 @@
 """Contrastive training and fine-tuning of CLIP (Radford et al. 2021, section 2.5).
 
-The loop in one place: symmetric InfoNCE over the global batch (features all-gathered with
-gradient under torchrun), or the sigmoid loss for a model trained with it (SigLIP);
-AdamW without weight decay on gains, biases, embeddings and the temperature, warmup then
-cosine, temperature clamped to 100 (or where a released model already has it). A run
-directory holds the latest weights (loadable as `--model RUN_DIR`), `best/` by validation
-recall, `state.pt` to resume exactly, and `metrics.jsonl`.
+The run in one place: its data in per-process batches, its checkpoints, its loop. The
+objective is in losses.py, what trains and the learning rate in trainable.py, the
+processes and precision in world.py. AdamW without weight decay on gains, biases,
+embeddings and the temperature, warmup then cosine, temperature clamped to 100 (or where a
+released model already has it). A run directory holds the latest weights (loadable as
+`--model RUN_DIR`), `best/` by validation recall, `state.pt` to resume exactly, and
+`metrics.jsonl`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -22,20 +22,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from ..core.config import TrainConfig
 from ..core.errors import ClipsearchError
 from ..core.files import replacing
-from ..models.encoder import Encoder, native_bf16, text_tokenizer, trims_padding
-from ..models.model import CLIP
-from ..models.open_clip_models import is_open_clip_config
+from ..models.encoder import Encoder, text_tokenizer, trims_padding
 from ..models.tokenizer import cut_to_longest
 from ..models.weights import random_weights, resolve, save_weights
 from .data import Pair, PairDataset, Pairs, load_pairs, split
 from .evaluate import evaluate
+from .losses import step_loss
+from .trainable import apply_locks, lr_at, param_groups
+from .world import World, autocast, init_world
 
 MAX_LOGIT_SCALE = math.log(100)
 STATE_FILE = "state.pt"
@@ -67,161 +67,6 @@ class TrainingError(ClipsearchError):
 def default_loader_workers() -> int:
     """Data-loading processes for training: the cores the model leaves, at most four."""
     return max(1, min(4, (os.cpu_count() or 2) - 1))
-
-
-# ---- the objective ----------------------------------------------------------------------
-
-
-def contrastive_loss(
-    image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor
-) -> torch.Tensor:
-    """Symmetric cross-entropy over the image-text similarity matrix of unit features."""
-    logits = logit_scale.exp() * image @ text.t()
-    labels = torch.arange(len(image), device=image.device)
-    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
-
-
-def sigmoid_loss(
-    image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor
-) -> torch.Tensor:
-    """SigLIP's (Zhai et al. 2023): every image-text pair is its own binary question, the
-    matching pairs positive; summed over pairs, averaged over images."""
-    logits = logit_scale.exp() * image @ text.t() + logit_bias
-    labels = 2 * torch.eye(len(image), device=image.device, dtype=logits.dtype) - 1
-    return -F.logsigmoid(labels * logits).sum() / len(image)
-
-
-class _AllGather(torch.autograd.Function):
-    """Concatenate every process's features; gradients go back to their owners, summed
-    over the processes whose loss used them."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x.contiguous())
-        return torch.cat(parts)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous()
-        dist.all_reduce(grad)
-        n = grad.shape[0] // dist.get_world_size()
-        return grad[dist.get_rank() * n : (dist.get_rank() + 1) * n]
-
-
-def gather(x: torch.Tensor) -> torch.Tensor:
-    """All processes' features, so the contrastive batch is the global batch."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    return _AllGather.apply(x)
-
-
-def step_loss(model: nn.Module, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """The loss of one batch over the global batch, the model's own: sigmoid where it has
-    a learned logit bias (SigLIP), else contrastive. `model` may be DDP-wrapped; open_clip's
-    models return the scale (and bias) after the features."""
-    image, text = model(pixels, tokens)[:2]
-    clip = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    image, text = gather(image).float(), gather(text).float()
-    bias = getattr(clip, "logit_bias", None)
-    if bias is not None:
-        return sigmoid_loss(image, text, clip.logit_scale, bias)
-    return contrastive_loss(image, text, clip.logit_scale)
-
-
-# ---- what trains ------------------------------------------------------------------------
-
-
-def tower_groups(model: CLIP, tower: str) -> list[list[nn.Parameter]]:
-    """A tower's parameters in order: embeddings, each block, then the final norm and
-    projection; `--unlock-last N` keeps the last N groups trainable."""
-    if tower == "image":
-        v = model.visual
-        first = [v.conv1.weight, v.class_embedding, v.positional_embedding, *v.ln_pre.parameters()]
-        blocks, last = v.transformer.resblocks, [*v.ln_post.parameters(), v.proj]
-    else:
-        first = [model.token_embedding.weight, model.positional_embedding]
-        blocks = model.transformer.resblocks
-        last = [*model.ln_final.parameters(), model.text_projection]
-    return [first, *[list(b.parameters()) for b in blocks], last]
-
-
-def apply_locks(model: nn.Module, lock_image: bool, lock_text: bool, unlock_last: int) -> None:
-    if is_open_clip_config(model.config):  # its towers know their own groups
-        if lock_image:
-            model.lock_image_tower(unlocked_groups=unlock_last, freeze_bn_stats=True)
-        if lock_text:
-            model.lock_text_tower(unlocked_layers=unlock_last)
-        return
-    for tower, locked in (("image", lock_image), ("text", lock_text)):
-        if locked:
-            groups = tower_groups(model, tower)
-            for i, group in enumerate(groups):
-                for p in group:
-                    p.requires_grad_(i >= len(groups) - unlock_last)
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on gains, biases, embeddings and the temperature (as open_clip)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        exempt = p.ndim < 2 or "embedding" in name or name == "logit_scale"
-        (no_decay if exempt else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
-def lr_at(step: int, base: float, warmup: int, total: int) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * base * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-# ---- processes and precision ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class World:
-    rank: int = 0
-    size: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_world() -> World:
-    """torchrun sets RANK/WORLD_SIZE: NCCL on GPUs, gloo on CPU. Alone otherwise."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
-    if size == 1:
-        return World(device=torch.device("cuda" if cuda else "cpu"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    device = torch.device(f"cuda:{local}" if cuda else "cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    return World(dist.get_rank(), dist.get_world_size(), device)
-
-
-def autocast(precision: str, device: torch.device):
-    """bf16/fp16 autocast on CUDA; bf16 on CPUs with native bf16 only (else it is slower)."""
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" or native_bf16() else "fp32"
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-# ---- data ---------------------------------------------------------------------------------
 
 
 def load_data(cfg: TrainConfig) -> tuple[Pairs, list[Pair]]:
@@ -264,9 +109,6 @@ def collate(items):
     pixels = torch.from_numpy(np.stack([p for p, _ in kept]))
     tokens = torch.from_numpy(np.stack([t for _, t in kept]))
     return pixels, tokens, bad
-
-
-# ---- checkpoints ----------------------------------------------------------------------------
 
 
 @dataclass
@@ -335,9 +177,6 @@ def validate(model: nn.Module, val: list[Pair], name: str) -> dict | None:
     model.train(was_training)
     metrics["score"] = float(np.mean([metrics[f"text_to_image_R@{k}"] for k in (1, 5, 10)]))
     return metrics
-
-
-# ---- the loop -------------------------------------------------------------------------------
 
 
 def build_model(cfg: TrainConfig) -> tuple[nn.Module, str]:

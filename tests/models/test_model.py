@@ -9,8 +9,8 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from clipsearch.models.encoder import Encoder, load_model  # noqa: E402
+from clipsearch.models.hf_layout import hf_to_openai  # noqa: E402
 from clipsearch.models.model import CLIP, CONFIGS  # noqa: E402
-from clipsearch.models.weights import hf_to_openai  # noqa: E402
 
 TOL = 1e-5
 

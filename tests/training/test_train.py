@@ -20,14 +20,9 @@ from clipsearch.images.records import DataError
 from clipsearch.models.model import CLIP, CONFIGS
 from clipsearch.models.weights import load_dir_weights
 from clipsearch.training.data import load_pairs, split
-from clipsearch.training.train import (
-    TrainConfig,
-    TrainingError,
-    apply_locks,
-    contrastive_loss,
-    step_loss,
-    train,
-)
+from clipsearch.training.losses import contrastive_loss, step_loss
+from clipsearch.training.train import TrainConfig, TrainingError, train
+from clipsearch.training.trainable import apply_locks
 
 runner = CliRunner()
 
@@ -88,7 +83,7 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
         WORLD_SIZE="2",
         LOCAL_RANK=str(rank),
     )
-    from clipsearch.training.train import init_world
+    from clipsearch.training.world import init_world
 
     init_world()
     torch.manual_seed(0)

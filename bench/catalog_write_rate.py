@@ -5,14 +5,14 @@ cluster of indexers that all write through a single catalog, in GPUs it keeps bu
                                        [--backends sqlite,postgres,postgres-fsync]
                                        [--ways batch,row] [--gpu-rate 2500]
 
-Each batch is one transaction (`Catalog.write()`, which takes the write lock at its
+Each batch is one transaction (`catalog.write()`, which takes the write lock at its
 first statement), as `clipsearch index` commits each embedded batch, written two ways:
 
-  batch       as the indexer commits now: `Catalog.add_files` (one multi-row INSERT that
-              returns the ids), then `Catalog.add_vectors` for the whole batch (one
+  batch       as the indexer commits now: `catalog.files.add_many` (one multi-row INSERT
+              that returns the ids), then `catalog.vectors.add` for the whole batch (one
               INSERT into vectors and one into vector_log);
-  row         as it committed before: per image `Catalog.add_file` (an INSERT that
-              returns the new id), then `Catalog.add_vectors` for that one vector, three
+  row         as it committed before: per image `catalog.files.add` (an INSERT that
+              returns the new id), then `catalog.vectors.add` for that one vector, three
               statements an image.
 
 Rows carry what the indexer stores (path, size, mtime, fingerprint and content hashes,
@@ -102,7 +102,7 @@ def row_by_row(catalog: Catalog, vectors: np.ndarray, batch: int) -> None:
 
 
 def as_indexer(catalog: Catalog, vectors: np.ndarray, batch: int) -> None:
-    """As `Indexer.write` writes a batch of new images now."""
+    """As `Pipeline.write` writes a batch of new images now."""
     model_id = catalog.models.register(*model_spec(vectors.shape[1])).id
     for start in range(0, len(vectors), batch):
         numbers = range(start + 1, min(start + batch, len(vectors)) + 1)

@@ -206,7 +206,7 @@ class Library:
         """The model named, or every model with vectors here."""
         if model is not None:
             return [self.encoders.model_row(self.encoder(model))]
-        return [m for m, n in self.catalog.models.counted() if n > 0]
+        return [m for m, _ in self.catalog.models.with_vectors()]
 
     def check_recall(self, model: str | None = None) -> list[RecallCheck]:
         """Measure each vector index's recall@10 against exact search on every query set

@@ -66,3 +66,8 @@ def test_every_link_leads_to_a_file_that_is_there(page):
     targets = re.findall(r"\]\(([^)\s]+)\)", page.read_text())
     local = [t.split("#")[0] for t in targets if not re.match(r"[a-z]+:", t) and t.split("#")[0]]
     assert [t for t in local if not (page.parent / t).exists()] == []
+
+
+def test_the_reference_lists_the_commands_in_the_order_help_does():
+    sections = re.findall(r"^## clipsearch (\w+)", (DOCS / "cli.md").read_text(), re.MULTILINE)
+    assert sections == list(COMMANDS)

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..models.pretrained import DEFAULT_MODEL, PRETRAINED, cached_file
 from .app import app
-from .console import emit_json, err, escaped, out, user_errors
+from .console import emit_json, err, out, user_errors
 from .options import DeviceOption, JsonOption, ModelOption
 
 
@@ -79,66 +79,7 @@ def models(as_json: bool = JsonOption) -> None:
     out.print(table)
     out.print(
         f"Default: {DEFAULT_MODEL}. Weights download on first use into the Hugging Face cache. "
-        'Models marked "open_clip extra" need `pip install "clipsearch\\[open_clip]"` (README, '
-        "Models); `--model open_clip:<arch>/<tag>` reaches any other model open_clip knows."
+        'Models marked "open_clip extra" need `pip install "clipsearch\\[open_clip]"` '
+        "(docs/models.md); `--model open_clip:<arch>/<tag>` reaches any other model open_clip "
+        "knows."
     )
-
-
-@app.command()
-def classify(
-    images: list[Path] = typer.Argument(..., help="Images to classify."),
-    labels: str = typer.Option(
-        ..., "--labels", help='Comma-separated labels, e.g. "cat,dog,bird".'
-    ),
-    templates: str = typer.Option(
-        "imagenet", "--templates", help="simple, imagenet (80 prompts) or a file."
-    ),
-    top: int = typer.Option(3, "--top", min=1, help="Labels shown per image."),
-    model: str = ModelOption,
-    device: str = DeviceOption,
-    as_json: bool = JsonOption,
-) -> None:
-    """Zero-shot classification with prompt ensembling. Probabilities as the model was
-    trained: over the labels for CLIP (they sum to 1), each label alone for SigLIP."""
-
-    from ..models.encoder import load_model
-    from ..training.evaluate import classify as zero_shot
-    from ..training.evaluate import templates as load_templates
-    from ..training.evaluate import top_labels
-
-    names = [x.strip() for x in labels.split(",") if x.strip()]
-    if len(names) < 2:
-        err.print("[red]Error:[/red] give at least two --labels", markup=True)
-        raise typer.Exit(2)
-    with user_errors():
-        probs = zero_shot(
-            load_model(model, device=device), images, names, load_templates(templates)
-        )
-    rows = [
-        {"image": str(path), "labels": [{"label": n, "probability": p} for n, p in best]}
-        for path, best in zip(images, top_labels(probs, names, top))
-    ]
-    if as_json:
-        emit_json(rows)
-        return
-    table = Table("image", *[f"#{i + 1}" for i in range(min(top, len(names)))])
-    for r in rows:
-        cells = [escaped(f"{x['label']} {x['probability']:.0%}") for x in r["labels"]]
-        table.add_row(escaped(r["image"]), *cells)
-    out.print(table)
-
-
-@app.command()
-def merge(
-    a: str = typer.Argument(..., help="First model (e.g. the zero-shot one)."),
-    b: str = typer.Argument(..., help="Second model (e.g. the fine-tuned one)."),
-    alpha: float = typer.Option(0.5, "--alpha", help="Weight of B: (1 - alpha) A + alpha B."),
-    out_dir: Path = typer.Option(..., "--out", help="Directory for the merged model."),
-) -> None:
-    """Interpolate two models of the same architecture (WiSE-FT)."""
-    from ..models.weights import interpolate, resolve, save_weights
-
-    with user_errors():
-        merged = interpolate(resolve(a), resolve(b), alpha)
-        save_weights(merged.build(), out_dir, merged.name)
-    out.print(f"Wrote {merged.name} to {out_dir}")

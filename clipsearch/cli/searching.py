@@ -25,17 +25,6 @@ from .options import (
 )
 
 
-def _filters(folders, after, before, ext):
-    from ..query.search import Filters, parse_date
-
-    return Filters(
-        folders=[str(f) for f in folders],
-        after=parse_date(after) if after else None,
-        before=parse_date(before) if before else None,
-        extensions=ext,
-    )
-
-
 def _print_answer(answer, fmt: str, output: Path | None) -> None:
     from ..query import render
 
@@ -88,6 +77,8 @@ def query(
     text_model: str = TextModelOption,
 ) -> None:
     """Find the images that best match words, images, or a weighted combination."""
+    from ..query.search import Filters
+
     with (
         user_errors(),
         open_library(
@@ -99,7 +90,7 @@ def query(
             terms or [],
             k=k,
             model=model,
-            filters=_filters(folder, after, before, ext),
+            filters=Filters.parse(folder, after, before, ext),
             images=[str(p) for p in image],
             min_score=min_score,
             exclude_self=exclude_self,
@@ -121,6 +112,8 @@ def similar(
     precision: str = QueryPrecisionOption,
 ) -> None:
     """Find the images nearest to one image (the image itself excluded)."""
+    from ..query.search import Filters
+
     with user_errors(), open_library(store, db, device=device, precision=precision) as lib:
-        answer = lib.similar(str(path), k=k, model=model, filters=_filters(folder, None, None, []))
+        answer = lib.similar(str(path), k=k, model=model, filters=Filters.parse(folder))
         _print_answer(answer, fmt, output)

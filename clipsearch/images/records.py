@@ -20,7 +20,7 @@ CAPTION_KEYS = ("caption", "text", "title", "label", "description")
 URL_KEYS = ("url", "image_url", *IMAGE_KEYS)
 
 
-class DataError(ClipsearchError):
+class DataError(ClipsearchError, ValueError):
     """A data file (a list, a caption table, a tar shard) that cannot be used; the message
     names the file and the problem."""
 

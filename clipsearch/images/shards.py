@@ -47,6 +47,11 @@ def shard_items(shard: str) -> list[Item]:
     ]
 
 
+def caption_unreadable(item: Item) -> bool:
+    """Whether the item's caption sidecar is there but not UTF-8."""
+    return any(SIDECARS.get(_sample_name(m)[1]) == "caption" for m in item.unreadable)
+
+
 def _sample_name(member: str) -> tuple[str, str]:
     folder, base = os.path.split(member)
     stem, dot, ext = base.partition(".")

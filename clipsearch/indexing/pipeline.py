@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import closing, contextmanager, nullcontext
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -35,13 +35,19 @@ if TYPE_CHECKING:  # torch: not imported by `status`, `forget` or decoding worke
     from ..models.encoder import Encoder
     from .ray_pipeline import Embedding
 
-Outcome = tuple  # (ImageInfo | None, error | None, vector | None) of one task
+
+class Outcome(NamedTuple):
+    """What became of one planned file: what decoding learned of it, or why it failed, and
+    its vector."""
+
+    info: ImageInfo | None
+    error: str | None
+    vector: np.ndarray | None
 
 
 class Pipeline:
-    """One run's decoding, embedding and commits for one model. A pool of decoding
-    processes may be handed in, started earlier (while the model loaded, say); with `ray`,
-    Ray Data decodes and embeds instead and this process only writes."""
+    """One run's decoding, embedding and commits for one model (see Indexer for `pool`
+    and `ray`)."""
 
     def __init__(
         self,
@@ -109,7 +115,10 @@ class Pipeline:
                     decoded = next(batches)
                 with measuring(len(decoded)):
                     vectors = self.vectors(decoded)
-                yield chunk, [(info, e, vectors.get(i)) for i, (_, info, e) in enumerate(decoded)]
+                yield (
+                    chunk,
+                    [Outcome(info, e, vectors.get(i)) for i, (_, info, e) in enumerate(decoded)],
+                )
 
     @contextmanager
     def _cores(self, pool: DecodePool) -> Iterator[Callable[[int], ContextManager]]:
@@ -133,7 +142,7 @@ class Pipeline:
         batch = max(1, self.options.batch_size)
         for results in ray_pipeline.run(items, self.encoder.preprocessing, self.ray, batch):
             chunk = [tasks[r.position] for r in results]
-            yield chunk, [(r.info, r.error, r.vector) for r in results]
+            yield chunk, [Outcome(r.info, r.error, r.vector) for r in results]
 
     @contextmanager
     def _pool(self) -> Iterator[DecodePool]:
@@ -160,7 +169,7 @@ class Pipeline:
         """A batch's outcomes in a few statements whatever its size (one writer feeds a
         whole cluster: bench/catalog_write_rate.py). Rows that a task replaces go first,
         so a changed file's new row can take its path."""
-        completed = [(t.existing.id, o[2]) for t, o in zip(chunk, outcomes) if _completes(t, o)]
+        completed = [(t.existing.id, o.vector) for t, o in zip(chunk, outcomes) if _completes(t, o)]
         self.report.added += len(completed)
         rest = [(t, o) for t, o in zip(chunk, outcomes) if not _completes(t, o)]
         gone = [t.replaces.id for t, _ in rest if t.replaces is not None]
@@ -168,7 +177,7 @@ class Pipeline:
         self.catalog.files.remove(s, gone)
         rows = [self._row(t, info, error) for t, (info, error, _) in rest]
         ids = self.catalog.files.add_many(s, rows)
-        completed += [(i, o[2]) for i, (_, o) in zip(ids, rest) if o[1] is None]
+        completed += [(i, o.vector) for i, (_, o) in zip(ids, rest) if o.error is None]
         if completed:
             file_ids, vectors = zip(*completed)
             self.catalog.vectors.add(s, self.model_id, file_ids, np.stack(vectors))
@@ -192,7 +201,7 @@ class Pipeline:
 
 def _completes(task: Task, outcome: Outcome) -> bool:
     """An unchanged file that only lacked this model's vector, and now has it."""
-    return task.existing is not None and outcome[2] is not None
+    return task.existing is not None and outcome.vector is not None
 
 
 def _file_fields(info: ImageInfo) -> dict:

@@ -32,6 +32,11 @@ class Task:
     existing: File | None = None  # unchanged file that lacks this model's vector
 
     @property
+    def is_new(self) -> bool:
+        """A file the catalog has no row for at this path."""
+        return self.replaces is None and self.existing is None
+
+    @property
     def item(self) -> tuple[str, tuple[int, int]]:
         """What decoding takes: the key, and the (size, mtime_ns) the scan saw."""
         return self.found.path, (self.found.size, self.found.mtime_ns)

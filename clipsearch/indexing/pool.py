@@ -43,7 +43,7 @@ class DecodingError(ClipsearchError):
     """The decoding processes cannot run at all (not one file's fault)."""
 
 
-Item = tuple[str, tuple[int, int]]  # path, (size, mtime_ns) as scanned
+Scanned = tuple[str, tuple[int, int]]  # path, (size, mtime_ns) as scanned
 Decoded = tuple  # (pixels | None, ImageInfo | None, error | None)
 WORKER_DIED = "the decoding process died on this file (out of memory, or a decoder crash)"
 PR_SET_PDEATHSIG = 1
@@ -128,7 +128,7 @@ def _slot_array(slots: Slots) -> np.ndarray | None:
 
 
 def decode_timed(
-    items: Sequence[Item], prep: Preprocessing | None, into: Into | None = None
+    items: Sequence[Scanned], prep: Preprocessing | None, into: Into | None = None
 ) -> tuple[list, float]:
     """decode_many, and the CPU seconds it took in this process. With `into`, the squares
     go into shared memory and IN_SLOT comes back in their place."""
@@ -224,7 +224,7 @@ class DecodePool:
                 "importing it), else run with --workers 1 and --debug and report it"
             ) from None
 
-    def _submit(self, batch: Sequence[Item], slot: int, start: int = 0) -> list[Future]:
+    def _submit(self, batch: Sequence[Scanned], slot: int, start: int = 0) -> list[Future]:
         """A batch in one piece per worker: all of them decode the first batch (which the
         model waits for), and a batch of big photos is not left to one process. Its
         squares go to the batch's slot, from position `start`."""
@@ -257,14 +257,14 @@ class DecodePool:
         return out
 
     def decode(
-        self, batches: Sequence[Sequence[Item]], preprocessing: Preprocessing
+        self, batches: Sequence[Sequence[Scanned]], preprocessing: Preprocessing
     ) -> Iterator[list[Decoded]]:
         """Each batch's decoded files, in the order given. A square may be a view of
         shared memory: it is valid until the next batch is asked for."""
         self.preprocessing = preprocessing
         self._share(max((len(b) for b in batches), default=0), preprocessing.size)
         queue = deque(enumerate(batches))
-        pending: deque[tuple[int, Sequence[Item], list[Future]]] = deque()
+        pending: deque[tuple[int, Sequence[Scanned], list[Future]]] = deque()
         try:
             while queue or pending:
                 self._fill(queue, pending)
@@ -321,7 +321,7 @@ class DecodePool:
             self._pixels.close()
             self._pixels = None
 
-    def _one_by_one(self, batch: Sequence[Item], slot: int) -> list[Decoded]:
+    def _one_by_one(self, batch: Sequence[Scanned], slot: int) -> list[Decoded]:
         out = []
         for position, item in enumerate(batch):
             try:

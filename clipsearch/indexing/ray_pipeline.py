@@ -1,7 +1,7 @@
 """Decoding and embedding on a Ray cluster (Ray Data), for `clipsearch index --ray`.
 
 Only the scheduling differs from the local pipeline: the driver plans the work from the
-catalog and alone writes it, exactly as a local run does (indexer.py); Ray Data runs the
+catalog and alone writes it, exactly as a local run does (pipeline.py); Ray Data runs the
 same decoding function as CPU tasks and the same model in a pool of actors that each
 load it once (one per GPU where there are GPUs), streaming results back to the driver as
 they are ready. A task or actor that dies has its batch run again (Ray's retries); the

@@ -40,11 +40,7 @@ def reuse_moved_and_copied(
 
 def equal_files(catalog: Catalog, model_id: int, tasks: list[Task]) -> list[tuple[Task, File]]:
     """(new file, catalogued file with this model's vector and the same content)."""
-    fresh = [
-        t
-        for t in tasks
-        if t.replaces is None and t.existing is None and is_plain_file(t.found.path)
-    ]
+    fresh = [t for t in tasks if t.is_new and is_plain_file(t.found.path)]
     prints: dict[str, str] = {}
     for t in fresh:
         try:
@@ -69,8 +65,3 @@ def equal_files(catalog: Catalog, model_id: int, tasks: list[Task]) -> list[tupl
         if same is not None:
             out.append((t, same))
     return out
-
-
-def _new(task: Task) -> bool:
-    """A file the catalog has no row for at this path."""
-    return task.replaces is None and task.existing is None

@@ -1,9 +1,8 @@
 """Walking folders and comparing what is there with the catalog. Tar shards are found as
-files; the indexer opens those that changed (sources.py).
+files; the plan opens those that changed (plan.py, images/shards.py).
 
-Unchanged files (same size and mtime_ns) are recognised from a stat alone, never read. A new
-file's cheap fingerprint (size + hash of head and tail) finds catalogued files it may be a
-move or copy of; it reuses their vector only if a hash of its whole content matches too.
+Unchanged files (same size and mtime_ns) are recognised from a stat alone, never read.
+Which new files are moves or copies is reuse.py's question.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from ..storage.schema import File
 
 @dataclass(frozen=True)
 class Found:
-    path: str  # or a shard member's or URL's key (items.py)
+    path: str  # or a shard member's or URL's key (images/items.py)
     size: int
     mtime_ns: int
     meta: dict | None = field(default=None, compare=False)  # what a shard or list says of it

@@ -9,27 +9,41 @@ import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.errors import WeightsError
 from ..images.pixels import OPENAI_MEAN, OPENAI_STD, Preprocessing
-from .model import CLIPConfig
+
+if TYPE_CHECKING:
+    from .model import CLIPConfig
+
+
+@contextlib.contextmanager
+def config_file(path: Path) -> Iterator[dict]:
+    """A config file's JSON object; anything amiss in reading or using it is one error."""
+    try:
+        yield json.loads(path.read_text())
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise WeightsError(f"{path}: not a config clipsearch can read ({e})") from None
 
 
 def apply_hf_config(config: CLIPConfig, config_path: Path) -> CLIPConfig:
     """Hugging Face's config.json knows what shapes cannot tell: heads and activation."""
-    cfg = json.loads(config_path.read_text())
-    text, vision = cfg.get("text_config", {}), cfg.get("vision_config", {})
-    return replace(
-        config,
-        quick_gelu=text.get("hidden_act", "quick_gelu") == "quick_gelu",
-        text=replace(config.text, heads=text.get("num_attention_heads", config.text.heads)),
-        vision=replace(config.vision, heads=vision.get("num_attention_heads", config.vision.heads)),
-    )
+    with config_file(config_path) as cfg:
+        text, vision = cfg.get("text_config", {}), cfg.get("vision_config", {})
+        return replace(
+            config,
+            quick_gelu=text.get("hidden_act", "quick_gelu") == "quick_gelu",
+            text=replace(config.text, heads=text.get("num_attention_heads", config.text.heads)),
+            vision=replace(
+                config.vision, heads=vision.get("num_attention_heads", config.vision.heads)
+            ),
+        )
 
 
 def open_clip_quick_gelu(config_path: Path, default: bool) -> bool:
-    cfg = json.loads(config_path.read_text()).get("model_cfg", {})
-    return bool(cfg.get("quick_gelu", default))
+    with config_file(config_path) as cfg:
+        return bool(cfg.get("model_cfg", {}).get("quick_gelu", default))
 
 
 RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL's numbers, as Hugging Face configs give them
@@ -37,7 +51,7 @@ RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL's numbers, as Hugging Face confi
 
 def hf_preprocessing(path: Path, size: int) -> Preprocessing:
     """A Hugging Face CLIPImageProcessor's preprocessor_config.json as a Preprocessing."""
-    with _config_file(path) as cfg:
+    with config_file(path) as cfg:
         crop = cfg.get("crop_size", size)
         crop = crop.get("height", size) if isinstance(crop, dict) else int(crop)
         resize = cfg.get("size", crop)
@@ -55,7 +69,7 @@ def hf_preprocessing(path: Path, size: int) -> Preprocessing:
 
 def open_clip_preprocessing(path: Path, size: int) -> Preprocessing:
     """open_clip_config.json's preprocess_cfg as a Preprocessing."""
-    with _config_file(path) as cfg:
+    with config_file(path) as cfg:
         cfg = cfg.get("preprocess_cfg", {})
         return Preprocessing(
             size=size,
@@ -64,15 +78,6 @@ def open_clip_preprocessing(path: Path, size: int) -> Preprocessing:
             mean=tuple(cfg.get("mean", OPENAI_MEAN)),
             std=tuple(cfg.get("std", OPENAI_STD)),
         )
-
-
-@contextlib.contextmanager
-def _config_file(path: Path) -> Iterator[dict]:
-    """A config file's JSON object; anything amiss in reading or using it is one error."""
-    try:
-        yield json.loads(path.read_text())
-    except (ValueError, TypeError, KeyError, AttributeError) as e:
-        raise WeightsError(f"{path}: not a config clipsearch can read ({e})") from None
 
 
 def preprocessing_beside(folder: Path, size: int) -> Preprocessing | None:

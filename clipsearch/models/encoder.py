@@ -87,7 +87,7 @@ def resolve_device(device: str | None) -> torch.device:
     if chosen.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(
             f"--device {device}: this torch sees no CUDA GPU (a CPU build, or no driver); use "
-            "--device cpu, or install torch's CUDA build (README, GPU)"
+            "--device cpu, or install torch's CUDA build (README, Install)"
         )
     if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
         raise DeviceError(f"--device {device}: there are {torch.cuda.device_count()} GPUs")

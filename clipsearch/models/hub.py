@@ -17,7 +17,6 @@ at once: no minute of retries, and a message that says what to download.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -25,6 +24,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ..core.errors import WeightsError
+from .configs import config_file
 from .pretrained import Pretrained, cached_file, weight_files
 
 HUB_ID = re.compile(r"^(?P<repo>[\w][\w.-]*/[\w][\w.-]*)(?:@(?P<revision>[\w./-]+))?$")
@@ -115,15 +115,16 @@ def fetch(spec: str) -> Path:
 def _layout(repo: str, revision: str | None, files: set[str], offline: bool) -> list[str]:
     """The files the repository's layout needs, weights first."""
     if "config.json" in files and (weights := _first(HF_WEIGHTS, files)):
-        config = json.loads(_download(repo, revision, "config.json", offline).read_text())
-        if config.get("model_type") == "clip":
+        with config_file(_download(repo, revision, "config.json", offline)) as config:
+            is_clip = config.get("model_type") == "clip"
+        if is_clip:
             extra = ["preprocessor_config.json"] if "preprocessor_config.json" in files else []
             return [weights, "config.json", *extra]
     if "open_clip_config.json" in files and (weights := _first(OPEN_CLIP_WEIGHTS, files)):
         return [weights, "open_clip_config.json"]
     if "modules.json" in files:
-        modules = json.loads(_download(repo, revision, "modules.json", offline).read_text())
-        clip = [m for m in modules if m.get("type") == CLIP_MODULE]
+        with config_file(_download(repo, revision, "modules.json", offline)) as modules:
+            clip = [m for m in modules if m.get("type") == CLIP_MODULE]
         if clip:
             sub = clip[0].get("path", "").strip("/")
             inside = {f[len(sub) + 1 :] if sub else f for f in files if f.startswith(sub)}
@@ -167,8 +168,9 @@ def _cached_files(repo: str, revision: str | None) -> set[str]:
     }
     if "modules.json" in found:
         modules = Path(try_to_load_from_cache(repo, "modules.json", revision=revision))
-        for module in json.loads(modules.read_text()):
-            sub = module.get("path", "").strip("/")
+        with config_file(modules) as listed:
+            subs = [module.get("path", "").strip("/") for module in listed]
+        for sub in subs:
             for name in CANDIDATES:
                 cached = try_to_load_from_cache(repo, f"{sub}/{name}", revision=revision)
                 if sub and isinstance(cached, str):

@@ -10,7 +10,6 @@ Face cache), and `open_clip:<arch>/random[:seed]` (untrained, for tests and benc
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,6 +21,7 @@ from torch import nn
 
 from ..core.errors import WeightsError
 from ..images.pixels import INTERPOLATIONS, RESIZE_MODES, Preprocessing
+from .configs import config_file
 from .hub import HubError, hub_unreachable
 
 PREFIX = "open_clip:"
@@ -47,14 +47,14 @@ def open_clip_module():
     except ModuleNotFoundError as e:
         raise BackendMissing(
             f"this model is built by open_clip, which is not installed ({e.name} is missing): "
-            f"{INSTALL}, with the torchvision made for your torch (README, Models)"
+            f"{INSTALL}, with the torchvision made for your torch (docs/models.md)"
         ) from None
     except (ImportError, RuntimeError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BackendMissing(
             f"open_clip is installed but does not import beside torch {torch.__version__} "
             f"({first[:120]}); install the torchvision built for this torch: the pairs that "
-            "work are in the README, Models"
+            "work are in docs/models.md"
         ) from None
     return open_clip
 
@@ -189,7 +189,8 @@ def needs_open_clip(folder: Path) -> bool:
     config = folder / "open_clip_config.json"
     if not config.exists():
         return False
-    cfg = json.loads(config.read_text()).get("model_cfg", {})
+    with config_file(config) as whole:
+        cfg = whole.get("model_cfg", {})
     text = cfg.get("text_cfg", {})
     parts = {"model_cfg": cfg, "vision_cfg": cfg.get("vision_cfg", {}), "text_cfg": text}
     other_heads = "heads" in text and text["heads"] != text.get("width", 512) // 64
@@ -201,7 +202,8 @@ def resolve_folder(name: str, folder: Path, arch: str) -> OpenClipWeights:
     `hf-hub:<repo>` for a hub repository (fetched into `folder`), `local-dir:<folder>`."""
     oc = open_clip_module()
     model = _quietly(lambda: oc.create_model(arch), name)
-    embed_dim = json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]["embed_dim"]
+    with config_file(folder / "open_clip_config.json") as cfg:
+        embed_dim = cfg["model_cfg"]["embed_dim"]
     tag = "hub" if arch.startswith("hf-hub:") else "folder"
     model.config = OpenClipConfig(arch, embed_dim, preprocessing_of(model), tag)
     return OpenClipWeights(name, model.config, model.eval())

@@ -20,7 +20,7 @@ from ..core.errors import WeightsError
 from ..core.files import replacing, write_atomic
 from ..images.pixels import Preprocessing
 from . import hub, open_clip_models
-from .configs import apply_hf_config, open_clip_quick_gelu, preprocessing_beside
+from .configs import apply_hf_config, config_file, open_clip_quick_gelu, preprocessing_beside
 from .model import CLIP, CONFIGS, CLIPConfig
 from .open_clip_models import OpenClipWeights
 from .pretrained import PRETRAINED, Pretrained
@@ -97,11 +97,11 @@ def load_file_weights(
 
 def load_dir_weights(path: Path, text_only: bool = False) -> Weights | OpenClipWeights:
     if (path / OWN_CONFIG).exists():
-        meta = json.loads((path / OWN_CONFIG).read_text())
         weights = path / OWN_WEIGHTS
-        if meta["config"].get("backend") == open_clip_models.BACKEND:
-            return open_clip_models.load_saved(path, meta, weights)
-        config = CLIPConfig.from_dict(meta["config"])
+        with config_file(path / OWN_CONFIG) as meta:
+            if meta["config"].get("backend") == open_clip_models.BACKEND:
+                return open_clip_models.load_saved(path, meta, weights)
+            config = CLIPConfig.from_dict(meta["config"])
         sd = read_state_dict(weights, text_only)
         return Weights(str(path.resolve()), config, sd, weights, meta.get("aligned_to"))
     if open_clip_models.needs_open_clip(path):

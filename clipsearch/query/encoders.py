@@ -26,14 +26,14 @@ if TYPE_CHECKING:  # torch loads with the first model, not with `status` or `for
     from ..models.encoder import Encoder
 
 # (top-10 file ids of a query vector, vectors searched) in a store's index, for a model
-Searcher = Callable[["Encoder"], tuple[Callable[[np.ndarray], Sequence[int]], int]]
+TopIds = Callable[["Encoder"], tuple[Callable[[np.ndarray], Sequence[int]], int]]
 
 
 class Encoders:
     def __init__(
         self,
         store: Store,
-        searcher: Searcher,
+        top_ids: TopIds,
         device: str | None = None,
         precision: str = "auto",
         text_model: str | None = None,
@@ -49,7 +49,7 @@ class Encoders:
         self._model_rows: dict[str, Model] = {}
         self._default: str | None = None
         self.loads: list[tuple[str, str, bool]] = []  # (spec, precision, text only), in order
-        self.searcher = searcher
+        self.top_ids = top_ids
         self.text_towers = TextTowers(
             PrecisionChecks(store.path / PRECISION_CHECKS_FILE),
             lambda spec, precision: self._load(spec, precision, text_only=True),
@@ -59,7 +59,7 @@ class Encoders:
         """The store's only model if it has one, clipsearch's default if the store has
         none or has it among several; with several others, the caller must choose (and
         no model is looked for on the network in the meantime)."""
-        have = [(m, n) for m, n in self._models() if n > 0]
+        have = self._models()
         names = [m.name for m, _ in have]
         if len(have) == 1:
             return names[0]
@@ -71,10 +71,11 @@ class Encoders:
         )
 
     def _models(self) -> list[tuple[Model, int]]:
-        """The store's models with their vector counts; none before its first write."""
+        """The store's models that have vectors, with how many; none before its first
+        write."""
         if self.catalog.state not in (State.CURRENT, State.OLDER):
             return []
-        return self.catalog.models.counted()
+        return self.catalog.models.with_vectors()
 
     def spec(self, spec: str | None) -> str:
         """The model asked for, else the store's default (found once)."""
@@ -104,7 +105,7 @@ class Encoders:
             encoder = self._loaded[spec] = self._load(spec, "fp32", text_only=True)
         if not encoder.text_only or encoder.precision != "fp32":
             return encoder  # a whole model loaded for an image term, or the chosen tower
-        faster = self.text_towers.after_query(spec, encoder, lambda: self.searcher(encoder))
+        faster = self.text_towers.after_query(spec, encoder, lambda: self.top_ids(encoder))
         if faster is not None:
             self._loaded[spec] = encoder = faster
         return encoder
@@ -133,7 +134,7 @@ class Encoders:
             return self._model_rows[encoder.digest]
         row = self.catalog.models.find(encoder.digest)
         if row is None or not self.catalog.models.has_vectors(row.id):
-            have = [(m, n) for m, n in self.catalog.models.counted() if n > 0]
+            have = self.catalog.models.with_vectors()
             listing = ", ".join(f"{m.name} ({n} vectors)" for m, n in have) or "none yet"
             raise QueryError(
                 f"this store has no vectors from model {encoder.name} (weights "
@@ -173,4 +174,4 @@ class Encoders:
 
     def _digest_of(self, spec: str) -> str | None:
         """The digest of the store's model of that name, without loading it."""
-        return next((m.digest for m, n in self._models() if m.name == spec and n), None)
+        return next((m.digest for m, _ in self._models() if m.name == spec), None)

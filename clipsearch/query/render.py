@@ -19,7 +19,7 @@ from .search import Result
 THUMBNAIL = 256
 
 
-class FormatError(ClipsearchError):
+class FormatError(ClipsearchError, ValueError):
     """An output format that does not exist."""
 
 

@@ -120,6 +120,22 @@ class Filters:
     def __bool__(self) -> bool:
         return bool(self.folders or self.after or self.before or self.extensions)
 
+    @classmethod
+    def parse(
+        cls,
+        folders: Sequence[str] = (),
+        after: str | None = None,
+        before: str | None = None,
+        extensions: Sequence[str] = (),
+    ) -> Filters:
+        """Filters as a person gives them: dates as YYYY[-MM[-DD]] or ISO 8601."""
+        return cls(
+            folders=[str(f) for f in folders],
+            after=parse_date(after) if after else None,
+            before=parse_date(before) if before else None,
+            extensions=list(extensions),
+        )
+
 
 def parse_date(text: str) -> datetime:
     """YYYY, YYYY-MM, YYYY-MM-DD or a full ISO timestamp."""

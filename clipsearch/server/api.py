@@ -6,16 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from .auth import API
 from .body import read_body
 from .schemas import EmbedRequest, SearchRequest, SearchResponse, search_body
-from .service import Service
+from .service import API, service_of
 
 router = APIRouter(prefix=API)
-
-
-def service_of(request: Request) -> Service:
-    return request.app.state.service
 
 
 @router.post("/search", response_model=SearchResponse, openapi_extra=search_body())

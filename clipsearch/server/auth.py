@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from .schemas import SessionRequest
+from .service import API
 
-API = "/api/v1"
 COOKIE = "clipsearch_key"
 PROTECTED = (f"{API}/", "/thumb/", "/image/")
 

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
 from ..images import items
-from .api import service_of
-from .service import HttpError
+from .service import HttpError, service_of
 
 THUMB_SIZES = range(32, 1025)
 

@@ -12,6 +12,7 @@ import io
 import threading
 from pathlib import Path
 
+from fastapi import Request
 from PIL import Image
 
 from ..core.errors import ClipsearchError
@@ -20,11 +21,18 @@ from ..images import items
 from ..images.decode import BytesSource, ImageError, item_source, open_image
 from ..images.formats import is_image_name
 from ..library import Library
-from ..query.search import Filters, QueryError, Term, parse_date, parse_query, split_query
+from ..query.search import Filters, QueryError, Term, parse_query, split_query
 from ..query.searcher import UnknownFile, UnusableImage
 from ..storage.database import CatalogError, CatalogMissing, State
 from ..storage.schema import File
 from .schemas import Item, SearchRequest, SearchResponse
+
+API = "/api/v1"  # where the JSON API lives
+
+
+def service_of(request: Request) -> Service:
+    """The app's Service, for an endpoint."""
+    return request.app.state.service
 
 
 class HttpError(Exception):
@@ -59,15 +67,6 @@ def status_for(e: Exception) -> tuple[int, str]:
     return 500, f"internal error ({type(e).__name__}); the server log says no more"
 
 
-def filters_of(req: SearchRequest) -> Filters:
-    return Filters(
-        folders=req.in_,
-        after=parse_date(req.after) if req.after else None,
-        before=parse_date(req.before) if req.before else None,
-        extensions=req.ext,
-    )
-
-
 class Service:
     """The warm Library behind the endpoints."""
 
@@ -98,7 +97,7 @@ class Service:
                 terms,
                 k=req.k,
                 model=self.model,
-                filters=filters_of(req),
+                filters=Filters.parse(req.in_, req.after, req.before, req.ext),
                 min_score=req.min_score,
                 exclude_self=req.similar_to is not None,
                 offset=req.offset,

@@ -18,7 +18,7 @@ from sqlalchemy import and_, delete, func, insert, literal_column, or_, select, 
 from sqlalchemy.orm import Session
 
 from ..images.items import SHARD_SEP, is_shard_name, split_member
-from .catalog_vectors import log
+from .catalog_vectors import log_changes
 from .database import Database, chunks
 from .schema import RAW_PATH, File, Shard, Vector
 
@@ -35,7 +35,7 @@ COPIED_FIELDS = (  # what a copy of a file shares with it
 )
 
 
-def under(column, folder: str):
+def path_range(column, folder: str):
     """Paths inside a folder, or the members of a tar shard (`SHARD::MEMBER`), as a range
     of the bytewise collation (index-friendly)."""
     (prefix,) = prefixes_of([folder])
@@ -63,7 +63,7 @@ class FileRecords:
         out: dict[str, File] = {}
         with self.db.read() as s:
             for root in roots:
-                q = select(File).where((File.path == root) | under(File.path, root))
+                q = select(File).where((File.path == root) | path_range(File.path, root))
                 out.update((f.path, f) for f in s.scalars(q))
             for f in s.scalars(select(File).where(self.raw_paths())):
                 if f.path in roots or f.path.startswith(prefixes_of(roots)):
@@ -124,7 +124,7 @@ class FileRecords:
         prefixes = prefixes_of(folders)
         by_name = []
         if folders:
-            by_name.append(or_(*(under(File.path, f) for f in folders)))
+            by_name.append(or_(*(path_range(File.path, f) for f in folders)))
         if extensions:
             lower = func.lower(File.path)
             by_name.append(or_(*(lower.endswith(e, autoescape=True) for e in extensions)))
@@ -180,7 +180,7 @@ class FileRecords:
             select(Vector.model_id, Vector.vector).where(Vector.file_id == source.id)
         ):
             s.add(Vector(file_id=row.id, model_id=model_id, vector=blob))
-            log(s, model_id, [row.id], "+")
+            log_changes(s, model_id, [row.id], "+")
         return row
 
     @staticmethod
@@ -199,7 +199,7 @@ class FileRecords:
             for model_id, fid in pairs:
                 by_model.setdefault(model_id, []).append(fid)
             for model_id, fids in by_model.items():
-                log(s, model_id, fids, "-")
+                log_changes(s, model_id, fids, "-")
             s.execute(delete(Vector).where(Vector.file_id.in_(chunk)))
             s.execute(delete(File).where(File.id.in_(chunk)))
 

@@ -31,6 +31,10 @@ class ModelRecords:
             )
             return [(m, counts.get(m.id, 0)) for m in s.scalars(select(Model).order_by(Model.id))]
 
+    def with_vectors(self) -> list[tuple[Model, int]]:
+        """The models that have vectors here, with how many."""
+        return [(m, n) for m, n in self.counted() if n > 0]
+
     def get(self, model_id: int) -> Model:
         with self.db.read() as s:
             return s.get_one(Model, model_id)

@@ -19,7 +19,7 @@ from .database import Database, chunks
 from .schema import Vector, VectorIndex, VectorLog
 
 
-def log(s: Session, model_id: int, file_ids: Iterable[int], op: str) -> None:
+def log_changes(s: Session, model_id: int, file_ids: Iterable[int], op: str) -> None:
     """Log vectors added (+) or removed (-), in the caller's transaction."""
     rows = [{"model_id": model_id, "file_id": fid, "op": op} for fid in file_ids]
     if rows:
@@ -39,7 +39,7 @@ class VectorRecords:
         ]
         if rows:
             s.execute(insert(Vector), rows)
-            log(s, model_id, file_ids, "+")
+            log_changes(s, model_id, file_ids, "+")
 
     def present(self, model_id: int | None, file_ids: Sequence[int]) -> set[int]:
         """Those of the files that have a vector from the model."""

@@ -32,7 +32,7 @@ from ..images.records import (
     read_records,
     read_text,
 )
-from ..images.shards import shard_items
+from ..images.shards import caption_unreadable, shard_items
 
 
 @dataclass(frozen=True)
@@ -73,29 +73,38 @@ def _folder_rows(folder: Path) -> list[tuple[str, str]]:
 
 
 def _shard_pairs(shards: list[str], source: str) -> Pairs:
-    """The captioned images of the shards; an image whose caption is not UTF-8 is an
-    unusable row (an image without a caption is no row at all)."""
+    """The captioned images of the shards (as folders, the formats decoded without an
+    extra); an image whose caption is empty or not UTF-8 is an unusable row, an image
+    without a caption is no row at all."""
     out = Pairs([], source)
     for shard in shards:
         for item in shard_items(shard):
             caption = item.meta.get("caption")
+            if os.path.splitext(item.key)[1].lower() not in IMAGE_EXTENSIONS:
+                continue
             if isinstance(caption, str) and caption:
                 out.rows.append(Pair(item.key, caption))
-            elif item.unreadable:
+            elif caption is not None or caption_unreadable(item):
                 out.skipped += 1
-                out.reasons.append(f"{', '.join(item.unreadable)}: not UTF-8 text")
+                why = "empty caption" if caption is not None else "caption not UTF-8"
+                out.reasons.append(f"{item.key}: {why}")
     if not out.rows:
-        raise DataError(f"{', '.join(shards)}: no image + .txt pairs in the shards")
+        raise DataError(f"{', '.join(shards)}: no image with a .txt or .caption in the shards")
     return out
 
 
 def _expand_shards(spec: str) -> list[str]:
     """`shards/{000..009}.tar`, a glob, a folder of .tar files, or one .tar."""
     if "{" in spec and ".." in spec:
-        head, rest = spec.split("{", 1)
-        rng, tail = rest.split("}", 1)
-        a, b = rng.split("..")
-        return [f"{head}{i:0{len(a)}d}{tail}" for i in range(int(a), int(b) + 1)]
+        try:
+            head, rest = spec.split("{", 1)
+            rng, tail = rest.split("}", 1)
+            a, b = rng.split("..")
+            return [f"{head}{i:0{len(a)}d}{tail}" for i in range(int(a), int(b) + 1)]
+        except ValueError:
+            raise DataError(
+                f"{spec}: name a range of shards as {{000..009}}, first and last number"
+            ) from None
     if os.path.isdir(spec):
         return sorted(glob.glob(os.path.join(spec, "*.tar")))
     return sorted(glob.glob(spec)) or [spec]

@@ -106,7 +106,7 @@ def distill_text(cfg: TrainConfig, progress: Progress | None = None) -> DistillR
     if is_open_clip_config(weights.config):
         raise DataError(
             f"--distill-text teaches clipsearch's own CLIP models; {weights.name} is built by "
-            "open_clip (for many languages, use its XLM-R models: README, Models)"
+            "open_clip (for many languages, use its XLM-R models: docs/models.md)"
         )
     teacher = Encoder(weights.build(), weights.name)
     rows = parallel_rows(cfg.data, cfg.source_language, cfg.languages or None)

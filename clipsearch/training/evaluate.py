@@ -11,13 +11,14 @@ import numpy as np
 
 from ..core.errors import ClipsearchError
 from ..images.pixels import preprocess
+from ..images.records import read_text
 from ..models.encoder import Encoder
 from .data import Pair, read_image
 
 KS = (1, 5, 10)
 
 
-class TemplateError(ClipsearchError):
+class TemplateError(ClipsearchError, ValueError):
     """A prompt template file that cannot be used; the message says how to write it."""
 
 
@@ -90,7 +91,7 @@ def templates(kind: str) -> list[str]:
     if kind == "imagenet":
         text = (resources.files("clipsearch") / "data" / "imagenet_templates.txt").read_text()
     else:
-        text = Path(kind).read_text(encoding="utf-8")
+        text = read_text(Path(kind))
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     for line in lines or [""]:
         if not _one_label_slot(line):

@@ -60,7 +60,7 @@ class TrainResult:
 Progress = Callable[[int, int, dict], None]  # (step, total steps, latest metrics)
 
 
-class TrainingError(ClipsearchError):
+class TrainingError(ClipsearchError, ValueError):
     """A run that cannot start as asked; the message says what to give instead."""
 
 

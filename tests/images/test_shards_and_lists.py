@@ -337,9 +337,12 @@ def test_index_and_train_read_a_shards_samples_alike(tmp_path):
             "b.seg.png": png_bytes(tmp_path, 2),
             "b.caption": b"a blue mask",
             "c.png": png_bytes(tmp_path, 3),  # no caption: an item, not a training row
+            "d.heic": b"\x00\x00\x00\x18ftypheic",  # no decoder without an extra: no row
+            "d.txt": b"a phone photo",
         },
     )
     captioned = {i.key: i.meta["caption"] for i in shard_items(str(shard)) if i.meta}
+    assert captioned.pop(f"{shard}::d.heic") == "a phone photo"
     assert {p.image: p.caption for p in load_pairs(str(shard)).rows} == captioned
     assert sorted(captioned.values()) == ["a blue mask", "a red square"]
 
@@ -362,5 +365,5 @@ def test_a_caption_that_is_not_utf8_leaves_its_image_indexed_and_its_row_unusabl
     assert index(tmp_path / "store", [shard], tiny).added == 2
     pairs = load_pairs(str(shard), max_bad_fraction=0.5)
     assert [p.caption for p in pairs.rows] == ["blue"] and pairs.skipped == 1
-    with pytest.raises(DataError, match="a.txt: not UTF-8"):
+    with pytest.raises(DataError, match="a.png: caption not UTF-8"):
         load_pairs(str(shard))  # one row in two unusable: past the 1% allowed

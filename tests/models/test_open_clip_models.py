@@ -4,7 +4,7 @@ the same vectors as open_clip's own, indexed and queried, fine-tuned with their 
 open_clip needs a torchvision built for the installed torch, which the CPU torch of the
 README's first step does not have on PyPI. Where this interpreter cannot import open_clip,
 the one test at the end runs this file in an interpreter that can (.venv-open-clip, made
-by .ci/run; README, Models).
+by .ci/run; docs/models.md).
 """
 
 from __future__ import annotations
@@ -328,7 +328,7 @@ def test_in_an_interpreter_that_has_open_clip():
     where open_clip imports; that interpreter is part of CI (.ci/run makes it)."""
     assert CHILD not in os.environ, f"{sys.executable} cannot import open_clip: {importable()}"
     if not OTHER_PYTHON.exists():
-        pytest.skip(f"no {OTHER_PYTHON} (README, Models: an environment for open_clip)")
+        pytest.skip(f"no {OTHER_PYTHON} (docs/models.md: an environment for open_clip)")
     run = subprocess.run(
         [
             str(OTHER_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",

@@ -168,8 +168,8 @@ def test_images_that_cannot_be_used(base, tmp_path):
         "/image/-1",
         "/image/1.5",
         "/image//etc/passwd",
-        "/static/../server.py",
-        "/static/%2e%2e/server.py",
+        "/static/../app.py",
+        "/static/%2e%2e/app.py",
         "/thumb/1?size=64&path=/etc/passwd",
     ],
 )

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from clipsearch.cli import app
 from clipsearch.storage.catalog import Catalog
-from clipsearch.storage.catalog_vectors import log
+from clipsearch.storage.catalog_vectors import log_changes
 from clipsearch.storage.database import CatalogError, State, make_engine, migrate
 from clipsearch.storage.schema import SCHEMA_HEAD, File
 
@@ -105,7 +105,7 @@ def test_log_positions_are_never_reused_after_trimming(tmp_path):
     catalog = Catalog(url(tmp_path / "c.db"))
     model = catalog.models.register("m", "vit", "d1", 2)
     with catalog.write() as s:
-        log(s, model.id, [1, 2], "+")
+        log_changes(s, model.id, [1, 2], "+")
     catalog.indexes.record(
         model.id,
         preset="exact",
@@ -117,7 +117,7 @@ def test_log_positions_are_never_reused_after_trimming(tmp_path):
         tombstones=0,
     )
     with catalog.write() as s:
-        log(s, model.id, [3], "+")
+        log_changes(s, model.id, [3], "+")
     assert catalog.vectors.log_since(model.id, 2) == [(3, 3, "+")]
     assert catalog.vectors.log_position(model.id) == 3
 
@@ -216,11 +216,11 @@ def test_the_log_position_never_moves_back(tmp_path):
     catalog = Catalog(url(tmp_path / "c.db"))
     model = catalog.models.register("m", "vit", "d1", 2)
     with catalog.write() as s:
-        log(s, model.id, [1, 2, 3, 4], "+")
+        log_changes(s, model.id, [1, 2, 3, 4], "+")
     fields = dict(preset="exact", factory="Flat", params="{}", filename="x", count=4)
     assert catalog.indexes.record(model.id, log_seq=4, tombstones=0, **fields)
     with catalog.write() as s:
-        log(s, model.id, [5], "+")
+        log_changes(s, model.id, [5], "+")
     assert not catalog.indexes.record(model.id, log_seq=2, tombstones=0, **fields)
     assert catalog.indexes.row(model.id).log_seq == 4
     assert catalog.vectors.log_since(model.id, 4) == [(5, 5, "+")]

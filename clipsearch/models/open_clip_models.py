@@ -209,11 +209,10 @@ def resolve_folder(name: str, folder: Path, arch: str) -> OpenClipWeights:
     return OpenClipWeights(name, model.config, model.eval())
 
 
-def load_saved(folder: Path, meta: dict, weights_file: Path) -> OpenClipWeights:
+def load_saved(folder: Path, config: OpenClipConfig, weights_file: Path) -> OpenClipWeights:
     """clipsearch's model directory holding a model open_clip builds (train's output)."""
     from safetensors.torch import load_file
 
-    config = OpenClipConfig.from_dict(meta["config"])
     model = _quietly(
         lambda: open_clip_module().create_model(
             config.arch, load_weights=False, pretrained_text=False,

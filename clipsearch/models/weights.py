@@ -22,7 +22,7 @@ from ..images.pixels import Preprocessing
 from . import hub, open_clip_models
 from .configs import apply_hf_config, config_file, open_clip_quick_gelu, preprocessing_beside
 from .model import CLIP, CONFIGS, CLIPConfig
-from .open_clip_models import OpenClipWeights
+from .open_clip_models import OpenClipConfig, OpenClipWeights
 from .pretrained import PRETRAINED, Pretrained
 from .state_dicts import infer_config, is_vision_key, normalise_keys, read_state_dict
 
@@ -98,10 +98,12 @@ def load_file_weights(
 def load_dir_weights(path: Path, text_only: bool = False) -> Weights | OpenClipWeights:
     if (path / OWN_CONFIG).exists():
         weights = path / OWN_WEIGHTS
-        with config_file(path / OWN_CONFIG) as meta:
-            if meta["config"].get("backend") == open_clip_models.BACKEND:
-                return open_clip_models.load_saved(path, meta, weights)
-            config = CLIPConfig.from_dict(meta["config"])
+        with config_file(path / OWN_CONFIG) as meta:  # only the reading is the config's fault
+            saved = meta["config"]
+            built_by_open_clip = saved.get("backend") == open_clip_models.BACKEND
+            config = (OpenClipConfig if built_by_open_clip else CLIPConfig).from_dict(saved)
+        if built_by_open_clip:
+            return open_clip_models.load_saved(path, config, weights)
         sd = read_state_dict(weights, text_only)
         return Weights(str(path.resolve()), config, sd, weights, meta.get("aligned_to"))
     if open_clip_models.needs_open_clip(path):

@@ -222,3 +222,13 @@ def test_loading_weights_does_not_import_the_compiler(tmp_path, reference):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("config", ["{not json", '{"config": {"embed_dim": 64}}', "[]"])
+def test_a_damaged_model_directory_config_is_a_weights_error(tmp_path, config):
+    """A clipsearch.json that is not JSON, lacks fields or is no object: one line naming the
+    file (a user's file, not a bug in clipsearch)."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "clipsearch.json").write_text(config)
+    with pytest.raises(WeightsError, match="clipsearch.json: not a config clipsearch can read"):
+        resolve(str(tmp_path / "m"))

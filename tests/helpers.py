@@ -109,18 +109,21 @@ def make_store(folder: Path, n: int = 4000):
 
 
 @contextmanager
-def serving(store: Path, api_key: str | None = None, model: str = "random:tiny", **library):
+def serving(
+    store: Path,
+    api_key: str | None = None,
+    model: str = "random:tiny",
+    names: tuple[str, ...] = (),
+    **library,
+):
     """`clipsearch serve`'s app on a free loopback port, in this process: its base URL."""
-    import uvicorn
-
     from clipsearch import Library
-    from clipsearch.server import Service, create_app
+    from clipsearch.server import Exposure, Service, create_app, make_server
 
     lib = Library(store, create=True, **library)
     service = Service(lib, model)
     service.warm_up()
-    config = uvicorn.Config(create_app(service, api_key), host="127.0.0.1", port=0)
-    server = uvicorn.Server(config)
+    server = make_server(create_app(service, Exposure("127.0.0.1", names, api_key)), "127.0.0.1", 0)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

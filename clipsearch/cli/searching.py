@@ -66,6 +66,12 @@ def query(
     before: str = typer.Option(None, "--before", help="Taken before this date."),
     ext: list[str] = typer.Option([], "--ext", help="Only these formats, e.g. jpg (repeatable)."),
     min_score: float = typer.Option(None, "--min-score", help="Drop results scoring below this."),
+    sort: str = typer.Option(
+        "score",
+        "--sort",
+        help="score (best first), -date (newest first) or date (oldest first); by date, the "
+        "best 200 matches (above --min-score) are ordered.",
+    ),
     exclude_self: bool = typer.Option(
         False, "--exclude-self", help="Leave query images out of the results."
     ),
@@ -94,6 +100,7 @@ def query(
             images=[str(p) for p in image],
             min_score=min_score,
             exclude_self=exclude_self,
+            sort=sort,
         )
         _print_answer(answer, fmt, output)
 

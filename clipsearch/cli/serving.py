@@ -36,6 +36,12 @@ def serve(
         help="Require this key (X-API-Key header; the page asks once). Needed to listen "
         "beyond loopback; prefer the environment variable, which `ps` does not show.",
     ),
+    allowed_hosts: list[str] = typer.Option(
+        [],
+        "--allowed-host",
+        help="Also answer requests that call the server by this name (a reverse proxy's, "
+        "this machine's); repeat for more. Loopback names and the --host address always.",
+    ),
     no_auth: bool = typer.Option(
         False,
         "--no-auth",
@@ -52,14 +58,15 @@ def serve(
     `clipsearch index` in another process are found without a restart."""
     check_exposure(host, api_key, no_auth)
     with user_errors():
-        from ..server import Service
+        from ..server import Exposure, Service
 
         lib = open_library(store, db, create=True, device=device, precision=precision,
                            query_log=query_log, text_model=text_model)  # fmt: skip
         started = time.perf_counter()
         service = Service(lib, model)
         service.warm_up()
-        run_server(service, api_key, host, port, lambda url: announce(lib, url, started, open_page))
+        exposure = Exposure(host, tuple(allowed_hosts), api_key)
+        run_server(service, exposure, port, lambda url: announce(lib, url, started, open_page))
         lib.close()
     err.print("Stopped.")
 
@@ -83,17 +90,14 @@ def check_exposure(host: str, api_key: str | None, no_auth: bool) -> None:
         err.print(f"[yellow]Warning:[/yellow] serving {escaped(host)} without a key", markup=True)
 
 
-def run_server(service, api_key: str | None, host: str, port: int, ready) -> None:
+def run_server(service, exposure, port: int, ready) -> None:
     """Serve until Ctrl-C or SIGTERM; `ready(url)` is called once the port is bound."""
     import threading
 
-    import uvicorn
+    from ..server import create_app, make_server
 
-    from ..server import create_app
-
-    config = uvicorn.Config(create_app(service, api_key), host=host, port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    url_host = f"[{host}]" if ":" in host else host
+    server = make_server(create_app(service, exposure), exposure.host, port)
+    url_host = f"[{exposure.host}]" if ":" in exposure.host else exposure.host
 
     def when_bound() -> None:
         while not server.started:

@@ -129,6 +129,9 @@ class Filters:
         extensions: Sequence[str] = (),
     ) -> Filters:
         """Filters as a person gives them: dates as YYYY[-MM[-DD]] or ISO 8601."""
+        for ext in extensions:
+            if not ext.isprintable():
+                raise QueryError(f"not a file format: {ext!r} (give one such as jpg)")
         return cls(
             folders=[str(f) for f in folders],
             after=parse_date(after) if after else None,
@@ -150,7 +153,10 @@ def parse_date(text: str) -> datetime:
         raise QueryError(
             f"not a date: {text!r} (use YYYY, YYYY-MM, YYYY-MM-DD or ISO 8601)"
         ) from None
-    return when.astimezone(timezone.utc).replace(tzinfo=None) if when.tzinfo else when
+    try:
+        return when.astimezone(timezone.utc).replace(tzinfo=None) if when.tzinfo else when
+    except OverflowError:
+        raise QueryError(f"date out of range: {text!r} (years 1 to 9999, in UTC)") from None
 
 
 def _ext_aliases(ext: str) -> set[str]:

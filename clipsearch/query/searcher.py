@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from ..models.encoder import Encoder
 
 TEXT_CACHE_SIZE = 512  # recent query texts kept as vectors
+SORTS = ("score", "date", "-date")  # best first; oldest first; newest first
+DATE_POOL = 200  # sorted by date: the best this many matches (above min_score)
 
 
 class UnknownFile(QueryError):
@@ -47,6 +49,11 @@ class Answer:
     results: list[Result]
     index_action: str  # loaded | updated | rebuilt
     timings_ms: dict[str, float] = field(default_factory=dict)  # embed, search, hydrate
+    more: bool = False  # whether a next page has results
+
+
+def by_date(results: list[Result], newest: bool) -> list[Result]:
+    return sorted(results, key=lambda r: (r.date, r.file_id), reverse=newest)
 
 
 class Searcher:
@@ -88,11 +95,16 @@ class Searcher:
         min_score: float | None = None,
         exclude_self: bool = False,
         offset: int = 0,
+        sort: str = "score",
     ) -> Answer:
         """Results offset+1 .. offset+k for parsed terms (the same order page after page).
-        exclude_self drops images given as terms (by path or id) from the results."""
+        exclude_self drops images given as terms (by path or id) from the results. `sort`
+        "date" (oldest first) or "-date" (newest first) orders the best DATE_POOL matches
+        (those above min_score) by date, so that pages of them are stable too."""
         if k < 1 or offset < 0:
             raise QueryError("k must be at least 1 and the offset at least 0")
+        if sort not in SORTS:
+            raise QueryError(f"unknown sort {sort!r}: use one of {', '.join(SORTS)}")
         started = time.perf_counter()
         text_only = all(t.image is None and t.file_id is None for t in terms)
         reader = self.encoders.text_reader(model)
@@ -106,17 +118,24 @@ class Searcher:
             self.store.query_log.add(encoder.digest, vector)
         embedded = time.perf_counter()
         loaded, action = self.index_for(row.id)
-        want = min(k + offset, max(1, loaded.count))  # no more than there are, whatever is asked
+        pool = k + offset + 1 if sort == "score" else DATE_POOL  # one more: is there more?
+        want = min(pool, max(1, loaded.count))  # no more than there are, whatever is asked
         exclude = self._self_ids(terms) if exclude_self else []
-        hits = nearest(self.catalog, loaded, vector, want, filters, exclude)[offset:]
+        hits = nearest(self.catalog, loaded, vector, want, filters, exclude)
         searched = time.perf_counter()
-        results = hydrate(self.catalog, hits, min_score)
+        if sort == "score":
+            results = hydrate(self.catalog, hits[offset:], min_score)
+        else:
+            results = by_date(hydrate(self.catalog, hits, min_score), newest=sort == "-date")
+            results = results[offset:]
         timings = {
             "embed": (embedded - started) * 1000,
             "search": (searched - embedded) * 1000,
             "hydrate": (time.perf_counter() - searched) * 1000,
         }
-        return Answer(describe(terms), encoder.name, results, action, timings)
+        return Answer(
+            describe(terms), encoder.name, results[:k], action, timings, len(results) > k
+        )
 
     def query_vector(
         self, terms: Sequence[Term], encoder: Encoder, reader: Encoder | None = None

@@ -3,14 +3,15 @@ images, vectors, and the store's status."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from .body import read_body
-from .schemas import EmbedRequest, SearchRequest, SearchResponse, search_body
+from . import auth
+from .schemas import MAX_ID, EmbedRequest, SearchRequest, SearchResponse, search_body
 from .service import API, service_of
 
-router = APIRouter(prefix=API)
+router = APIRouter(prefix=API, dependencies=[Depends(auth.check)])
 
 
 @router.post("/search", response_model=SearchResponse, openapi_extra=search_body())
@@ -23,7 +24,12 @@ async def search(request: Request) -> SearchResponse:
 
 
 @router.get("/similar/{file_id}", response_model=SearchResponse)
-def similar(file_id: int, request: Request, k: int = 20, offset: int = 0) -> SearchResponse:
+def similar(
+    request: Request,
+    file_id: int = Path(ge=1, le=MAX_ID),
+    k: int = Query(20, ge=1, le=1000),
+    offset: int = Query(0, ge=0, le=100_000),
+) -> SearchResponse:
     return service_of(request).search(SearchRequest(similar_to=file_id, k=k, offset=offset))
 
 

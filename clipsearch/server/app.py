@@ -1,5 +1,6 @@
-"""The FastAPI application: the routers by area (the page, the key, the JSON API, the
-images), the static files of the page, and every error as JSON with one line."""
+"""The FastAPI application: the Guard in front, the routers by area (the page, the key, the
+JSON API, the images), the static files of the page, and every error as JSON with one
+line (a real 500 is also logged, with its traceback, by uvicorn)."""
 
 from __future__ import annotations
 
@@ -12,37 +13,32 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import api, auth, files
+from . import api, auth, files, reference
+from .guard import Exposure, Guard
 from .service import HttpError, Redirect, Service, status_for
 
 WEB = resources.files("clipsearch.server") / "web"
 
 
-def create_app(service: Service, api_key: str | None = None) -> FastAPI:
+def create_app(service: Service, exposure: Exposure = Exposure()) -> FastAPI:
     app = FastAPI(
         title="clipsearch",
         version="1",
         description="Semantic image search over a clipsearch store. Files are served by "
         "catalog id only. With a key, send it in the X-API-Key header.",
+        docs_url=None,
+        redoc_url=None,
     )
-    app.state.service, app.state.api_key = service, api_key
+    app.state.service, app.state.keys = service, auth.Keys(exposure.api_key)
     handle_errors(app)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if not auth.allowed(request, api_key):
-            return JSONResponse({"error": "a valid API key is needed"}, status_code=401)
-        try:
-            return await call_next(request)
-        except Exception as e:  # errors raised past the handlers (middleware, streaming)
-            status, message = status_for(e)
-            return JSONResponse({"error": message}, status_code=status)
-
+    app.add_middleware(Guard, exposure=exposure)
     app.add_api_route("/", page, response_class=HTMLResponse, include_in_schema=False)
     app.add_api_route("/health", health)
     app.mount("/static", StaticFiles(directory=str(WEB)), name="static")
-    for area in (auth, api, files):
+    for area in (auth, api, files, reference):
         app.include_router(area.router)
+    reference.document(app, keyed=bool(exposure.api_key))
     return app
 
 
@@ -54,18 +50,28 @@ def health() -> dict:
     return {"status": "ok"}
 
 
+def error_response(request: Request, e: Exception) -> Response:
+    """`{"error": one line}` with its status."""
+    if isinstance(e, Redirect):
+        return RedirectResponse(e.url, status_code=e.status)
+    status, message = status_for(e)
+    return JSONResponse({"error": message}, status_code=status)
+
+
 def handle_errors(app: FastAPI) -> None:
     """Every error as `{"error": one line}` with its status."""
 
     @app.exception_handler(HttpError)
     async def http_error(request: Request, e: HttpError) -> Response:
-        if isinstance(e, Redirect):
-            return RedirectResponse(e.url, status_code=e.status)
-        return JSONResponse({"error": str(e)}, status_code=e.status)
+        return error_response(request, e)
 
     @app.exception_handler(StarletteHTTPException)
     async def starlette_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(e.detail)}, status_code=e.status_code)
+
+    @app.exception_handler(Exception)  # Starlette re-raises it after: uvicorn logs it
+    async def anything_else(request: Request, e: Exception) -> Response:
+        return error_response(request, e)
 
     @app.exception_handler(RequestValidationError)
     @app.exception_handler(ValidationError)

@@ -5,30 +5,35 @@ from __future__ import annotations
 
 import mimetypes
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import FileResponse, Response
 
 from ..images import items
+from . import auth
+from .schemas import MAX_ID
 from .service import HttpError, service_of
 
 THUMB_SIZES = range(32, 1025)
+FileId = Path(ge=1, le=MAX_ID, description="The image's catalog id.")
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(auth.check)])
 
 
 @router.get("/thumb/{file_id}")
-def thumb(file_id: int, request: Request, size: int = 256) -> Response:
+def thumb(request: Request, file_id: int = FileId, size: int = 256) -> Response:
     if size not in THUMB_SIZES:
         raise HttpError(400, f"size must be between {THUMB_SIZES[0]} and {THUMB_SIZES[-1]}")
-    path, tag = service_of(request).thumbnail(file_id, size)
+    made, tag = service_of(request).thumbnail(file_id, size)
     headers = {"ETag": f'"{tag}"', "Cache-Control": "private, max-age=86400"}
     if request.headers.get("if-none-match") == headers["ETag"]:
         return Response(status_code=304, headers=headers)
-    return FileResponse(path, media_type="image/jpeg", headers=headers)
+    if isinstance(made, bytes):
+        return Response(made, media_type="image/jpeg", headers=headers)
+    return FileResponse(made, media_type="image/jpeg", headers=headers)
 
 
 @router.get("/image/{file_id}")
-def image(file_id: int, request: Request) -> Response:
+def image(request: Request, file_id: int = FileId) -> Response:
     row = service_of(request).servable(file_id)
     kind = mimetypes.guess_type(row.path)[0] or "application/octet-stream"
     headers = {"Cache-Control": "private, max-age=3600"}

@@ -3,23 +3,37 @@ made from them)."""
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 from pydantic import BaseModel, Field
 
 from ..query.search import Result
+
+MAX_ID = 2**63 - 1  # the largest catalog id (SQLite's integer)
+MAX_QUERY = 2000  # characters: CLIP reads 77 tokens, operators add a few words more
+Text = Annotated[str, Field(max_length=4096)]  # checked: a lone surrogate is refused too
 
 
 class SearchRequest(BaseModel):
     """A query in the command line's language, with the command line's filters."""
 
-    query: str = Field("", description="Words and operators: `beach + sunset - 2:people`.")
+    query: str = Field(
+        "", max_length=MAX_QUERY, description="Words and operators: `beach + sunset - 2:people`."
+    )
     k: int = Field(20, ge=1, le=1000)
     offset: int = Field(0, ge=0, le=100_000, description="Results to skip (paging).")
-    min_score: float | None = None
-    in_: list[str] = Field([], alias="in", description="Only under these folders.")
-    after: str | None = Field(None, description="Taken on or after: YYYY[-MM[-DD]].")
-    before: str | None = Field(None, description="Taken before: YYYY[-MM[-DD]].")
-    ext: list[str] = Field([], description="Only these formats, e.g. jpg.")
-    similar_to: int | None = Field(None, description="Also search by this indexed image.")
+    min_score: float | None = Field(None, ge=-1, le=1, description="Drop results below this.")
+    sort: Literal["score", "date", "-date"] = Field(
+        "score", description="Best first, oldest first, or newest first (of the best 200)."
+    )
+    in_: list[Text] = Field([], alias="in", max_length=64, description="Only under these folders.")
+    after: Text | None = Field(None, description="Taken on or after: YYYY[-MM[-DD]].")
+    before: Text | None = Field(None, description="Taken before: YYYY[-MM[-DD]].")
+    ext: list[Text] = Field([], max_length=64, description="Only these formats, e.g. jpg.")
+    similar_to: int | None = Field(
+        None, ge=1, le=MAX_ID, description="Also search by this indexed image."
+    )
+
 
 
 class Item(BaseModel):
@@ -56,17 +70,32 @@ class Item(BaseModel):
 
 class SearchResponse(BaseModel):
     items: list[Item]
+    more: bool = Field(description="Whether the next page (offset + k) has results.")
     query: str
     model: str
     timings_ms: dict[str, float]
+    warnings: list[str] = Field([], description="Such as a query cut to 77 tokens.")
 
 
 class EmbedRequest(BaseModel):
-    text: list[str] = Field(..., min_length=1, max_length=256)
+    text: list[Annotated[str, Field(max_length=MAX_QUERY)]] = Field(
+        ..., min_length=1, max_length=256
+    )
 
 
 class SessionRequest(BaseModel):
-    key: str
+    key: str = Field(..., max_length=1024)
+
+
+class SessionState(BaseModel):
+    key_needed: bool
+    signed_in: bool
+
+
+class ErrorResponse(BaseModel):
+    """Every error: its status, and one line that says what to do."""
+
+    error: str
 
 
 def search_body() -> dict:

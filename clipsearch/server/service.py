@@ -2,14 +2,18 @@
 HTTP status and one line, never a traceback.
 
 Searches and embeddings hold a lock (the Library and its models serve one at a time);
-files and thumbnails never wait. Files are served by catalog id only, and only while each
-is the regular image file the catalog recorded (same size and modification time).
+files never wait, and a thumbnail waits only for another request making the same one.
+Files are served by catalog id only, and only while each is the regular image file the
+catalog recorded (same size and modification time, not a symbolic link).
 """
 
 from __future__ import annotations
 
 import io
+import os
+import stat
 import threading
+import warnings
 from pathlib import Path
 
 from fastapi import Request
@@ -21,6 +25,7 @@ from ..images import items
 from ..images.decode import BytesSource, ImageError, item_source, open_image
 from ..images.formats import is_image_name
 from ..library import Library
+from ..models.tokenizer import TruncationWarning
 from ..query.search import Filters, QueryError, Term, parse_query, split_query
 from ..query.searcher import UnknownFile, UnusableImage
 from ..storage.database import CatalogError, CatalogMissing, State
@@ -75,6 +80,7 @@ class Service:
         self.model = model
         self.lock = threading.Lock()
         self.thumbs = library.store.path / "thumbs"
+        self.making = [threading.Lock() for _ in range(64)]  # by thumbnail, hashed
 
     def warm_up(self) -> None:
         """Load the text tower and the vector index now, not at the first request."""
@@ -92,7 +98,8 @@ class Service:
             terms.append(Term(1.0, file_id=req.similar_to))
         if not terms:
             raise QueryError("empty query: give some words, an image, or similar_to")
-        with self.lock:
+        with self.lock, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TruncationWarning)
             answer = self.library.search_terms(
                 terms,
                 k=req.k,
@@ -101,17 +108,21 @@ class Service:
                 min_score=req.min_score,
                 exclude_self=req.similar_to is not None,
                 offset=req.offset,
+                sort=req.sort,
             )
         timings = {k: round(v, 2) for k, v in answer.timings_ms.items()}
         return SearchResponse(
             items=[Item.of(r) for r in answer.results],
+            more=answer.more,
             query=answer.query,
             model=answer.model,
             timings_ms=timings,
+            warnings=[str(w.message) for w in caught if w.category is TruncationWarning],
         )
 
     def embed(self, texts: list[str], uploads: list[BytesSource]) -> dict:
-        with self.lock:
+        with self.lock, warnings.catch_warnings():  # the server keeps no warnings
+            warnings.simplefilter("ignore", TruncationWarning)
             encoder = (
                 self.library.query_encoder(self.model)
                 if uploads
@@ -136,24 +147,30 @@ class Service:
             raise HttpError(404, f"image #{file_id} is not on this machine: it is a URL")
         try:
             held = items.source_stat(row.path)
+            plain = items.is_plain_file(row.path)
+            regular = stat.S_ISREG(os.lstat(row.path).st_mode) if plain else True
         except OSError:
             raise HttpError(404, f"image #{file_id} is no longer on disk") from None
-        plain = items.is_plain_file(row.path)
-        regular = Path(row.path).is_file() if plain else True
         if not (held == (row.size, row.mtime_ns) and is_image_name(row.path) and regular):
             raise HttpError(404, f"image #{file_id} changed on disk; index it again")
         return row
 
-    def thumbnail(self, file_id: int, size: int) -> tuple[Path, str]:
-        """A JPEG of the image fitted in size x size, made once and kept in the store."""
+    def thumbnail(self, file_id: int, size: int) -> tuple[Path | bytes, str]:
+        """A JPEG of the image fitted in size x size, made once and kept in the store; on a
+        store that cannot be written, made for each request (the bytes, not a path)."""
         row = self.servable(file_id)
         tag = f"{file_id}-{size}-{row.mtime_ns}"
         path = self.thumbs / f"{tag}.jpg"
-        if not path.exists():
+        with self.making[hash(tag) % len(self.making)]:
+            if path.exists():
+                return path, tag
             img, _ = open_image(item_source(row.path), draft_size=size)  # EXIF applied
             img.thumbnail((size, size), Image.Resampling.BICUBIC)
             buf = io.BytesIO()
             img.save(buf, "JPEG", quality=85)
-            self.thumbs.mkdir(mode=0o700, exist_ok=True)
-            write_atomic(path, buf.getvalue())
+            try:
+                self.thumbs.mkdir(mode=0o700, exist_ok=True)
+                write_atomic(path, buf.getvalue())
+            except OSError:  # a read-only store, a full disk: serve it all the same
+                return buf.getvalue(), tag
         return path, tag

@@ -226,6 +226,7 @@ class FileRecords:
 def _capture_time(compare, when: datetime):
     """Capture time against `when`, or the file time where there is no capture time."""
     ns = int(when.replace(tzinfo=timezone.utc).timestamp() * 1e9)
+    ns = max(-(2**63), min(ns, 2**63 - 1))  # year 1 and 9999 are past int64 nanoseconds
     return or_(
         compare(File.taken_at, when), and_(File.taken_at.is_(None), compare(File.mtime_ns, ns))
     )

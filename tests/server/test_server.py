@@ -22,30 +22,12 @@ from clipsearch.server.body import MAX_UPLOAD
 MODEL = "random:tiny"
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("server")
-    for i in range(12):
-        make_image(root / "photos" / ("home" if i % 2 else "trip") / f"{i:02d}.png", seed=i)
-    make_image(root / "photos" / "trip" / "big.jpg", size=(900, 600), seed=50)
-    with Library(root / "store", create=True) as lib:
-        lib.index([root / "photos"], model=MODEL)
-    return root
-
-
-@pytest.fixture(scope="module")
-def base(photos):
-    with serving(photos / "store") as url:
-        yield url
-
-
 def search(base, **body):
     return httpx.post(f"{base}/api/v1/search", json=body, timeout=60)
 
 
 def ids(response) -> list[int]:
     return [item["id"] for item in response.json()["items"]]
-
 
 def test_health_status_and_the_openapi_schema(base):
     assert httpx.get(f"{base}/health").json() == {"status": "ok"}

@@ -269,9 +269,7 @@ class Library:
     ) -> Answer:
         """Results offset+1 .. offset+k for parsed terms (the same order page after page).
         exclude_self drops images given as terms (by path or id) from the results."""
-        return self.searcher.search(
-            terms, k, model, filters, min_score, exclude_self, offset, sort
-        )
+        return self.searcher.search(terms, k, model, filters, min_score, exclude_self, offset, sort)
 
     def similar(self, path: str, k: int = 10, **kwargs) -> Answer:
         """Images nearest to one image, itself excluded."""

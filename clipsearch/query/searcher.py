@@ -133,9 +133,7 @@ class Searcher:
             "search": (searched - embedded) * 1000,
             "hydrate": (time.perf_counter() - searched) * 1000,
         }
-        return Answer(
-            describe(terms), encoder.name, results[:k], action, timings, len(results) > k
-        )
+        return Answer(describe(terms), encoder.name, results[:k], action, timings, len(results) > k)
 
     def query_vector(
         self, terms: Sequence[Term], encoder: Encoder, reader: Encoder | None = None

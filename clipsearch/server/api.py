@@ -6,8 +6,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from .body import read_body
 from . import auth
+from .body import read_body
 from .schemas import MAX_ID, EmbedRequest, SearchRequest, SearchResponse, search_body
 from .service import API, service_of
 

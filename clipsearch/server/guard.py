@@ -150,7 +150,10 @@ async def answer(problem: HttpError, send) -> None:
         {
             "type": "http.response.start",
             "status": problem.status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -35,7 +35,6 @@ class SearchRequest(BaseModel):
     )
 
 
-
 class Item(BaseModel):
     """One result: the file, its score, and where the page gets its pixels."""
 

@@ -29,6 +29,7 @@ def search(base, **body):
 def ids(response) -> list[int]:
     return [item["id"] for item in response.json()["items"]]
 
+
 def test_health_status_and_the_openapi_schema(base):
     assert httpx.get(f"{base}/health").json() == {"status": "ok"}
     status = httpx.get(f"{base}/api/v1/status").json()

@@ -4,8 +4,8 @@ Where a crash or a race must leave everything whole, the tests make it happen at
 that point every time instead of hoping a timer lands there. Inert unless the environment
 variable CLIPSEARCH_FAULT names the point: `point=action` or `point:text=action`, where
 `text` must occur in the detail the code passes (a file name, say) and action is `kill`
-(SIGKILL this process), `exit` (leave at once with status 70, as a crash would) or
-`sleep:SECONDS`. Several specs are separated by `;`.
+(SIGKILL this process), `exit` (leave at once with status 70, as a crash would),
+`raise` (a RuntimeError, as a bug would) or `sleep:SECONDS`. Several specs are separated by `;`.
 """
 
 from __future__ import annotations
@@ -33,5 +33,7 @@ def _act(action: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "exit":
         os._exit(70)
+    elif action == "raise":
+        raise RuntimeError("fault injected by CLIPSEARCH_FAULT")
     elif action.startswith("sleep:"):
         time.sleep(float(action[len("sleep:") :]))

@@ -19,6 +19,7 @@ from pathlib import Path
 from fastapi import Request
 from PIL import Image
 
+from ..core import faults
 from ..core.errors import ClipsearchError
 from ..core.files import write_atomic
 from ..images import items
@@ -100,6 +101,7 @@ class Service:
             raise QueryError("empty query: give some words, an image, or similar_to")
         with self.lock, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", TruncationWarning)
+            faults.hit("serve-search", req.query)
             answer = self.library.search_terms(
                 terms,
                 k=req.k,

@@ -122,12 +122,70 @@ def test_thumbnails_are_cached_in_the_store_with_etags(base, photos):
         ("get", "/thumb/1?size=100000", None, 400),
         ("get", "/image/999", None, 404),
         ("get", "/nothing/here", None, 404),
+        ("get", "/image/99999999999999999999", None, 400),
+        ("get", "/thumb/99999999999999999999", None, 400),
+        ("get", "/api/v1/similar/99999999999999999999", None, 400),
+        ("get", "/api/v1/similar/1?k=0", None, 400),
+        ("post", "/api/v1/search", {"similar_to": 99999999999999999999}, 400),
+        ("post", "/api/v1/search", r'{"query": "x", "ext": ["\udcff"]}', 400),  # JSON text
+        ("post", "/api/v1/search", r'{"query": "x", "in": ["\udcff"]}', 400),
+        ("post", "/api/v1/search", {"query": "x", "after": "9999-12-31T23:59:59-14:00"}, 400),
+        ("post", "/api/v1/search", {"query": "x", "sort": "name"}, 400),
     ],
 )
 def test_errors_are_json_with_the_right_status(base, method, path, body, status):
-    response = httpx.request(method, f"{base}{path}", json=body)
+    if isinstance(body, str):
+        body = {"content": body, "headers": {"content-type": "application/json"}}
+    else:
+        body = {"json": body}
+    response = httpx.request(method, f"{base}{path}", **body)
     assert response.status_code == status
     assert set(response.json()) == {"error"} and "Traceback" not in response.text
+
+
+def test_a_range_of_year_one_is_empty_not_an_error(base):
+    response = search(base, query="x", after="0001", before="0001")
+    assert response.status_code == 200 and response.json()["items"] == []
+    assert search(base, query="x", after="0001", before="9999").json()["items"]
+
+
+def test_the_schema_says_what_errors_look_like(base):
+    schema = httpx.get(f"{base}/openapi.json").json()
+    for path in schema["paths"].values():
+        for operation in path.values():
+            assert "422" not in operation["responses"]
+            assert "ErrorResponse" in json.dumps(operation["responses"]["400"])
+
+
+def test_a_real_failure_is_a_500_that_the_log_shows(photos, monkeypatch, capfd):
+    monkeypatch.setenv("CLIPSEARCH_FAULT", "serve-search:boom=raise")
+    with serving(photos / "store") as url:
+        response = search(url, query="boom")
+        assert search(url, query="calm").status_code == 200
+    assert response.status_code == 500 and set(response.json()) == {"error"}
+    assert "fault injected by CLIPSEARCH_FAULT" in capfd.readouterr().err
+
+
+def test_results_sorted_by_date_and_whether_there_are_more(base, photos):
+    everything = search(base, query="a photo", k=13).json()
+    assert everything["more"] is False and len(everything["items"]) == 13
+    first = search(base, query="a photo", k=5).json()
+    assert first["more"] is True
+    newest = search(base, query="a photo", k=13, sort="-date").json()["items"]
+    dates = [item["date"] for item in newest]
+    assert dates == sorted(dates, reverse=True)
+    pages = [search(base, query="a photo", k=5, offset=o, sort="date").json() for o in (0, 5, 10)]
+    paged = [item["id"] for page in pages for item in page["items"]]
+    assert paged == [item["id"] for item in reversed(newest)] or sorted(paged) == sorted(
+        item["id"] for item in newest
+    )
+    assert [p["more"] for p in pages] == [True, True, False]
+
+
+def test_a_query_cut_to_77_tokens_says_so_and_the_server_keeps_nothing(base):
+    data = search(base, query=" ".join(["word"] * 100), k=1).json()
+    assert len(data["warnings"]) == 1 and "truncated" in data["warnings"][0]
+    assert search(base, query="a short one", k=1).json()["warnings"] == []
 
 
 def test_images_that_cannot_be_used(base, tmp_path):
@@ -168,6 +226,47 @@ def test_a_query_string_is_never_read_as_a_path(base, photos):
     indexed = str(photos / "photos" / "trip" / "04.png")
     data = search(base, query=indexed, k=1).json()
     assert data["query"] == repr(indexed)  # a text term, not the image at that path
+
+
+def test_a_link_planted_with_the_same_size_and_time_is_not_served(tmp_path):
+    make_image(tmp_path / "photos" / "a.png", seed=1)
+    with Library(tmp_path / "store", create=True) as lib:
+        lib.index([tmp_path / "photos"], model=MODEL)
+    indexed = tmp_path / "photos" / "a.png"
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(indexed.read_bytes())  # the same size
+    held = indexed.stat()
+    os.utime(secret, ns=(held.st_atime_ns, held.st_mtime_ns))  # and the same time
+    indexed.unlink()
+    indexed.symlink_to(secret)
+    assert os.stat(indexed).st_mtime_ns == held.st_mtime_ns
+    with serving(tmp_path / "store") as url:
+        assert httpx.get(f"{url}/image/1").status_code == 404
+        assert httpx.get(f"{url}/thumb/1").status_code == 404
+
+
+def test_many_requests_for_one_new_thumbnail_all_get_it(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    make_image(tmp_path / "photos" / "a.jpg", size=(1600, 1200), seed=3)
+    with Library(tmp_path / "store", create=True) as lib:
+        lib.index([tmp_path / "photos"], model=MODEL)
+    with serving(tmp_path / "store") as url, ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(lambda _: httpx.get(f"{url}/thumb/1", timeout=60), range(24)))
+    assert [a.status_code for a in answers] == [200] * 24
+    assert len({a.content for a in answers}) == 1
+    assert not list((tmp_path / "store" / "thumbs").glob("*.tmp"))
+
+
+def test_a_store_that_cannot_keep_thumbnails_serves_them_all_the_same(tmp_path):
+    make_image(tmp_path / "photos" / "a.png", size=(300, 200), seed=3)
+    with Library(tmp_path / "store", create=True) as lib:
+        lib.index([tmp_path / "photos"], model=MODEL)
+    (tmp_path / "store" / "thumbs").write_text("not a folder: thumbs/ cannot be made")
+    with serving(tmp_path / "store") as url:
+        response = httpx.get(f"{url}/thumb/1", params={"size": 64})
+        assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+        assert max(Image.open(io.BytesIO(response.content)).size) == 64
 
 
 def test_an_indexed_file_replaced_by_a_link_elsewhere_is_not_served(tmp_path):
@@ -262,6 +361,8 @@ def test_the_serve_command_answers_and_stops_cleanly(photos):
             str(photos / "store"),
             "--port",
             "0",
+            "--allowed-host",
+            "photos.lan",
         ],
         stderr=subprocess.PIPE,
         text=True,
@@ -270,5 +371,10 @@ def test_the_serve_command_answers_and_stops_cleanly(photos):
     line = proc.stderr.readline()
     url = line.split(" at ")[1].split(" ")[0]
     assert httpx.get(f"{url}health").json() == {"status": "ok"}
+    long = httpx.post(f"{url}api/v1/search", json={"query": "word " * 100}, timeout=60)
+    assert long.json()["warnings"]  # said to the client, not kept for the shutdown
+    named = httpx.get(f"{url}api/v1/status", headers={"host": "photos.lan"})
+    assert named.status_code == 200  # --allowed-host
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0
+    assert "truncated" not in proc.stderr.read()

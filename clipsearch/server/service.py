@@ -99,9 +99,9 @@ class Service:
             terms.append(Term(1.0, file_id=req.similar_to))
         if not terms:
             raise QueryError("empty query: give some words, an image, or similar_to")
+        faults.hit("serve-search", req.query)
         with self.lock, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", TruncationWarning)
-            faults.hit("serve-search", req.query)
             answer = self.library.search_terms(
                 terms,
                 k=req.k,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -17,10 +18,11 @@ from clipsearch import Library
 selenium = pytest.importorskip("selenium", reason="selenium is not installed (the dev extra)")
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service as DriverService  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as until  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -86,7 +88,10 @@ def cards(driver) -> list:
 
 
 def paths(driver) -> list[str]:
-    return [f.find_element(By.TAG_NAME, "img").get_attribute("alt") for f in cards(driver)]
+    """The shown results' paths, read at one instant (the grid may be replaced meanwhile)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#grid figure img')].map((i) => i.alt)"
+    )
 
 
 def type_query(driver, text: str) -> None:
@@ -262,3 +267,304 @@ def test_the_page_finds_what_the_command_line_finds_on_emoji(browser, emoji_mode
         type_query(browser, "grinning face with big eyes")
         results_settle(browser, 8)
         assert paths(browser) == cli.stdout.split()
+
+
+def shot(driver, tmp_path, name: str) -> None:
+    """A screenshot of the state a test checks: kept with the test's files, and in
+    $CLIPSEARCH_SCREENSHOTS too when that names a folder (to look at them)."""
+    driver.save_screenshot(str(tmp_path / f"{name}.png"))
+    if os.environ.get("CLIPSEARCH_SCREENSHOTS"):
+        driver.save_screenshot(str(Path(os.environ["CLIPSEARCH_SCREENSHOTS"]) / f"{name}.png"))
+
+
+def shown(driver, element_id: str) -> bool:
+    return driver.find_element(By.ID, element_id).is_displayed()
+
+
+def summary(driver) -> str:
+    return driver.find_element(By.ID, "summary").text
+
+
+def test_an_older_search_answering_last_is_dropped(browser, site, monkeypatch, tmp_path):
+    url, _ = site
+    monkeypatch.setenv("CLIPSEARCH_FAULT", "serve-search:pizza=sleep:2")
+    browser.get(f"{url}/?k=4")
+    type_query(browser, "pizza")
+    type_query(browser, "soccer ball")
+    time.sleep(3)  # the pizza answer has come by now, after the soccer one
+    results_settle(browser, 4)
+    assert "soccer ball" in summary(browser) and "pizza" not in summary(browser)
+    expected = api_paths(url, "soccer ball", 4)
+    assert paths(browser) == expected
+    shot(browser, tmp_path, "race")
+
+
+def api_paths(url: str, query: str, k: int, **body) -> list[str]:
+    import httpx
+
+    answer = httpx.post(f"{url}/api/v1/search", json={"query": query, "k": k, **body}, timeout=60)
+    return [item["path"] for item in answer.json()["items"]]
+
+
+def test_more_clicked_twice_loads_one_page(browser, site, monkeypatch):
+    url, _ = site
+    browser.get(f"{url}/?k=5")
+    type_query(browser, "a photo")
+    results_settle(browser, 5)
+    monkeypatch.setenv("CLIPSEARCH_FAULT", "serve-search=sleep:1")
+    more = browser.find_element(By.ID, "more")
+    ActionChains(browser).double_click(more).perform()
+    browser.execute_script("document.getElementById('more').click()")  # even past `disabled`
+    results_settle(browser, 10)
+    time.sleep(1.5)
+    assert len(paths(browser)) == 10 and len(set(paths(browser))) == 10
+
+
+def test_no_paging_buttons_on_an_empty_page_while_loading_or_after_a_failure(
+    browser, site, monkeypatch, tmp_path
+):
+    url, _ = site
+    browser.get(f"{url}/")
+    assert not shown(browser, "more-row") and not shown(browser, "loading")
+    monkeypatch.setenv("CLIPSEARCH_FAULT", "serve-search=sleep:2")
+    type_query(browser, "a photo")
+    wait(browser, lambda d: shown(d, "loading"))
+    assert browser.find_element(By.ID, "results").get_attribute("aria-busy") == "true"
+    assert not browser.find_element(By.ID, "go").is_enabled()
+    assert not shown(browser, "more-row")
+    shot(browser, tmp_path, "loading")
+    wait(browser, lambda d: not shown(d, "loading"))
+    assert browser.find_element(By.ID, "results").get_attribute("aria-busy") == "false"
+    monkeypatch.setenv("CLIPSEARCH_FAULT", "serve-search:broken=raise")
+    browser.get(f"{url}/")
+    type_query(browser, "broken")
+    wait(browser, lambda d: shown(d, "retry"))
+    assert not shown(browser, "more-row")
+
+
+def test_a_failure_keeps_the_results_and_offers_a_retry(browser, site, monkeypatch, tmp_path):
+    url, _ = site
+    browser.get(f"{url}/?k=4")
+    type_query(browser, "a photo")
+    results_settle(browser, 4)
+    before = paths(browser)
+    monkeypatch.setenv("CLIPSEARCH_FAULT", "serve-search:tulips=raise")
+    type_query(browser, "tulips")
+    wait(browser, lambda d: shown(d, "retry"))
+    assert (
+        paths(browser) == before and "internal error" in browser.find_element(By.ID, "message").text
+    )
+    shot(browser, tmp_path, "failure")
+    monkeypatch.delenv("CLIPSEARCH_FAULT")
+    browser.find_element(By.ID, "retry").click()
+    wait(browser, lambda d: "tulips" in summary(d))
+    assert not shown(browser, "retry")
+
+
+def test_a_stopped_server_keeps_the_results_on_screen(browser, tmp_path):
+    for i in range(3):
+        make_image(tmp_path / "photos" / f"{i}.png", seed=i)
+    with Library(tmp_path / "store", create=True) as lib:
+        lib.index([tmp_path / "photos"], model=MODEL)
+    with serving(tmp_path / "store") as url:
+        browser.get(f"{url}/?k=3")
+        type_query(browser, "a photo")
+        results_settle(browser, 3)
+    type_query(browser, "another photo")
+    wait(browser, lambda d: "Could not reach" in d.find_element(By.ID, "message").text)
+    assert len(cards(browser)) == 3 and shown(browser, "retry")
+    shot(browser, tmp_path, "server-down")
+
+
+def test_similar_mode_survives_filter_changes_and_reload(browser, site):
+    url, _ = site
+    browser.get(f"{url}/?k=5&similar=3")
+    results_settle(browser, 5)
+    assert "image #3" in browser.find_element(By.ID, "chips").text
+    browser.find_element(By.ID, "toggle-filters").click()
+    Select(browser.find_element(By.ID, "sort")).select_by_value("-date")
+    wait(browser, lambda d: "sort=-date" in d.current_url)
+    results_settle(browser, 5)
+    assert "similar=3" in browser.current_url
+    dates = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#grid .date")]
+    assert dates == sorted(dates, reverse=True) and all(len(d) == 10 for d in dates)
+    browser.refresh()
+    results_settle(browser, 5)
+    assert "image #3" in summary(browser)
+
+
+def test_cards_and_the_viewer_by_keyboard(browser, site, tmp_path):
+    url, _ = site
+    browser.get(f"{url}/?k=6&q=a+photo")
+    results_settle(browser, 6)
+    assert browser.find_element(By.TAG_NAME, "h1").text == "clipsearch"
+    first = browser.find_element(By.CSS_SELECTOR, "#grid figure .open")
+    for _ in range(40):  # Tab from the top of the page reaches the first card
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        if browser.switch_to.active_element == first:
+            break
+    assert browser.switch_to.active_element == first
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    wait(browser, lambda d: shown(d, "viewer"))
+    assert browser.switch_to.active_element.get_attribute("id") == "close"
+    assert browser.find_element(By.ID, "v-path").text == paths(browser)[0]
+    for _ in range(12):  # focus stays in the dialog
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        assert browser.execute_script(
+            "return document.getElementById('viewer').contains(document.activeElement)"
+        )
+    ActionChains(browser).send_keys(Keys.ARROW_RIGHT).perform()
+    assert browser.find_element(By.ID, "v-path").text == paths(browser)[1]
+    ActionChains(browser).send_keys(Keys.ARROW_LEFT).perform()
+    assert browser.find_element(By.ID, "v-path").text == paths(browser)[0]
+    browser.find_element(By.ID, "next").click()
+    assert browser.find_element(By.ID, "v-path").text == paths(browser)[1]
+    shot(browser, tmp_path, "viewer")
+    ActionChains(browser).send_keys(Keys.ESCAPE).perform()
+    wait(browser, lambda d: not shown(d, "viewer"))
+    assert browser.switch_to.active_element == first
+
+
+def axe_violations(driver) -> list[dict]:
+    """axe-core's serious and critical findings on the page as it is now."""
+    from importlib import resources
+
+    script = (resources.files("axe_core_python") / "axe.min.js").read_text(encoding="utf-8")
+    driver.execute_script(script)
+    result = driver.execute_async_script(
+        "axe.run(document, {resultTypes: ['violations']}).then(arguments[arguments.length - 1])"
+    )
+    return [v for v in result["violations"] if v["impact"] in ("serious", "critical")]
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_axe_finds_no_serious_problem(browser, site, scheme, tmp_path):
+    pytest.importorskip("axe_core_python", reason="axe-core-python is not installed (dev)")
+    url, _ = site
+    browser.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia",
+        {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
+    )
+    try:
+        browser.get(f"{url}/?k=6&q=a+photo&ext=png")
+        results_settle(browser, 6)
+        background = browser.execute_script(
+            "return getComputedStyle(document.body).backgroundColor"
+        )
+        assert (background == "rgb(21, 23, 26)") == (scheme == "dark")
+        shot(browser, tmp_path, f"page-{scheme}")
+        problems = axe_violations(browser)
+        assert not problems, [(v["id"], v["help"], len(v["nodes"])) for v in problems]
+        cards(browser)[0].find_element(By.CLASS_NAME, "open").click()
+        wait(browser, lambda d: shown(d, "viewer"))
+        problems = axe_violations(browser)
+        assert not problems, [(v["id"], v["help"], len(v["nodes"])) for v in problems]
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
+def test_an_image_chosen_with_the_upload_button_and_its_chip(browser, site, tmp_path):
+    url, root = site
+    browser.get(f"{url}/?k=4")
+    upload = browser.find_element(By.ID, "upload")
+    assert upload.get_attribute("accept") == "image/*" and upload.get_attribute("type") == "file"
+    chosen = root / "photos" / "trip" / "06.png"
+    upload.send_keys(str(chosen))
+    results_settle(browser, 4)
+    assert paths(browser)[0] == str(chosen)
+    chip = browser.find_element(By.CSS_SELECTOR, "#chips .chip")
+    assert "06.png" in chip.text and chip.find_element(By.TAG_NAME, "img")
+    shot(browser, tmp_path, "upload-chip")
+    chip.find_element(By.TAG_NAME, "button").click()
+    wait(browser, lambda d: not cards(d))
+    assert not browser.find_elements(By.CSS_SELECTOR, "#chips .chip")
+
+
+def test_hidden_filters_show_as_chips_that_remove_them(browser, site):
+    url, _ = site
+    browser.get(f"{url}/?k=8&q=a+photo&ext=jpg&min=0.5")
+    wait(browser, lambda d: "Nothing matches" in d.find_element(By.ID, "message").text)
+    assert not shown(browser, "filters")
+    chips = browser.find_element(By.ID, "chips")
+    assert "Type: jpg" in chips.text and "Min score: 0.5" in chips.text
+    for chip in browser.find_elements(By.CSS_SELECTOR, "#chips .chip"):
+        if "Type" in chip.text:
+            chip.find_element(By.TAG_NAME, "button").click()
+            break
+    wait(browser, lambda d: "ext=" not in d.current_url)
+    browser.find_element(By.CSS_SELECTOR, "#chips .chip button").click()  # the min score
+    results_settle(browser, 8)
+    assert "min=" not in browser.current_url
+
+
+def test_min_score_and_sort_reach_the_api(browser, site):
+    url, _ = site
+    everything = api_paths(url, "a photo", 16)
+    browser.get(f"{url}/?k=16&q=a+photo&sort=date")
+    results_settle(browser, 16)
+    assert paths(browser) == api_paths(url, "a photo", 16, sort="date")
+    assert sorted(paths(browser)) == sorted(everything)
+    scores = api_scores(url, "a photo")
+    middle = sum(sorted(scores)[7:9]) / 2  # between two (the API rounds its scores)
+    browser.get(f"{url}/?k=16&q=a+photo&min={middle}")
+    results_settle(browser, sum(s >= middle for s in scores))
+
+
+def api_scores(url: str, query: str) -> list[float]:
+    import httpx
+
+    answer = httpx.post(f"{url}/api/v1/search", json={"query": query, "k": 16}, timeout=60)
+    return [item["score"] for item in answer.json()["items"]]
+
+
+def test_cards_find_similar_and_carry_sharp_thumbnails(browser, site):
+    url, _ = site
+    browser.get(f"{url}/?k=4&q=a+photo")
+    results_settle(browser, 4)
+    image = cards(browser)[2].find_element(By.TAG_NAME, "img")
+    assert "?size=512 2x" in image.get_attribute("srcset")
+    chosen = cards(browser)[2].get_attribute("data-id")
+    cards(browser)[2].find_element(By.CLASS_NAME, "similar").click()
+    wait(browser, lambda d: f"similar={chosen}" in d.current_url)
+    results_settle(browser, 4)
+    assert chosen not in [c.get_attribute("data-id") for c in cards(browser)]
+
+
+def test_back_returns_to_where_the_page_was_scrolled(browser, site):
+    url, _ = site
+    browser.set_window_size(800, 500)
+    try:
+        browser.get(f"{url}/?k=16&q=a+photo")
+        results_settle(browser, 16)
+        browser.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+        scrolled = browser.execute_script("return window.scrollY")
+        assert scrolled > 300
+        time.sleep(0.5)  # the page notes where it is
+        cards(browser)[-1].find_element(By.CLASS_NAME, "similar").click()
+        wait(browser, lambda d: "similar=" in d.current_url)
+        browser.back()
+        wait(browser, lambda d: "similar=" not in d.current_url)
+        results_settle(browser, 16)
+        wait(browser, lambda d: abs(d.execute_script("return window.scrollY") - scrolled) < 40)
+    finally:
+        browser.set_window_size(1280, 900)
+
+
+def test_a_keyed_server_s_page_signs_out(browser, tmp_path):
+    make_image(tmp_path / "photos" / "a.png")
+    with Library(tmp_path / "store", create=True) as lib:
+        lib.index([tmp_path / "photos"], model=MODEL)
+    with serving(tmp_path / "store", api_key="s3cret") as url:
+        browser.get(f"{url}/?q=a+dog")
+        wait(browser, until.alert_is_present())
+        prompt = browser.switch_to.alert
+        prompt.send_keys("s3cret")
+        prompt.accept()
+        results_settle(browser, 1)
+        assert shown(browser, "sign-out")
+        browser.find_element(By.ID, "sign-out").click()
+        wait(browser, lambda d: "Signed out" in d.find_element(By.ID, "message").text)
+        assert not shown(browser, "sign-out")
+        browser.get(f"{url}/?q=a+dog")
+        wait(browser, until.alert_is_present())  # the key is asked for again
+        browser.switch_to.alert.dismiss()

@@ -129,6 +129,18 @@ def test_min_score(indexed):
     assert [r["path"] for r in data["results"]] == [str(photos / "home" / "00.png")]
 
 
+def test_sort_by_date_orders_the_best_matches(indexed):
+    best = as_json(query(indexed, "a photo", "-k", "26", "-f", "json"))["results"]
+    newest = as_json(query(indexed, "a photo", "-k", "26", "--sort", "-date", "-f", "json"))
+    dates = [r["date"] for r in newest["results"]]
+    assert dates == sorted(dates, reverse=True) and dates[-1].startswith("2015-06-01")
+    assert sorted(r["path"] for r in newest["results"]) == sorted(r["path"] for r in best)
+    oldest = as_json(query(indexed, "a photo", "-k", "5", "--sort", "date", "-f", "json"))
+    assert [r["date"] for r in oldest["results"]] == sorted(dates)[:5]
+    bad = query(indexed, "a photo", "--sort", "name")
+    assert bad.exit_code == 1 and "unknown sort 'name'" in bad.stderr
+
+
 def test_combination_is_shown_and_changes_ranking(indexed):
     photos, _ = indexed
     a, b = photos / "home" / "00.png", photos / "home" / "02.png"

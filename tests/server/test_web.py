@@ -43,18 +43,23 @@ FLAGS = (
 )
 
 
+def open_browser(profile: str):
+    """Debian's Chromium under Selenium, headless, with a fresh profile."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    return webdriver.Chrome(service=DriverService(CHROMEDRIVER), options=options)
+
+
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         pytest.skip(
             "Debian's chromium and chromium-driver are not installed (.ci/run installs them)"
         )
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    driver = webdriver.Chrome(service=DriverService(CHROMEDRIVER), options=options)
+    driver = open_browser(str(tmp_path_factory.mktemp("chromium-profile")))
     downloads = tmp_path_factory.mktemp("downloads")
     driver.execute_cdp_cmd(
         "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}

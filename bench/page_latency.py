@@ -57,8 +57,9 @@ def main() -> None:
         for tree in trees:
             search, page = p50[tree]
             print(f"{tree}: search p50 {search:.1f} ms, page to first results p50 {page:.0f} ms")
-        (old_search, old_page), (new_search, new_page) = p50[trees[0]], p50[trees[1]]
-        print(f"second/first: search {new_search / old_search:.2f}x, page {new_page / old_page:.2f}x")
+        (search_1, page_1), (search_2, page_2) = p50[trees[0]], p50[trees[1]]
+        print(f"second/first: search {search_2 / search_1:.2f}x, page {page_2 / page_1:.2f}x")
+
 
 def build_store(tmp: Path, n: int) -> Path:
     rng = np.random.default_rng(0)

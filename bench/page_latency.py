@@ -28,6 +28,7 @@ from clipsearch import Library
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "server"))
 from index_throughput import small_png  # noqa: E402
 from machine import cpu_name  # noqa: E402
 

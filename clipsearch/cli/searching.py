@@ -41,9 +41,9 @@ def _print_answer(answer, fmt: str, output: Path | None) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        from ..core.files import write_atomic
+        from ..core.files import write_output
 
-        write_atomic(output, data, mode=0o666)  # a full disk leaves the old file whole
+        write_output(output, data)
         err.print(f"Wrote {len(answer.results)} results to {escaped(str(output))}")
 
 

@@ -5,7 +5,8 @@ that point every time instead of hoping a timer lands there. Inert unless the en
 variable CLIPSEARCH_FAULT names the point: `point=action` or `point:text=action`, where
 `text` must occur in the detail the code passes (a file name, say) and action is `kill`
 (SIGKILL this process), `exit` (leave at once with status 70, as a crash would),
-`raise` (a RuntimeError, as a bug would) or `sleep:SECONDS`. Several specs are separated by `;`.
+`raise` (a RuntimeError, as a bug would), `deny` (a PermissionError, as a folder that
+cannot be read gives even root) or `sleep:SECONDS`. Several specs are separated by `;`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def _act(action: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "exit":
         os._exit(70)
+    elif action == "deny":
+        raise PermissionError(13, "Permission denied")
     elif action == "raise":
         raise RuntimeError("fault injected by CLIPSEARCH_FAULT")
     elif action.startswith("sleep:"):

@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def check_regular(mode: int) -> None:
+    """Refuse what is not a regular file (by its st_mode): reading a FIFO waits for a
+    writer for ever, a device such as /dev/zero never ends."""
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO, device or socket"
+        raise OSError(f"not a regular file: {kind}")
 
 
 def temporary_name(path: Path) -> Path:
@@ -54,3 +63,19 @@ def _sync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def write_output(path: Path, data: bytes) -> None:
+    """A command's output file: replaced whole when it is a regular file or nothing (a
+    full disk leaves the old one as it was); written through when it is anything else,
+    as a shell's `>` would: renaming over /dev/null, a FIFO or a symlink would replace
+    the device, the pipe or the link itself."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = stat.S_IFREG
+    if stat.S_ISREG(mode):
+        write_atomic(path, data, mode=0o666)
+        return
+    with open(path, "wb") as f:
+        f.write(data)

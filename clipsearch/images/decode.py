@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..core.errors import ClipsearchError
+from ..core.files import check_regular
 from .items import is_plain_file, read_bytes
 
 
@@ -91,6 +92,15 @@ def _exif_info(img: Image.Image) -> tuple[str | None, str | None, str | None]:
     return text(taken), text(exif.get(0x010F)), text(exif.get(0x0110))
 
 
+def check_pixels(size: tuple[int, int]) -> None:
+    """Refuse to decode more pixels than Pillow's limit (Image.MAX_IMAGE_PIXELS)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and size[0] * size[1] > limit:
+        raise Image.DecompressionBombError(
+            f"{size[0]} x {size[1]} pixels to decode, more than {limit:,}"
+        )
+
+
 def open_image(source: ImageSource, draft_size: int | None = None) -> tuple[Image.Image, ImageInfo]:
     """Decode fully, EXIF orientation applied, first frame of an animation, RGB.
 
@@ -107,16 +117,22 @@ def open_image(source: ImageSource, draft_size: int | None = None) -> tuple[Imag
         path, file, empty = source.path, io.BytesIO(source.data), not source.data
     else:
         path = file = str(source)
-        empty = os.path.getsize(path) == 0 if os.path.isfile(path) else False
+        empty = False
     try:
+        if isinstance(file, str):
+            st = os.stat(file)
+            check_regular(st.st_mode)  # a FIFO would hang the open below
+            empty = st.st_size == 0
         if empty:
             raise ImageError(path, "empty file (0 bytes)")
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow's limit is for what is decoded: a 100-MP JPEG drafted to 1/8 is fine
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(file) as img:
                 info = ImageInfo(img.width, img.height, img.format, *_exif_info(img))
                 if draft_size and img.format == "JPEG":
                     img.draft("RGB", (draft_size, draft_size))
+                check_pixels(img.size)
                 img.seek(0)
                 img.load()
                 return to_rgb(ImageOps.exif_transpose(img)), info

@@ -11,13 +11,34 @@ import os
 import re
 import tarfile
 import threading
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
+
+from ..core.files import check_regular
 
 SHARD_SEP = "::"
 LIST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
 URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://")
-READ_TIMEOUT = 30  # seconds for one remote image
+READ_TIMEOUT = 30  # seconds for one remote image: for each wait, and for the whole read
+MAX_ITEM_MB_VARIABLE = "CLIPSEARCH_MAX_ITEM_MB"
+MAX_ITEM_MB = 512  # an item larger than this is refused unread (RAW and 100-MP TIFFs fit)
+
+
+def max_item_bytes() -> int:
+    """The most bytes one item may have: CLIPSEARCH_MAX_ITEM_MB, else MAX_ITEM_MB."""
+    value = os.environ.get(MAX_ITEM_MB_VARIABLE, "")
+    return (int(value) if value.isdigit() and int(value) > 0 else MAX_ITEM_MB) * 2**20
+
+
+class TooLarge(OSError):
+    """An item over the byte limit, refused before it is read whole."""
+
+    def __init__(self, size: str):
+        super().__init__(
+            f"{size} is more than the {max_item_bytes() // 2**20} MB an item may have "
+            f"(set {MAX_ITEM_MB_VARIABLE} to allow more)"
+        )
 
 
 @dataclass(frozen=True)
@@ -64,14 +85,46 @@ def is_plain_file(key: str) -> bool:
 
 def read_bytes(key: str) -> bytes:
     """An item's bytes: a file's, a shard member's, or a URL's (http(s) with the standard
-    library; s3://, gs:// and the rest through fsspec and its filesystem packages)."""
+    library; s3://, gs:// and the rest through fsspec and its filesystem packages). At
+    most max_item_bytes(), whatever the item claims: /dev/zero in a list, or a URL that
+    streams for ever, is refused, not read until memory runs out."""
     member = split_member(key)
     if member is not None:
         return _read_member(*member)
     if is_url(key):
         return _read_url(key)
-    with open(key, "rb") as f:
-        return f.read()
+    return read_file(key)
+
+
+def read_file(path: str) -> bytes:
+    """A regular file's bytes. A FIFO, a device or a socket is refused unread (opening a
+    FIFO to read would wait for a writer for ever, so it is opened without waiting)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        check_regular(st.st_mode)
+    except OSError:
+        os.close(fd)
+        raise
+    with open(fd, "rb") as f:
+        return _read_capped(f, st.st_size)
+
+
+def _read_capped(f, claimed: int | None = None, deadline: float | None = None) -> bytes:
+    """At most max_item_bytes() from a file object, refused early when its claimed size
+    is already over, or when `deadline` (time.monotonic) passes."""
+    limit = max_item_bytes()
+    if claimed is not None and claimed > limit:
+        raise TooLarge(f"{claimed / 2**20:,.0f} MB")
+    chunks, total = [], 0
+    while chunk := f.read(min(2**20, limit + 1 - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise TooLarge("the item")
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"not read whole within {READ_TIMEOUT} s")
+    return b"".join(chunks)
 
 
 def _read_member(shard: str, name: str) -> bytes:
@@ -81,7 +134,7 @@ def _read_member(shard: str, name: str) -> bytes:
         info = members.get(name)
         if info is None:
             raise FileNotFoundError(f"no member {name} in {shard}")
-        return tar.extractfile(info).read()
+        return _read_capped(tar.extractfile(info), info.size)
 
 
 _SHARD_LOCK = threading.Lock()
@@ -102,13 +155,15 @@ def _read_url(url: str) -> bytes:
         from urllib.request import urlopen
 
         with urlopen(url, timeout=READ_TIMEOUT) as response:
-            return response.read()
+            claimed = response.headers.get("Content-Length", "")
+            deadline = time.monotonic() + READ_TIMEOUT
+            return _read_capped(response, int(claimed) if claimed.isdigit() else None, deadline)
     scheme = url.split("://", 1)[0]
     try:
         import fsspec
 
         with fsspec.open(url, "rb") as f:
-            return f.read()
+            return _read_capped(f, getattr(f, "size", None))
     except ImportError as e:
         need = f"reading {scheme}:// needs fsspec and its {scheme} filesystem"
         raise OSError(f"{need} ({e})") from None

@@ -90,7 +90,7 @@ class Planner:
             del found[shard.path]
             members = self._members(shard, by_shard.get(shard.path, []), complete)
             found.update((f.path, f) for f in members)
-        return compare(list(found.values()), rows)
+        return compare(list(found.values()), rows, self.walker.unread)
 
     def _walk(self, roots: list[str]) -> tuple[list[str], list[Found], list[Found]]:
         """(the roots walked, the files found there, the items of the list files)."""

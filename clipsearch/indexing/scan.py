@@ -13,6 +13,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from ..core import faults
 from ..images.formats import is_image_name
 from ..images.items import is_shard_name
 from ..storage.schema import File
@@ -50,6 +51,7 @@ class Walker:
     exclude: Sequence[str] = ()
     problems: list[ScanProblem] = field(default_factory=list)
     visited: set = field(default_factory=set)  # (device, inode) of every folder walked
+    unread: list[str] = field(default_factory=list)  # folders and entries it could not read
 
     def excluded(self, path: str, name: str) -> bool:
         return any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(path, g) for g in self.exclude)
@@ -62,6 +64,7 @@ class Walker:
             st = os.stat(root) if self.follow_symlinks else os.lstat(root)
         except OSError as e:
             self.problems.append(ScanProblem(root, f"cannot read: {e.strerror}"))
+            self.unread.append(root)
             return
         if stat.S_ISLNK(st.st_mode):
             if not os.path.isdir(root):
@@ -79,9 +82,14 @@ class Walker:
 
     def _walk_dir(self, folder: str, ancestors: set) -> Iterator[Found]:
         try:
+            faults.hit("list-folder", folder)
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as e:
-            self.problems.append(ScanProblem(folder, f"cannot list folder: {e.strerror}"))
+            self.problems.append(
+                ScanProblem(folder, f"cannot list folder: {e.strerror}; what was indexed under "
+                            "it is kept")
+            )  # fmt: skip
+            self.unread.append(folder)
             return
         for entry in entries:
             name = entry.name
@@ -97,6 +105,7 @@ class Walker:
                 if entry.is_symlink():
                     continue
                 self.problems.append(ScanProblem(entry.path, f"cannot stat: {e.strerror}"))
+                self.unread.append(entry.path)
                 continue
             if stat.S_ISDIR(st.st_mode):
                 key = (st.st_dev, st.st_ino)
@@ -111,8 +120,11 @@ class Walker:
                 yield Found(entry.path, st.st_size, st.st_mtime_ns)
 
 
-def compare(found: Sequence[Found], known: dict[str, File]) -> ScanResult:
-    """Sort found files against catalog rows under the same roots."""
+def compare(
+    found: Sequence[Found], known: dict[str, File], unread: Sequence[str] = ()
+) -> ScanResult:
+    """Sort found files against catalog rows under the same roots. A row under a folder
+    or entry that could not be read (`unread`) is not missing: it may well be there."""
     result = ScanResult()
     seen = set()
     for f in found:
@@ -124,5 +136,11 @@ def compare(found: Sequence[Found], known: dict[str, File]) -> ScanResult:
             result.unchanged.append(row)
         else:
             result.changed.append((f, row))
-    result.missing = [row for path, row in known.items() if path not in seen]
+    result.missing = [
+        row for path, row in known.items() if path not in seen and not is_under(path, unread)
+    ]
     return result
+
+
+def is_under(path: str, places: Sequence[str]) -> bool:
+    return any(path == p or path.startswith(p.rstrip(os.sep) + os.sep) for p in places)

@@ -4,6 +4,7 @@ TorchScript archives through torchscript.py."""
 
 from __future__ import annotations
 
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from safetensors import safe_open
 
 from ..core.errors import WeightsError
+from ..core.files import check_regular
 from . import torchscript
 from .hf_layout import hf_to_openai, is_hf_layout
 from .model import CLIPConfig, TextConfig, VisionConfig
@@ -76,10 +78,27 @@ def _read_safetensors(path: Path, text_only: bool) -> dict[str, torch.Tensor]:
     return out
 
 
+def unreadable(path: Path, e: Exception) -> str:
+    """Why a weights file was not read: code it carries (torch's weights_only refused it),
+    or no weights at all (an image, a safetensors file with a broken header). Never
+    torch's own advice, which is to load it unsafely."""
+    if "Weights only load failed" in str(e):
+        return (
+            f"{path}: not a weights file clipsearch can read safely: it holds more than "
+            "tensors, and reading it would run code it carries; save the weights as a state "
+            "dict (.safetensors) instead"
+        )
+    return (
+        f"{path}: not a weights file (a .safetensors file, a PyTorch state dict or an "
+        f"OpenAI TorchScript archive): {type(e).__name__}"
+    )
+
+
 def read_state_dict(path: Path, text_only: bool = False) -> dict[str, torch.Tensor]:
     """Tensors from .safetensors, a pickle (weights only) or an OpenAI TorchScript archive.
     text_only reads the image tower's shapes but not its values, where the format allows."""
     try:
+        check_regular(os.stat(path).st_mode)  # a FIFO would wait for a writer for ever
         if path.suffix == ".safetensors":
             return _read_safetensors(path, text_only)
         if torchscript.is_torchscript(path):
@@ -95,10 +114,7 @@ def read_state_dict(path: Path, text_only: bool = False) -> dict[str, torch.Tens
     except (OSError, RuntimeError, ValueError, zipfile.BadZipFile) as e:
         raise WeightsError(f"{path}: cannot read weights: {e}") from None
     except Exception as e:  # unpickling refused by weights_only, or a foreign format
-        raise WeightsError(
-            f"{path}: not a weights file clipsearch can read safely: it holds more than "
-            f"tensors, and reading it would run code it carries ({type(e).__name__})"
-        ) from None
+        raise WeightsError(unreadable(path, e)) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]  # open_clip training checkpoints
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -64,6 +64,24 @@ def _sqlite_begin(conn) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
 
+def read_only_engine(path: Path, immutable: bool) -> Engine:
+    """An engine that cannot change the file: SQLite's read-only mode; `immutable` too
+    where no -wal, -shm or -journal file can matter (SQLite then reads the file alone and
+    makes none of them)."""
+    from urllib.parse import quote
+
+    uri = f"file:{quote(str(path))}?mode=ro" + ("&immutable=1" if immutable else "")
+    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True))
+    event.listen(engine, "connect", _sqlite_connect)
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def has_sidecars(path: Path) -> bool:
+    """Whether SQLite's -wal, -shm or -journal file is beside the database."""
+    return any(path.with_name(path.name + end).exists() for end in ("-wal", "-shm", "-journal"))
+
+
 def make_engine(url: str | URL) -> Engine:
     """An engine for a catalog URL; every way a URL can be unusable is one clear line."""
     try:
@@ -170,11 +188,22 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.shown = self.engine.url.render_as_string(hide_password=True)
+        self.read_only = False
         try:
             self.state = self._inspect()
         except CatalogError:
             self.engine.dispose()  # a refused database keeps no connection (nor WAL files)
             raise
+        path = self.sqlite_file
+        if self.state is not State.MISSING and path and not self._writable():
+            self.engine.dispose()  # no writer can make -shm in an unwritable folder
+            immutable = not os.access(path.parent, os.W_OK) and not has_sidecars(path)
+            self.engine, self.read_only = read_only_engine(path, immutable), True
+
+    def _writable(self) -> bool:
+        """Whether this process may change the SQLite file (and make its -wal and -shm)."""
+        path = self.sqlite_file
+        return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
     @property
     def sqlite_file(self) -> Path | None:
@@ -186,12 +215,19 @@ class Database:
             return State.MISSING
         if self.sqlite_file is not None and not self.sqlite_file.is_file():
             raise CatalogError(f"{self.sqlite_file} is not a file; point --store at a folder")
+        # Read-only until it is known to be a catalog: another program's database with a
+        # hot journal or an unmerged WAL is left exactly as it was.
+        path = self.sqlite_file
+        looker = read_only_engine(path, not has_sidecars(path)) if path else self.engine
         try:
-            with self.engine.connect() as conn:
+            with looker.connect() as conn:
                 revision = _revision(conn)
                 tables = inspect(conn).get_table_names()
         except DBAPIError as e:
             raise CatalogError(self._cannot_open(e)) from None
+        finally:
+            if looker is not self.engine:
+                looker.dispose()
         if revision is None:
             if tables:
                 raise CatalogError(
@@ -216,6 +252,12 @@ class Database:
     def prepare(self) -> None:
         """Create or upgrade the schema: in one transaction that a crash undoes whole, and
         that a second process doing the same waits for and then finds done."""
+        if self.read_only:
+            raise CatalogError(
+                f"the catalog {self.sqlite_file} cannot be written here (a read-only folder "
+                "or volume, or another user's); it can be searched, but to change it, run "
+                "on a copy or where it is writable"
+            )
         if self.state is State.CURRENT:
             return
         if self.state is State.MISSING:

@@ -216,7 +216,7 @@ BAD_INPUTS = [
     ("empty query", "query --store {w}/s", 1, "empty query"),
     ("--device of no kind", "embed -t hi -m random:tiny --device foo", 1, "unknown device"),
     ("weights of wrong shapes", "embed -t hi -m {w}/wrong-shapes.pt", 1, "size mismatch"),
-    ("weights that are garbage", "embed -t hi -m {w}/garbage.pt", 1, "read safely"),
+    ("weights that are garbage", "embed -t hi -m {w}/garbage.pt", 1, "not a weights file"),
     ("a model name offline", "embed -t hi -m ViT-B-16/laion2b", 1, "hf download laion/"),
     ("captions not in UTF-8", "train --data {w}/latin.csv --arch tiny", 1, "UTF-8"),
     ("JSONL rows that are lists", "train --data {w}/lists.jsonl --arch tiny --run-dir {w}/r", 1,

@@ -8,6 +8,7 @@ tell them). New files are readable by their owner only: they hold names of priva
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import stat
 from collections.abc import Iterator
@@ -21,6 +22,18 @@ def check_regular(mode: int) -> None:
     if not stat.S_ISREG(mode):
         kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO, device or socket"
         raise OSError(f"not a regular file: {kind}")
+
+
+def open_regular(path: str | os.PathLike) -> io.BufferedReader:
+    """A regular file opened to read; anything else refused without waiting (a FIFO is
+    opened non-blocking, so no writer is waited for)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        check_regular(os.fstat(fd).st_mode)
+    except OSError:
+        os.close(fd)
+        raise
+    return open(fd, "rb")  # noqa: SIM115 (the caller's to close)
 
 
 def temporary_name(path: Path) -> Path:

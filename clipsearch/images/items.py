@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ..core.files import check_regular
+from ..core.files import open_regular
 
 SHARD_SEP = "::"
 LIST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
@@ -99,15 +99,8 @@ def read_bytes(key: str) -> bytes:
 def read_file(path: str) -> bytes:
     """A regular file's bytes. A FIFO, a device or a socket is refused unread (opening a
     FIFO to read would wait for a writer for ever, so it is opened without waiting)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        st = os.fstat(fd)
-        check_regular(st.st_mode)
-    except OSError:
-        os.close(fd)
-        raise
-    with open(fd, "rb") as f:
-        return _read_capped(f, st.st_size)
+    with open_regular(path) as f:
+        return _read_capped(f, os.fstat(f.fileno()).st_size)
 
 
 def _read_capped(f, claimed: int | None = None, deadline: float | None = None) -> bytes:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 
+from ..core.files import open_regular
+
 FINGERPRINT_CHUNK = 64 * 1024
 
 
@@ -30,7 +32,7 @@ def fingerprint_of(data: bytes) -> str:
 
 
 def file_fingerprint(path: str, size: int) -> str:
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         head = f.read(FINGERPRINT_CHUNK)
         tail = b""
         if size > 2 * FINGERPRINT_CHUNK:
@@ -46,7 +48,7 @@ def content_hash(data: bytes) -> str:
 
 def file_content_hash(path: str) -> str:
     h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()

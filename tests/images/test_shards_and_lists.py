@@ -367,3 +367,51 @@ def test_a_caption_that_is_not_utf8_leaves_its_image_indexed_and_its_row_unusabl
     assert [p.caption for p in pairs.rows] == ["blue"] and pairs.skipped == 1
     with pytest.raises(DataError, match="a.png: caption not UTF-8"):
         load_pairs(str(shard))  # one row in two unusable: past the 1% allowed
+
+
+class EndlessHandler(QuietHandler):
+    """Answers every GET with a body that never ends, and no Content-Length."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.end_headers()
+        chunk = b"\0" * 65536
+        try:
+            while True:
+                self.wfile.write(chunk)
+        except OSError:
+            pass
+
+
+def test_a_list_of_devices_fifos_and_endless_urls_is_read_within_bounds(
+    tmp_path, tiny, monkeypatch
+):
+    monkeypatch.setenv("CLIPSEARCH_MAX_ITEM_MB", "2")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EndlessHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    os.mkfifo(tmp_path / "pipe.png")
+    make_image(tmp_path / "good.png", seed=3)
+    make_image(tmp_path / "big.png", size=(1600, 1200), seed=4, compress_level=0)
+    listing = tmp_path / "items.csv"
+    listing.write_text(
+        "url\n/dev/zero\npipe.png\ngood.png\nbig.png\n"
+        f"http://127.0.0.1:{server.server_address[1]}/endless.png\n"
+    )
+    try:
+        report = index(tmp_path / "store", [listing], tiny)
+    finally:
+        server.shutdown()
+    assert (report.added, report.failed) == (1, 4), report.failures
+    reasons = {os.path.basename(path): why for path, why in report.failures}
+    assert "not a regular file" in reasons["zero"] and "not a regular file" in reasons["pipe.png"]
+    assert "CLIPSEARCH_MAX_ITEM_MB" in reasons["endless.png"]
+    assert "more than the 2 MB" in reasons["big.png"]
+
+
+def test_a_shard_member_over_the_limit_is_refused_unread(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPSEARCH_MAX_ITEM_MB", "1")
+    shard = write_shard(tmp_path / "a.tar", {"big.png": b"\0" * (2 * 2**20), "s.png": b"x"})
+    with pytest.raises(OSError, match="more than the 1 MB"):
+        read_bytes(member_key(str(shard), "big.png"))
+    assert read_bytes(member_key(str(shard), "s.png")) == b"x"

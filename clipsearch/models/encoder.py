@@ -303,11 +303,13 @@ class Encoder:
         return x.to(self._pixels_dtype)
 
     def encode_images(self, images: Sequence[ImageSource], batch_size: int = 32) -> np.ndarray:
-        """Image files or PIL images -> float32 (n, dim), L2-normalised.
+        """Image files or PIL images -> float32 (n, dim), L2-normalised, decoded as indexing
+        decodes them (a large JPEG at a reduced scale, so a 100-MP photo is a query too).
         A file that cannot be used raises ImageError naming it."""
         out = []
         for i in range(0, len(images), batch_size):
-            batch = [preprocess(img, self.preprocessing)[0] for img in images[i : i + batch_size]]
+            chunk = images[i : i + batch_size]
+            batch = [preprocess(img, self.preprocessing, draft=True)[0] for img in chunk]
             out.append(self.encode_pixels(np.stack(batch)))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 

@@ -79,10 +79,10 @@ def _read_safetensors(path: Path, text_only: bool) -> dict[str, torch.Tensor]:
 
 
 def unreadable(path: Path, e: Exception) -> str:
-    """Why a weights file was not read: code it carries (torch's weights_only refused it),
-    or no weights at all (an image, a safetensors file with a broken header). Never
+    """Why a weights file was not read: code it carries (torch's weights_only refused one of
+    its classes), or no weights at all (an image, a safetensors file with a broken header). Never
     torch's own advice, which is to load it unsafely."""
-    if "Weights only load failed" in str(e):
+    if "Unsupported global" in str(e) or "Unsupported class" in str(e):
         return (
             f"{path}: not a weights file clipsearch can read safely: it holds more than "
             "tensors, and reading it would run code it carries; save the weights as a state "

@@ -7,6 +7,7 @@ when its holder ends, however it ends: a kill -9 never leaves a store locked.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import multiprocessing as mp
 import os
@@ -19,7 +20,7 @@ import platformdirs
 from ..core.errors import ClipsearchError
 from ..core.memo import DigestCache
 from .catalog import Catalog
-from .database import CatalogMissing, sqlite_url
+from .database import CatalogError, CatalogMissing, sqlite_url
 from .query_log import QueryLog
 from .vector_indexes import VectorIndexes
 
@@ -102,7 +103,15 @@ class Store:
             self._lock_fd = None
 
     def _lock(self) -> int:
-        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            raise CatalogError(
+                f"the store {self.path} cannot be written here ({e.strerror}); it can be "
+                "searched, but to change it, run on a copy or where it is writable"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -353,3 +355,79 @@ def test_a_bad_format_and_a_run_without_a_model_are_user_errors(tmp_path):
     result = run("train", "--data", str(tmp_path / "d.csv"), "--run-dir", str(tmp_path / "r"))
     assert result.exit_code == 1 and "give --arch CONFIG" in result.stderr
     assert "bug" not in result.stderr
+
+
+def test_output_to_a_device_or_a_link_writes_through_it(world, tmp_path):
+    store = ["--store", str(world / "s"), "-f", "paths"]
+    assert run("query", "a photo", *store, "-o", "/dev/null").exit_code == 0
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)  # still the device, not a file
+    target = tmp_path / "target.txt"
+    target.write_text("old")
+    (tmp_path / "link.txt").symlink_to(target)
+    assert run("query", "a photo", *store, "-o", str(tmp_path / "link.txt")).exit_code == 0
+    assert (tmp_path / "link.txt").is_symlink() and "0.png" in target.read_text()
+
+
+def test_a_fifo_as_a_query_image_is_refused_at_once(world, tmp_path):
+    os.mkfifo(tmp_path / "pipe.png")
+    result = run("query", "--image", str(tmp_path / "pipe.png"), "--store", str(world / "s"))
+    assert result.exit_code == 1 and "not a regular file" in result.stderr
+
+
+def read_only(store: Path, *argv: str) -> subprocess.CompletedProcess:
+    """`clipsearch ARGV` with the store on a read-only mount (root: a bind mount in a mount
+    namespace of its own), or read-only by its modes (anyone else)."""
+    command = [sys.executable, "-m", "clipsearch", *argv]
+    if os.geteuid() != 0:
+        subprocess.run(["chmod", "-R", "a-w", str(store)], check=True)
+        try:
+            return subprocess.run(command, capture_output=True, text=True, timeout=120)
+        finally:
+            subprocess.run(["chmod", "-R", "u+w", str(store)], check=True)
+    mount = f'mount --bind {store} {store} && mount -o remount,ro,bind {store} && exec "$@"'
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", mount, "sh", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_store_on_a_read_only_volume_is_searched_not_changed(tmp_path):
+    if os.geteuid() == 0 and not shutil.which("unshare"):
+        pytest.skip("no unshare(1) to make a read-only mount")
+    for i in range(3):
+        make_image(tmp_path / "photos" / f"{i}.png", seed=i)
+    store = tmp_path / "store"
+    assert run("index", str(tmp_path / "photos"), "-m", "random:tiny", "--store", str(store))
+    assert not (store / "catalog.db-shm").exists()  # as after any clean exit
+    probe = read_only(store, "status", "--store", str(store))
+    if "Operation not permitted" in probe.stderr or "unshare" in probe.stderr:
+        pytest.skip(f"this machine cannot make a read-only mount: {probe.stderr.strip()}")
+    assert probe.returncode == 0, probe.stderr
+    found = read_only(store, "query", "a photo", "--store", str(store), "-f", "paths")
+    assert found.returncode == 0 and len(found.stdout.split()) == 3, found.stderr
+    refused = read_only(store, "index", str(tmp_path / "photos"), "--store", str(store))
+    assert refused.returncode == 1 and "cannot be written" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_another_program_s_database_with_an_unmerged_wal_is_left_as_it_was(tmp_path):
+    import shutil
+    import sqlite3
+
+    live = tmp_path / "live.db"
+    conn = sqlite3.connect(live)
+    conn.execute("pragma journal_mode=wal")
+    conn.execute("pragma wal_autocheckpoint=0")
+    conn.execute("create table notes (body text)")
+    conn.execute("insert into notes values ('unmerged')")
+    conn.commit()
+    db = tmp_path / "notes.db"  # as that program left it when it crashed: the WAL unmerged
+    shutil.copy(live, db)
+    shutil.copy(tmp_path / "live.db-wal", tmp_path / "notes.db-wal")
+    conn.close()
+    main, wal = db.read_bytes(), (tmp_path / "notes.db-wal").read_bytes()
+    result = run("status", "--db", f"sqlite:///{db}")
+    assert result.exit_code == 1 and "nothing was changed" in result.stderr
+    assert db.read_bytes() == main and (tmp_path / "notes.db-wal").read_bytes() == wal

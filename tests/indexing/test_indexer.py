@@ -641,3 +641,35 @@ def test_decoding_runs_below_the_models_priority():
     with DecodePool(1) as pool:
         worker = pool._pool.submit(os.getpriority, os.PRIO_PROCESS, 0).result()
     assert worker > os.getpriority(os.PRIO_PROCESS, 0) or worker == 19
+
+
+def test_a_folder_that_cannot_be_listed_keeps_its_vectors(tmp_path, photos, tiny, monkeypatch):
+    index(tmp_path / "store", [photos], tiny)
+    sub = str(photos / "sub")
+    monkeypatch.setenv("CLIPSEARCH_FAULT", f"list-folder:{sub}=deny")  # chmod 000, even for root
+    report = index(tmp_path / "store", [photos], tiny)
+    assert report.removed == 0 and report.unchanged == 6
+    assert any(p.path == sub and "is kept" in p.reason for p in report.problems)
+    monkeypatch.delenv("CLIPSEARCH_FAULT")
+    again = index(tmp_path / "store", [photos], tiny)
+    assert (again.added, again.unchanged, again.removed) == (0, 7, 0)  # nothing to embed again
+
+
+def test_a_100_megapixel_jpeg_is_indexed_by_its_draft(tmp_path, tiny):
+    gfx = tmp_path / "photos" / "gfx100.jpg"
+    gfx.parent.mkdir()
+    Image.new("L", (11_648, 8_736), 128).save(gfx, quality=50)  # a Fujifilm GFX100's size
+    report = index(tmp_path / "store", [gfx.parent], tiny)
+    assert (report.added, report.failed) == (1, 0), report.failures
+    from clipsearch.images.decode import ImageError, open_image
+
+    img, info = open_image(str(gfx), draft_size=224)
+    assert (info.width, info.height) == (11_648, 8_736) and max(img.size) <= 11_648 // 4
+    with pytest.raises(ImageError, match="decompression bomb"):  # a full decode would be too
+        open_image(str(gfx))
+
+
+def test_a_100_megapixel_jpeg_is_a_query_too(tmp_path, tiny):
+    gfx = tmp_path / "gfx100.jpg"
+    Image.new("L", (11_648, 8_736), 90).save(gfx, quality=50)
+    assert tiny.encode_images([str(gfx)]).shape == (1, tiny.dim)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from helpers import make_image
 from safetensors.torch import save_file
 
 from clipsearch.core.memo import DigestCache
@@ -232,3 +234,29 @@ def test_a_damaged_model_directory_config_is_a_weights_error(tmp_path, config):
     (tmp_path / "m" / "clipsearch.json").write_text(config)
     with pytest.raises(WeightsError, match="clipsearch.json: not a config clipsearch can read"):
         resolve(str(tmp_path / "m"))
+
+
+def test_a_code_carrying_pickle_is_never_advised_to_be_loaded_unsafely(tmp_path):
+    torch.save({"weights": torch.zeros(2), "evil": object()}, tmp_path / "bad.pt")
+    with pytest.raises(WeightsError) as caught:
+        load_model(str(tmp_path / "bad.pt"))
+    assert "weights_only" not in str(caught.value) and "run code" in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["photo.pt", "photo.safetensors", "photo.bin"])
+def test_an_image_given_as_weights_is_called_what_it_is(tmp_path, name):
+    make_image(tmp_path / "photo.png")
+    (tmp_path / name).write_bytes((tmp_path / "photo.png").read_bytes())
+    with pytest.raises(WeightsError, match="not a weights file") as caught:
+        load_model(str(tmp_path / name))
+    assert "run code" not in str(caught.value)
+
+
+def test_a_fifo_as_the_weights_file_is_refused_at_once(tmp_path, tiny):
+    folder = tmp_path / "model"
+    tiny.save(str(folder))
+    weights = next(folder.glob("*.safetensors"))
+    weights.unlink()
+    os.mkfifo(weights)
+    with pytest.raises(WeightsError, match="not a regular file"):
+        load_model(str(folder))

@@ -77,6 +77,9 @@ class Walker:
             yield Found(root, st.st_size, st.st_mtime_ns)
             return
         key = (st.st_dev, st.st_ino)
+        if key in self.visited:  # `index A L` with L -> A, or `index A A/sub`
+            self.problems.append(ScanProblem(root, "is a folder already given; indexed once"))
+            return
         self.visited.add(key)
         yield from self._walk_dir(root, {key})
 

@@ -70,6 +70,14 @@ class Encoders:
             f"this store has vectors from several models: {listing}; pick one with --model"
         )
 
+    def require_vectors(self) -> None:
+        """Refuse a search of a store with no vectors before any model is loaded (or, for
+        the default model, downloaded) only to find nothing to search."""
+        if not self._models():
+            raise QueryError(
+                "this store has no indexed images yet; run `clipsearch index PATH` first"
+            )
+
     def _models(self) -> list[tuple[Model, int]]:
         """The store's models that have vectors, with how many; none before its first
         write."""

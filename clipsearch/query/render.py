@@ -95,13 +95,21 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0 and C1 controls, and the invisible format characters that reorder or hide text
+# (bidi overrides and isolates, zero-width ones, the BOM): "photo\u202egnp.exe" must not
+# print as "photoexe.png".
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
 def visible(text: str, keep: str = "") -> str:
-    """Control characters (except those in `keep`) written as \\xNN, as `ls` shows them:
-    a file name cannot drive the terminal it is printed on."""
-    return CONTROL.sub(lambda m: m[0] if m[0] in keep else f"\\x{ord(m[0]):02x}", text)
+    """Control and format characters (except those in `keep`) written as \\xNN or \\uNNNN,
+    as `ls` shows them: a file name cannot drive, or lie on, the terminal it is printed on."""
+    return CONTROL.sub(lambda m: m[0] if m[0] in keep else _escape(m[0]), text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def json_text(data) -> str:

@@ -105,6 +105,8 @@ class Searcher:
             raise QueryError("k must be at least 1 and the offset at least 0")
         if sort not in SORTS:
             raise QueryError(f"unknown sort {sort!r}: use one of {', '.join(SORTS)}")
+        if not self._indexes:  # the first search: is there anything to search?
+            self.encoders.require_vectors()
         started = time.perf_counter()
         text_only = all(t.image is None and t.file_id is None for t in terms)
         reader = self.encoders.text_reader(model)

@@ -673,3 +673,12 @@ def test_a_100_megapixel_jpeg_is_a_query_too(tmp_path, tiny):
     gfx = tmp_path / "gfx100.jpg"
     Image.new("L", (11_648, 8_736), 90).save(gfx, quality=50)
     assert tiny.encode_images([str(gfx)]).shape == (1, tiny.dim)
+
+
+def test_a_folder_given_twice_through_a_link_is_indexed_once(tmp_path, photos, tiny):
+    link = tmp_path / "link"
+    link.symlink_to(photos)
+    report = index(tmp_path / "store", [photos, link], tiny)
+    assert report.added == 7
+    said = [p.path for p in report.problems if "already given" in p.reason]
+    assert len(said) == 1 and said[0] in (str(link), str(photos))

@@ -415,3 +415,26 @@ def test_output_format_follows_the_files_extension_unless_given(indexed, tmp_pat
     assert cli(*base, "-f", "table", "-o", tmp_path / "table.txt").exit_code == 0
     table = (tmp_path / "table.txt").read_text()
     assert "score" in table and table.count("\n") > 4 and "\x1b" not in table
+
+
+def test_bidi_and_invisible_characters_in_names_are_shown_escaped(tmp_path):
+    spoof = make_image(tmp_path / "photos" / "invoice\u202egnp.png", seed=1)
+    (tmp_path / "photos" / "broken\u200b.png").write_bytes(b"not an image")
+    store = tmp_path / "store"
+    indexed = cli("index", tmp_path / "photos", "-m", MODEL, "--store", store)
+    assert "broken\\u200b.png" in indexed.stderr and "\u200b" not in indexed.stderr
+    shown = cli("query", spoof, "--store", store, "-f", "table")
+    assert shown.exit_code == 0 and "invoice\\u202egnp.png" in shown.stdout
+    assert "\u202e" not in shown.stdout
+    exact = cli("query", spoof, "--store", store, "-f", "paths")
+    assert str(spoof) in exact.stdout.split("\n")  # `paths` stays byte for byte
+
+
+def test_a_store_without_vectors_says_so_before_loading_any_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    empty = tmp_path / "photos"
+    empty.mkdir()
+    assert cli("index", empty, "--store", tmp_path / "store", "-m", MODEL).exit_code == 0
+    result = cli("query", "a dog", "--store", tmp_path / "store")  # the default model
+    assert result.exit_code == 1 and "no indexed images yet" in result.stderr
+    assert "download" not in result.stderr.lower() and "offline" not in result.stderr.lower()

@@ -211,7 +211,9 @@ def nearest(
     filters: Filters = Filters(),
     exclude: Sequence[int] = (),
 ) -> list[tuple[int, float]]:
-    """The k best (file id, score) for a unit query vector, exact over the filtered set."""
+    """The k best (file id, score) for a unit query vector, exact over a small filtered
+    set, and exact whenever the index returns fewer than there are (an HNSW graph asked for
+    a k near its size misses some)."""
     q = query.reshape(1, -1).astype(np.float32)
     want = k + len(exclude)
     allowed = filtered_ids(catalog, loaded.model_id, filters) if filters else None
@@ -223,8 +225,9 @@ def nearest(
         if loaded.rerank > 1:
             scores, found = _rerank(catalog, loaded.model_id, q, found[0], want)
         expected = min(want, loaded.count if allowed is None else len(allowed))
-        if int((found[0] >= 0).sum()) < expected and allowed is not None:
-            ids, vecs = catalog.vectors.get(loaded.model_id, allowed.tolist())
+        if int((found[0] >= 0).sum()) < expected:  # a graph asked for most of its nodes
+            subset = None if allowed is None else allowed.tolist()
+            ids, vecs = catalog.vectors.get(loaded.model_id, subset)
             scores, found = exact_topk(q, ids, vecs, want)
     skip = set(exclude)
     hits = [(int(i), float(s)) for i, s in zip(found[0], scores[0]) if i >= 0 and i not in skip]

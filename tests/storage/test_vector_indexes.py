@@ -226,3 +226,13 @@ def test_a_full_disk_while_faiss_writes_is_an_os_error(tmp_path):
     with pytest.raises(OSError):
         write_index_file(path, index, set())
     assert not path.exists()
+
+
+@pytest.mark.parametrize("preset", ["hnsw", "ivf-flat"])
+def test_a_k_near_the_collection_size_gets_every_vector(shared, preset):
+    catalog, built, vectors, queries = shared
+    loaded = built[preset]
+    hits = nearest(catalog, loaded, queries[0], 4000)
+    assert len(hits) == 4000 and len({i for i, _ in hits}) == 4000
+    _, truth = exact_topk(queries[:1], np.arange(1, 4001), vectors, 4000)
+    assert [i for i, _ in hits[:50]] == list(truth[0][:50])

@@ -23,7 +23,7 @@ def config_file(path: Path) -> Iterator[dict]:
     """A config file's JSON object; anything amiss in reading or using it is one error."""
     try:
         yield json.loads(path.read_text())
-    except (ValueError, TypeError, KeyError, AttributeError) as e:
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
         raise WeightsError(f"{path}: not a config clipsearch can read ({e})") from None
 
 

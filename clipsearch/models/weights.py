@@ -154,7 +154,10 @@ def named_preprocessing(p: Pretrained, size: int) -> Preprocessing:
 def random_weights(spec: str) -> Weights:
     """`random:<config>[:seed]`: untrained weights, for tests and benchmarks only."""
     parts = spec[len(RANDOM_PREFIX) :].split(":")
-    arch, seed = parts[0], int(parts[1]) if len(parts) > 1 and parts[1] else 0
+    arch, seed = parts[0], parts[1] if len(parts) > 1 and parts[1] else "0"
+    if not (seed.isdigit() and int(seed) < 2**63):
+        raise WeightsError(f"{spec}: the seed after the config must be a whole number below 2**63")
+    seed = int(seed)
     if arch not in CONFIGS:
         raise WeightsError(f"unknown config {arch!r}; known: {', '.join(CONFIGS)}")
     torch.manual_seed(seed)

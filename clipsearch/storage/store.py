@@ -43,7 +43,14 @@ class StoreBusy(ClipsearchError):
 def default_store() -> Path:
     """CLIPSEARCH_HOME, else the platform's per-user data folder."""
     env = os.environ.get("CLIPSEARCH_HOME")
-    return Path(env).expanduser() if env else Path(platformdirs.user_data_dir("clipsearch"))
+    if not env:
+        return Path(platformdirs.user_data_dir("clipsearch"))
+    try:
+        return Path(env).expanduser()
+    except RuntimeError:  # ~user of no such user
+        raise CatalogError(
+            f"CLIPSEARCH_HOME={env!r}: no such user's home folder; give a folder that exists"
+        ) from None
 
 
 OnWait = Callable[[str], None]  # told who holds the lock, before this process waits

@@ -160,7 +160,15 @@ def save_checkpoint(run: Run) -> None:
 
 
 def load_checkpoint(folder: Path) -> dict:
-    return torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    """The run's state, read as tensors and plain values only: a state file that carries
+    code is refused (and never read the unsafe way torch's own message suggests)."""
+    try:
+        return torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise TrainingError(
+            f"{folder / STATE_FILE}: not a training state clipsearch can read safely "
+            f"({type(e).__name__}); start the run again without --resume, or in a new folder"
+        ) from None
 
 
 def log_metrics(folder: Path, record: dict) -> None:

@@ -187,6 +187,8 @@ def world(tmp_path_factory):
     (w / "garbage.pt").write_bytes(b"\x00garbage" * 100)
     (w / "link.png").symlink_to(w / "photos" / "0.png")
     (w / "results.txt").write_text("the old results")
+    (w / "deep").mkdir()
+    (w / "deep" / "clipsearch.json").write_text("[" * 100_000 + "]" * 100_000)
     (w / f"results.txt.{os.getpid()}.tmp").symlink_to("/dev/full")  # disk full mid-write
     return w
 
@@ -230,6 +232,16 @@ BAD_INPUTS = [
     ("a linked root file", "index {w}/link.png --store {w}/s2 -m random:tiny", 0, "symbolic link"),
     ("output to a full disk", "query dog --store {w}/s -f paths -o {w}/results.txt", 1,
      "disk is full"),
+    ("an empty date range of year 1", "query dog --store {w}/s --after 0001 --before 0001 "
+     "-f paths", 0, ""),
+    ("a date past year 9999 in UTC", "query dog --store {w}/s --after "
+     "9999-12-31T23:59:59-14:00", 1, "date out of range"),
+    ("a random model's seed that is no number", "embed -t hi -m random:tiny:x", 1,
+     "whole number"),
+    ("a random model's seed too large", "embed -t hi -m random:tiny:99999999999999999999999",
+     1, "below 2**63"),
+    ("an image as weights", "embed -t hi -m {w}/photos/0.png", 1, "not a weights file"),
+    ("a config nested too deep", "embed -t hi -m {w}/deep", 1, "not a config"),
 ]  # fmt: skip
 
 
@@ -256,6 +268,13 @@ def test_cuda_without_cuda_says_what_to_do():
         pytest.skip("this machine has CUDA")
     result = run("embed", "-t", "hi", "-m", "random:tiny", "--device", "cuda")
     assert result.exit_code == 1 and "--device cpu" in result.stderr
+
+
+def test_a_clipsearch_home_of_no_such_user_is_one_line(monkeypatch):
+    monkeypatch.setenv("CLIPSEARCH_HOME", "~nosuchuser/x")
+    result = run("status")
+    assert result.exit_code == 1 and "no such user" in result.stderr
+    assert "unexpected" not in result.stderr
 
 
 def test_a_failed_write_leaves_the_old_output_whole(world):

@@ -290,3 +290,12 @@ def test_learns_unseen_concepts_and_fine_tuning_helps(emoji_models):
     )
     assert r5_scratch >= 2 * chance
     assert r5_tuned >= 1.5 * r5_scratch
+
+
+def test_resume_refuses_a_state_file_that_carries_code(small_data, tmp_path):
+    first = train(run_config(small_data, tmp_path / "r"), stop_after=2)
+    assert first.interrupted
+    torch.save({"evil": object()}, tmp_path / "r" / "state.pt")
+    with pytest.raises(TrainingError, match="not a training state clipsearch can read") as e:
+        train(run_config(small_data, tmp_path / "r", resume=True))
+    assert "weights_only" not in str(e.value)

@@ -5,12 +5,12 @@ No torch: status answers from the catalog, the index files' names and the store'
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 
 from .images.formats import skipped_for_heif
 from .query.precision import Verdict
 from .storage.catalog import Catalog
+from .storage.catalog_indexes import stored_params, stored_recall
 from .storage.recall import Recall
 from .storage.vector_indexes import VectorIndexes
 
@@ -74,12 +74,12 @@ def index_status(catalog: Catalog, indexes: VectorIndexes, model_id: int) -> Ind
         preset=row.preset,
         factory=row.factory,
         count=row.count,
-        params=json.loads(row.params),
+        params=stored_params(row) or {},
         built_at=row.built_at.isoformat(),
         tombstones=row.tombstones,
         stale=(not exists) or catalog.vectors.log_position(model_id) > row.log_seq,
         file=file.name if exists else None,
-        recall=Recall.from_dict(json.loads(row.recall)) if row.recall else None,
+        recall=stored_recall(row),
     )
 
 

@@ -5,11 +5,32 @@ only moves forward, so no change logged after an index was written is ever lost.
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import delete, select, update
 
 from ..core import faults
 from .database import Database
+from .recall import Recall
 from .schema import VectorIndex, VectorLog
+
+
+def stored_params(row: VectorIndex) -> dict | None:
+    """The record's search parameters; None where they are damaged (not a JSON object),
+    so that the index is made again rather than searched with garbage."""
+    try:
+        params = json.loads(row.params)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return params if isinstance(params, dict) else None
+
+
+def stored_recall(row: VectorIndex) -> Recall | None:
+    """The record's measured recall; None where none was measured or it is damaged."""
+    try:
+        return Recall.from_dict(json.loads(row.recall)) if row.recall else None
+    except (TypeError, ValueError, RecursionError):
+        return None
 
 
 class IndexRecords:

@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from .database import Database, chunks
+from .database import CatalogError, Database, chunks
 from .schema import Vector, VectorIndex, VectorLog
 
 
@@ -117,4 +117,12 @@ def _decode(rows) -> tuple[np.ndarray, np.ndarray]:
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     if not rows:
         return ids, np.zeros((0, 0), np.float32)
+    size = len(rows[0][1])
+    for file_id, blob in rows:
+        if len(blob) != size or size % 4:
+            raise CatalogError(
+                f"the catalog is damaged: the vector of file #{file_id} has {len(blob)} bytes, "
+                f"others {size}; `clipsearch forget` that file and index it again, or restore "
+                "catalog.db from a backup"
+            )
     return ids, np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1)

@@ -28,6 +28,8 @@ from ..core.errors import ClipsearchError
 from ..core.stderr import native_stderr
 from . import tuning
 from .catalog import Catalog
+from .catalog_indexes import stored_params, stored_recall
+from .database import CatalogError
 from .index_files import SAFE_NAME, index_file_name, read_index_file, write_index_file
 from .loaded_index import LoadedIndex, set_params
 from .presets import choose_preset, preset_named, presets, training_sample
@@ -96,6 +98,12 @@ class VectorIndexes:
             note = note or _training_note(printed, len(train))
         read = [np.zeros(0, np.int64)]
         for ids, vecs in self.catalog.vectors.batches(model_id, self.chunk):
+            if vecs.shape[1] != dim:
+                raise CatalogError(
+                    f"the catalog is damaged: model #{model_id} is recorded with {dim} "
+                    f"dimensions, its vectors have {vecs.shape[1]}; index into a new store, or "
+                    "restore catalog.db from a backup"
+                )
             index.add_with_ids(vecs, ids)
             read.append(ids)
         loaded = LoadedIndex(
@@ -178,7 +186,7 @@ class VectorIndexes:
             row = self.catalog.indexes.row(model_id)
             path = self.file_for(row)
             preset = presets().get(row.preset) if row is not None else None
-            if path is None or preset is None:
+            if path is None or preset is None or stored_params(row) is None:
                 return None
             try:
                 index, tombstones = read_index_file(path, preset.mapped)
@@ -198,11 +206,11 @@ class VectorIndexes:
             preset,
             row.factory,
             index,
-            json.loads(row.params),
+            stored_params(row),
             row.log_seq,
             tombstones,
             dim,
-            recall=Recall.from_dict(json.loads(row.recall)) if row.recall else None,
+            recall=stored_recall(row),
             mapped=preset.mapped,
         )
         loaded.apply_log(later, self.catalog)

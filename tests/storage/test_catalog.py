@@ -248,3 +248,38 @@ def test_an_index_file_name_in_the_catalog_is_never_used_as_a_path(tmp_path):
         assert victim.read_text() == "precious"
     status = CliRunner().invoke(app, ["status", "--json", *run])
     assert json.loads(status.stdout)["models"][0]["index"]["file"].startswith("model1-")
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        ("update vector_indexes set params = '[1]'", None),  # the index is made again
+        ("update vector_indexes set params = 'not json'", None),
+        ("update vector_indexes set recall = '{\"sets\": 3}'", None),
+        ("update models set dim = 7", "recorded with 7 dimensions"),
+        ("update vectors set vector = x'0000' where file_id = 1", "file #1 has 2 bytes"),
+    ],
+)
+def test_damaged_catalog_values_are_one_line_or_mended(tmp_path, damage, says):
+    from helpers import make_image
+
+    for i in range(3):
+        make_image(tmp_path / "photos" / f"{i}.png", seed=i)
+    store = tmp_path / "store"
+    runner = CliRunner()
+    assert runner.invoke(app, ["index", str(tmp_path / "photos"), "-m", "random:tiny",
+                               "--store", str(store)]).exit_code == 0  # fmt: skip
+    db = sqlite3.connect(store / "catalog.db")
+    db.execute(damage)
+    db.commit()
+    db.close()
+    if "vectors" in damage:  # read when the index is made again
+        (store / "indexes").rename(tmp_path / "indexes-gone")
+    found = runner.invoke(app, ["query", "a photo", "--store", str(store), "-f", "paths"])
+    status = runner.invoke(app, ["status", "--store", str(store)])
+    assert status.exit_code == 0, status.stderr
+    if says is None:
+        assert found.exit_code == 0 and len(found.stdout.split()) == 3, found.stderr
+    else:
+        assert found.exit_code == 1 and says in found.stderr and "damaged" in found.stderr
+        assert "unexpected" not in found.stderr

@@ -135,7 +135,7 @@ def compare(
         row = known.get(f.path)
         if row is None:
             result.new.append(f)
-        elif row.size == f.size and row.mtime_ns == f.mtime_ns:
+        elif row.size == f.size and row.mtime_ns == f.mtime_ns and not worth_retrying(row):
             result.unchanged.append(row)
         else:
             result.changed.append((f, row))
@@ -143,6 +143,12 @@ def compare(
         row for path, row in known.items() if path not in seen and not is_under(path, unread)
     ]
     return result
+
+
+def worth_retrying(row: File) -> bool:
+    """A file that failed for want of permission: `chmod` mends that without touching its
+    size or modification time, so it is tried again on every run until it reads."""
+    return row.state == "failed" and (row.error or "").startswith("permission denied")
 
 
 def is_under(path: str, places: Sequence[str]) -> bool:

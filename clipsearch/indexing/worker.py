@@ -29,10 +29,10 @@ def decode_for_index(
     decoded. `expect` is the (size, mtime_ns) seen by the scan; a file that differs
     afterwards changed while being read, and its pixels cannot be trusted to match.
     """
-    faults.hit("decode", path)
     if os.path.splitext(path)[1].lower() in HEIF_EXTENSIONS and not heif_support():
         return None, None, NO_HEIF
     try:
+        faults.hit("decode", path)
         data = read_bytes(path)
         held = source_stat(path)
         whole = is_plain_file(path)

@@ -105,6 +105,7 @@ class Store:
         try:
             self.catalog.prepare()
             yield
+            self.indexes.remove_strays()
         finally:
             os.close(self._lock_fd)  # closing releases the flock
             self._lock_fd = None

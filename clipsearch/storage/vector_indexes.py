@@ -171,6 +171,17 @@ class VectorIndexes:
         self.remove_others(loaded.model_id, current)
         return path if recorded else None
 
+    def remove_strays(self) -> None:
+        """Every index file that no catalog record points at (one a crash left while being
+        written or before being recorded) goes: called by each writer, under the store's
+        lock, so no other writer's file is half written meanwhile."""
+        if not self.directory.is_dir():
+            return
+        current = {self.file_for(row) for row in self.catalog.indexes.rows()}
+        for path in self.directory.glob("model*-*.faiss*"):
+            if path not in current:
+                path.unlink(missing_ok=True)
+
     def remove_others(self, model_id: int, keep: Path | None) -> None:
         """Index files of the model other than `keep`, and temporary files, go."""
         for stray in self.directory.glob(f"model{int(model_id)}-*.faiss*"):

@@ -682,3 +682,27 @@ def test_a_folder_given_twice_through_a_link_is_indexed_once(tmp_path, photos, t
     assert report.added == 7
     said = [p.path for p in report.problems if "already given" in p.reason]
     assert len(said) == 1 and said[0] in (str(link), str(photos))
+
+
+def test_a_stray_index_file_goes_with_the_next_run_that_changes_nothing(tmp_path, photos, tiny):
+    store = tmp_path / "store"
+    index(store, [photos], tiny)
+    before = sorted(p.name for p in (store / "indexes").iterdir())
+    (store / "indexes" / "model1-hnsw-99.faiss").write_bytes(b"left by a crash in rebuild")
+    (store / "indexes" / "model1-exact-98.faiss.4242.tmp").write_bytes(b"half")
+    report = index(store, [photos], tiny)
+    assert report.added == report.updated == report.removed == 0
+    assert sorted(p.name for p in (store / "indexes").iterdir()) == before
+
+
+def test_a_file_refused_for_permission_is_retried_once_readable(
+    tmp_path, photos, tiny, monkeypatch
+):
+    store = tmp_path / "store"
+    monkeypatch.setenv("CLIPSEARCH_FAULT", f"decode:{photos / 'img2.png'}=deny")  # root too
+    first = index(store, [photos], tiny)
+    assert first.failed == 1 and first.failures[0][1] == "permission denied"
+    monkeypatch.delenv("CLIPSEARCH_FAULT")  # as `chmod` mends it: size and mtime unchanged
+    again = index(store, [photos], tiny)
+    assert again.updated == 1 and again.failed == 0
+    assert all(state == "ok" for _, state, _ in catalog_rows(store)[0])

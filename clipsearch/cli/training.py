@@ -96,6 +96,12 @@ def evaluate_command(
     model: str = ModelOption,
     image_column: str = typer.Option(None, "--image-column"),
     caption_column: str = typer.Option(None, "--caption-column"),
+    text_model: str = typer.Option(
+        None,
+        "--text-model",
+        help="Read the captions with this text tower (made for --model by train "
+        "--distill-text), as query --text-model does: scores the languages it was taught.",
+    ),
     device: str = DeviceOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -106,9 +112,11 @@ def evaluate_command(
 
     with user_errors():
         pairs = load_pairs(data, image_column, caption_column)
-        metrics = evaluate(load_model(model, device=device), pairs.rows)
+        reader = load_model(text_model, device=device, text_only=True) if text_model else None
+        metrics = evaluate(load_model(model, device=device), pairs.rows, reader)
     if as_json:
-        emit_json({"model": model, "data": data, "skipped": pairs.skipped, **metrics})
+        about = {"model": model, "text_model": text_model, "data": data}
+        emit_json({**about, "skipped": pairs.skipped, **metrics})
         return
     out.print(_metrics_table(f"{model} on {data} ({metrics['n']} pairs)", {"value": metrics}))
 

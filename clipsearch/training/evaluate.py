@@ -23,9 +23,10 @@ class TemplateError(ClipsearchError, ValueError):
 
 
 def embed_pairs(
-    encoder: Encoder, pairs: Sequence[Pair], batch_size: int = 64
+    encoder: Encoder, pairs: Sequence[Pair], batch_size: int = 64, reader: Encoder | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Unit image and text vectors of the rows (unreadable images raise)."""
+    """Unit image and text vectors of the rows (unreadable images raise); the captions
+    read by `reader` where one is given (a text tower aligned to `encoder`)."""
     images = []
     for i in range(0, len(pairs), batch_size):
         batch = [
@@ -33,7 +34,7 @@ def embed_pairs(
             for p in pairs[i : i + batch_size]
         ]
         images.append(encoder.encode_pixels(np.stack(batch)))
-    texts = encoder.encode_text([p.caption for p in pairs])
+    texts = (reader or encoder).encode_text([p.caption for p in pairs])
     return np.concatenate(images), texts
 
 
@@ -78,8 +79,24 @@ def concept_recall(
     return float(np.mean(found))
 
 
-def evaluate(encoder: Encoder, pairs: Sequence[Pair]) -> dict:
-    images, texts = embed_pairs(encoder, pairs)
+class PairingError(ClipsearchError, ValueError):
+    """A model and text tower that cannot be scored together; the message says why."""
+
+
+def evaluate(encoder: Encoder, pairs: Sequence[Pair], reader: Encoder | None = None) -> dict:
+    """Retrieval metrics of `encoder`, or of its image tower with the text tower `reader`
+    (one that `train --distill-text` made for it: the pairing `query --text-model` does)."""
+    if encoder.text_only:
+        raise PairingError(
+            f"{encoder.name} is a text tower only (made by train --distill-text): give the "
+            "model it reads for as --model and this one as --text-model"
+        )
+    if reader is not None and reader.digest != encoder.digest:
+        raise PairingError(
+            f"the text tower {reader.name} reads for the model with digest {reader.digest}, "
+            f"not for {encoder.name} ({encoder.digest}); give the --model it was made from"
+        )
+    images, texts = embed_pairs(encoder, pairs, reader=reader)
     return retrieval_metrics(images, texts, [p.caption for p in pairs])
 
 

@@ -15,8 +15,9 @@ from clipsearch.core.config import TrainConfig
 from clipsearch.images.pixels import preprocess
 from clipsearch.models.encoder import load_model
 from clipsearch.query.search import QueryError
+from clipsearch.training.data import load_pairs
 from clipsearch.training.distill import distill_text, pairs_of, parallel_rows
-from clipsearch.training.evaluate import concept_recall
+from clipsearch.training.evaluate import concept_recall, embed_pairs, evaluate
 
 MODEL = "random:tiny"
 
@@ -134,3 +135,31 @@ def test_unseen_concepts_are_found_in_other_languages_after_distillation(emoji_m
     assert after["en"] >= before["en"] - two
     for lang in ("de", "fr", "ja", "zh"):
         assert after[lang] >= before[lang] + 0.04 and after[lang] >= 0.5 * after["en"] - two, lang
+
+
+def test_eval_scores_a_distilled_tower_with_the_model_it_reads_for(tmp_path, parallel):
+    distill_text(TrainConfig(data=str(parallel), init=MODEL, run_dir=str(tmp_path / "tower"),
+                             epochs=1, batch_size=4, distill_text=True))  # fmt: skip
+    rows = ["image,caption"]
+    for i, words in enumerate(["ein rotes Quadrat", "ein blauer Kreis", "ein grüner Stern"]):
+        make_image(tmp_path / "photos" / f"{i}.png", seed=i)
+        rows.append(f"photos/{i}.png,{words}")
+    (tmp_path / "captions.csv").write_text("\n".join(rows) + "\n")
+    runner = CliRunner()
+    base = ["eval", "--data", str(tmp_path / "captions.csv"), "--json"]
+    paired = runner.invoke(app, [*base, "-m", MODEL, "--text-model", str(tmp_path / "tower")])
+    assert paired.exit_code == 0, paired.output
+    scored = json.loads(paired.stdout)
+    assert scored["text_model"] == str(tmp_path / "tower") and scored["n"] == 3
+    model, tower = load_model(MODEL), load_model(str(tmp_path / "tower"))
+    pairs = load_pairs(str(tmp_path / "captions.csv")).rows
+    _, texts = embed_pairs(model, pairs, reader=tower)  # the captions read by the tower
+    np.testing.assert_allclose(texts, tower.encode_text([p.caption for p in pairs]), atol=1e-6)
+    expected = evaluate(model, pairs, tower)
+    assert {k: scored[k] for k in expected} == pytest.approx(expected)
+    alone = runner.invoke(app, [*base, "-m", str(tmp_path / "tower")])
+    assert alone.exit_code == 1 and "--text-model" in alone.stderr
+    other = runner.invoke(
+        app, [*base, "-m", "random:tiny:1", "--text-model", str(tmp_path / "tower")]
+    )
+    assert other.exit_code == 1 and "reads for the model with digest" in other.stderr

@@ -70,6 +70,12 @@ class IndexOptions:
     exclude: list[str] = setting(
         [], "--exclude", help="Glob of names or paths to skip (repeatable)."
     )
+    trust_lists: bool = setting(
+        False,
+        "--trust-lists",
+        help="Let list files name files anywhere on this machine (without it, only files "
+        "in the list's own folder and below: a list from elsewhere cannot reach yours).",
+    )
     dry_run: bool = setting(False, "--dry-run", help="Report what would change; write nothing.")
 
 

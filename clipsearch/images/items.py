@@ -142,8 +142,9 @@ def _open_shard(shard: str, size: int, mtime_ns: int):
 
 
 def _read_url(url: str) -> bytes:
-    if url.lower().startswith("file:"):  # a list from elsewhere must not reach local files
-        raise OSError("file:// URLs are not read: list the file's path instead")
+    scheme = url.split("://", 1)[0].lower()
+    if scheme.startswith(("file", "local")) or "::" in scheme:  # fsspec's local file systems
+        raise OSError(f"{scheme}:// URLs are not read: list the file's path instead")
     if url.lower().startswith(("http://", "https://")):
         from urllib.request import urlopen
 
@@ -151,7 +152,6 @@ def _read_url(url: str) -> bytes:
             claimed = response.headers.get("Content-Length", "")
             deadline = time.monotonic() + READ_TIMEOUT
             return _read_capped(response, int(claimed) if claimed.isdigit() else None, deadline)
-    scheme = url.split("://", 1)[0]
     try:
         import fsspec
 

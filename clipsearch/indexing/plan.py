@@ -20,7 +20,7 @@ from ..images.records import DataError, list_items
 from ..images.shards import shard_items
 from ..storage.catalog import Catalog
 from ..storage.schema import File
-from .scan import Found, ScanProblem, ScanResult, Walker, compare
+from .scan import Found, ScanProblem, ScanResult, Walker, compare, is_under
 
 
 @dataclass
@@ -58,6 +58,12 @@ def _absolute(root: str) -> str:
     return root if is_url(root) else os.path.abspath(os.path.expanduser(root))
 
 
+OUTSIDE_LIST = (
+    "is outside the list's folder, so not read (a list from elsewhere must not reach your "
+    "files); move the list beside its files, or pass --trust-lists"
+)
+
+
 class Planner:
     """Scans roots against the catalog and plans one model's work. What it met on the
     way is kept: `problems` (unreadable folders, bad roots and sources), `shards_read`
@@ -71,6 +77,7 @@ class Planner:
             exclude=options.exclude,
         )
         self.problems: list[ScanProblem] = self.walker.problems
+        self.trust_lists = options.trust_lists
         self.shards_read: list[tuple[str, int, int]] = []  # (path, size, mtime_ns)
         self.unchanged = 0
 
@@ -141,13 +148,25 @@ class Planner:
             self.problems.append(ScanProblem(path, str(e)))
             return []
         out = []
+        folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
         for item in items:
+            if not self._may_read(item.key, folder):
+                self.problems.append(ScanProblem(item.key, OUTSIDE_LIST))
+                continue
             try:
                 size, mtime_ns = source_stat(item.key) or (0, 0)
             except OSError:
                 size, mtime_ns = 0, 0
             out.append(Found(item.key, size, mtime_ns, item.meta))
         return out
+
+    def _may_read(self, key: str, folder: str) -> bool:
+        """Whether a list may name this item: a URL, or a file (or shard) in the list's
+        folder or below, links resolved; anything with --trust-lists."""
+        if self.trust_lists or is_url(key):
+            return True
+        member = split_member(key)
+        return is_under(os.path.realpath(member[0] if member else key), [folder])
 
     def tasks(self, scan: ScanResult, model_id: int | None) -> list[Task]:
         """Files to embed: new, changed, and unchanged ones without this model's vector.

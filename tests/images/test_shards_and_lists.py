@@ -399,7 +399,7 @@ def test_a_list_of_devices_fifos_and_endless_urls_is_read_within_bounds(
         f"http://127.0.0.1:{server.server_address[1]}/endless.png\n"
     )
     try:
-        report = index(tmp_path / "store", [listing], tiny)
+        report = index(tmp_path / "store", [listing], tiny, trust_lists=True)  # /dev/zero
     finally:
         server.shutdown()
     assert (report.added, report.failed) == (1, 4), report.failures
@@ -415,3 +415,22 @@ def test_a_shard_member_over_the_limit_is_refused_unread(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="more than the 1 MB"):
         read_bytes(member_key(str(shard), "big.png"))
     assert read_bytes(member_key(str(shard), "s.png")) == b"x"
+
+
+def test_a_list_reaches_only_files_in_its_own_folder_unless_trusted(tmp_path, tiny):
+    make_image(tmp_path / "private" / "secret.png", seed=1)
+    make_image(tmp_path / "lists" / "mine.png", seed=2)
+    make_image(tmp_path / "lists" / "sub" / "deeper.png", seed=3)
+    (tmp_path / "lists" / "link.png").symlink_to(tmp_path / "private" / "secret.png")
+    listing = tmp_path / "lists" / "items.csv"
+    listing.write_text(
+        "url\nmine.png\nsub/deeper.png\n../private/secret.png\n"
+        f"{tmp_path}/private/secret.png\nlink.png\nlocal://{tmp_path}/private/secret.png\n"
+    )
+    report = index(tmp_path / "store", [listing], tiny)
+    assert report.added == 2
+    outside = [p.path for p in report.problems if "outside the list's folder" in p.reason]
+    assert len(outside) == 3 and all("secret" in p or "link" in p for p in outside)
+    assert report.failed == 1 and "local:// URLs are not read" in report.failures[0][1]
+    trusted = index(tmp_path / "trusted", [listing], tiny, trust_lists=True)
+    assert trusted.added == 4 and trusted.failed == 1  # secret.png, named twice, once

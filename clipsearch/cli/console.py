@@ -56,7 +56,9 @@ def user_errors() -> Iterator[None]:
 
 
 def on_wait(holder: str) -> None:
-    err.print(f"Another clipsearch process (pid {escaped(holder)}) is writing this store; waiting…")
+    """`holder`: the writer's pid (on this machine), or where it is (another machine)."""
+    who = f"pid {holder}" if holder.isdigit() else holder
+    err.print(f"Another clipsearch process ({escaped(who)}) is writing this store; waiting…")
 
 
 def emit_json(data) -> None:

@@ -36,6 +36,13 @@ class CatalogError(ClipsearchError):
     """The catalog cannot be opened or used as asked."""
 
 
+class DatabaseBusy(CatalogError):
+    """Another process, perhaps on another machine, holds a shared catalog's writer lock."""
+
+
+WRITER_LOCK_KEY = 0x636C697073656172  # "clipsear": PostgreSQL advisory lock of the writer
+
+
 class CatalogMissing(CatalogError):
     """A command that reads found no catalog to read."""
 
@@ -307,6 +314,34 @@ class Database:
         engine = self.engine.execution_options(write=True)
         with Session(engine, expire_on_commit=False) as s, s.begin():
             yield s
+
+    @contextmanager
+    def writer_lock(self, wait: bool, on_wait=None) -> Iterator[None]:
+        """The store's writer lock where the database is shared by machines: on
+        PostgreSQL, an advisory lock held by a connection of its own for the block (a
+        file lock serialises the writers of one machine only). Nothing on SQLite, whose
+        file is the lock. Raises DatabaseBusy when another holds it and wait is False."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        with self.engine.connect() as conn:
+            taken = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({WRITER_LOCK_KEY})")
+            if not taken.scalar():
+                if not wait:
+                    raise DatabaseBusy(
+                        f"another clipsearch process is writing the catalog {self.shown} "
+                        "(from this machine or another); run again when it has finished, "
+                        "or pass --wait"
+                    )
+                if on_wait:
+                    on_wait("on another machine")
+                conn.exec_driver_sql(f"SELECT pg_advisory_lock({WRITER_LOCK_KEY})")
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({WRITER_LOCK_KEY})")
+                conn.commit()
 
     def close(self) -> None:
         self.engine.dispose()

@@ -103,9 +103,10 @@ class Store:
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock_fd = self._lock()
         try:
-            self.catalog.prepare()
-            yield
-            self.indexes.remove_strays()
+            with self.catalog.writer_lock(self.wait, self.on_wait):
+                self.catalog.prepare()
+                yield
+                self.indexes.remove_strays()
         finally:
             os.close(self._lock_fd)  # closing releases the flock
             self._lock_fd = None

@@ -162,3 +162,37 @@ def test_writer_lock_is_reentrant_within_a_process(tmp_path):
             pass
     with Store(tmp_path / "store", wait=False).writing():
         pass
+
+
+def test_writers_on_two_machines_sharing_a_postgresql_catalog_take_turns(postgres_server, tmp_path):
+    """Two stores on different folders (two machines' local flocks) sharing one catalog:
+    the second writer is refused while the first writes, and gets in once it is done."""
+    import threading
+
+    from clipsearch.storage.database import DatabaseBusy
+
+    url = postgres_server()
+    first = Store(tmp_path / "machine-a", db_url=url)
+    second = Store(tmp_path / "machine-b", db_url=url, wait=False)
+    waited = []
+    third = Store(tmp_path / "machine-c", db_url=url, on_wait=waited.append)
+    try:
+        with first.writing():
+            with pytest.raises(DatabaseBusy, match="another machine|--wait"), second.writing():
+                pass
+            done = threading.Event()
+
+            def write_when_free():
+                with third.writing():
+                    done.set()
+
+            thread = threading.Thread(target=write_when_free)
+            thread.start()
+            assert not done.wait(1.0)  # it waits for the first
+        thread.join(30)
+        assert done.is_set() and waited == ["on another machine"]
+        with second.writing():  # free again
+            pass
+    finally:
+        for store in (first, second, third):
+            store.close()

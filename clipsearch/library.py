@@ -80,8 +80,8 @@ class Library:
         """create: a folder without a store may be indexed into (nothing is written until
         then). wait / on_wait: what a writing call does when another process is writing
         the store: wait for it (telling on_wait first: its pid, or "on another machine"
-        for a PostgreSQL catalog's writer elsewhere), or raise StoreBusy or DatabaseBusy. query_log:
-        keep the vectors (never the text) of text queries, so that the vector index is
+        for a PostgreSQL catalog's writer elsewhere), or raise StoreBusy or DatabaseBusy.
+        query_log: keep the vectors (never the text) of text queries, so that the vector index is
         tuned for them (default: on, unless CLIPSEARCH_QUERY_LOG=0). text_model: a text
         tower aligned to the store's model (`train --distill-text`) that reads the text of
         queries, e.g. in other languages; the store remembers it for that model, so later

@@ -59,6 +59,21 @@ def default_workers() -> int:
     return os.cpu_count() or 2
 
 
+@contextlib.contextmanager
+def born_ignoring_ctrl_c() -> Iterator[None]:
+    """Processes spawned in the block ignore SIGINT from their first instruction (an
+    ignored signal stays ignored across exec, and Python keeps it so): a Ctrl-C while they
+    import their modules is the parent's alone, not a traceback from each of them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def _die_with_parent(parent: int) -> None:
     """Worker initialiser: run below the model, leave when the parent goes, and let it
     alone handle Ctrl-C."""
@@ -195,7 +210,10 @@ class DecodePool:
     def start(self) -> None:
         """Spawn the processes now, in the background (a pool spawns them on demand), and
         have each import the decoders (PIL, numpy), so the first batch finds them ready."""
-        self._warming = [self._pool.submit(decode_many, [], None) for _ in range(self.workers)]
+        with born_ignoring_ctrl_c():
+            self._warming = [
+                self._pool.submit(decode_many, [], None) for _ in range(self.workers)
+            ]
 
     def ready(self) -> None:
         """Wait until the processes `start` began are up."""
@@ -216,7 +234,9 @@ class DecodePool:
         self._pool.shutdown(wait=True, cancel_futures=True)  # its workers gone, none writes again
         self._pool = self._start()
         try:
-            self._pool.submit(os.getpid).result()
+            with born_ignoring_ctrl_c():
+                checked = self._pool.submit(os.getpid)
+            checked.result()
         except BrokenProcessPool:
             raise DecodingError(
                 "the decoding processes die as they start; if a Python script runs the "

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -706,3 +708,28 @@ def test_a_file_refused_for_permission_is_retried_once_readable(
     again = index(store, [photos], tiny)
     assert again.updated == 1 and again.failed == 0
     assert all(state == "ok" for _, state, _ in catalog_rows(store)[0])
+
+
+def children_of(pid: int) -> list[int]:
+    kids = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat_file.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(stat_file.parent.name))
+    return kids
+
+
+def test_ctrl_c_while_the_workers_start_is_one_line(tmp_path, photos):
+    """As a terminal sends it: SIGINT to the whole process group, the moment the decoding
+    processes exist (they are still importing their modules)."""
+    args = [str(photos), "--store", str(tmp_path / "store"), "--workers", "2"]
+    proc = subprocess.Popen(
+        [*INDEX_CLI, *args], stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and len(children_of(proc.pid)) < 2:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert proc.returncode in (0, 130)  # 0: it had finished already

@@ -59,6 +59,22 @@ def default_workers() -> int:
     return os.cpu_count() or 2
 
 
+def quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker with its stderr on /dev/null. It outlives
+    a kill -9 of this process and then warns of the pool's semaphores, which it cleans up
+    all the same: a warning that reached the terminal after the prompt came back."""
+    from multiprocessing import resource_tracker
+
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        resource_tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 @contextlib.contextmanager
 def born_ignoring_ctrl_c() -> Iterator[None]:
     """Processes spawned in the block ignore SIGINT from their first instruction (an
@@ -211,9 +227,7 @@ class DecodePool:
         """Spawn the processes now, in the background (a pool spawns them on demand), and
         have each import the decoders (PIL, numpy), so the first batch finds them ready."""
         with born_ignoring_ctrl_c():
-            self._warming = [
-                self._pool.submit(decode_many, [], None) for _ in range(self.workers)
-            ]
+            self._warming = [self._pool.submit(decode_many, [], None) for _ in range(self.workers)]
 
     def ready(self) -> None:
         """Wait until the processes `start` began are up."""
@@ -221,6 +235,7 @@ class DecodePool:
             future.result()
 
     def _start(self) -> ProcessPoolExecutor:
+        quiet_resource_tracker()
         return ProcessPoolExecutor(
             self.workers,
             mp_context=mp.get_context("spawn"),

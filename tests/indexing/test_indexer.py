@@ -479,6 +479,7 @@ def test_kill_9_leaves_no_decoding_process_behind(tmp_path, photos):
     proc = subprocess.run([*INDEX_CLI, *args], env=env, capture_output=True, timeout=300)
     assert proc.returncode == -9
     assert wait_until_gone(marker) == []
+    assert b"resource_tracker" not in proc.stderr and b"leaked" not in proc.stderr
 
 
 def test_sigterm_stops_like_ctrl_c(tmp_path, photos):

@@ -62,6 +62,28 @@ class FsPath(TypeDecorator):
         return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
+class CaptureTime(TypeDecorator):
+    """When a photo was taken, as DateTime; a stored value that is no date (a damaged or
+    hand-edited catalog) reads as None, unknown, and the file's time stands in for it,
+    as for a photo without EXIF, rather than failing every search that meets it."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def result_processor(self, dialect, coltype):
+        parse = super().result_processor(dialect, coltype)
+        if parse is None:
+            return None
+
+        def tolerant(value):
+            try:
+                return parse(value)
+            except (ValueError, TypeError):
+                return None
+
+        return tolerant
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -77,7 +99,7 @@ class File(Base):
     width: Mapped[int | None]
     height: Mapped[int | None]
     format: Mapped[str | None] = mapped_column(String(16))
-    taken_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    taken_at: Mapped[datetime | None] = mapped_column(CaptureTime, index=True)
     camera_make: Mapped[str | None] = mapped_column(Text)
     camera_model: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[str | None] = mapped_column(Text)  # JSON: a shard's sidecars, a list's row

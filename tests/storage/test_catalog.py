@@ -258,6 +258,7 @@ def test_an_index_file_name_in_the_catalog_is_never_used_as_a_path(tmp_path):
         ("update vector_indexes set recall = '{\"sets\": 3}'", None),
         ("update models set dim = 7", "recorded with 7 dimensions"),
         ("update vectors set vector = x'0000' where file_id = 1", "file #1 has 2 bytes"),
+        ("update files set taken_at = 'garbage' where id = 1", None),  # read as unknown
     ],
 )
 def test_damaged_catalog_values_are_one_line_or_mended(tmp_path, damage, says):

@@ -8,6 +8,7 @@ tell them). New files are readable by their owner only: they hold names of priva
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import stat
@@ -19,9 +20,10 @@ from pathlib import Path
 def check_regular(mode: int) -> None:
     """Refuse what is not a regular file (by its st_mode): reading a FIFO waits for a
     writer for ever, a device such as /dev/zero never ends."""
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory")
     if not stat.S_ISREG(mode):
-        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO, device or socket"
-        raise OSError(f"not a regular file: {kind}")
+        raise OSError("not a regular file: a FIFO, device or socket")
 
 
 def open_regular(path: str | os.PathLike) -> io.BufferedReader:

@@ -82,8 +82,8 @@ def refusal(exposure: Exposure, scope: dict, headers: Headers) -> HttpError | No
         return None
     if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         return HttpError(403, "cross-site requests are refused")
-    origin = headers.get("origin")
-    if origin is not None and origin != f"{scope['scheme']}://{headers.get('host')}":
+    origin = headers.get("origin")  # its host, not its scheme: a TLS proxy may be in front
+    if origin is not None and origin.partition("://")[2].lower() != headers.get("host", "").lower():
         return HttpError(403, "cross-site requests are refused")
     kind = headers.get("content-type", "").split(";")[0].strip().lower()
     has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers

@@ -50,7 +50,7 @@ def health() -> dict:
     return {"status": "ok"}
 
 
-def error_response(request: Request, e: Exception) -> Response:
+def error_response(e: Exception) -> Response:
     """`{"error": one line}` with its status."""
     if isinstance(e, Redirect):
         return RedirectResponse(e.url, status_code=e.status)
@@ -63,7 +63,7 @@ def handle_errors(app: FastAPI) -> None:
 
     @app.exception_handler(HttpError)
     async def http_error(request: Request, e: HttpError) -> Response:
-        return error_response(request, e)
+        return error_response(e)
 
     @app.exception_handler(StarletteHTTPException)
     async def starlette_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
@@ -71,7 +71,7 @@ def handle_errors(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)  # Starlette re-raises it after: uvicorn logs it
     async def anything_else(request: Request, e: Exception) -> Response:
-        return error_response(request, e)
+        return error_response(e)
 
     @app.exception_handler(RequestValidationError)
     @app.exception_handler(ValidationError)

@@ -78,6 +78,7 @@ class Planner:
         )
         self.problems: list[ScanProblem] = self.walker.problems
         self.trust_lists = options.trust_lists
+        self.real_folders: dict[str, str] = {}  # a list item's folder -> its real path
         self.shards_read: list[tuple[str, int, int]] = []  # (path, size, mtime_ns)
         self.unchanged = 0
 
@@ -166,7 +167,13 @@ class Planner:
         if self.trust_lists or is_url(key):
             return True
         member = split_member(key)
-        return is_under(os.path.realpath(member[0] if member else key), [folder])
+        path = member[0] if member else key
+        if os.path.islink(path):
+            return is_under(os.path.realpath(path), [folder])
+        parent = os.path.dirname(path)  # a list of a million items has few folders
+        if parent not in self.real_folders:
+            self.real_folders[parent] = os.path.realpath(parent)
+        return is_under(os.path.join(self.real_folders[parent], os.path.basename(path)), [folder])
 
     def tasks(self, scan: ScanResult, model_id: int | None) -> list[Task]:
         """Files to embed: new, changed, and unchanged ones without this model's vector.

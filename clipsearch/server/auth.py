@@ -60,6 +60,8 @@ class Keys:
             seen = self.failures[client]
             while seen and seen[0] < time.monotonic() - WINDOW_S:
                 seen.popleft()
+            if not seen:
+                del self.failures[client]  # an address is remembered a minute, no longer
             return len(seen)
 
     def check_not_throttled(self, client: str) -> None:

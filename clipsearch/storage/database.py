@@ -36,6 +36,16 @@ class CatalogError(ClipsearchError):
     """The catalog cannot be opened or used as asked."""
 
 
+class ReadOnly(CatalogError):
+    """A store or catalog this process cannot write: searched, never changed."""
+
+    def __init__(self, what: str, why: str):
+        super().__init__(
+            f"{what} cannot be written here ({why}); it can be searched, but to change it, "
+            "run on a copy or where it is writable"
+        )
+
+
 class DatabaseBusy(CatalogError):
     """Another process, perhaps on another machine, holds a shared catalog's writer lock."""
 
@@ -260,10 +270,8 @@ class Database:
         """Create or upgrade the schema: in one transaction that a crash undoes whole, and
         that a second process doing the same waits for and then finds done."""
         if self.read_only:
-            raise CatalogError(
-                f"the catalog {self.sqlite_file} cannot be written here (a read-only folder "
-                "or volume, or another user's); it can be searched, but to change it, run "
-                "on a copy or where it is writable"
+            raise ReadOnly(
+                f"the catalog {self.sqlite_file}", "a read-only folder or volume, or another user's"
             )
         if self.state is State.CURRENT:
             return

@@ -20,7 +20,7 @@ import platformdirs
 from ..core.errors import ClipsearchError
 from ..core.memo import DigestCache
 from .catalog import Catalog
-from .database import CatalogError, CatalogMissing, sqlite_url
+from .database import CatalogError, CatalogMissing, ReadOnly, sqlite_url
 from .query_log import QueryLog
 from .vector_indexes import VectorIndexes
 
@@ -117,10 +117,7 @@ class Store:
         except OSError as e:
             if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise
-            raise CatalogError(
-                f"the store {self.path} cannot be written here ({e.strerror}); it can be "
-                "searched, but to change it, run on a copy or where it is writable"
-            ) from None
+            raise ReadOnly(f"the store {self.path}", e.strerror) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

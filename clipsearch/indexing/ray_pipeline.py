@@ -27,6 +27,7 @@ from ..core import faults
 from ..core.errors import ClipsearchError
 from ..images.decode import ImageInfo
 from ..images.pixels import Preprocessing
+from . import ray_reaper
 from .worker import decode_for_index
 
 
@@ -65,6 +66,7 @@ def connect(address: str | None) -> None:
     if ray.is_initialized():
         return
     quiet()
+    own = address is None and "RAY_ADDRESS" not in os.environ  # ray.init starts an instance
     env = {faults.VARIABLE: os.environ[faults.VARIABLE]} if faults.VARIABLE in os.environ else {}
     try:
         ray.init(
@@ -76,6 +78,8 @@ def connect(address: str | None) -> None:
         )
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RayRunError(f"cannot reach the Ray cluster {address or '(local)'}: {e}") from None
+    if own:
+        ray_reaper.start(ray.get_runtime_context().get_node_id())
 
 
 def quiet() -> None:

@@ -79,7 +79,8 @@ def connect(address: str | None) -> None:
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RayRunError(f"cannot reach the Ray cluster {address or '(local)'}: {e}") from None
     if own:
-        ray_reaper.start(ray.get_runtime_context().get_node_id())
+        context = ray.get_runtime_context()
+        ray_reaper.start(os.path.join(context.get_temp_dir(), context.get_session_name()))
 
 
 def quiet() -> None:

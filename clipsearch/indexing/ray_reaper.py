@@ -4,8 +4,10 @@ Ray ties its GCS and raylet to the driver (the kernel's parent-death signal), bu
 raylet's own agents (DashboardAgent, RuntimeEnvAgent) learn of its death late and then
 wait 60 s to report it to the GCS that died with it. So the driver starts this module as
 a small process that holds the read end of a pipe: whichever way the driver ends, the pipe
-closes, and every process left of the driver's Ray node is stopped. Linux only (it finds
-them through /proc); elsewhere the agents linger as Ray lets them.
+closes, and every Python process that still holds a file of the instance's session folder
+(its logs, its sockets) is stopped: Ray retitles its processes over their command lines and
+environments, but not their open files. Linux only (it looks through /proc); elsewhere the
+agents linger as Ray lets them.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from pathlib import Path
 _started: list[subprocess.Popen] = []  # held for the driver's life: its pipe must stay open
 
 
-def start(node_id: str) -> None:
-    """Watch this driver; at its end, stop what is left of the Ray node `node_id`."""
+def start(session: str) -> None:
+    """Watch this driver; at its end, stop what is left of the Ray instance whose session
+    folder is `session`."""
     if not sys.platform.startswith("linux") or _started:
         return
     _started.append(
         subprocess.Popen(
-            [sys.executable, "-m", __name__, node_id],
+            [sys.executable, "-m", __name__, session],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -34,27 +37,28 @@ def start(node_id: str) -> None:
     )
 
 
-def left_of(node_id: str) -> list[int]:
-    """This user's processes that belong to the Ray node (Ray gives each its node's id in
-    its environment)."""
-    mark = f"RAY_NODE_ID={node_id}".encode()
+def holding(folder: str) -> list[int]:
+    """This user's processes with a file open under `folder`."""
+    inside = folder.rstrip(os.sep) + os.sep
     found = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit() and int(proc.name) != os.getpid():
             try:
-                if mark in (proc / "environ").read_bytes().split(b"\0"):
+                if any(os.readlink(fd).startswith(inside) for fd in (proc / "fd").iterdir()):
                     found.append(int(proc.name))
             except OSError:  # another user's, or gone meanwhile
                 continue
     return found
 
 
-def _watch(node_id: str) -> None:
+def _watch(session: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.stdin.buffer.read()  # returns when the driver's end closes: it has ended
-    for pid in left_of(node_id):
+    python = os.path.realpath(sys.executable)  # Ray's agents and workers; not a `tail -f`
+    for pid in holding(session):
         try:
-            os.kill(pid, signal.SIGKILL)
+            if os.path.realpath(f"/proc/{pid}/exe") == python:
+                os.kill(pid, signal.SIGKILL)
         except OSError:
             continue
 

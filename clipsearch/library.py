@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,7 +17,7 @@ import numpy as np
 
 from . import status
 from .core.prompts import SEARCH_PROMPTS
-from .indexing.indexer import Indexer, IndexOptions
+from .indexing.indexer import Indexer, IndexOptions, RunModel
 from .indexing.plan import absolute_roots
 from .indexing.pool import DecodePool, default_workers
 from .indexing.report import IndexReport, Progress
@@ -134,21 +133,18 @@ class Library:
         options: IndexOptions | None = None,
         progress: Progress | None = None,
     ) -> IndexReport:
-        """Index files and folders for a model. The store is locked and ready before the
-        model loads: a store that cannot be written fails at once, not after the load."""
+        """Index files and folders for a model. The store is locked and ready before
+        anything else: a store that cannot be written fails at once. The model loads only
+        if there is something to embed (and the decoding processes start while it does)."""
         options = options or IndexOptions()
-        if options.dry_run:
-            return Indexer(self.store, self.encoder(model), options).run(paths, progress)
         if options.ray:
             return self._index_on_ray(paths, model, options, progress)
+        spec = self.encoders.spec(model)
+        run_model = RunModel(lambda: self.encoder(spec), self.encoders.known_digest(spec))
+        if options.dry_run:
+            return Indexer(self.store, run_model, options).run(paths, progress)
         with self.store.writing(), DecodePool(options.workers or default_workers()) as pool:
-            pool.start()  # the decoding processes start while the model loads
-            started = time.perf_counter()
-            encoder = self.encoder(model)
-            loaded = time.perf_counter() - started
-            report = Indexer(self.store, encoder, options, pool).run(paths, progress)
-        report.profile["model load"] = loaded
-        return report
+            return Indexer(self.store, run_model, options, pool).run(paths, progress)
 
     def _index_on_ray(
         self,

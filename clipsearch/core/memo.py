@@ -56,3 +56,52 @@ class DigestCache(MemoFile):
         entries = self.read()
         entries[key] = [stamp, digest]
         self.write(entries)
+
+
+class ModelDigests(MemoFile):
+    """The digest each model spec loaded to, with the files it was read from then. A run
+    that finds nothing to embed learns from it which vectors are its model's without
+    loading the model; once any of those files changes (a model folder saved over, a hub
+    model updated), the model is loaded again."""
+
+    def get(self, spec: str) -> str | None:
+        entry = self.read().get(spec_key(spec))
+        if not (isinstance(entry, dict) and isinstance(entry.get("files"), dict)):
+            return None
+        files = entry["files"]
+        return entry.get("digest") if _stamps(list(files)) == files else None
+
+    def put(self, spec: str, source: Path | None, digest: str) -> None:
+        entries = self.read()
+        entries[spec_key(spec)] = {"digest": digest, "files": _stamps(_read_with(source))}
+        self.write(entries)
+
+
+def spec_key(spec: str) -> str:
+    """A model spec that names a file or folder stands for its absolute path."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if ":" not in spec and path.exists() else spec
+
+
+def _read_with(source: Path | None) -> list[str]:
+    """The files a model's weights file comes with: its folder's (configs, preprocessing),
+    and, in a Hugging Face cache, the refs that say which snapshot a name resolves to.
+    Random weights come from no file: their spec (config and seed) is all there is."""
+    if source is None:
+        return []
+    folders = [source.parent]
+    if source.parent.parent.name == "snapshots":
+        folders.append(source.parent.parent.parent / "refs")
+    return [str(p) for folder in folders if folder.is_dir() for p in sorted(folder.iterdir())]
+
+
+def _stamps(paths: list[str]) -> dict[str, list[int] | None]:
+    stamps: dict[str, list[int] | None] = {}
+    for path in paths:
+        try:
+            st = Path(path).stat()
+        except OSError:
+            stamps[path] = None
+            continue
+        stamps[path] = [st.st_size, st.st_mtime_ns]
+    return stamps

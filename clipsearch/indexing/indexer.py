@@ -1,6 +1,7 @@
 """`clipsearch index`: plan the run (plan.py), reuse the vectors of moved and copied files
 (reuse.py), decode, embed and commit the rest a batch at a time (pipeline.py), drop the
-rows of files that are gone, and bring the vector index up to date.
+rows of files that are gone, and bring the vector index up to date. The model loads and the
+decoding processes start only once the plan holds work: an unchanged re-run is a scan.
 
 Each batch commits atomically, so a crash or kill -9 loses at most the batch in flight
 and the next run goes on from there.
@@ -9,7 +10,7 @@ and the next run goes on from there.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..core.config import IndexOptions
@@ -18,10 +19,11 @@ from ..core.sizes import parse_size
 from ..storage.catalog import Catalog
 from ..storage.database import State
 from ..storage.presets import preset_named
+from ..storage.schema import Model
 from ..storage.store import Store
 from ..storage.vector_indexes import IndexWriteError
 from .pipeline import Pipeline
-from .plan import Planner, absolute_roots
+from .plan import Planner, Task, absolute_roots
 from .pool import DecodePool
 from .report import IndexReport, Progress, Stopwatch
 from .reuse import reuse_moved_and_copied
@@ -32,24 +34,50 @@ if TYPE_CHECKING:  # torch: not imported by `status`, `forget` or decoding worke
     from .ray_pipeline import Embedding
 
 
+class RunModel:
+    """A run's model, loaded when first needed. Its digest may be known before (the store
+    remembers what each spec loaded to), which finds its vectors in the catalog."""
+
+    def __init__(self, load: Callable[[], Encoder], digest: str | None = None):
+        self._load = load
+        self.digest = digest
+        self.loaded: Encoder | None = None
+        self.seconds = 0.0  # spent loading it
+
+    @classmethod
+    def of(cls, encoder: Encoder) -> RunModel:
+        model = cls(lambda: encoder, encoder.digest)
+        model.loaded = encoder
+        return model
+
+    def get(self) -> Encoder:
+        if self.loaded is None:
+            started = time.perf_counter()
+            self.loaded = self._load()
+            self.seconds = time.perf_counter() - started
+            self.digest = self.loaded.digest
+        return self.loaded
+
+
 class Indexer:
-    """One run of `clipsearch index` over some roots for one model. A pool of decoding
-    processes may be handed in, started earlier (while the model loaded, say); with `ray`,
-    Ray Data decodes and embeds instead (ray_pipeline.py) and this process only writes."""
+    """One run of `clipsearch index` over some roots for one model (loaded, or a RunModel
+    to load if there is work). A pool of decoding processes may be handed in, started here
+    when there is work; with `ray`, Ray Data decodes and embeds instead (ray_pipeline.py)
+    and this process only writes."""
 
     pipeline = Pipeline  # what decodes, embeds and commits the planned files
 
     def __init__(
         self,
         store: Store,
-        encoder: Encoder,
+        model: Encoder | RunModel,
         options: IndexOptions | None = None,
         pool: DecodePool | None = None,
         ray: Embedding | None = None,
     ):
         self.store = store
         self.catalog: Catalog = store.catalog
-        self.encoder = encoder
+        self.model = model if isinstance(model, RunModel) else RunModel.of(model)
         self.options = options or IndexOptions()
         self.report = IndexReport()
         self.planner = Planner(self.catalog, self.options)
@@ -78,7 +106,9 @@ class Indexer:
     def dry_run(self, roots: list[str]) -> None:
         stored = self.catalog.state in (State.CURRENT, State.OLDER)
         scan = self.planner.scan(roots, known=stored)
-        known = self.catalog.models.find(self.encoder.digest) if stored else None
+        known = self._known_model() if stored else None
+        if stored and known is None:
+            known = self.catalog.models.find(self.model.get().digest)
         tasks = self.planner.tasks(scan, known.id if known else None)
         self.report.planned = {
             "embed": len(tasks),
@@ -89,15 +119,19 @@ class Indexer:
     def index(self, roots: list[str], progress: Progress | None) -> None:
         with self.watch("scan"):
             scan = self.planner.scan(roots)
-        e = self.encoder
         with self.watch("plan"):
-            model_id = self.catalog.models.register(e.name, e.architecture, e.digest, e.dim).id
-            tasks = self.planner.tasks(scan, model_id)
-            tasks = reuse_moved_and_copied(self.catalog, model_id, tasks, scan, self.report)
-        pipeline = self.pipeline(
-            self.catalog, e, model_id, self.options, self.report, self.pool, self.ray
-        )
-        pipeline.run(tasks, progress)
+            known = self._known_model()
+            model_id = known.id if known is not None else self._register()
+            tasks = self._tasks(scan, model_id)
+        if tasks:
+            encoder = self._load()
+            if encoder.digest != self.catalog.models.get(model_id).digest:  # changed meanwhile
+                model_id = self._register()
+                tasks = self._tasks(scan, model_id)
+            pipeline = self.pipeline(
+                self.catalog, encoder, model_id, self.options, self.report, self.pool, self.ray
+            )
+            pipeline.run(tasks, progress)
         with self.watch("remove missing"):
             self.remove_missing(scan)
         if self.planner.shards_read:  # every member has its row now: next time, not opened
@@ -105,6 +139,26 @@ class Indexer:
                 self.catalog.files.mark_shards_complete(s, self.planner.shards_read)
         with self.watch("vector index"):
             self.update_index(model_id)
+
+    def _known_model(self) -> Model | None:
+        """The catalog's row for the model, found by the digest it is known to have."""
+        return self.catalog.models.find(self.model.digest) if self.model.digest else None
+
+    def _register(self) -> int:
+        e = self._load()
+        return self.catalog.models.register(e.name, e.architecture, e.digest, e.dim).id
+
+    def _tasks(self, scan: ScanResult, model_id: int) -> list[Task]:
+        tasks = self.planner.tasks(scan, model_id)
+        return reuse_moved_and_copied(self.catalog, model_id, tasks, scan, self.report)
+
+    def _load(self) -> Encoder:
+        """The model, loaded while the decoding processes start."""
+        if self.pool is not None and self.model.loaded is None:
+            self.pool.start()
+        encoder = self.model.get()
+        self.report.profile["model load"] = self.model.seconds
+        return encoder
 
     def remove_missing(self, scan: ScanResult) -> None:
         ids = [row.id for row in scan.missing]
@@ -115,9 +169,11 @@ class Indexer:
 
     def update_index(self, model_id: int) -> None:
         try:
-            prompts = self.encoder.encode_text(SEARCH_PROMPTS)
             loaded, action = self.store.indexes.sync(
-                model_id, self.options.preset, prompts, self.memory_budget
+                model_id,
+                self.options.preset,
+                lambda: self._load().encode_text(SEARCH_PROMPTS),
+                self.memory_budget,
             )
             self.report.index_action, self.report.preset = action, loaded.preset.name
             self.report.index_note = loaded.note

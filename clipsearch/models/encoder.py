@@ -8,6 +8,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from enum import Enum
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -183,6 +184,8 @@ class Encoder:
     `.name` says where the weights came from, `.dim` the vector size, and `.digest` ties
     every vector in a catalog to the exact weights that made it.
     """
+
+    source: Path | None = None  # the weights file, where they came from one
 
     def __init__(
         self,
@@ -369,6 +372,8 @@ def load_model(
             digests.put(weights.source, digest)
         if text_only:
             model.visual = None
-    return Encoder(
+    encoder = Encoder(
         model, weights.name, device=device, precision=precision, digest=digest, owns_model=True
     )
+    encoder.source = weights.source
+    return encoder

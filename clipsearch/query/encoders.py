@@ -127,13 +127,22 @@ class Encoders:
         from ..models.encoder import load_model
 
         self.loads.append((spec, precision, text_only))
-        return load_model(
+        encoder = load_model(
             spec,
             device=self.device,
             precision=precision,
             text_only=text_only,
             digests=self.store.digests,
         )
+        aligned = encoder.text_key != encoder.digest  # a text tower answers for another's
+        if not aligned and self.store.model_digests.get(spec) != encoder.digest:
+            self.store.model_digests.put(spec, encoder.source, encoder.digest)
+        return encoder
+
+    def known_digest(self, spec: str) -> str | None:
+        """The digest the model loaded to last time, if nothing it was read from has
+        changed since: which vectors are its, without loading it."""
+        return self.store.model_digests.get(spec)
 
     def model_row(self, encoder: Encoder) -> Model:
         """The catalog's row for the encoder's weights; an error naming the models that

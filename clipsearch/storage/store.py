@@ -18,7 +18,7 @@ from pathlib import Path
 import platformdirs
 
 from ..core.errors import ClipsearchError
-from ..core.memo import DigestCache
+from ..core.memo import DigestCache, ModelDigests
 from .catalog import Catalog
 from .database import CatalogError, CatalogMissing, ReadOnly, sqlite_url
 from .query_log import QueryLog
@@ -28,6 +28,7 @@ CATALOG_FILE = "catalog.db"
 INDEX_DIR = "indexes"
 LOCK_FILE = "writer.lock"
 DIGESTS_FILE = "weights-digests.json"
+MODEL_DIGESTS_FILE = "model-digests.json"  # by spec: a no-op run loads no model
 PRECISION_CHECKS_FILE = "precision-checks.json"  # query/precision.py: PrecisionChecks
 TEXT_MODELS_FILE = "text-models.json"  # the text tower each image model's queries use
 
@@ -84,6 +85,7 @@ class Store:
         self.query_log = QueryLog(self.path)
         self.indexes = VectorIndexes(self.catalog, self.path / INDEX_DIR, self.query_log)
         self.digests = DigestCache(self.path / DIGESTS_FILE)
+        self.model_digests = ModelDigests(self.path / MODEL_DIGESTS_FILE)
         self.wait = wait
         self.on_wait = on_wait
         self._lock_fd: int | None = None

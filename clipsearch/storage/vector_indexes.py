@@ -17,6 +17,7 @@ index_files.py (its file), tuning.py (its search parameter).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,6 +38,14 @@ from .query_log import QueryLog
 from .recall import Recall
 
 TOMBSTONE_REBUILD_FRACTION = 0.1
+
+
+# Text prompts the caller's model encodes, or what encodes them when they are needed.
+Prompts = np.ndarray | Callable[[], np.ndarray] | None
+
+
+def encoded(prompts: Prompts) -> np.ndarray | None:
+    return prompts() if callable(prompts) else prompts
 
 
 class IndexWriteError(ClipsearchError):
@@ -67,11 +76,12 @@ class VectorIndexes:
         self,
         model_id: int,
         preset: str = "auto",
-        prompts: np.ndarray | None = None,
+        prompts: Prompts = None,
         memory_budget: int | None = None,
     ) -> LoadedIndex:
         """A fresh index from every vector of the model in the catalog, its search
-        parameter tuned (tuning.py) on the prompts the caller's model encoded, if any."""
+        parameter tuned (tuning.py) on the prompts the caller's model encoded, if any
+        (asked for only by a preset that is tuned)."""
         log_seq = self.catalog.vectors.log_position(model_id)
         all_ids = self.catalog.vectors.ids(model_id)
         n = len(all_ids)
@@ -116,7 +126,8 @@ class VectorIndexes:
         loaded.apply_log([e for e in later if not (e[2] == "+" and e[1] in already)], self.catalog)
         loaded.log_seq = later[-1][0] if later else log_seq
         if chosen.tune and n > 0:
-            loaded.recall = tuning.tune(self.catalog, loaded, self.query_sets(model_id, prompts))
+            text = encoded(prompts)
+            loaded.recall = tuning.tune(self.catalog, loaded, self.query_sets(model_id, text))
             loaded.params = loaded.recall.params
         return loaded
 
@@ -241,12 +252,13 @@ class VectorIndexes:
         self,
         model_id: int,
         preset: str = "auto",
-        prompts: np.ndarray | None = None,
+        prompts: Prompts = None,
         memory_budget: int | None = None,
     ) -> tuple[LoadedIndex, str]:
         """After indexing: update and save the index, rebuilding when the preset changes,
         the file is unusable, or tombstones pass 10% of the vectors, and tuning it again
-        when queries logged since it was measured find it below target."""
+        when queries logged since it was measured find it below target. `prompts` are
+        asked for only where the index is built or checked (they need the model)."""
         row = self.catalog.indexes.row(model_id)
         loaded = (
             None if preset not in ("auto", getattr(row, "preset", None)) else self.load(model_id)
@@ -259,10 +271,11 @@ class VectorIndexes:
             loaded = self.build(model_id, preset, prompts, memory_budget)
             action = "rebuilt"
         elif self._queries_since(loaded):
-            drifted = self.check(loaded, prompts)
+            text = encoded(prompts)
+            drifted = self.check(loaded, text)
             loaded = replace(loaded, recall=drifted)
             if drifted.below:
-                loaded, action = self.retune(loaded, prompts), "retuned"
+                loaded, action = self.retune(loaded, text), "retuned"
         elif row is not None and loaded.log_seq == row.log_seq:
             return loaded, "unchanged"
         self.save(loaded)

@@ -734,3 +734,53 @@ def test_ctrl_c_while_the_workers_start_is_one_line(tmp_path, photos):
     _, err = proc.communicate(timeout=60)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert proc.returncode in (0, 130)  # 0: it had finished already
+
+
+NOOP_RUN = """
+import resource, sys
+from clipsearch import Library
+from clipsearch.indexing.indexer import IndexOptions
+if __name__ == "__main__":
+    with Library(sys.argv[1], create=True, precision="fp32") as lib:
+        report = lib.index([sys.argv[2]], sys.argv[3], IndexOptions(workers=1))
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(report.added, report.unchanged, len(lib.loads), "torch" in sys.modules,
+          children.ru_utime + children.ru_stime > 0)
+"""
+
+
+def test_an_unchanged_rerun_loads_no_model_and_starts_no_process(tmp_path, photos):
+    """What a re-run costs is a scan: the model (torch itself) and the decoding processes
+    are for runs that have something to embed."""
+    folder = tmp_path / "model"
+    from clipsearch import load_model
+
+    load_model("random:tiny:3").save(str(folder))
+    run = [sys.executable, "-c", NOOP_RUN, str(tmp_path / "store"), str(photos), str(folder)]
+    first = subprocess.run(run, capture_output=True, text=True, check=True).stdout.split()
+    assert first == ["7", "0", "1", "True", "True"]
+    again = subprocess.run(run, capture_output=True, text=True, check=True).stdout.split()
+    assert again == ["0", "7", "0", "False", "False"]
+    make_image(photos / "new.png", seed=77)
+    one_more = subprocess.run(run, capture_output=True, text=True, check=True).stdout.split()
+    assert one_more == ["1", "7", "1", "True", "True"]
+
+
+def test_a_model_saved_over_its_folder_is_loaded_again(tmp_path, photos):
+    """The store knows a model's vectors without loading it only while the files it was
+    read from are unchanged: other weights in the same folder are another model."""
+    from clipsearch import Library, load_model
+    from clipsearch.indexing.indexer import IndexOptions
+
+    folder, store = tmp_path / "model", tmp_path / "store"
+    load_model("random:tiny:1").save(str(folder))
+    with Library(store, create=True, precision="fp32") as lib:
+        lib.index([photos], str(folder), IndexOptions(workers=1))
+    load_model("random:tiny:2").save(str(folder))
+    with Library(store, precision="fp32") as lib:
+        report = lib.index([photos], str(folder), IndexOptions(workers=1))
+        assert report.added == 7 and len(lib.loads) == 1
+        assert len(lib.catalog.models.with_vectors()) == 2
+    with Library(store, precision="fp32") as lib:
+        dry = lib.index([photos], str(folder), IndexOptions(dry_run=True))
+        assert dry.planned["embed"] == 0 and lib.loads == []

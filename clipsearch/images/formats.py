@@ -12,13 +12,15 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 )
 HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".avif"})
+_EXTENSIONS = IMAGE_EXTENSIONS | HEIF_EXTENSIONS
 
 
 def is_image_name(name: str) -> bool:
     """An image file by its extension; HEIF ones too (without pillow-heif they are
-    recorded as skipped, so that installing it later picks them up)."""
-    ext = os.path.splitext(name)[1].lower()
-    return ext in IMAGE_EXTENSIONS or ext in HEIF_EXTENSIONS
+    recorded as skipped, so that installing it later picks them up). As os.path.splitext
+    reads an extension (leading dots are none), without its cost on every name walked."""
+    stem, dot, ext = name.rpartition(os.sep)[2].rpartition(".")
+    return bool(dot and stem.strip(".")) and f".{ext.lower()}" in _EXTENSIONS
 
 
 def skipped_for_heif(error: str | None) -> bool:

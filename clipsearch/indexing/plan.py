@@ -118,7 +118,7 @@ class Planner:
     def _rows(self, walked_roots: list[str], listed: list[Found], shards: list[Found]) -> dict:
         """The catalog's rows for what the roots hold: under the roots walked, the items
         listed, and the members of the shards that lists name."""
-        rows = self.catalog.files.under(walked_roots)
+        rows = self.catalog.files.stamps_under(walked_roots)
         rows.update(self.catalog.files.named([f.path for f in listed]))
         named = {f.path for f in listed}
         rows.update(self.catalog.files.under([f.path for f in shards if f.path in named]))
@@ -183,13 +183,12 @@ class Planner:
         have = self.catalog.vectors.present(model_id, [f.id for f in scan.unchanged])
         tasks = [Task(f) for f in scan.new] + [Task(f, replaces=row) for f, row in scan.changed]
         for row in scan.unchanged:
-            found = Found(row.path, row.size, row.mtime_ns)
             if row.state == "ok" and row.id not in have:
-                tasks.append(Task(found, existing=row))
+                tasks.append(Task(Found(row.path, row.size, row.mtime_ns), existing=row))
             elif row.state == "failed" and (
                 (skipped_for_heif(row.error) and heif_support()) or is_url(row.path)
             ):  # a URL cannot say it changed: a failed one (404, timeout) is tried again
-                tasks.append(Task(found, replaces=row))
+                tasks.append(Task(Found(row.path, row.size, row.mtime_ns), replaces=row))
             else:
                 self.unchanged += 1
         return tasks

@@ -8,6 +8,7 @@ Which new files are moves or copies is reuse.py's question.
 from __future__ import annotations
 
 import fnmatch
+import operator
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,7 @@ from ..images.items import is_shard_name
 from ..storage.schema import File
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a walk makes one per file, 4x faster so
 class Found:
     path: str  # or a shard member's or URL's key (images/items.py)
     size: int
@@ -86,7 +87,7 @@ class Walker:
     def _walk_dir(self, folder: str, ancestors: set) -> Iterator[Found]:
         try:
             faults.hit("list-folder", folder)
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            entries = sorted(os.scandir(folder), key=BY_NAME)
         except OSError as e:
             self.problems.append(
                 ScanProblem(folder, f"cannot list folder: {e.strerror}; what was indexed under "
@@ -96,13 +97,17 @@ class Walker:
             return
         for entry in entries:
             name = entry.name
-            if (name.startswith(".") and not self.include_hidden) or self.excluded(
-                entry.path, name
+            if (name.startswith(".") and not self.include_hidden) or (
+                self.exclude and self.excluded(entry.path, name)
             ):
                 continue
             try:
-                if entry.is_symlink() and not self.follow_symlinks:
+                link = entry.is_symlink()
+                if link and not self.follow_symlinks:
                     continue
+                image = wanted(name)
+                if not (image or link or entry.is_dir(follow_symlinks=False)):
+                    continue  # a file no image: no stat for it (the folder listing says so)
                 st = entry.stat(follow_symlinks=True)
             except OSError as e:  # dangling link, permission, vanished
                 if entry.is_symlink():
@@ -119,8 +124,15 @@ class Walker:
                     continue
                 self.visited.add(key)
                 yield from self._walk_dir(entry.path, ancestors | {key})
-            elif stat.S_ISREG(st.st_mode) and (is_image_name(name) or is_shard_name(name)):
+            elif image and stat.S_ISREG(st.st_mode):
                 yield Found(entry.path, st.st_size, st.st_mtime_ns)
+
+
+BY_NAME = operator.attrgetter("name")
+
+
+def wanted(name: str) -> bool:
+    return is_image_name(name) or is_shard_name(name)
 
 
 def compare(

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import operator
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 
 import numpy as np
-from sqlalchemy import and_, delete, func, insert, literal_column, or_, select, update
+from sqlalchemy import Row, and_, delete, func, insert, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..images.items import SHARD_SEP, is_shard_name, split_member
@@ -60,14 +60,25 @@ class FileRecords:
 
     def under(self, roots: Sequence[str]) -> dict[str, File]:
         """Rows whose path lies under any of the roots (or is one)."""
-        out: dict[str, File] = {}
         with self.db.read() as s:
-            for root in roots:
-                q = select(File).where((File.path == root) | path_range(File.path, root))
-                out.update((f.path, f) for f in s.scalars(q))
-            for f in s.scalars(select(File).where(self.raw_paths())):
-                if f.path in roots or f.path.startswith(prefixes_of(roots)):
-                    out[f.path] = f
+            return self._under(roots, lambda q: s.scalars(select(File).where(q)))
+
+    def stamps_under(self, roots: Sequence[str]) -> dict[str, Row]:
+        """What a scan compares of those rows: id, path, size, mtime_ns, state and error
+        (plain rows: a re-run of 100k files would spend most of its time making objects)."""
+        columns = (File.id, File.path, File.size, File.mtime_ns, File.state, File.error)
+        with self.db.read() as s:
+            return self._under(roots, lambda q: s.execute(select(*columns).where(q)))
+
+    def _under(self, roots: Sequence[str], rows_where: Callable) -> dict:
+        out = {}
+        for root in roots:
+            inside = (File.path == root) | path_range(File.path, root)
+            out.update((f.path, f) for f in rows_where(inside))
+        prefixes = prefixes_of(roots)
+        for f in rows_where(self.raw_paths()):
+            if f.path in roots or f.path.startswith(prefixes):
+                out[f.path] = f
         return out
 
     def named(self, paths: Sequence[str]) -> dict[str, File]:

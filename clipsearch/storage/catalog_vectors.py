@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from .database import CatalogError, Database, chunks
+from .database import IN_CHUNK, CatalogError, Database, chunks
 from .schema import Vector, VectorIndex, VectorLog
 
 
@@ -47,6 +47,8 @@ class VectorRecords:
         out: set[int] = set()
         if model_id is None:
             return out
+        if len(file_ids) > 20 * IN_CHUNK:  # a re-run's every file: one pass over the model's
+            return set(self.ids(model_id).tolist()).intersection(file_ids)
         with self.db.read() as s:
             for chunk in chunks(file_ids):
                 q = select(Vector.file_id).where(

@@ -5,6 +5,7 @@ only from its own folder on its own floor (tests/test_layers.py holds the code t
 
     cli/                          the command line, a thin face over the Library
     server/                       `clipsearch serve`: the JSON API and the search page
+    watching/                     a store that keeps itself current (`watch`, `serve --watch`)
     library status                the Python API every face calls; what a store holds
     indexing/ query/ training/    fill a store; answer queries; make models
     storage/ models/              the catalog and its vector indexes; CLIP and its weights

@@ -65,6 +65,7 @@ def emit_json(data) -> None:
     from ..query.render import json_text
 
     sys.stdout.write(json_text(data) + "\n")
+    sys.stdout.flush()  # a line a script reads as it comes (watch --json)
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -89,6 +90,74 @@ def index(
         emit_json(report.to_dict())
     else:
         show_index_report(report, options.dry_run)
+
+
+WATCHED = ("batch_size", "workers", "preset", "include_hidden", "follow_symlinks", "exclude")
+
+
+@app.command()
+@with_settings(IndexOptions, only=WATCHED)
+def watch(
+    paths: list[Path] = typer.Argument(..., help="Folders to keep indexed."),
+    model: str = StoreModelOption,
+    store: Path = StoreOption,
+    db: str = DbOption,
+    device: str = DeviceOption,
+    precision: str = typer.Option("auto", help="As for `index`."),
+    poll: float = typer.Option(
+        None,
+        "--poll",
+        metavar="SECONDS",
+        min=0.5,
+        help="Look for changes every SECONDS instead of waiting for file-system events (for "
+        "network shares, which send none). Without it, watch falls back to looking every 5 s "
+        "where events cannot be had (the inotify watch limit reached), and says so.",
+    ),
+    as_json: bool = JsonOption,
+    **settings,
+) -> None:
+    """Index PATHS, then keep them indexed: a photo added, changed, moved or deleted is
+    searchable (or gone) seconds later, until Ctrl-C or SIGTERM. Runs at background
+    priority; the model loads with the first photo to embed and stays loaded. With --json,
+    one line per run: added, updated, moved, copied, removed, failed."""
+    from ..watching.watcher import Watcher
+
+    options = IndexOptions(**settings)
+    share_the_machine(True, None, options)
+    stop = threading.Event()
+    with (
+        user_errors(),
+        open_library(
+            store, db, create=True, device=device, precision=precision, on_wait=on_wait
+        ) as lib,
+    ):
+        watcher = Watcher(
+            lib, [str(p) for p in paths], model, options, poll,
+            on_report=lambda report: said_of_run(report, as_json),
+            on_note=lambda note: err.print(f"[yellow]Note:[/yellow] {escaped(note)}", markup=True),
+        )  # fmt: skip
+        if not as_json:
+            err.print(f"Watching {len(watcher.roots)} folder(s); Ctrl-C stops.")
+        try:
+            watcher.run(stop)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run in progress stopped whole
+            stop.set()
+    if not as_json:
+        err.print("Stopped watching.")
+
+
+def said_of_run(report, as_json: bool) -> None:
+    """One line per run of a watch: JSON for scripts, else a sentence when it changed
+    something."""
+    counts = {k: getattr(report, k) for k in ("added", "updated", "moved", "copied", "removed")}
+    if as_json:
+        emit_json({**counts, "failed": report.failed, "seconds": round(report.seconds, 3)})
+        return
+    show_problems(report)
+    if any(counts.values()) or report.failed:
+        done = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+        failed = f"{report.failed} failed" if report.failed else ""
+        out.print(f"{time.strftime('%H:%M:%S')} {', '.join(x for x in (done, failed) if x)}.")
 
 
 def share_the_machine(background: bool, threads: int | None, options: IndexOptions) -> None:

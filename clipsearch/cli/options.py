@@ -73,10 +73,10 @@ QueryLogOption = typer.Option(
 )
 
 
-def with_settings(config: type):
+def with_settings(config: type, only: tuple[str, ...] | None = None):
     """The command also takes every field of a config dataclass that declares a flag
-    (config.setting): defaults, flags and help come from the field, declared once. They
-    arrive in the command's **settings."""
+    (config.setting), or those `only` names: defaults, flags and help come from the field,
+    declared once. They arrive in the command's **settings."""
 
     def wrap(command):
         hints = typing.get_type_hints(config)
@@ -95,7 +95,7 @@ def with_settings(config: type):
                 annotation=hints[f.name],
             )
             for f in fields(config)
-            if "flags" in f.metadata
+            if "flags" in f.metadata and (only is None or f.name in only)
         ]
         own = [
             p

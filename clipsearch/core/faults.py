@@ -6,11 +6,13 @@ variable CLIPSEARCH_FAULT names the point: `point=action` or `point:text=action`
 `text` must occur in the detail the code passes (a file name, say) and action is `kill`
 (SIGKILL this process), `exit` (leave at once with status 70, as a crash would),
 `raise` (a RuntimeError, as a bug would), `deny` (a PermissionError, as a folder that
-cannot be read gives even root) or `sleep:SECONDS`. Several specs are separated by `;`.
+cannot be read gives even root), `full` (an OSError ENOSPC, as a full disk or the
+inotify watch limit gives) or `sleep:SECONDS`. Several specs are separated by `;`.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -38,5 +40,7 @@ def _act(action: str) -> None:
         raise PermissionError(13, "Permission denied")
     elif action == "raise":
         raise RuntimeError("fault injected by CLIPSEARCH_FAULT")
+    elif action == "full":
+        raise OSError(errno.ENOSPC, "No space left on device")
     elif action.startswith("sleep:"):
         time.sleep(float(action[len("sleep:") :]))

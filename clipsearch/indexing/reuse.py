@@ -22,7 +22,7 @@ def reuse_moved_and_copied(
     moved leave `scan.missing`."""
     missing = {row.id: row for row in scan.missing}
     remaining = []
-    reused = {t.found.path: src for t, src in equal_files(catalog, model_id, tasks)}
+    reused = {t.found.path: src for t, src in equal_files(catalog, model_id, tasks, set(missing))}
     with catalog.write() as s:
         for t in tasks:
             src, f = reused.get(t.found.path), t.found
@@ -38,8 +38,11 @@ def reuse_moved_and_copied(
     return remaining
 
 
-def equal_files(catalog: Catalog, model_id: int, tasks: list[Task]) -> list[tuple[Task, File]]:
-    """(new file, catalogued file with this model's vector and the same content)."""
+def equal_files(
+    catalog: Catalog, model_id: int, tasks: list[Task], gone: set[int]
+) -> list[tuple[Task, File]]:
+    """(new file, catalogued file with this model's vector and the same content): one
+    that is gone first (a move), else the oldest (a copy)."""
     fresh = [t for t in tasks if t.is_new and is_plain_file(t.found.path)]
     prints: dict[str, str] = {}
     for t in fresh:
@@ -54,7 +57,7 @@ def equal_files(catalog: Catalog, model_id: int, tasks: list[Task]) -> list[tupl
     out = []
     for t in fresh:
         rows = [f for f in candidates.get(prints.get(t.found.path, ""), []) if f.content]
-        rows = [f for f in rows if f.id in with_vector]
+        rows = sorted((f for f in rows if f.id in with_vector), key=lambda f: f.id not in gone)
         if not rows:
             continue
         try:

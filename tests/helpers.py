@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -135,6 +136,29 @@ def serving(
         server.should_exit = True
         thread.join(10)
         lib.close()
+
+
+@contextmanager
+def serving_watched(store: Path, folder: Path, model: str = "random:tiny"):
+    """`clipsearch serve --watch FOLDER` as a user starts it, on a free port: (its base
+    URL, the process). Stopped with Ctrl-C (SIGINT) at the end."""
+    import signal
+
+    command = [sys.executable, "-m", "clipsearch", "serve", "--store", str(store), "--port"]
+    command += ["0", "--watch", str(folder), "--model", model]
+    proc = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, env={**os.environ, "CLIPSEARCH_QUERY_LOG": "0"}
+    )
+    try:
+        line = proc.stderr.readline()
+        assert " at http" in line, line + proc.stderr.read()
+        yield line.split(" at ")[1].split(" ")[0].rstrip("/"), proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        finally:
+            proc.kill()
 
 
 class PostgresUnavailable(Exception):

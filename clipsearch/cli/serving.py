@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from pathlib import Path
 
@@ -48,6 +49,13 @@ def serve(
         help="Listen beyond loopback without a key (anyone who can reach it sees your photos).",
     ),
     open_page: bool = typer.Option(False, "--open", help="Open the page in your browser."),
+    watch: list[Path] = typer.Option(
+        [],
+        "--watch",
+        metavar="FOLDER",
+        help="Also keep FOLDER indexed while serving, as `clipsearch watch` does (repeat for "
+        "more): a photo added there is found seconds later; the page says when indexing runs.",
+    ),
     device: str = DeviceOption,
     precision: str = QueryPrecisionOption,
     query_log: bool | None = QueryLogOption,
@@ -63,12 +71,38 @@ def serve(
         lib = open_library(store, db, create=True, device=device, precision=precision,
                            query_log=query_log, text_model=text_model)  # fmt: skip
         started = time.perf_counter()
-        service = Service(lib, model)
-        service.warm_up()
-        exposure = Exposure(host, tuple(allowed_hosts), api_key)
-        run_server(service, exposure, port, lambda url: announce(lib, url, started, open_page))
+        with watching_beside(watch, lambda: open_library(store, db, create=True, device=device,
+                             precision=precision), model) as watcher:  # fmt: skip
+            service = Service(lib, model, watcher)
+            service.warm_up()
+            exposure = Exposure(host, tuple(allowed_hosts), api_key)
+            run_server(service, exposure, port, lambda url: announce(lib, url, started, open_page))
         lib.close()
     err.print("Stopped.")
+
+
+@contextlib.contextmanager
+def watching_beside(folders: list[Path], open_store, model: str | None):
+    """`serve --watch`: a Watcher on a thread of its own, with a Library of its own (the
+    server's answers searches meanwhile), stopped when the server stops."""
+    if not folders:
+        yield None
+        return
+    from ..watching.watcher import Watcher
+
+    def note(text: str) -> None:
+        err.print(f"[yellow]Watching:[/yellow] {escaped(text)}", markup=True)
+
+    with open_store() as lib:
+        watcher = Watcher(lib, [str(f) for f in folders], model, on_note=note)
+        stop = threading.Event()
+        thread = threading.Thread(target=watcher.run_noted, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            yield watcher
+        finally:
+            stop.set()
+            thread.join(60)  # a run in progress ends whole first
 
 
 def check_exposure(host: str, api_key: str | None, no_auth: bool) -> None:
@@ -92,8 +126,6 @@ def check_exposure(host: str, api_key: str | None, no_auth: bool) -> None:
 
 def run_server(service, exposure, port: int, ready) -> None:
     """Serve until Ctrl-C or SIGTERM; `ready(url)` is called once the port is bound."""
-    import threading
-
     from ..server import create_app, make_server
 
     server = make_server(create_app(service, exposure), exposure.host, port)

@@ -1,5 +1,5 @@
 """The JSON API under /api/v1: search (words, uploaded images, an indexed image), similar
-images, vectors, and the store's status."""
+images, vectors, the store's status, and what `serve --watch` is doing."""
 
 from __future__ import annotations
 
@@ -44,3 +44,11 @@ async def embed(request: Request) -> dict:
 @router.get("/status")
 def status(request: Request) -> dict:
     return service_of(request).library.status().to_dict()
+
+
+@router.get("/watch")
+def watch(request: Request) -> dict:
+    """With `serve --watch`: whether a run of indexing is going on, how many files it
+    has changed since the server started, and when it last changed one (epoch seconds);
+    without, `{"watching": false}`."""
+    return service_of(request).watching()

@@ -31,6 +31,7 @@ from ..query.search import Filters, QueryError, Term, parse_query, split_query
 from ..query.searcher import UnknownFile, UnusableImage
 from ..storage.database import CatalogError, CatalogMissing, State
 from ..storage.schema import File
+from ..watching.watcher import Watcher
 from .schemas import Item, SearchRequest, SearchResponse
 
 API = "/api/v1"  # where the JSON API lives
@@ -76,12 +77,17 @@ def status_for(e: Exception) -> tuple[int, str]:
 class Service:
     """The warm Library behind the endpoints."""
 
-    def __init__(self, library: Library, model: str | None = None):
+    def __init__(self, library: Library, model: str | None = None, watcher: Watcher | None = None):
         self.library = library
         self.model = model
+        self.watcher = watcher  # `serve --watch`: the page tells what it is doing
         self.lock = threading.Lock()
         self.thumbs = library.store.path / "thumbs"
         self.making = [threading.Lock() for _ in range(64)]  # by thumbnail, hashed
+
+    def watching(self) -> dict:
+        """`{"watching": false}` without --watch; else what the watcher is doing."""
+        return self.watcher.state.to_dict() if self.watcher else {"watching": False}
 
     def warm_up(self) -> None:
         """Load the text tower and the vector index now, not at the first request."""

@@ -207,7 +207,7 @@ class Database:
         self.shown = self.engine.url.render_as_string(hide_password=True)
         self.read_only = False
         try:
-            self.state = self._inspect()
+            self._state = self._inspect()
         except CatalogError:
             self.engine.dispose()  # a refused database keeps no connection (nor WAL files)
             raise
@@ -216,6 +216,19 @@ class Database:
             self.engine.dispose()  # no writer can make -shm in an unwritable folder
             immutable = not os.access(path.parent, os.W_OK) and not has_sidecars(path)
             self.engine, self.read_only = read_only_engine(path, immutable), True
+
+    @property
+    def state(self) -> State:
+        """What the database holds. Until it holds a current catalog, looked at again on
+        each use: another process may have made or upgraded one since (an `index` or a
+        watcher beside a server that started on an empty store)."""
+        if self._state is not State.CURRENT:
+            self._state = self._inspect()
+        return self._state
+
+    @state.setter
+    def state(self, state: State) -> None:
+        self._state = state
 
     def _writable(self) -> bool:
         """Whether this process may change the SQLite file (and make its -wal and -shm)."""

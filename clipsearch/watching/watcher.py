@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 from ..core.config import IndexOptions
-from ..core.errors import ClipsearchError
+from ..core.errors import ClipsearchError, explain
 from ..indexing.plan import absolute_roots
 from ..indexing.report import IndexReport
 from ..indexing.scan import Walker, is_under, wanted
@@ -76,6 +76,14 @@ class Watcher:
                     self._index(absolute_roots(targets))
         finally:
             self.state.watching = False
+
+    def run_noted(self, stop: threading.Event) -> None:
+        """`run` on a thread of its own (beside a server): an error ends the watching with
+        a note, not a traceback on a thread no one reads."""
+        try:
+            self.run(stop)
+        except Exception as e:
+            self.on_note(f"stopped watching: {explain(e) or f'{type(e).__name__}: {e}'}")
 
     def _fell_back(self, note: str) -> None:
         self.state.polling = True

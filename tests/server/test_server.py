@@ -7,10 +7,12 @@ import io
 import json
 import os
 import sqlite3
+import time
+from pathlib import Path
 
 import httpx
 import pytest
-from helpers import make_image, serving
+from helpers import make_image, serving, serving_watched
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -378,3 +380,28 @@ def test_the_serve_command_answers_and_stops_cleanly(photos):
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0
     assert "truncated" not in proc.stderr.read()
+
+
+def test_serve_watch_finds_a_new_photo_without_a_restart(tmp_path):
+    folder = tmp_path / "photos"
+    make_image(folder / "old.png", seed=1)
+    with serving_watched(tmp_path / "store", folder) as (url, proc):
+        deadline = time.time() + 60
+        while httpx.get(f"{url}/api/v1/watch").json()["runs"] < 1 and time.time() < deadline:
+            time.sleep(0.2)  # the catch-up run
+        make_image(folder / "new.png", seed=2)
+        while time.time() < deadline:
+            state = httpx.get(f"{url}/api/v1/watch").json()
+            if state["changed"] == 2:
+                break
+            time.sleep(0.2)
+        assert state["watching"] and state["last_change"] and not state["polling"]
+        found = httpx.post(f"{url}/api/v1/search", json={"query": "a photo", "k": 5}).json()
+        assert {Path(item["path"]).name for item in found["items"]} == {"old.png", "new.png"}, found
+    assert proc.returncode == 0
+    assert "Traceback" not in proc.stderr.read()
+
+
+def test_without_watch_the_server_says_it_is_not_watching(photos):
+    with serving(photos / "store") as url:
+        assert httpx.get(f"{url}/api/v1/watch").json() == {"watching": False}

@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from helpers import EMOJI, make_image, serving
+from helpers import EMOJI, make_image, serving, serving_watched
 
 from clipsearch import Library
 
@@ -256,6 +256,24 @@ def test_an_empty_store_and_a_keyed_server_say_so_and_sign_out(browser, tmp_path
         browser.get(f"{url}/?q=a+dog")
         wait(browser, until.alert_is_present())  # the key is asked for again
         browser.switch_to.alert.dismiss()
+
+
+def test_with_serve_watch_the_page_says_what_indexing_does_and_finds_new_photos(browser, tmp_path):
+    folder = tmp_path / "photos"
+    make_image(folder / "old.png", seed=1)
+    with serving_watched(tmp_path / "store", folder) as (url, _):
+        browser.get(f"{url}/?q=a+photo")
+        line = lambda d: d.find_element(By.ID, "watching").text  # noqa: E731
+        wait(browser, lambda d: "1 changed since the server started" in line(d))
+        assert "Watching for new photos" in line(browser) and "none yet" not in line(browser)
+        make_image(folder / "new.png", seed=2)
+        wait(browser, lambda d: "2 changed" in line(d))  # it asks again every 5 s
+        browser.refresh()
+        results_settle(browser, 2)
+    with serving(tmp_path / "store") as url:  # without --watch, no such line
+        browser.get(f"{url}/?q=a+photo")
+        results_settle(browser, 2)
+        assert not shown(browser, "watching")
 
 
 @pytest.mark.slow

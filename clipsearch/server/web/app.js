@@ -346,6 +346,18 @@ async function restore() {
   if (saved.scroll) window.scrollTo(0, saved.scroll);
 }
 
+// With `serve --watch`: whether new photos are being indexed, and when one last was.
+async function showWatching() {
+  const response = await call("/api/v1/watch").catch(() => null);
+  const data = response && response.ok ? await response.json() : {};
+  $("watching").hidden = !data.watching;
+  if (!data.watching) return;
+  const last = data.last_change ? new Date(data.last_change * 1000).toLocaleTimeString() : "none yet";
+  const doing = data.indexing ? "Indexing new photos…" : "Watching for new photos.";
+  $("watching").textContent = `${doing} ${data.changed} changed since the server started; last change: ${last}.`;
+  setTimeout(showWatching, document.hidden ? 30000 : 5000);
+}
+
 async function showSignOut() {
   const response = await call("/api/v1/session").catch(() => null);
   const data = response && response.ok ? await response.json() : {};
@@ -397,4 +409,5 @@ document.addEventListener("paste", (event) => {
 for (const field of Object.keys(FILTERS)) $(field).addEventListener("change", () => state.request && run());
 history.scrollRestoration = "manual";
 showSignOut();
+showWatching();
 restore();

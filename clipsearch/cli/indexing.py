@@ -16,6 +16,7 @@ from .console import emit_json, err, escaped, on_wait, out, progress_bar, user_e
 from .options import (
     DbOption,
     DeviceOption,
+    IndexPrecisionOption,
     JsonOption,
     StoreModelOption,
     StoreOption,
@@ -45,11 +46,7 @@ def index(
     store: Path = StoreOption,
     db: str = DbOption,
     device: str = DeviceOption,
-    precision: str = typer.Option(
-        "auto",
-        help="auto (bf16 where the CPU has it, fp16 on CUDA, else fp32), fp32, bf16, fp16, int8. "
-        "On a CPU, fp16 keeps weights in fp16 and computes in fp32.",
-    ),
+    precision: str = IndexPrecisionOption,
     wait: bool = WaitOption,
     background: bool = typer.Option(
         True,
@@ -103,7 +100,7 @@ def watch(
     store: Path = StoreOption,
     db: str = DbOption,
     device: str = DeviceOption,
-    precision: str = typer.Option("auto", help="As for `index`."),
+    precision: str = IndexPrecisionOption,
     poll: float = typer.Option(
         None,
         "--poll",

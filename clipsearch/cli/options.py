@@ -40,6 +40,12 @@ WaitOption = typer.Option(
     help="If another clipsearch process is writing the store: wait for it (the default), or "
     "stop at once.",
 )
+IndexPrecisionOption = typer.Option(
+    "auto",
+    "--precision",
+    help="auto (bf16 where the CPU has it, fp16 on CUDA, else fp32), fp32, bf16, fp16, int8. "
+    "On a CPU, fp16 keeps weights in fp16 and computes in fp32.",
+)
 QueryPrecisionOption = typer.Option(
     "auto",
     "--precision",

@@ -13,8 +13,7 @@ from contextlib import contextmanager
 import typer
 from rich.console import Console
 
-from ..core.errors import explain
-from ..models.tokenizer import TruncationWarning
+from ..core.errors import TruncationWarning, explain
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -50,3 +50,8 @@ def _database(e: BaseException) -> str:
     if "readonly database" in reason or "read-only" in reason:
         return f"the catalog cannot be written ({reason}); check the store folder's permissions"
     return f"catalog error: {reason}"
+
+
+class TruncationWarning(UserWarning):
+    """A text was longer than the model's context and lost its tail (the tokenizer warns,
+    the faces say so; here so that they need not import the tokenizer to catch it)."""

@@ -17,6 +17,8 @@ import ftfy
 import numpy as np
 import regex
 
+from ..core.errors import TruncationWarning
+
 CONTEXT_LENGTH = 77
 START_OF_TEXT = 49406
 END_OF_TEXT = 49407
@@ -27,10 +29,6 @@ _PATTERN = regex.compile(
     regex.IGNORECASE,
 )
 _WHITESPACE = regex.compile(r"\s+")
-
-
-class TruncationWarning(UserWarning):
-    """A text was longer than the context and lost its tail."""
 
 
 def clean(text: str) -> str:

@@ -20,13 +20,12 @@ from fastapi import Request
 from PIL import Image
 
 from ..core import faults
-from ..core.errors import ClipsearchError
+from ..core.errors import ClipsearchError, TruncationWarning
 from ..core.files import write_atomic
 from ..images import items
 from ..images.decode import BytesSource, ImageError, item_source, open_image
 from ..images.formats import is_image_name
 from ..library import Library
-from ..models.tokenizer import TruncationWarning
 from ..query.search import Filters, QueryError, Term, parse_query, split_query
 from ..query.searcher import UnknownFile, UnusableImage
 from ..storage.database import CatalogError, CatalogMissing, State

@@ -15,7 +15,7 @@ from enum import Enum
 from importlib import resources
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session
@@ -147,10 +147,12 @@ def known_revisions() -> set[str]:
     return {s.revision for s in ScriptDirectory.from_config(_alembic_config(None)).walk_revisions()}
 
 
-def _revision(conn) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    return MigrationContext.configure(conn).get_current_revision()
+def _revision(conn, tables: list[str]) -> str | None:
+    """The schema revision Alembic recorded, read as a row: alembic (and the template
+    engine it brings) is imported only to migrate."""
+    if "alembic_version" not in tables:
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def _backup_sqlite(engine: Engine, path: Path, revision: str) -> None:
@@ -251,8 +253,8 @@ class Database:
         looker = read_only_engine(path, not has_sidecars(path)) if path else self.engine
         try:
             with looker.connect() as conn:
-                revision = _revision(conn)
                 tables = inspect(conn).get_table_names()
+                revision = _revision(conn, tables)
         except DBAPIError as e:
             raise CatalogError(self._cannot_open(e)) from None
         finally:
@@ -266,7 +268,7 @@ class Database:
                     "--store or --db"
                 )
             return State.EMPTY
-        if revision not in known_revisions():
+        if revision != SCHEMA_HEAD and revision not in known_revisions():
             raise CatalogError(
                 f"this catalog has schema revision {revision}, written by a newer clipsearch; "
                 "upgrade clipsearch to use it (nothing was changed)"
@@ -297,7 +299,7 @@ class Database:
             private_file(self.sqlite_file)
         elif self.state is State.OLDER and self.sqlite_file is not None:
             with self.engine.connect() as conn:
-                revision = _revision(conn)
+                revision = _revision(conn, inspect(conn).get_table_names())
             _backup_sqlite(self.engine, self.sqlite_file, revision)
         migrate(self.engine)
         if self.engine.dialect.name == "sqlite":  # persistent; queries read while indexing writes

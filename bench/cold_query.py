@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 QUERY = "a red bicycle"
-IMPORTS = ("numpy", "torch", "faiss", "sqlalchemy", "alembic", "typer", "rich")
+IMPORTS = ("numpy", "torch", "faiss", "sqlalchemy", "typer", "rich")
 
 
 def parts(store: str, model: str) -> dict[str, float]:
@@ -65,7 +65,7 @@ def parts(store: str, model: str) -> dict[str, float]:
     lap("load the vector index")
     hits = nearest(lib.catalog, loaded, vector, 11)
     lap("search")
-    results = hydrate(lib.catalog, hits)
+    results = hydrate(lib.catalog, hits, None)
     lap("catalog lookups")
     print(as_table(QUERY, results[:10]), file=io.StringIO())
     lap("print")
@@ -124,8 +124,10 @@ def main() -> None:
                 )
                 child = subprocess.run(
                     [sys.executable, __file__, "--child", store, model],
-                    check=True, capture_output=True, text=True,
+                    capture_output=True, text=True,
                 )  # fmt: skip
+                if child.returncode:
+                    sys.exit(child.stderr)
                 for name, ms in json.loads(child.stdout).items():
                     rows.setdefault(name, []).append(ms)
                 cli = [sys.executable, "-m", "clipsearch", "query", QUERY, "--store", store]

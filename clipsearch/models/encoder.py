@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from enum import Enum
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.cpu import free_cores
 from ..core.errors import ClipsearchError
 from ..core.memo import DigestCache
 from ..images.decode import ImageSource
@@ -26,6 +28,8 @@ from .precisions import CANDIDATES, PRECISIONS
 from .pretrained import DEFAULT_MODEL
 from .tokenizer import Tokenizer, cut_to_longest, default_tokenizer
 from .weights import resolve, save_weights
+
+FEW_TEXTS = 8  # a query's, as against a batch of prompts or captions
 
 
 def native_bf16() -> bool:
@@ -278,11 +282,27 @@ class Encoder:
     def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Texts -> float32 (n, dim), L2-normalised. Over-long text is truncated with a
         TruncationWarning."""
-        chunks = [
-            self.encode_tokens(self.tokenizer(list(texts[i : i + batch_size])))
-            for i in range(0, len(texts), batch_size)
-        ]
+        with self._threads_for(len(texts)):
+            chunks = [
+                self.encode_tokens(self.tokenizer(list(texts[i : i + batch_size])))
+                for i in range(0, len(texts), batch_size)
+            ]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+
+    @contextlib.contextmanager
+    def _threads_for(self, texts: int) -> Iterator[None]:
+        """A few texts (a query) on a CPU run on the cores free now only: on a busy
+        machine, one thread is many times faster than two that wait for each other."""
+        before = torch.get_num_threads()
+        threads = min(before, free_cores()) if self.device.type == "cpu" else before
+        if texts > FEW_TEXTS or threads == before:
+            yield
+            return
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     @torch.inference_mode()
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:

@@ -3,8 +3,11 @@ turns a mistyped command line into one line like every other failure."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
+from typing import NoReturn
 
 import typer
 
@@ -66,4 +69,23 @@ def run(args: list[str] | None = None) -> None:
     except typer.Abort:
         err.print("Aborted.")
         sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+    leave(code if isinstance(code, int) else 0, args if args is not None else sys.argv[1:])
+
+
+# Commands that only read: once they return, their store is closed and their output
+# written, and nothing of theirs waits for the interpreter's shutdown.
+READING = {"query", "similar", "embed", "classify", "status", "models"}
+
+
+def leave(code: int, args: list[str]) -> NoReturn:
+    """Exit. Python's own shutdown with torch loaded costs about 0.3 s (its modules torn
+    down one by one: `python -c "import torch"` takes 1.25 s against an import of 0.9 s),
+    a third of what a cold query spends after its imports; a reading command that loaded
+    torch flushes its output and leaves without it."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command in READING and "torch" in sys.modules:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError):  # a reader gone (`| head`) is no failure
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -155,6 +155,25 @@ def test_status_and_forget_do_not_import_torch(tmp_path):
         assert proc.stderr.strip().splitlines()[-1] == "False"
 
 
+def test_a_query_that_skips_the_interpreter_s_shutdown_says_everything(tmp_path):
+    """Reading commands leave with os._exit once torch is loaded: what they print, in a
+    pipe or a file, and their exit status must arrive whole all the same."""
+    for i in range(30):
+        make_image(tmp_path / "p" / f"img{i:02d}.png", seed=i)
+    store = str(tmp_path / "s")
+    assert run("index", str(tmp_path / "p"), "-m", "random:tiny", "--store", store).exit_code == 0
+    query = [sys.executable, "-m", "clipsearch", "query", "a photo", "--store", store, "-k", "30"]
+    piped = subprocess.run([*query, "--format", "json"], capture_output=True, text=True)
+    assert piped.returncode == 0, piped.stderr
+    assert len(json.loads(piped.stdout)["results"]) == 30
+    to_file = [*query, "--format", "jsonl", "-o", str(tmp_path / "r.jsonl")]
+    assert subprocess.run(to_file, capture_output=True).returncode == 0
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 30
+    other_model = [*query, "-m", "random:mini"]  # loaded (torch too), then: no vectors of it
+    failing = subprocess.run(other_model, capture_output=True, text=True)
+    assert failing.returncode == 1 and "no vectors from model" in failing.stderr
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Everything the bad inputs below point at: a store of three photos, and files that

@@ -9,6 +9,7 @@ and the next run goes on from there.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -80,7 +81,7 @@ class Indexer:
         self.model = model if isinstance(model, RunModel) else RunModel.of(model)
         self.options = options or IndexOptions()
         self.report = IndexReport()
-        self.planner = Planner(self.catalog, self.options)
+        self.planner = Planner(self.catalog, self.options, skip=[os.path.abspath(store.path)])
         self.report.problems = self.planner.problems
         self.pool = pool
         self.ray = ray

@@ -69,12 +69,14 @@ class Planner:
     way is kept: `problems` (unreadable folders, bad roots and sources), `shards_read`
     (to mark complete once their members are committed), `unchanged` (files left alone)."""
 
-    def __init__(self, catalog: Catalog, options: IndexOptions):
+    def __init__(self, catalog: Catalog, options: IndexOptions, skip: Sequence[str] = ()):
+        """skip: folders never walked into (the store's own: its thumbnails are no photos)."""
         self.catalog = catalog
         self.walker = Walker(
             include_hidden=options.include_hidden,
             follow_symlinks=options.follow_symlinks,
             exclude=options.exclude,
+            skip=skip,
         )
         self.problems: list[ScanProblem] = self.walker.problems
         self.trust_lists = options.trust_lists

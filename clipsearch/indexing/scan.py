@@ -52,6 +52,7 @@ class Walker:
     exclude: Sequence[str] = ()
     problems: list[ScanProblem] = field(default_factory=list)
     visited: set = field(default_factory=set)  # (device, inode) of every folder walked
+    skip: Sequence[str] = ()  # folders never walked into (the store's own, inside a root)
     unread: list[str] = field(default_factory=list)  # folders and entries it could not read
 
     def excluded(self, path: str, name: str) -> bool:
@@ -116,6 +117,8 @@ class Walker:
                 self.unread.append(entry.path)
                 continue
             if stat.S_ISDIR(st.st_mode):
+                if entry.path in self.skip:
+                    continue
                 key = (st.st_dev, st.st_ino)
                 if key in ancestors:
                     self.problems.append(ScanProblem(entry.path, "symlink loop, not followed"))

@@ -25,6 +25,10 @@ from ..library import Library
 from .changes import ChangeFeed
 
 
+class NotAFolder(ClipsearchError):
+    """watch follows folders; a file, a list or a shard is for `index`."""
+
+
 @dataclass
 class WatchState:
     """What the page's status line and `--json` tell of a watcher."""
@@ -56,6 +60,12 @@ class Watcher:
     ):
         self.library = library
         self.roots = absolute_roots([str(r) for r in roots])
+        for root in self.roots:
+            if os.path.exists(root) and not os.path.isdir(root):
+                raise NotAFolder(
+                    f"{root} is a file: watch follows folders (index a file, a list or a "
+                    "shard with `clipsearch index`)"
+                )
         self.model = model
         self.options = options or IndexOptions()
         self.walker = Walker(self.options.include_hidden, exclude=self.options.exclude)
@@ -121,6 +131,8 @@ class Watcher:
         return out
 
     def _skipped(self, path: str, root: str) -> bool:
+        if is_under(path, [os.path.abspath(self.library.store.path)]):  # its own thumbnails
+            return True
         if path == root:
             return False
         parts = os.path.relpath(path, root).split(os.sep)

@@ -784,3 +784,12 @@ def test_a_model_saved_over_its_folder_is_loaded_again(tmp_path, photos):
     with Library(store, precision="fp32") as lib:
         dry = lib.index([photos], str(folder), IndexOptions(dry_run=True))
         assert dry.planned["embed"] == 0 and lib.loads == []
+
+
+def test_a_store_inside_a_root_is_not_indexed(tmp_path, photos, tiny):
+    """Its thumbnails (what `serve` writes there) are no photos of the user's."""
+    store = photos / "store"
+    make_image(store / "thumbs" / "ab" / "thumb.jpg")
+    report = index(store, [photos], tiny)
+    assert report.added == 7
+    assert not any("thumb" in path for path, _, _ in catalog_rows(store)[0])

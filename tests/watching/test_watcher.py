@@ -180,3 +180,14 @@ def test_sigterm_stops_watch_with_exit_0_and_nothing_left_running(tmp_path, phot
     finally:
         proc.kill()
     assert wait_until_gone(marker) == []
+
+
+def test_a_file_given_to_watch_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from clipsearch.cli import app
+
+    photo = make_image(tmp_path / "a.png")
+    done = CliRunner().invoke(app, ["watch", str(photo), "--store", str(tmp_path / "s")])
+    assert done.exit_code == 1
+    assert "watch follows folders" in done.output and "Traceback" not in done.output

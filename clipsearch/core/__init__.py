@@ -2,4 +2,5 @@
 the errors a person sees as one line (errors), settings declared once (config), files
 replaced whole or not at all (files), small JSON memos (memo), sizes as people write them
 (sizes), what native code prints kept off the terminal (stderr), typical queries
-(prompts), and the fault-injection points the tests use (faults)."""
+(prompts), how many cores are free now (cpu), and the fault-injection points the tests
+use (faults)."""

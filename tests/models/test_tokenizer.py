@@ -173,3 +173,21 @@ def test_batch_is_padded_with_zeros():
     rows = tokenizer()(["a", "a much longer caption about a dog"])
     assert rows.dtype == np.int64
     assert rows[0, 3:].sum() == 0 and rows[1, :9].all()
+
+
+def test_text_left_unrepaired_is_text_ftfy_leaves_as_it_is():
+    """The shortcut that spares a query ftfy's import must not change a single token."""
+    import random
+    import string
+
+    import ftfy
+
+    from clipsearch.models.tokenizer import repaired
+
+    rng = random.Random(0)
+    alphabet = "".join(c for c in string.printable if c.isprintable() and c != "&")
+    texts = ["a dog on a beach", "", " ", "x" * 500, "<b>bold</b>", "it's 5'10\" #1 ~_~"]
+    texts += ["".join(rng.choices(alphabet, k=rng.randint(1, 80))) for _ in range(3000)]
+    for text in texts:
+        assert repaired(text) == ftfy.fix_text(text), repr(text)
+    assert repaired("caf\u00c3\u00a9") == "café"  # mojibake still goes to ftfy

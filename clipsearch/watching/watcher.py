@@ -31,7 +31,7 @@ class NotAFolder(ClipsearchError):
 
 @dataclass
 class WatchState:
-    """What the page's status line and `--json` tell of a watcher."""
+    """What the page's status line and `GET /api/v1/watch` tell of a watcher."""
 
     watching: bool = False
     indexing: bool = False

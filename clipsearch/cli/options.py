@@ -56,6 +56,12 @@ QueryPrecisionOption = typer.Option(
 )
 KOption = typer.Option(10, "-k", min=1, help="Number of results.")
 InOption = typer.Option([], "--in", help="Only images under this folder (repeatable).")
+CameraOption = typer.Option(
+    None,
+    "--camera",
+    help="Only photos from a camera whose make and model hold this, any case (canon, "
+    "'eos r5', iphone); photos without camera data never match.",
+)
 FormatOption = typer.Option(
     "auto",
     "--format",

@@ -10,6 +10,7 @@ import typer
 from .app import app
 from .console import err, escaped, out, user_errors
 from .options import (
+    CameraOption,
     DbOption,
     DeviceOption,
     FormatOption,
@@ -65,6 +66,7 @@ def query(
     ),
     before: str = typer.Option(None, "--before", help="Taken before this date."),
     ext: list[str] = typer.Option([], "--ext", help="Only these formats, e.g. jpg (repeatable)."),
+    camera: str = CameraOption,
     min_score: float = typer.Option(None, "--min-score", help="Drop results scoring below this."),
     sort: str = typer.Option(
         "score",
@@ -96,7 +98,7 @@ def query(
             terms or [],
             k=k,
             model=model,
-            filters=Filters.parse(folder, after, before, ext),
+            filters=Filters.parse(folder, after, before, ext, camera),
             images=[str(p) for p in image],
             min_score=min_score,
             exclude_self=exclude_self,
@@ -113,6 +115,7 @@ def similar(
     store: Path = StoreOption,
     db: str = DbOption,
     folder: list[Path] = InOption,
+    camera: str = CameraOption,
     fmt: str = FormatOption,
     output: Path = OutputOption,
     device: str = DeviceOption,
@@ -122,5 +125,6 @@ def similar(
     from ..query.search import Filters
 
     with user_errors(), open_library(store, db, device=device, precision=precision) as lib:
-        answer = lib.similar(str(path), k=k, model=model, filters=Filters.parse(folder))
+        filters = Filters.parse(folder, camera=camera)
+        answer = lib.similar(str(path), k=k, model=model, filters=filters)
         _print_answer(answer, fmt, output)

@@ -116,9 +116,10 @@ class Filters:
     after: datetime | None = None
     before: datetime | None = None
     extensions: Sequence[str] = ()
+    camera: str | None = None  # in the camera's make and model, any case
 
     def __bool__(self) -> bool:
-        return bool(self.folders or self.after or self.before or self.extensions)
+        return bool(self.folders or self.after or self.before or self.extensions or self.camera)
 
     @classmethod
     def parse(
@@ -127,16 +128,21 @@ class Filters:
         after: str | None = None,
         before: str | None = None,
         extensions: Sequence[str] = (),
+        camera: str | None = None,
     ) -> Filters:
-        """Filters as a person gives them: dates as YYYY[-MM[-DD]] or ISO 8601."""
+        """Filters as a person gives them: dates as YYYY[-MM[-DD]] or ISO 8601, a camera
+        as part of its make and model ("canon", "eos r5", "Canon EOS")."""
         for ext in extensions:
             if not ext.isprintable():
                 raise QueryError(f"not a file format: {ext!r} (give one such as jpg)")
+        if camera is not None and not (camera.strip() and camera.isprintable()):
+            raise QueryError(f"not a camera: {camera!r} (give part of its name, such as canon)")
         return cls(
             folders=[str(f) for f in folders],
             after=parse_date(after) if after else None,
             before=parse_date(before) if before else None,
             extensions=list(extensions),
+            camera=" ".join(camera.lower().split()) if camera else None,
         )
 
 
@@ -175,6 +181,7 @@ def filtered_ids(catalog: Catalog, model_id: int, filters: Filters) -> np.ndarra
         extensions=sorted(extensions),
         after=filters.after,
         before=filters.before,
+        camera=filters.camera,
     )
 
 

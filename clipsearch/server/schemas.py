@@ -30,6 +30,9 @@ class SearchRequest(BaseModel):
     after: Text | None = Field(None, description="Taken on or after: YYYY[-MM[-DD]].")
     before: Text | None = Field(None, description="Taken before: YYYY[-MM[-DD]].")
     ext: list[Text] = Field([], max_length=64, description="Only these formats, e.g. jpg.")
+    camera: Text | None = Field(
+        None, description="Only photos from a camera whose make and model hold this (any case)."
+    )
     similar_to: int | None = Field(
         None, ge=1, le=MAX_ID, description="Also search by this indexed image."
     )

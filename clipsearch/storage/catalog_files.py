@@ -123,11 +123,16 @@ class FileRecords:
         extensions: Sequence[str] = (),
         after: datetime | None = None,
         before: datetime | None = None,
+        camera: str | None = None,
     ) -> np.ndarray:
         """Sorted ids of files with this model's vector under any of the folders, with any
-        of the extensions (lower-case, with the dot), taken within [after, before). Dates
-        are the EXIF capture time, else the file's modification time (both UTC)."""
+        of the extensions (lower-case, with the dot), taken within [after, before), by a
+        camera whose "make model" holds `camera` (lower-case). Dates are the EXIF capture
+        time, else the file's modification time (both UTC)."""
         conds = [Vector.model_id == model_id, File.state == "ok"]
+        if camera is not None:
+            named = func.coalesce(File.camera_make, "") + " " + func.coalesce(File.camera_model, "")
+            conds.append(func.lower(named).contains(camera, autoescape=True))
         if after is not None:
             conds.append(_capture_time(operator.ge, after))
         if before is not None:

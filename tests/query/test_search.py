@@ -119,6 +119,39 @@ def test_extension_filter(indexed):
     assert {os.path.basename(r["path"]) for r in data["results"]} == {"old.jpg", "new.jpg"}
 
 
+def camera_photo(path, seed: int, make: str | None, model: str | None):
+    exif = Image.Exif()
+    if make:
+        exif[0x010F], exif[0x0110] = make, model
+    return make_image(path, seed=seed, size=(96, 72), exif=exif)
+
+
+def test_camera_filter_matches_make_and_model_in_any_case(tmp_path):
+    photos = tmp_path / "photos"
+    camera_photo(photos / "canon.jpg", 1, "Canon", "Canon EOS R5")
+    camera_photo(photos / "nikon.jpg", 2, "NIKON CORPORATION", "NIKON D750")
+    camera_photo(photos / "phone.jpg", 3, "Apple", "iPhone 15 Pro")
+    camera_photo(photos / "scan.jpg", 4, None, None)  # no camera data: never matches
+    store = tmp_path / "store"
+    assert cli("index", photos, "--model", MODEL, "--store", store, "--workers", "1").exit_code == 0
+
+    def found(*args) -> set[str]:
+        result = cli("query", "x", *args, "-k", "10", "-f", "json", "--store", store)
+        assert result.exit_code == 0, result.output
+        return {os.path.basename(r["path"]) for r in as_json(result)["results"]}
+
+    assert found("--camera", "eos r5") == found("--camera", "CANON") == {"canon.jpg"}
+    assert found("--camera", "nikon") == {"nikon.jpg"}
+    assert found("--camera", "iphone") == found("--camera", "Apple iPhone") == {"phone.jpg"}
+    assert found("--camera", "sony") == set()
+    assert found("--camera", "%") == set()  # a character, not a wildcard
+    assert found() == {"canon.jpg", "nikon.jpg", "phone.jpg", "scan.jpg"}
+    near = cli("similar", photos / "scan.jpg", "--camera", "nikon", "-f", "json", "--store", store)
+    assert [os.path.basename(r["path"]) for r in as_json(near)["results"]] == ["nikon.jpg"]
+    empty = cli("query", "x", "--camera", " ", "--store", store)
+    assert empty.exit_code == 1 and "not a camera" in empty.output
+
+
 def test_min_score(indexed):
     photos, _ = indexed
     data = as_json(

@@ -405,3 +405,18 @@ def test_serve_watch_finds_a_new_photo_without_a_restart(tmp_path):
 def test_without_watch_the_server_says_it_is_not_watching(photos):
     with serving(photos / "store") as url:
         assert httpx.get(f"{url}/api/v1/watch").json() == {"watching": False}
+
+
+def test_the_camera_filter_reaches_the_search(tmp_path):
+    from PIL import Image
+
+    for name, make, model in (("canon", "Canon", "Canon EOS R5"), ("nikon", "NIKON", "D750")):
+        exif = Image.Exif()
+        exif[0x010F], exif[0x0110] = make, model
+        make_image(tmp_path / "photos" / f"{name}.jpg", seed=len(name), exif=exif)
+    with Library(tmp_path / "store", create=True) as lib:
+        lib.index([tmp_path / "photos"], model=MODEL)
+    with serving(tmp_path / "store") as url:
+        found = search(url, query="a photo", k=5, camera="eos r5").json()["items"]
+        assert [item["path"].rsplit("/", 1)[1] for item in found] == ["canon.jpg"]
+        assert search(url, query="a photo", camera="\x1b[2J").status_code == 400

@@ -200,6 +200,25 @@ def test_a_folder_filter_keeps_to_that_folder(browser, site):
     assert "in=" in browser.current_url
 
 
+def test_a_camera_filter_keeps_to_that_camera(browser, tmp_path):
+    from PIL import Image
+
+    for name, make, model in (("canon", "Canon", "Canon EOS R5"), ("phone", "Apple", "iPhone 15")):
+        exif = Image.Exif()
+        exif[0x010F], exif[0x0110] = make, model
+        make_image(tmp_path / "photos" / f"{name}.jpg", seed=len(name), exif=exif)
+    with Library(tmp_path / "store", create=True) as lib:
+        lib.index([tmp_path / "photos"], model=MODEL)
+    with serving(tmp_path / "store") as url:
+        browser.get(f"{url}/")
+        browser.find_element(By.ID, "toggle-filters").click()
+        browser.find_element(By.ID, "camera").send_keys("iphone")
+        type_query(browser, "a photo")
+        results_settle(browser, 1)
+        assert [Path(p).name for p in paths(browser)] == ["phone.jpg"]
+        assert "camera=iphone" in browser.current_url
+
+
 def test_more_pages_and_downloads(browser, site):
     url, _ = site
     browser.get(f"{url}/?k=5")

@@ -5,8 +5,8 @@
 // has a serial number, and an answer to an older one is dropped.
 
 const $ = (id) => document.getElementById(id);
-const FILTERS = { folder: "in", after: "after", before: "before", ext: "ext", "min-score": "min", sort: "sort", k: "k" };
-const LABELS = { folder: "Folder", after: "After", before: "Before", ext: "Type", "min-score": "Min score", sort: "Sort" };
+const FILTERS = { folder: "in", after: "after", before: "before", ext: "ext", camera: "camera", "min-score": "min", sort: "sort", k: "k" };
+const LABELS = { folder: "Folder", after: "After", before: "Before", ext: "Type", camera: "Camera", "min-score": "Min score", sort: "Sort" };
 const state = {
   items: [], offset: 0, request: null, upload: null, uploadUrl: null, similar: null,
   more: false, serial: 0, loading: false, viewing: -1, returnFocus: null, retry: null,
@@ -44,6 +44,7 @@ function request() {
   if ($("before").value) body.before = $("before").value;
   const ext = $("ext").value.split(/[,\s]+/).filter(Boolean);
   if (ext.length) body.ext = ext;
+  if ($("camera").value.trim()) body.camera = $("camera").value.trim();
   const min = parseFloat($("min-score").value);
   if (!Number.isNaN(min)) body.min_score = min;
   if (state.similar) body.similar_to = parseInt(state.similar, 10);

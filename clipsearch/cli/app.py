@@ -78,7 +78,7 @@ READING = {"query", "similar", "embed", "classify", "status", "models"}
 
 
 def leave(code: int, args: list[str]) -> NoReturn:
-    """Exit. Python's own shutdown with torch loaded costs about 0.3 s (its modules torn
+    """Exit. Python's own shutdown with torch loaded costs 0.3-0.4 s (its modules torn
     down one by one: `python -c "import torch"` takes 1.25 s against an import of 0.9 s),
     a third of what a cold query spends after its imports; a reading command that loaded
     torch flushes its output and leaves without it."""

@@ -35,6 +35,14 @@ def make_image(path: Path, size=(48, 40), seed: int = 0, mode: str = "RGB", **sa
     return path
 
 
+def camera_photo(path: Path, seed: int, make: str | None, model: str | None) -> Path:
+    """A JPEG whose EXIF names the camera that took it (none when make is None)."""
+    exif = Image.Exif()
+    if make:
+        exif[0x010F], exif[0x0110] = make, model
+    return make_image(path, seed=seed, size=(96, 72), exif=exif)
+
+
 def write_emoji_split(emoji: Path, out: Path, split: str, vendors: set[str]) -> Path:
     """A JSONL of (absolute image path, caption) rows for some styles of one split."""
     rows = [json.loads(line) for line in (emoji / "captions.jsonl").read_text().splitlines()]

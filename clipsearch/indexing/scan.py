@@ -20,7 +20,7 @@ from ..images.items import is_shard_name
 from ..storage.schema import File
 
 
-@dataclass(slots=True)  # not frozen: a walk makes one per file, 4x faster so
+@dataclass(slots=True)  # not frozen: a walk makes one per file, and frozen ones cost 4x
 class Found:
     path: str  # or a shard member's or URL's key (images/items.py)
     size: int

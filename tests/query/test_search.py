@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-from helpers import make_image
+from helpers import camera_photo, make_image
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -117,13 +117,6 @@ def test_date_filters_use_exif_then_mtime(indexed):
 def test_extension_filter(indexed):
     data = as_json(query(indexed, "x", "--ext", "jpeg", "-k", "50", "-f", "json"))
     assert {os.path.basename(r["path"]) for r in data["results"]} == {"old.jpg", "new.jpg"}
-
-
-def camera_photo(path, seed: int, make: str | None, model: str | None):
-    exif = Image.Exif()
-    if make:
-        exif[0x010F], exif[0x0110] = make, model
-    return make_image(path, seed=seed, size=(96, 72), exif=exif)
 
 
 def test_camera_filter_matches_make_and_model_in_any_case(tmp_path):

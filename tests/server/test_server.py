@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import make_image, serving, serving_watched
+from helpers import camera_photo, make_image, serving, serving_watched
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -408,12 +408,8 @@ def test_without_watch_the_server_says_it_is_not_watching(photos):
 
 
 def test_the_camera_filter_reaches_the_search(tmp_path):
-    from PIL import Image
-
-    for name, make, model in (("canon", "Canon", "Canon EOS R5"), ("nikon", "NIKON", "D750")):
-        exif = Image.Exif()
-        exif[0x010F], exif[0x0110] = make, model
-        make_image(tmp_path / "photos" / f"{name}.jpg", seed=len(name), exif=exif)
+    camera_photo(tmp_path / "photos" / "canon.jpg", 1, "Canon", "Canon EOS R5")
+    camera_photo(tmp_path / "photos" / "nikon.jpg", 2, "NIKON", "D750")
     with Library(tmp_path / "store", create=True) as lib:
         lib.index([tmp_path / "photos"], model=MODEL)
     with serving(tmp_path / "store") as url:

@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from helpers import EMOJI, make_image, serving, serving_watched
+from helpers import EMOJI, camera_photo, make_image, serving, serving_watched
 
 from clipsearch import Library
 
@@ -201,12 +201,8 @@ def test_a_folder_filter_keeps_to_that_folder(browser, site):
 
 
 def test_a_camera_filter_keeps_to_that_camera(browser, tmp_path):
-    from PIL import Image
-
-    for name, make, model in (("canon", "Canon", "Canon EOS R5"), ("phone", "Apple", "iPhone 15")):
-        exif = Image.Exif()
-        exif[0x010F], exif[0x0110] = make, model
-        make_image(tmp_path / "photos" / f"{name}.jpg", seed=len(name), exif=exif)
+    camera_photo(tmp_path / "photos" / "canon.jpg", 1, "Canon", "Canon EOS R5")
+    camera_photo(tmp_path / "photos" / "phone.jpg", 2, "Apple", "iPhone 15")
     with Library(tmp_path / "store", create=True) as lib:
         lib.index([tmp_path / "photos"], model=MODEL)
     with serving(tmp_path / "store") as url:

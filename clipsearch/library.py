@@ -21,8 +21,11 @@ from .indexing.indexer import Indexer, IndexOptions, RunModel
 from .indexing.plan import absolute_roots
 from .indexing.pool import DecodePool, default_workers
 from .indexing.report import IndexReport, Progress
+from .query import duplicates
+from .query.calibration import CalibrationMemo, Thresholds, thresholds_for
+from .query.duplicates import Duplicates
 from .query.encoders import Encoders
-from .query.search import Filters, Term, parse_query
+from .query.search import Filters, QueryError, Term, parse_query
 from .query.searcher import Answer, Searcher
 from .status import StatusReport
 from .storage.catalog import Catalog
@@ -31,6 +34,8 @@ from .storage.query_log import enabled_by_default
 from .storage.recall import Recall
 from .storage.schema import Model
 from .storage.store import OnWait, Store
+
+THRESHOLDS_FILE = "duplicate-thresholds.json"  # query/calibration.py: by model digest
 
 if TYPE_CHECKING:  # torch loads with the first model, not with `status` or `forget`
     from .models.encoder import Encoder
@@ -271,3 +276,42 @@ class Library:
     def similar(self, path: str, k: int = 10, **kwargs) -> Answer:
         """Images nearest to one image, itself excluded."""
         return self.search([], k=k, images=[path], exclude_self=True, **kwargs)
+
+    def duplicates(
+        self,
+        kind: str = "near",
+        of: Sequence[str | os.PathLike] = (),
+        filters: Filters = Filters(),
+        threshold: float | None = None,
+        model: str | None = None,
+    ) -> Duplicates:
+        """Groups of duplicates (query/duplicates.py) among the files that pass the
+        filters; with `of`, only groups holding one of those files or folders' files.
+        Without a threshold, near and similar use the model's measured ones, measured at
+        the first call for a model (loading it; query/calibration.py)."""
+        duplicates.check_kind(kind)
+        if threshold is not None and not -1 <= threshold <= 1:
+            raise QueryError(f"the threshold is a similarity, from -1 to 1, not {threshold}")
+        self.encoders.require_vectors()
+        row = self.encoders.stored_row(model)
+        measured = None
+        if kind != "exact" and threshold is None:
+            measured = self.thresholds(model)
+            threshold = measured.of(kind)
+        groups = duplicates.find(
+            self.catalog, row.id, kind, threshold or 1.0, filters, absolute_roots(of)
+        )
+        return Duplicates(kind, row.name, threshold, groups, measured)
+
+    def thresholds(self, model: str | None = None) -> Thresholds:
+        """The model's near and similar thresholds, measured on this store's photos the
+        first time (query/calibration.py) and kept."""
+        row = self.encoders.stored_row(model)
+        memo = CalibrationMemo(self.store.path / THRESHOLDS_FILE)
+        found = thresholds_for(memo, self.catalog, row.id, row.digest, lambda: self.encoder(model))
+        if found is None:
+            raise QueryError(
+                f"cannot measure where duplicates begin for {row.name}: fewer than two of its "
+                "photos can be read here; give a threshold (--threshold 0.95)"
+            )
+        return found

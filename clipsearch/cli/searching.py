@@ -1,7 +1,8 @@
-"""`query` and `similar`: search a store, and print or write the results."""
+"""`query`, `similar` and `duplicates`: search a store, and print or write what it finds."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -36,7 +37,12 @@ def _print_answer(answer, fmt: str, output: Path | None) -> None:
             err.print("No results.")
         return
     text = render.results_as(fmt, answer.query, answer.model, answer.results)
-    data = text.encode("utf-8", "surrogateescape")  # `paths` gives names back byte for byte
+    _write(text, output, f"{len(answer.results)} results")
+
+
+def _write(text: str, output: Path | None, what: str) -> None:
+    """Text to stdout or a file; `paths` gives names back byte for byte."""
+    data = text.encode("utf-8", "surrogateescape")
     if output is None:
         sys.stdout.flush()
         sys.stdout.buffer.write(data)
@@ -45,7 +51,7 @@ def _print_answer(answer, fmt: str, output: Path | None) -> None:
         from ..core.files import write_output
 
         write_output(output, data)
-        err.print(f"Wrote {len(answer.results)} results to {escaped(str(output))}")
+        err.print(f"Wrote {what} to {escaped(str(output))}")
 
 
 @app.command(context_settings={"allow_interspersed_args": True})
@@ -128,3 +134,68 @@ def similar(
         filters = Filters.parse(folder, camera=camera)
         answer = lib.similar(str(path), k=k, model=model, filters=filters)
         _print_answer(answer, fmt, output)
+
+
+@app.command()
+def duplicates(
+    paths: list[Path] = typer.Argument(
+        None, help="Only groups that hold one of these files, or a file under these folders."
+    ),
+    kind: str = typer.Option(
+        "near",
+        "--kind",
+        help="exact: the same bytes. near: the same picture re-encoded, resized, lightly "
+        "cropped or recoloured. similar: the same scene, another shot (bursts).",
+    ),
+    threshold: float = typer.Option(
+        None,
+        "--threshold",
+        min=-1,
+        max=1,
+        help="The similarity where near or similar begins (default: measured for the "
+        "model on this store's photos, once).",
+    ),
+    folder: list[Path] = InOption,
+    camera: str = CameraOption,
+    model: str = StoreModelOption,
+    store: Path = StoreOption,
+    db: str = DbOption,
+    fmt: str = FormatOption,
+    output: Path = OutputOption,
+    device: str = DeviceOption,
+    precision: str = QueryPrecisionOption,
+) -> None:
+    """List groups of duplicate images, the one to keep first (largest, then oldest);
+    `--format paths` prints the others. Nothing is deleted or moved."""
+    from ..query import render
+    from ..query.search import Filters
+
+    with user_errors(), open_library(store, db, device=device, precision=precision) as lib:
+        fmt = render.format_for(fmt, None if output is None else str(output))
+        filters = Filters.parse(folder, camera=camera)
+        with err.status("Finding duplicates…") if err.is_terminal else contextlib.nullcontext():
+            found = lib.duplicates(kind, [str(p) for p in paths or []], filters, threshold, model)
+        _say_measured(found)
+        if fmt == "table" and output is None:
+            out.print(render.duplicates_table(found))
+            return
+        _write(render.duplicates_as(fmt, found), output, f"{len(found.groups)} groups")
+
+
+def _say_measured(found) -> None:
+    """Where a measured threshold came from; a warning where the model tells copies from
+    other photos poorly."""
+    measured = found.calibrated
+    if measured is None:
+        return
+    err.print(
+        f"{found.kind.capitalize()} begins at {found.threshold:.3f}, measured for this model on "
+        f"{measured.photos} of this store's photos; --threshold sets another."
+    )
+    if not measured.separated:
+        err.print(
+            f"[yellow]Warning:[/yellow] this model puts 5% of copies below {measured.copies:.3f} "
+            f"and 1% of different photos above {measured.different:.3f}: a group may hold "
+            "different pictures; look before you delete.",
+            markup=True,
+        )

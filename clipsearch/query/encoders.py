@@ -144,6 +144,16 @@ class Encoders:
         changed since: which vectors are its, without loading it."""
         return self.store.model_digests.get(spec)
 
+    def stored_row(self, spec: str | None = None) -> Model:
+        """The catalog's row for a model, without loading it where the store knows its
+        digest (a model it indexed with) or its name; else loaded to learn its digest."""
+        spec = self.spec(spec)
+        digest = self.known_digest(spec) or self._digest_of(spec)
+        row = self.catalog.models.find(digest) if digest else None
+        if row is not None and self.catalog.models.has_vectors(row.id):
+            return row
+        return self.model_row(self.get(spec))
+
     def model_row(self, encoder: Encoder) -> Model:
         """The catalog's row for the encoder's weights; an error naming the models that
         do have vectors here if it has none."""

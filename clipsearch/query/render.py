@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..core.errors import ClipsearchError
 from ..images.decode import ImageError, item_source, open_image
+from .duplicates import Duplicates, Member
 from .search import Result
 
 THUMBNAIL = 256
@@ -139,32 +140,111 @@ def thumbnail_data_uri(path: str) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def duplicates_table(found: Duplicates):
+    """Each group's members, the keeper first and marked, every name shown safely."""
+    from rich.table import Table
+
+    title = markup_safe(about(found))
+    t = Table("group", "keep", "score", "path", "pixels", "size", "taken", title=title)
+    for n, group in enumerate(found.groups, 1):
+        for m in group.items:
+            t.add_row(
+                str(n) if m.keep else "",
+                "keep" if m.keep else "",
+                f"{m.score:.3f}",
+                markup_safe(m.path),
+                _pixels(m),
+                size_text(m.bytes),
+                f"{m.taken:%Y-%m-%d %H:%M}",
+                end_section=m is group.items[-1],
+            )
+    return t
+
+
+def about(found: Duplicates) -> str:
+    at = "" if found.threshold is None else f" at {found.threshold:.3f}"
+    return f"{len(found.groups)} groups of {found.kind} duplicates{at} (model {found.model})"
+
+
+def _pixels(m: Member) -> str:
+    return f"{m.width} × {m.height}" if m.width and m.height else "?"
+
+
+def duplicates_as(fmt: str, found: Duplicates) -> str:
+    """Groups in one of FORMATS (not auto); `paths` lists the members not kept."""
+    if fmt == "table":
+        from rich.console import Console
+
+        console = Console(file=io.StringIO(), width=200, color_system=None, highlight=False)
+        console.print(duplicates_table(found))
+        return console.file.getvalue()
+    return {
+        "json": lambda: json_text(found.to_dict()) + "\n",
+        "jsonl": lambda: "".join(json_text(g.to_dict()) + "\n" for g in found.groups),
+        "paths": lambda: "".join(m.path + "\n" for g in found.groups for m in g.extra),
+        "html": lambda: duplicates_html(found),
+    }[fmt]()
+
+
+def duplicates_html(found: Duplicates) -> str:
+    """One self-contained page, a row per group, its members side by side."""
+    rows = []
+    for group in found.groups:
+        cards = []
+        for m in group.items:
+            name = html.escape(printable(m.path))
+            cards.append(
+                f'<figure class="{"keep" if m.keep else ""}" data-path="{name}">'
+                f"{_thumbnail(m.path)}<figcaption>{'<b>keep</b> ' if m.keep else ''}"
+                f"{m.score:.3f}<br><span>{name}</span><br><small>{_pixels(m)}, "
+                f"{size_text(m.bytes)}, {m.taken:%Y-%m-%d %H:%M}</small></figcaption></figure>"
+            )
+        rows.append(f"<section>{''.join(cards)}</section>")
+    css = (
+        "section{display:flex;gap:1rem;overflow-x:auto;margin-bottom:1.5rem}"
+        "section figure{flex:0 0 220px}.keep{outline:3px solid #2a7}"
+    )
+    kept = "largest resolution first, then oldest; the first of each group is kept"
+    return _page(about(found), kept, "\n".join(rows), css)
+
+
 def as_html(query: str, model: str, results: Sequence[Result]) -> str:
     """One self-contained page: thumbnails embedded, nothing fetched."""
     cards = []
     for rank, r in enumerate(results, 1):
-        uri = thumbnail_data_uri(r.path)
-        img = f'<img src="{uri}" alt="">' if uri else '<div class="missing">unreadable</div>'
         name = html.escape(printable(r.path))  # the page is UTF-8 whatever the file names
         cards.append(
-            f'<figure data-path="{name}" data-score="{r.score:.4f}">{img}'
+            f'<figure data-path="{name}" data-score="{r.score:.4f}">{_thumbnail(r.path)}'
             f"<figcaption><b>{rank}.</b> {r.score:.3f}<br><span>{name}</span>"
             f"<br><small>{r.date:%Y-%m-%d %H:%M}</small></figcaption></figure>"
         )
+    about = f"{len(results)} results, model {model}"
+    grid = "main{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:1rem}"
+    return _page(query, about, "\n".join(cards), grid)
+
+
+def _thumbnail(path: str) -> str:
+    uri = thumbnail_data_uri(path)
+    return f'<img src="{uri}" alt="">' if uri else '<div class="missing">unreadable</div>'
+
+
+def _page(title: str, about: str, body: str, css: str) -> str:
+    """A self-contained page of figures: thumbnails embedded, nothing fetched."""
+    title, about = (html.escape(printable(t)) for t in (title, about))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>clipsearch: {html.escape(query)}</title>
+<title>clipsearch: {title}</title>
 <style>
 body{{font-family:system-ui,sans-serif;margin:1.5rem;background:#fafafa;color:#222}}
-main{{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:1rem}}
 figure{{margin:0;background:#fff;border-radius:6px;padding:.5rem;box-shadow:0 1px 3px #0002}}
 img{{width:100%;height:200px;object-fit:contain}}
 figcaption{{font-size:.8rem;word-break:break-all}}
 .missing{{height:200px;display:grid;place-items:center;color:#999}}
+{css}
 </style></head><body>
-<h1>{html.escape(query)}</h1>
-<p>{len(results)} results, model {html.escape(model)}</p>
+<h1>{title}</h1>
+<p>{about}</p>
 <main>
-{chr(10).join(cards)}
+{body}
 </main></body></html>
 """

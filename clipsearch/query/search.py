@@ -247,7 +247,7 @@ def _rerank(catalog: Catalog, model_id: int, q: np.ndarray, candidates: np.ndarr
     return exact_topk(q, ids, vecs, k)
 
 
-def _utc(ns: int) -> datetime:
+def utc(ns: int) -> datetime:
     """File times in UTC, as the date filters compare them."""
     return datetime.fromtimestamp(ns / 1e9, timezone.utc).replace(tzinfo=None)
 
@@ -273,7 +273,7 @@ def hydrate(
                 height=row.height,
                 format=row.format,
                 taken_at=row.taken_at,
-                modified=_utc(row.mtime_ns),
+                modified=utc(row.mtime_ns),
                 camera=camera,
             )
         )

@@ -1,14 +1,25 @@
 """The JSON API under /api/v1: search (words, uploaded images, an indexed image), similar
-images, vectors, the store's status, and what `serve --watch` is doing."""
+images, duplicates, vectors, the store's status, and what `serve --watch` is doing."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
+from ..query.search import Filters
 from . import auth
 from .body import read_body
-from .schemas import MAX_ID, EmbedRequest, SearchRequest, SearchResponse, search_body
+from .schemas import (
+    MAX_ID,
+    DuplicatesResponse,
+    EmbedRequest,
+    SearchRequest,
+    SearchResponse,
+    Text,
+    search_body,
+)
 from .service import API, service_of
 
 router = APIRouter(prefix=API, dependencies=[Depends(auth.check)])
@@ -31,6 +42,23 @@ def similar(
     offset: int = Query(0, ge=0, le=100_000),
 ) -> SearchResponse:
     return service_of(request).search(SearchRequest(similar_to=file_id, k=k, offset=offset))
+
+
+@router.get("/duplicates", response_model=DuplicatesResponse)
+def duplicates(
+    request: Request,
+    kind: Literal["exact", "near", "similar"] = "near",
+    threshold: float | None = Query(None, ge=-1, le=1, description="Default: measured."),
+    in_: list[Text] = Query([], alias="in", max_length=64, description="Only under these."),
+    camera: Text | None = Query(None, description="Only photos from this camera (any case)."),
+    offset: int = Query(0, ge=0, le=1_000_000),
+    limit: int = Query(100, ge=1, le=1000),
+) -> DuplicatesResponse:
+    """Groups of duplicate images, the keeper first in each (largest, then oldest): exact
+    (the same bytes), near (the same picture re-encoded, resized, cropped, recoloured) or
+    similar (the same scene, another shot)."""
+    filters = Filters.parse(in_, camera=camera)
+    return service_of(request).duplicates(kind, threshold, filters, offset, limit)
 
 
 @router.post("/embed")

@@ -34,6 +34,9 @@ def create_app(service: Service, exposure: Exposure = Exposure()) -> FastAPI:
 
     app.add_middleware(Guard, exposure=exposure)
     app.add_api_route("/", page, response_class=HTMLResponse, include_in_schema=False)
+    app.add_api_route(
+        "/duplicates", duplicates_page, response_class=HTMLResponse, include_in_schema=False
+    )
     app.add_api_route("/health", health)
     app.mount("/static", StaticFiles(directory=str(WEB)), name="static")
     for area in (auth, api, files, reference):
@@ -44,6 +47,10 @@ def create_app(service: Service, exposure: Exposure = Exposure()) -> FastAPI:
 
 def page() -> str:
     return (WEB / "index.html").read_text(encoding="utf-8")
+
+
+def duplicates_page() -> str:
+    return (WEB / "duplicates.html").read_text(encoding="utf-8")
 
 
 def health() -> dict:

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
+from ..query.duplicates import Group, Member
 from ..query.search import Result
 
 MAX_ID = 2**63 - 1  # the largest catalog id (SQLite's integer)
@@ -77,6 +78,43 @@ class SearchResponse(BaseModel):
     model: str
     timings_ms: dict[str, float]
     warnings: list[str] = Field([], description="Such as a query cut to 77 tokens.")
+
+
+class DuplicateItem(BaseModel):
+    """One file of a group of duplicates; `taken`: its EXIF capture time, else its file time."""
+
+    id: int
+    path: str
+    score: float = Field(description="Similarity to the group's keeper.")
+    width: int | None
+    height: int | None
+    bytes: int
+    taken: str
+    keep: bool = Field(description="The one the rule keeps: largest resolution, then oldest.")
+    thumb_url: str
+    image_url: str
+
+    @classmethod
+    def of(cls, m: Member) -> DuplicateItem:
+        return cls(**{**m.to_dict(), "thumb_url": f"/thumb/{m.id}", "image_url": f"/image/{m.id}"})
+
+
+class DuplicateGroup(BaseModel):
+    kind: str
+    items: list[DuplicateItem]
+
+    @classmethod
+    def of(cls, g: Group) -> DuplicateGroup:
+        return cls(kind=g.kind, items=[DuplicateItem.of(m) for m in g.items])
+
+
+class DuplicatesResponse(BaseModel):
+    kind: Literal["exact", "near", "similar"]
+    model: str
+    threshold: float | None = Field(description="Where the kind begins; none for exact.")
+    groups: list[DuplicateGroup] = Field(description="Largest groups first.")
+    total: int = Field(description="Groups in all (this page is offset .. offset + limit).")
+    more: bool
 
 
 class EmbedRequest(BaseModel):

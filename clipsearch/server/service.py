@@ -31,7 +31,13 @@ from ..query.searcher import UnknownFile, UnusableImage
 from ..storage.database import CatalogError, CatalogMissing, State
 from ..storage.schema import File
 from ..watching.watcher import Watcher
-from .schemas import Item, SearchRequest, SearchResponse
+from .schemas import (
+    DuplicateGroup,
+    DuplicatesResponse,
+    Item,
+    SearchRequest,
+    SearchResponse,
+)
 
 API = "/api/v1"  # where the JSON API lives
 
@@ -125,6 +131,23 @@ class Service:
             model=answer.model,
             timings_ms=timings,
             warnings=[str(w.message) for w in caught if w.category is TruncationWarning],
+        )
+
+    def duplicates(
+        self, kind: str, threshold: float | None, filters: Filters, offset: int, limit: int
+    ) -> DuplicatesResponse:
+        """A page of groups (the first call for a model measures its thresholds, which
+        loads it: under the lock the models are used under)."""
+        with self.lock:
+            found = self.library.duplicates(kind, (), filters, threshold, self.model)
+        page = found.groups[offset : offset + limit]
+        return DuplicatesResponse(
+            kind=found.kind,
+            model=found.model,
+            threshold=found.threshold,
+            groups=[DuplicateGroup.of(g) for g in page],
+            total=len(found.groups),
+            more=offset + limit < len(found.groups),
         )
 
     def embed(self, texts: list[str], uploads: list[BytesSource]) -> dict:

@@ -107,6 +107,18 @@ class FileRecords:
                     out.setdefault(f.fingerprint, []).append(f)
         return out
 
+    def shared_contents(self) -> list[tuple[int, str]]:
+        """(id, content hash) of every indexed file whose bytes another file has too."""
+        shared = (
+            select(File.content)
+            .where(File.content.is_not(None), File.state == "ok")
+            .group_by(File.content)
+            .having(func.count() > 1)
+        )
+        q = select(File.id, File.content).where(File.content.in_(shared), File.state == "ok")
+        with self.db.read() as s:
+            return [tuple(r) for r in s.execute(q.order_by(File.id))]
+
     def counts(self) -> dict[str, int]:
         """Rows by state: ok, failed."""
         with self.db.read() as s:

@@ -43,6 +43,16 @@ def camera_photo(path: Path, seed: int, make: str | None, model: str | None) -> 
     return make_image(path, seed=seed, size=(96, 72), exif=exif)
 
 
+def photos_with_copies(folder: Path) -> Path:
+    """Five distinct pictures; p0 copied byte for byte twice, p1 re-saved as a JPEG."""
+    for i in range(5):
+        make_image(folder / f"p{i}.png", size=(120, 90), seed=i)
+    shutil.copy(folder / "p0.png", folder / "p0-copy.png")
+    shutil.copy(folder / "p0.png", folder / "p0-again.png")
+    Image.open(folder / "p1.png").convert("RGB").save(folder / "p1.jpg", quality=70)
+    return folder
+
+
 def write_emoji_split(emoji: Path, out: Path, split: str, vendors: set[str]) -> Path:
     """A JSONL of (absolute image path, caption) rows for some styles of one split."""
     rows = [json.loads(line) for line in (emoji / "captions.jsonl").read_text().splitlines()]

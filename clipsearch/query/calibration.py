@@ -2,13 +2,15 @@
 
 No threshold is fixed, because they move with the model: a random-weight tower puts any
 two pictures at 0.9 or more, a trained one puts different photos far below its copies.
-So the first duplicate search with a model measures it: PHOTOS photos of the store, spread
-over it, are altered as copies are in archives (re-encoded, resized, cropped, darkened,
-brightened, framed) and embedded. `copies` is the similarity 95% of the copies reach to
-their original; `different`, the 99th percentile of the similarities between the photos.
-near is `copies`, raised to `different` where the model tells them apart that poorly (a
-false group costs more than a missed one); similar lies halfway between near and
-`different`. The store keeps the answer (duplicate-thresholds.json) by model digest.
+So the first duplicate search with a model measures it. PHOTOS photos of the store,
+spread over it, are altered as copies are in archives (re-encoded, resized, cropped,
+darkened, brightened, framed) and embedded: `copies` is the similarity 95% of the copies
+keep to their original. The stored vectors of up to PAIRED files give the similarities of
+different photos (pairs as alike as the median copy are left out: those are copies the
+store already holds); `different` is their 99.9th percentile. near is `copies`, raised to
+`different` where the model tells them apart that poorly (a false group costs more than a
+missed one); similar lies halfway between near and `different`. The store keeps the
+answer (duplicate-thresholds.json) by model digest.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from ..storage.catalog import Catalog
 if TYPE_CHECKING:
     from ..models.encoder import Encoder
 
-PHOTOS = 32  # photos of the store measured
+PHOTOS = 32  # photos of the store altered and embedded
+PAIRED = 2000  # stored vectors whose pairs are the different photos
 TOP = 0.9999  # near never above this: identical pictures always group
 
 
@@ -38,8 +41,8 @@ class Thresholds:
 
     near: float
     similar: float
-    copies: float  # 5th percentile: copy to its original
-    different: float  # 99th percentile: one photo to another
+    copies: float  # 5th percentile: a copy to its original
+    different: float  # 99.9th percentile: one photo to another
     photos: int
 
     def of(self, kind: str) -> float:
@@ -73,28 +76,31 @@ def _jpeg(img: Image.Image, quality: int) -> Image.Image:
     return Image.open(buf).convert("RGB")
 
 
-def measure(encoder: Encoder, photos: list[Image.Image]) -> Thresholds:
-    """Thresholds from photos that are different pictures (two at least)."""
+def measure(encoder: Encoder, photos: list[Image.Image], stored: np.ndarray) -> Thresholds:
+    """Thresholds from photos and the stored vectors of different files (two at least)."""
     originals = encoder.encode_images(photos)
-    copies = []
-    for vector, photo in zip(originals, photos):
-        copies.append(encoder.encode_images(copies_of(photo)) @ vector)
-    alike = np.concatenate(copies)
-    pairs = originals @ originals.T
-    different = pairs[np.triu_indices(len(photos), k=1)]
+    alike = np.concatenate(
+        [encoder.encode_images(copies_of(photo)) @ v for v, photo in zip(originals, photos)]
+    )
+    pairs = (stored @ stored.T)[np.triu_indices(len(stored), k=1)]
+    unlike = pairs[pairs < np.median(alike)]
     low = float(np.quantile(alike, 0.05))
-    high = float(np.quantile(different, 0.99))
+    high = float(np.quantile(unlike, 0.999)) if len(unlike) else float(np.median(alike))
     near = min(TOP, max(low, high))
     similar = (near + high) / 2 if near > high else near
     return Thresholds(near, similar, low, high, len(photos))
 
 
+def spread(ids: np.ndarray, n: int) -> list[int]:
+    """n of the ids, evenly spread over them."""
+    ids = np.sort(ids)
+    return sorted(set(ids[np.linspace(0, len(ids) - 1, min(len(ids), n)).astype(int)].tolist()))
+
+
 def sample_photos(catalog: Catalog, model_id: int, size: int) -> list[Image.Image]:
     """Up to PHOTOS of the model's photos, evenly spread over the store's ids, decoded at
     about 4x the model's input (so that a copy at 25% is what a real one would be)."""
-    ids = np.sort(catalog.vectors.ids(model_id))
-    picks = ids[np.linspace(0, len(ids) - 1, min(len(ids), 2 * PHOTOS)).astype(int)]
-    rows = catalog.files.rows(sorted(set(picks.tolist())))
+    rows = catalog.files.rows(spread(catalog.vectors.ids(model_id), 2 * PHOTOS))
     photos = []
     for row in rows.values():
         try:
@@ -132,14 +138,15 @@ def thresholds_for(
 ) -> Thresholds | None:
     """The model's thresholds, measured now (loading the model) unless known; None where
     fewer than two of its photos can be read."""
-    vectors = len(catalog.vectors.ids(model_id))
-    known = memo.get(digest, vectors)
+    ids = catalog.vectors.ids(model_id)
+    known = memo.get(digest, len(ids))
     if known is not None:
         return known
     loaded = encoder()
     photos = sample_photos(catalog, model_id, loaded.preprocessing.size)
     if len(photos) < 2:
         return None
-    found = measure(loaded, photos)
+    _, stored = catalog.vectors.get(model_id, spread(ids, PAIRED))
+    found = measure(loaded, photos, stored)
     memo.put(digest, found)
     return found

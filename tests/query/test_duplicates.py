@@ -4,12 +4,11 @@ keeper rule, the guard against chaining, and the calibrated default on a trained
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import datetime
 
 import numpy as np
 import pytest
-from helpers import EMOJI, make_image
+from helpers import EMOJI, photos_with_copies
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -122,16 +121,6 @@ def test_filters_and_named_files_narrow_the_groups(tmp_path):
     assert [sorted(m.id for m in g.items) for g in named] == [[2, 302]]
 
 
-def photos_with_copies(folder):
-    """Five distinct pictures; p0 copied byte for byte twice, p1 re-saved as a JPEG."""
-    for i in range(5):
-        make_image(folder / f"p{i}.png", size=(120, 90), seed=i)
-    shutil.copy(folder / "p0.png", folder / "p0-copy.png")
-    shutil.copy(folder / "p0.png", folder / "p0-again.png")
-    Image.open(folder / "p1.png").convert("RGB").save(folder / "p1.jpg", quality=70)
-    return folder
-
-
 def test_exact_copies_are_found_by_their_bytes_and_listed_for_a_script(tmp_path):
     photos = photos_with_copies(tmp_path / "photos")
     store = tmp_path / "store"
@@ -235,5 +224,5 @@ def test_the_measured_default_finds_copies_on_a_trained_model(emoji_models, tmp_
     }
     right = {p for p in pairs if family_of[p[0]] == family_of[p[1]]}
     every = sum(len(n) * (len(n) + 1) // 2 for n in families.values())
-    assert len(right) / max(1, len(pairs)) >= 0.9  # precision
-    assert len(right) / every >= 0.5  # recall
+    assert len(right) / max(1, len(pairs)) >= 0.95  # precision: BENCHMARKS.md has the figures
+    assert len(right) / every >= 0.3  # recall: this 32-pixel model puts emoji close together

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import camera_photo, make_image, serving, serving_watched
+from helpers import camera_photo, make_image, photos_with_copies, serving, serving_watched
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -416,3 +416,23 @@ def test_the_camera_filter_reaches_the_search(tmp_path):
         found = search(url, query="a photo", k=5, camera="eos r5").json()["items"]
         assert [item["path"].rsplit("/", 1)[1] for item in found] == ["canon.jpg"]
         assert search(url, query="a photo", camera="\x1b[2J").status_code == 400
+
+
+def test_duplicates_come_as_groups_with_their_pictures(tmp_path):
+    photos_with_copies(tmp_path / "photos")
+    with Library(tmp_path / "store", create=True) as lib:
+        lib.index([tmp_path / "photos"], model=MODEL)
+    with serving(tmp_path / "store") as url:
+        exact = httpx.get(f"{url}/api/v1/duplicates", params={"kind": "exact"}).json()
+        assert exact["total"] == 1 and exact["more"] is False and exact["threshold"] is None
+        (group,) = exact["groups"]
+        assert [item["keep"] for item in group["items"]] == [True, False, False]
+        assert httpx.get(f"{url}{group['items'][1]['thumb_url']}").status_code == 200
+        near = httpx.get(
+            f"{url}/api/v1/duplicates", params={"threshold": 0.999999, "limit": 1}
+        ).json()
+        assert near["kind"] == "near" and len(near["groups"]) == 1
+        assert near["more"] == (near["total"] > 1) and near["total"] >= 1
+        for bad in ({"kind": "twins"}, {"threshold": 3}, {"camera": "\x1b[2J"}):
+            answer = httpx.get(f"{url}/api/v1/duplicates", params=bad)
+            assert answer.status_code == 400 and list(answer.json()) == ["error"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from helpers import EMOJI, camera_photo, make_image, serving, serving_watched
+from helpers import EMOJI, camera_photo, make_image, photos_with_copies, serving, serving_watched
 
 from clipsearch import Library
 
@@ -593,3 +593,29 @@ def test_back_returns_to_where_the_page_was_scrolled(browser, site):
         wait(browser, lambda d: abs(d.execute_script("return window.scrollY") - scrolled) < 40)
     finally:
         browser.set_window_size(1280, 900)
+
+
+def test_the_duplicates_view_marks_the_keeper_and_copies_the_others(browser, tmp_path):
+    photos_with_copies(tmp_path / "photos")
+    with Library(tmp_path / "store", create=True) as lib:
+        lib.index([tmp_path / "photos"], model=MODEL)
+    with serving(tmp_path / "store") as url:
+        browser.get(f"{url}/")
+        browser.find_element(By.LINK_TEXT, "Duplicates").click()
+        wait(browser, lambda d: "near" in d.find_element(By.ID, "summary").text)  # the default
+        Select(browser.find_element(By.ID, "kind")).select_by_value("exact")
+        browser.find_element(By.ID, "go").click()
+        wait(browser, lambda d: "exact" in d.find_element(By.ID, "summary").text)
+        figures = browser.find_elements(By.CSS_SELECTOR, ".group figure")
+        assert len(figures) == 3 and "keep" in figures[0].get_attribute("class")
+        names = [f.find_element(By.CLASS_NAME, "name").text for f in figures]
+        assert sorted(Path(n).name for n in names) == ["p0-again.png", "p0-copy.png", "p0.png"]
+        assert "kind=exact" in browser.current_url
+        browser.execute_cdp_cmd(
+            "Browser.grantPermissions",
+            {"permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"], "origin": url},
+        )
+        browser.find_element(By.ID, "copy").click()
+        wait(browser, lambda d: "Copied 2" in d.find_element(By.ID, "message-text").text)
+        copied = browser.execute_async_script("navigator.clipboard.readText().then(arguments[0])")
+        assert copied.splitlines() == names[1:]

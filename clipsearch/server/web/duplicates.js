@@ -36,7 +36,6 @@ function say(text) {
 function setLoading(on) {
   $("results").setAttribute("aria-busy", String(on));
   $("loading").hidden = !on;
-  $("go").disabled = on;
   $("more").disabled = on;
 }
 

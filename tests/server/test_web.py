@@ -3,6 +3,7 @@ driven by Selenium), against a real server over a real store."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -611,6 +612,9 @@ def test_the_duplicates_view_marks_the_keeper_and_copies_the_others(browser, tmp
         names = [f.find_element(By.CLASS_NAME, "name").text for f in figures]
         assert sorted(Path(n).name for n in names) == ["p0-again.png", "p0-copy.png", "p0.png"]
         assert "kind=exact" in browser.current_url
+        if importlib.util.find_spec("axe_core_python"):
+            problems = axe_violations(browser)
+            assert not problems, [(v["id"], v["help"], len(v["nodes"])) for v in problems]
         browser.execute_cdp_cmd(
             "Browser.grantPermissions",
             {"permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"], "origin": url},

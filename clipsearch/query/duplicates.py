@@ -6,11 +6,12 @@ every byte). `near`: the same picture re-encoded, resized, lightly cropped or re
 at or above a threshold (calibration.py measures one per model).
 
 No step is quadratic. Files whose vectors are identical (copies) count once; each distinct
-vector asks FAISS for its NEIGHBOURS nearest (exactly up to FLAT_LIMIT vectors, through an
-inverted file above), and the pairs above the threshold are joined, best first, into
-groups with a guard against chaining: two groups join only if every member of one is at
-least 2t - 1 similar to every member of the other (at most twice the threshold's distance
-apart), so A≈B≈…≈Z never glues two ends that are not alike.
+vector finds its NEIGHBOURS nearest (among all up to FLAT_LIMIT vectors; above, within the
+clusters of its two nearest centres, from FAISS's k-means), and the pairs above the
+threshold are joined, best first, into groups with a guard against chaining: two groups
+join only if every member of one is at least 2t - 1 similar to every member of the other
+(at most twice the threshold's distance apart), so A≈B≈…≈Z never glues two ends that are
+not alike.
 
 In a group the keeper comes first: the largest resolution, then the oldest (EXIF capture
 time, else the file's time), then the path; each member's score is its similarity to the
@@ -38,9 +39,8 @@ if TYPE_CHECKING:
 
 KINDS = ("exact", "near", "similar")
 NEIGHBOURS = 16  # nearest vectors asked for each: a group larger than this still links up
-FLAT_LIMIT = 20_000  # distinct vectors searched exactly; above, an inverted file
-NPROBE = 16  # lists an inverted file's search visits
-BATCH = 4096  # query vectors per FAISS call
+FLAT_LIMIT = 20_000  # distinct vectors compared all with all; above, within clusters
+BATCH = 1024  # rows compared at once (a BATCH x block matrix of similarities)
 
 
 @dataclass
@@ -142,8 +142,9 @@ def vector_groups(file_ids: np.ndarray, vectors: np.ndarray, threshold: float) -
     """Groups of file ids whose vectors are alike at `threshold`, as the module says."""
     if len(file_ids) < 2:
         return []
-    distinct, which = np.unique(vectors, axis=0, return_inverse=True)
-    which = which.reshape(-1)
+    rows = np.ascontiguousarray(vectors).view(np.dtype((np.void, vectors.shape[1] * 4)))
+    _, first, which = np.unique(rows.ravel(), return_index=True, return_inverse=True)
+    distinct, which = vectors[first], which.reshape(-1)
     files_of: list[list[int]] = [[] for _ in range(len(distinct))]
     for file_id, d in zip(file_ids.tolist(), which.tolist()):
         files_of[d].append(file_id)
@@ -156,40 +157,44 @@ def vector_groups(file_ids: np.ndarray, vectors: np.ndarray, threshold: float) -
 
 def neighbour_pairs(vectors: np.ndarray, threshold: float):
     """(i, j, score) with i < j: the pairs at or above the threshold among each vector's
-    nearest, in either direction, each once."""
+    NEIGHBOURS nearest in its blocks, in either direction, each once."""
     n = len(vectors)
-    k = min(NEIGHBOURS + 1, n)
-    index = _index(vectors)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     firsts, seconds, scores = [], [], []
-    for start in range(0, n, BATCH):
-        sims, found = index.search(vectors[start : start + BATCH], k)
-        me = np.arange(start, start + len(found))[:, None]
-        hit = (found >= 0) & (found != me) & (sims >= threshold)
-        other = found[hit]
-        mine = np.broadcast_to(me, found.shape)[hit]
-        firsts.append(np.minimum(mine, other))
-        seconds.append(np.maximum(mine, other))
-        scores.append(sims[hit])
+    for block in blocks(vectors):
+        k = min(NEIGHBOURS + 1, len(block))
+        for start in range(0, len(block), BATCH):
+            mine = block[start : start + BATCH]
+            sims = vectors[mine] @ vectors[block].T
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            best = np.take_along_axis(sims, top, axis=1)
+            other = block[top]
+            hit = (other != mine[:, None]) & (best >= threshold)
+            me = np.broadcast_to(mine[:, None], other.shape)[hit]
+            firsts.append(np.minimum(me, other[hit]))
+            seconds.append(np.maximum(me, other[hit]))
+            scores.append(best[hit])
     i, j, s = (np.concatenate(x) for x in (firsts, seconds, scores))
     _, once = np.unique(i * n + j, return_index=True)
     return i[once], j[once], s[once]
 
 
-def _index(vectors: np.ndarray) -> faiss.Index:
-    """Exact inner products for a few vectors; an inverted file of about √n lists, trained
-    on a sample, for many (near pairs share a list, or one of the NPROBE nearest)."""
+def blocks(vectors: np.ndarray) -> list[np.ndarray]:
+    """Row numbers to compare with each other: all of them for a few vectors; for many,
+    about √n clusters (spherical k-means on a sample), each vector in those of its two
+    nearest centres, so that two copies, which lie close, share one."""
     n, dim = vectors.shape
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if n <= FLAT_LIMIT:
-        index = faiss.IndexFlatIP(dim)
-    else:
-        nlist = int(math.sqrt(n))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        sample = np.random.default_rng(0).choice(n, min(n, 40 * nlist), replace=False)
-        index.train(vectors[np.sort(sample)])
-        index.nprobe = NPROBE
-    index.add(vectors)
-    return index
+        return [np.arange(n)]
+    nlist = int(math.sqrt(n))
+    kmeans = faiss.Kmeans(dim, nlist, niter=10, spherical=True, seed=0)
+    sample = np.random.default_rng(0).choice(n, min(n, 40 * nlist), replace=False)
+    kmeans.train(vectors[np.sort(sample)])
+    _, nearest = kmeans.index.search(vectors, 2)
+    order = np.argsort(nearest.reshape(-1), kind="stable")
+    rows = order // 2
+    bounds = np.searchsorted(nearest.reshape(-1)[order], np.arange(nlist + 1))
+    return [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
 def linked_sets(

@@ -48,10 +48,10 @@ def test_close_vectors_group_and_far_ones_do_not():
     assert as_pairs(vector_groups(ids, vectors, 0.9)) == truth
 
 
-def test_the_inverted_file_finds_what_exact_search_finds(monkeypatch):
+def test_comparing_within_clusters_finds_what_comparing_all_finds(monkeypatch):
     vectors, truth = planted(3000, pairs=60)
     ids = np.arange(len(vectors))
-    monkeypatch.setattr(duplicates, "FLAT_LIMIT", 100)  # 3,060 vectors: an inverted file
+    monkeypatch.setattr(duplicates, "FLAT_LIMIT", 100)  # 3,060 vectors: in clusters
     assert as_pairs(vector_groups(ids, vectors, 0.9)) == truth
 
 

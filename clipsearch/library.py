@@ -298,9 +298,7 @@ class Library:
         if kind != "exact" and threshold is None:
             measured = self.thresholds(model)
             threshold = measured.of(kind)
-        groups = duplicates.find(
-            self.catalog, row.id, kind, threshold or 1.0, filters, absolute_roots(of)
-        )
+        groups = duplicates.find(self.catalog, row.id, kind, threshold, filters, absolute_roots(of))
         return Duplicates(kind, row.name, threshold, groups, measured)
 
     def thresholds(self, model: str | None = None) -> Thresholds:

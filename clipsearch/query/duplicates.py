@@ -103,16 +103,19 @@ def find(
     catalog: Catalog,
     model_id: int,
     kind: str,
-    threshold: float,
+    threshold: float | None,
     filters: Filters = Filters(),
     of: Sequence[str] = (),
 ) -> list[Group]:
     """Groups of duplicates among the model's files that pass the filters; with `of`
-    (files or folders), only groups that hold one of them. Largest groups first."""
+    (files or folders), only groups that hold one of them. Largest groups first. The
+    threshold is for near and similar (exact copies need none)."""
     ids = filtered_ids(catalog, model_id, filters) if filters else None
     vector_of: dict[int, np.ndarray] = {}
     if kind == "exact":
         sets = _same_content(catalog, ids)
+    elif threshold is None:
+        raise QueryError(f"{kind} duplicates need a threshold (Library.thresholds measures one)")
     else:
         file_ids, vectors = catalog.vectors.get(model_id, None if ids is None else ids.tolist())
         sets = vector_groups(file_ids, vectors, threshold)

@@ -4,7 +4,6 @@
 // set as text, never as HTML. Only the newest search's answers are shown: each search
 // has a serial number, and an answer to an older one is dropped.
 
-const $ = (id) => document.getElementById(id);
 const FILTERS = { folder: "in", after: "after", before: "before", ext: "ext", camera: "camera", "min-score": "min", sort: "sort", k: "k" };
 const LABELS = { folder: "Folder", after: "After", before: "Before", ext: "Type", camera: "Camera", "min-score": "Min score", sort: "Sort" };
 const state = {
@@ -182,13 +181,6 @@ async function load(serial, req, offset, k) {
   showRow();
 }
 
-function element(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
 function card(item, index) {
   const figure = element("figure");
   figure.dataset.id = item.id;
@@ -312,14 +304,6 @@ function clearUpload() {
   state.upload = null;
   state.uploadUrl = null;
   $("upload").value = "";
-}
-
-function download(name, text, type) {
-  const link = document.createElement("a");
-  link.href = URL.createObjectURL(new Blob([text], { type }));
-  link.download = name;
-  link.click();
-  URL.revokeObjectURL(link.href);
 }
 
 function showFilters(open) {

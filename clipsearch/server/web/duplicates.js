@@ -2,7 +2,6 @@
 // The duplicates page: groups from /api/v1/duplicates, a row each, the keeper first and
 // marked; the settings live in the URL. Every name is set as text, never as HTML.
 
-const $ = (id) => document.getElementById(id);
 const FIELDS = { kind: "kind", threshold: "threshold", folder: "in", camera: "camera" };
 const state = { groups: [], offset: 0, more: false, serial: 0 };
 const PAGE = 50;
@@ -20,13 +19,6 @@ function query(offset) {
     if (value) p.set(key, value);
   }
   return p;
-}
-
-function element(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
 }
 
 function say(text) {
@@ -111,14 +103,6 @@ async function copyList() {
   } catch (error) {
     download("clipsearch-duplicates.txt", text, "text/plain");
   }
-}
-
-function download(name, text, type) {
-  const link = document.createElement("a");
-  link.href = URL.createObjectURL(new Blob([text], { type }));
-  link.download = name;
-  link.click();
-  URL.revokeObjectURL(link.href);
 }
 
 function run() {

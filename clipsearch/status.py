@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .images.formats import skipped_for_heif
+from .images.formats import skipped_for_heif, skipped_for_raw
 from .query.precision import Verdict
 from .storage.catalog import Catalog
 from .storage.catalog_indexes import stored_params, stored_recall
@@ -48,6 +48,12 @@ class FailedFile:
 
 
 @dataclass
+class Camera:
+    name: str  # make and model
+    photos: int
+
+
+@dataclass
 class StatusReport:
     store: str
     catalog: str
@@ -56,6 +62,9 @@ class StatusReport:
     models: list[ModelStatus]
     failed: list[FailedFile]
     heif_skipped: int
+    raw_skipped: int  # RAW files without a preview, for lack of rawpy
+    cameras: list[Camera]  # the ten that took the most photos
+    placed: int  # photos with a GPS position
 
     def to_dict(self) -> dict:
         """The JSON shape of `status --json`."""
@@ -108,4 +117,7 @@ def report(
         models=models,
         failed=[FailedFile(f.path, f.error or "") for f in failed],
         heif_skipped=sum(1 for f in failed if skipped_for_heif(f.error)),
+        raw_skipped=sum(1 for f in failed if skipped_for_raw(f.error)),
+        cameras=[Camera(name, n) for name, n in catalog.files.cameras()],
+        placed=catalog.files.placed(),
     )

@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -35,11 +36,27 @@ def make_image(path: Path, size=(48, 40), seed: int = 0, mode: str = "RGB", **sa
     return path
 
 
-def camera_photo(path: Path, seed: int, make: str | None, model: str | None) -> Path:
-    """A JPEG whose EXIF names the camera that took it (none when make is None)."""
+def camera_photo(
+    path: Path,
+    seed: int,
+    make: str | None,
+    model: str | None,
+    place: tuple[float, float] | None = None,
+    lens: str | None = None,
+) -> Path:
+    """A JPEG whose EXIF names the camera that took it (none when make is None), and
+    where (latitude, longitude in degrees) and with which lens, where given."""
     exif = Image.Exif()
     if make:
         exif[0x010F], exif[0x0110] = make, model
+    if lens:
+        exif.get_ifd(0x8769)[0xA434] = lens
+    if place:
+        gps = exif.get_ifd(0x8825)
+        for ref, value, tags in ((("N", "S"), place[0], (1, 2)), (("E", "W"), place[1], (3, 4))):
+            whole, rest = divmod(abs(value) * 3600, 3600)
+            gps[tags[0]] = ref[value < 0]
+            gps[tags[1]] = (whole, rest // 60, round(rest % 60, 4))
     return make_image(path, seed=seed, size=(96, 72), exif=exif)
 
 
@@ -51,6 +68,58 @@ def photos_with_copies(folder: Path) -> Path:
     shutil.copy(folder / "p0.png", folder / "p0-again.png")
     Image.open(folder / "p1.png").convert("RGB").save(folder / "p1.jpg", quality=70)
     return folder
+
+
+def write_dng(
+    path: Path,
+    rgb: np.ndarray,
+    preview: bytes | None = None,
+    make: str = "Canon",
+    model: str = "EOS R5",
+    orientation: int = 1,
+) -> Path:
+    """A small real DNG, written byte by byte: the picture as a 16-bit RGGB Bayer mosaic
+    in its first directory (what LibRaw demosaics), the camera and orientation tags, and
+    where given a JPEG preview embedded after the mosaic, as cameras embed theirs."""
+    h, w = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
+    wide = rgb[:h, :w].astype(np.uint16) * 257
+    mosaic = np.zeros((h, w), np.uint16)
+    mosaic[0::2, 0::2], mosaic[1::2, 1::2] = wide[0::2, 0::2, 0], wide[1::2, 1::2, 2]
+    mosaic[0::2, 1::2], mosaic[1::2, 0::2] = wide[0::2, 1::2, 1], wide[1::2, 0::2, 1]
+    pixels = mosaic.astype("<u2").tobytes()
+    body = bytearray(b"II*\x00\x00\x00\x00\x00") + pixels + (preview or b"")
+    identity = [(1, 1), (0, 1), (0, 1), (0, 1), (1, 1), (0, 1), (0, 1), (0, 1), (1, 1)]
+    tags = [  # (tag, TIFF type, values): 1 BYTE, 2 ASCII, 3 SHORT, 4 LONG, 10 SRATIONAL
+        (254, 4, [0]), (256, 4, [w]), (257, 4, [h]), (258, 3, [16]), (259, 3, [1]),
+        (262, 3, [32803]), (271, 2, make), (272, 2, model), (273, 4, [8]),
+        (274, 3, [orientation]), (277, 3, [1]), (278, 4, [h]), (279, 4, [len(pixels)]),
+        (284, 3, [1]), (33421, 3, [2, 2]), (33422, 1, [0, 1, 1, 2]), (50706, 1, [1, 4, 0, 0]),
+        (50708, 2, f"{make} {model}"), (50717, 4, [65535]), (50721, 10, identity),
+        (50778, 3, [21]),
+    ]  # fmt: skip
+    at = len(body)
+    extra_at = at + 2 + 12 * len(tags) + 4
+    ifd, extra = bytearray(struct.pack("<H", len(tags))), bytearray()
+    for tag, kind, values in tags:
+        if kind == 2:
+            data, count = values.encode() + b"\x00", len(values) + 1
+        elif kind == 10:
+            data, count = b"".join(struct.pack("<ii", *v) for v in values), len(values)
+        else:
+            data, count = (
+                struct.pack("<" + {1: "B", 3: "H", 4: "I"}[kind] * len(values), *values),
+                len(values),
+            )
+        if len(data) <= 4:
+            ifd += struct.pack("<HHI", tag, kind, count) + data.ljust(4, b"\x00")
+        else:
+            ifd += struct.pack("<HHII", tag, kind, count, extra_at + len(extra))
+            extra += data + b"\x00" * (len(data) % 2)
+    body += ifd + struct.pack("<I", 0) + extra
+    body[4:8] = struct.pack("<I", at)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(body))
+    return path
 
 
 def write_emoji_split(emoji: Path, out: Path, split: str, vendors: set[str]) -> Path:

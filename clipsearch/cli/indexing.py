@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from ..core.config import MEMORY_BUDGET_HELP, IndexOptions
+from ..images.formats import skipped_for_heif, skipped_for_raw
 from .app import app
 from .console import emit_json, err, escaped, on_wait, out, progress_bar, user_errors
 from .options import (
@@ -32,10 +33,13 @@ def show_problems(report) -> None:
             f"[yellow]Skipped:[/yellow] {escaped(p.path)}: {escaped(p.reason)}",
             markup=True,
         )
-    for path, reason in report.failures[:20]:
+    failures = [  # files skipped for want of an extra are counted once, below
+        (p, r) for p, r in report.failures if not (skipped_for_heif(r) or skipped_for_raw(r))
+    ]
+    for path, reason in failures[:20]:
         err.print(f"[red]Failed:[/red] {escaped(path)}: {escaped(reason)}", markup=True)
-    if len(report.failures) > 20:
-        err.print(f"... and {len(report.failures) - 20} more: `clipsearch status --failed`")
+    if len(failures) > 20:
+        err.print(f"... and {len(failures) - 20} more: `clipsearch status --failed`")
 
 
 @app.command()
@@ -193,8 +197,17 @@ def show_index_report(report, dry_run: bool) -> None:
     if report.skipped_heif:
         err.print(
             f"{report.skipped_heif} HEIC/AVIF files need pillow-heif: "
-            "pip install 'clipsearch[heif]'"
+            "pip install 'clipsearch[heif]'",
+            markup=False,
         )
+    if report.skipped_raw:
+        err.print(
+            f"{report.skipped_raw} RAW files have no preview to read and need rawpy: "
+            "pip install 'clipsearch[raw]'",
+            markup=False,
+        )
+    if report.exif_read_again:
+        out.print(f"Lens and place read for {report.exif_read_again} photos indexed before.")
 
 
 @app.command()
@@ -230,16 +243,34 @@ def status(
             precision_cell(m.query_precision),
         )
     out.print(table)
-    if info.heif_skipped:
-        out.print(
-            f"{info.heif_skipped} HEIC/AVIF files skipped: "
-            "pip install 'clipsearch[heif]', then index again."
-        )
+    say_what_photos_hold(info)
     if failed:
         for f in info.failed:
             out.print(f"{escaped(f.path)}: {escaped(f.reason)}")
     elif info.failed:
         out.print("List failed files with: clipsearch status --failed")
+
+
+def say_what_photos_hold(info) -> None:
+    """Status lines on the photos: their cameras, how many have a place, what was skipped
+    for want of an extra."""
+    if info.cameras:
+        cameras = ", ".join(f"{escaped(c.name)} ({c.photos})" for c in info.cameras)
+        out.print(f"Cameras: {cameras}")
+    if info.placed:
+        out.print(f"Photos with a place (GPS): {info.placed}")
+    if info.heif_skipped:
+        out.print(
+            f"{info.heif_skipped} HEIC/AVIF files skipped: "
+            "pip install 'clipsearch[heif]', then index again.",
+            markup=False,
+        )
+    if info.raw_skipped:
+        out.print(
+            f"{info.raw_skipped} RAW files without a preview skipped: "
+            "pip install 'clipsearch[raw]', then index again.",
+            markup=False,
+        )
 
 
 def recall_cell(index) -> str:

@@ -62,6 +62,13 @@ CameraOption = typer.Option(
     help="Only photos from a camera whose make and model hold this, any case (canon, "
     "'eos r5', iphone); photos without camera data never match.",
 )
+NearOption = typer.Option(
+    None,
+    "--near",
+    metavar="LAT,LON[,KM]",
+    help="Only photos taken within KM (default 10) of a place, from their EXIF GPS "
+    "position (48.858,2.294 or 48.858,2.294,2); photos without one never match.",
+)
 FormatOption = typer.Option(
     "auto",
     "--format",

@@ -17,6 +17,7 @@ from .options import (
     FormatOption,
     InOption,
     KOption,
+    NearOption,
     OutputOption,
     QueryLogOption,
     QueryPrecisionOption,
@@ -73,6 +74,7 @@ def query(
     before: str = typer.Option(None, "--before", help="Taken before this date."),
     ext: list[str] = typer.Option([], "--ext", help="Only these formats, e.g. jpg (repeatable)."),
     camera: str = CameraOption,
+    near: str = NearOption,
     min_score: float = typer.Option(None, "--min-score", help="Drop results scoring below this."),
     sort: str = typer.Option(
         "score",
@@ -104,7 +106,7 @@ def query(
             terms or [],
             k=k,
             model=model,
-            filters=Filters.parse(folder, after, before, ext, camera),
+            filters=Filters.parse(folder, after, before, ext, camera, near),
             images=[str(p) for p in image],
             min_score=min_score,
             exclude_self=exclude_self,
@@ -122,6 +124,7 @@ def similar(
     db: str = DbOption,
     folder: list[Path] = InOption,
     camera: str = CameraOption,
+    near: str = NearOption,
     fmt: str = FormatOption,
     output: Path = OutputOption,
     device: str = DeviceOption,
@@ -131,7 +134,7 @@ def similar(
     from ..query.search import Filters
 
     with user_errors(), open_library(store, db, device=device, precision=precision) as lib:
-        filters = Filters.parse(folder, camera=camera)
+        filters = Filters.parse(folder, camera=camera, near=near)
         answer = lib.similar(str(path), k=k, model=model, filters=filters)
         _print_answer(answer, fmt, output)
 
@@ -157,6 +160,7 @@ def duplicates(
     ),
     folder: list[Path] = InOption,
     camera: str = CameraOption,
+    near: str = NearOption,
     model: str = StoreModelOption,
     store: Path = StoreOption,
     db: str = DbOption,
@@ -172,7 +176,7 @@ def duplicates(
 
     with user_errors(), open_library(store, db, device=device, precision=precision) as lib:
         fmt = render.format_for(fmt, None if output is None else str(output))
-        filters = Filters.parse(folder, camera=camera)
+        filters = Filters.parse(folder, camera=camera, near=near)
         with err.status("Finding duplicates…") if err.is_terminal else contextlib.nullcontext():
             found = lib.duplicates(kind, [str(p) for p in paths or []], filters, threshold, model)
         _say_measured(found)

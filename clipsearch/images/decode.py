@@ -7,6 +7,7 @@ naming the file.
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -15,8 +16,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..core.errors import ClipsearchError
-from ..core.files import check_regular
-from .items import is_plain_file, read_bytes
+from ..core.files import check_regular, open_regular
+from .formats import is_raw_name
+from .items import is_plain_file, is_url, read_bytes
+from .raw import NoPreview, container_exif, open_raw, upright
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class ImageInfo:
     taken_at: str | None = None  # EXIF DateTimeOriginal, "YYYY:MM:DD HH:MM:SS"
     camera_make: str | None = None
     camera_model: str | None = None
+    lens: str | None = None
+    latitude: float | None = None  # degrees north, WGS 84
+    longitude: float | None = None  # degrees east
     fingerprint: str | None = None  # of the bytes decoded (indexing/content.py)
     content: str | None = None  # hash of every byte decoded (indexing/content.py)
 
@@ -79,17 +85,88 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _exif_info(img: Image.Image) -> tuple[str | None, str | None, str | None]:
+EXIF_READ = 1  # this reading of EXIF (catalog column exif_read): 1 = with lens and place
+
+
+def exif_details(img: Image.Image) -> dict:
+    """What a photo's EXIF says of it: capture time, camera, lens, place. A broken EXIF
+    block, or a value that is no time or position, is unknown, not an error."""
     try:
         exif = img.getexif()
     except Exception:  # a broken EXIF block is not a broken image
-        return None, None, None
-    taken = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)  # DateTimeOriginal, DateTime
+        return {}
+    return exif_fields(exif)
 
-    def text(value) -> str | None:
-        return (str(value).strip("\x00 ") or None) if value else None
 
-    return text(taken), text(exif.get(0x010F)), text(exif.get(0x0110))
+def exif_fields(exif: Image.Exif) -> dict:
+    """exif_details of an EXIF block already read."""
+    try:
+        photo = exif.get_ifd(0x8769)
+        gps = exif.get_ifd(0x8825)
+    except Exception:  # a broken EXIF block is not a broken image
+        return {}
+    taken = photo.get(0x9003) or exif.get(0x0132)  # DateTimeOriginal, DateTime
+    lens = _text(photo.get(0xA434)) or _text(photo.get(0xA433))  # LensModel, LensMake
+    latitude = _degrees(gps.get(2), gps.get(1), "S", 90)
+    longitude = _degrees(gps.get(4), gps.get(3), "W", 180)
+    placed = latitude is not None and longitude is not None
+    return dict(
+        taken_at=_text(taken),
+        camera_make=_text(exif.get(0x010F)),
+        camera_model=_text(exif.get(0x0110)),
+        lens=lens,
+        latitude=latitude if placed else None,
+        longitude=longitude if placed else None,
+    )
+
+
+def _open_raw(
+    file: str | io.BytesIO, path: str, draft_size: int | None
+) -> tuple[Image.Image, ImageInfo]:
+    """A camera RAW file (raw.py): its preview or its demosaiced picture, with the EXIF
+    of the RAW itself where its container has it (else the preview's)."""
+    data = file.getvalue() if isinstance(file, io.BytesIO) else read_bytes(file)
+    exif = container_exif(data)
+    try:
+        img = open_raw(data, draft_size)
+    except NoPreview as e:
+        raise ImageError(path, str(e)) from None
+    check_pixels(img.size)
+    details = exif_fields(exif) if exif is not None else exif_details(img)
+    kind = os.path.splitext(path)[1][1:].upper()
+    info = ImageInfo(img.width, img.height, kind, **details)
+    return to_rgb(ImageOps.exif_transpose(upright(img, exif))), info
+
+
+def read_exif(key: str) -> dict:
+    """A catalogued item's EXIF details from its header, no pixel decoded; {} where it
+    cannot be read (gone, not a regular file, a URL: never fetched for this)."""
+    if is_url(key):
+        return {}
+    try:
+        if is_plain_file(key):
+            with open_regular(key) as f, Image.open(f) as img:
+                return exif_details(img)
+        with Image.open(io.BytesIO(read_bytes(key))) as img:
+            return exif_details(img)
+    except Exception:  # unreadable now: the next full read of the file will say why
+        return {}
+
+
+def _text(value) -> str | None:
+    return (str(value).strip("\x00 ") or None) if value else None
+
+
+def _degrees(dms, ref, negative: str, limit: float) -> float | None:
+    """EXIF's (degrees, minutes, seconds) and N/S or E/W as signed degrees."""
+    try:
+        d, m, s = (float(x) for x in dms)
+        value = d + m / 60 + s / 3600
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if not math.isfinite(value) or value > limit:
+        return None
+    return -value if str(ref).strip("\x00 ").upper() == negative else value
 
 
 def check_pixels(size: tuple[int, int]) -> None:
@@ -128,8 +205,10 @@ def open_image(source: ImageSource, draft_size: int | None = None) -> tuple[Imag
         with warnings.catch_warnings():
             # Pillow's limit is for what is decoded: a 100-MP JPEG drafted to 1/8 is fine
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if is_raw_name(path):
+                return _open_raw(file, path, draft_size)
             with Image.open(file) as img:
-                info = ImageInfo(img.width, img.height, img.format, *_exif_info(img))
+                info = ImageInfo(img.width, img.height, img.format, **exif_details(img))
                 if draft_size and img.format == "JPEG":
                     img.draft("RGB", (draft_size, draft_size))
                 check_pixels(img.size)

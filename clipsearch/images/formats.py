@@ -1,4 +1,6 @@
-"""Which files are images: by extension, with HEIC/HEIF/AVIF when pillow-heif is installed.
+"""Which files are images: by extension, with HEIC/HEIF/AVIF when pillow-heif is installed,
+and camera RAW files (raw.py reads them); a RAW with a JPEG of its name beside it is one
+photo with that JPEG.
 
 No decoding here: the scan asks this of every name it walks.
 """
@@ -12,7 +14,11 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 )
 HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".avif"})
-_EXTENSIONS = IMAGE_EXTENSIONS | HEIF_EXTENSIONS
+RAW_EXTENSIONS = frozenset(
+    {".cr2", ".cr3", ".nef", ".arw", ".dng", ".orf", ".rw2", ".raf", ".pef", ".srw"}
+)
+_EXTENSIONS = IMAGE_EXTENSIONS | HEIF_EXTENSIONS | RAW_EXTENSIONS
+JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe"})
 
 
 def is_image_name(name: str) -> bool:
@@ -42,3 +48,61 @@ def heif_support() -> bool:
     if hasattr(pillow_heif, "register_avif_opener"):
         pillow_heif.register_avif_opener()
     return True
+
+
+NO_RAW = (
+    "a RAW file without a preview to read; decoding it needs rawpy: "
+    "pip install 'clipsearch[raw]', then index again"
+)
+
+
+def is_raw_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in RAW_EXTENSIONS
+
+
+def skipped_for_raw(error: str | None) -> bool:
+    """A file recorded as failed only because rawpy was missing."""
+    return error == NO_RAW
+
+
+@lru_cache(maxsize=1)
+def raw_support() -> bool:
+    """Whether rawpy (the `raw` extra) is installed to demosaic RAWs without a preview."""
+    try:
+        import rawpy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def companions(names: list[str]) -> set[str]:
+    """The RAW names among a folder's that have a JPEG of the same name (any case) beside
+    them: RAW+JPEG pairs, each one photo, indexed by its JPEG."""
+    stems = {os.path.splitext(n)[0].lower() for n in names if _ext(n) in JPEG_EXTENSIONS}
+    return {
+        n for n in names if _ext(n) in RAW_EXTENSIONS and os.path.splitext(n)[0].lower() in stems
+    }
+
+
+def raw_beside(path: str, listed: dict[str, list[str]]) -> str | None:
+    """The RAW file beside a JPEG (the other half of its pair), if there is one; `listed`
+    keeps each folder's names for the next call."""
+    if _ext(path) not in JPEG_EXTENSIONS:
+        return None
+    folder, name = os.path.split(path)
+    if folder not in listed:
+        try:
+            listed[folder] = os.listdir(folder)
+        except OSError:
+            listed[folder] = []
+    stem = os.path.splitext(name)[0].lower()
+    pair = [
+        n
+        for n in listed[folder]
+        if _ext(n) in RAW_EXTENSIONS and os.path.splitext(n)[0].lower() == stem
+    ]
+    return os.path.join(folder, min(pair)) if pair else None
+
+
+def _ext(name: str) -> str:
+    return os.path.splitext(name)[1].lower()

@@ -23,6 +23,7 @@ from ..storage.presets import preset_named
 from ..storage.schema import Model
 from ..storage.store import Store
 from ..storage.vector_indexes import IndexWriteError
+from .details import fill_exif
 from .pipeline import Pipeline
 from .plan import Planner, Task, absolute_roots
 from .pool import DecodePool
@@ -135,6 +136,8 @@ class Indexer:
             pipeline.run(tasks, progress)
         with self.watch("remove missing"):
             self.remove_missing(scan)
+        with self.watch("exif read again"):
+            self.report.exif_read_again = fill_exif(self.catalog, roots)
         if self.planner.shards_read:  # every member has its row now: next time, not opened
             with self.catalog.write() as s:
                 self.catalog.files.mark_shards_complete(s, self.planner.shards_read)

@@ -23,8 +23,8 @@ import numpy as np
 
 from ..core import faults
 from ..core.config import IndexOptions
-from ..images.decode import ImageInfo
-from ..images.formats import skipped_for_heif
+from ..images.decode import EXIF_READ, ImageInfo
+from ..images.formats import skipped_for_heif, skipped_for_raw
 from ..storage.catalog import Catalog
 from .cores import CoreShare
 from .plan import Task
@@ -189,6 +189,7 @@ class Pipeline:
         if error is not None:
             self.report.failed += 1
             self.report.skipped_heif += skipped_for_heif(error)
+            self.report.skipped_raw += skipped_for_raw(error)
             self.report.failures.append((f.path, error))
             return {**row, "state": "failed", "error": error}
         if task.replaces is not None:
@@ -220,4 +221,8 @@ def _file_fields(info: ImageInfo) -> dict:
         taken_at=taken,
         camera_make=info.camera_make,
         camera_model=info.camera_model,
+        lens=info.lens,
+        latitude=info.latitude,
+        longitude=info.longitude,
+        exif_read=EXIF_READ,
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..core.config import IndexOptions
 from ..core.errors import ClipsearchError
-from ..images.formats import heif_support, skipped_for_heif
+from ..images.formats import heif_support, raw_support, skipped_for_heif, skipped_for_raw
 from ..images.items import is_list_name, is_shard_name, is_url, source_stat, split_member
 from ..images.records import DataError, list_items
 from ..images.shards import shard_items
@@ -179,16 +179,18 @@ class Planner:
 
     def tasks(self, scan: ScanResult, model_id: int | None) -> list[Task]:
         """Files to embed: new, changed, and unchanged ones without this model's vector.
-        Unchanged failures wait until the file changes, except HEIF files skipped for lack
-        of pillow-heif, retried once it is installed, and URLs, which cannot say they
-        changed."""
+        Unchanged failures wait until the file changes, except HEIF and RAW files skipped
+        for lack of pillow-heif or rawpy, retried once it is installed, and URLs, which
+        cannot say they changed."""
         have = self.catalog.vectors.present(model_id, [f.id for f in scan.unchanged])
         tasks = [Task(f) for f in scan.new] + [Task(f, replaces=row) for f, row in scan.changed]
         for row in scan.unchanged:
             if row.state == "ok" and row.id not in have:
                 tasks.append(Task(Found(row.path, row.size, row.mtime_ns), existing=row))
             elif row.state == "failed" and (
-                (skipped_for_heif(row.error) and heif_support()) or is_url(row.path)
+                (skipped_for_heif(row.error) and heif_support())
+                or (skipped_for_raw(row.error) and raw_support())
+                or is_url(row.path)
             ):  # a URL cannot say it changed: a failed one (404, timeout) is tried again
                 tasks.append(Task(Found(row.path, row.size, row.mtime_ns), replaces=row))
             else:

@@ -25,6 +25,8 @@ class IndexReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
     problems: list[ScanProblem] = field(default_factory=list)
     skipped_heif: int = 0
+    skipped_raw: int = 0  # RAW files without a preview, for lack of rawpy
+    exif_read_again: int = 0  # rows from before lens and place were read (details.py)
     index_action: str = ""
     preset: str = ""
     index_error: str | None = None

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ..core import faults
-from ..images.formats import is_image_name
+from ..images.formats import companions, is_image_name
 from ..images.items import is_shard_name
 from ..storage.schema import File
 
@@ -96,10 +96,13 @@ class Walker:
             )  # fmt: skip
             self.unread.append(folder)
             return
+        paired = companions([e.name for e in entries])  # RAW+JPEG: indexed by the JPEG
         for entry in entries:
             name = entry.name
-            if (name.startswith(".") and not self.include_hidden) or (
-                self.exclude and self.excluded(entry.path, name)
+            if (
+                name in paired
+                or (name.startswith(".") and not self.include_hidden)
+                or (self.exclude and self.excluded(entry.path, name))
             ):
                 continue
             try:

@@ -57,7 +57,8 @@ def table(query: str, results: Sequence[Result]):
     t = Table("#", "score", "path", "date", "size", title=markup_safe(query))
     for rank, r in enumerate(results, 1):
         date = f"{r.date:%Y-%m-%d}"
-        t.add_row(str(rank), f"{r.score:.3f}", markup_safe(r.path), date, size_text(r.size))
+        path = r.path if r.raw is None else f"{r.path} (+ {os.path.basename(r.raw)})"
+        t.add_row(str(rank), f"{r.score:.3f}", markup_safe(path), date, size_text(r.size))
     return t
 
 

@@ -8,6 +8,7 @@ selector or, for small sets, exactly over the catalog's vectors: never top-k-the
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..core.errors import ClipsearchError
 from ..images.decode import BytesSource
-from ..images.formats import is_image_name
+from ..images.formats import is_image_name, raw_beside
 from ..storage.catalog import Catalog
 from ..storage.exact import exact_topk
 from ..storage.loaded_index import LoadedIndex
@@ -117,9 +118,12 @@ class Filters:
     before: datetime | None = None
     extensions: Sequence[str] = ()
     camera: str | None = None  # in the camera's make and model, any case
+    near: tuple[float, float, float] | None = None  # latitude, longitude, km
 
     def __bool__(self) -> bool:
-        return bool(self.folders or self.after or self.before or self.extensions or self.camera)
+        return bool(
+            self.folders or self.after or self.before or self.extensions or self.camera or self.near
+        )
 
     @classmethod
     def parse(
@@ -129,9 +133,11 @@ class Filters:
         before: str | None = None,
         extensions: Sequence[str] = (),
         camera: str | None = None,
+        near: str | None = None,
     ) -> Filters:
         """Filters as a person gives them: dates as YYYY[-MM[-DD]] or ISO 8601, a camera
-        as part of its make and model ("canon", "eos r5", "Canon EOS")."""
+        as part of its make and model ("canon", "eos r5", "Canon EOS"), a place as
+        LAT,LON[,KM] in degrees (km: 10 unless given)."""
         for ext in extensions:
             if not ext.isprintable():
                 raise QueryError(f"not a file format: {ext!r} (give one such as jpg)")
@@ -143,7 +149,31 @@ class Filters:
             before=parse_date(before) if before else None,
             extensions=list(extensions),
             camera=" ".join(camera.lower().split()) if camera else None,
+            near=parse_place(near) if near is not None else None,
         )
+
+
+NEAR_KM = 10.0  # --near's radius unless given
+
+
+def parse_place(text: str) -> tuple[float, float, float]:
+    """LAT,LON[,KM]: degrees north and east (negative: south, west), and a radius."""
+    try:
+        parts = [float(x) for x in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 2:
+        parts.append(NEAR_KM)
+    if len(parts) != 3 or not all(math.isfinite(x) for x in parts):
+        raise QueryError(
+            f"not a place: {text!r} (give LAT,LON or LAT,LON,KM in degrees, e.g. 48.858,2.294,5)"
+        )
+    lat, lon, km = parts
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180 and 0 < km <= 20_100):
+        raise QueryError(
+            f"not a place: {text!r} (latitude -90..90, longitude -180..180, km above 0)"
+        )
+    return lat, lon, km
 
 
 def parse_date(text: str) -> datetime:
@@ -182,6 +212,7 @@ def filtered_ids(catalog: Catalog, model_id: int, filters: Filters) -> np.ndarra
         after=filters.after,
         before=filters.before,
         camera=filters.camera,
+        near=filters.near,
     )
 
 
@@ -197,6 +228,10 @@ class Result:
     taken_at: datetime | None
     modified: datetime
     camera: str | None
+    lens: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    raw: str | None = None  # the RAW file beside a JPEG: one photo, shot RAW+JPEG
 
     @property
     def date(self) -> datetime:
@@ -257,6 +292,7 @@ def hydrate(
 ) -> list[Result]:
     """(file id, score) hits as Results, with what the catalog knows of each file."""
     rows = catalog.files.rows([fid for fid, _ in hits])
+    listed: dict[str, list[str]] = {}  # each folder's names, read once for RAW pairs
     out = []
     for fid, score in hits:
         row = rows.get(fid)
@@ -275,6 +311,10 @@ def hydrate(
                 taken_at=row.taken_at,
                 modified=utc(row.mtime_ns),
                 camera=camera,
+                lens=row.lens,
+                latitude=row.latitude,
+                longitude=row.longitude,
+                raw=raw_beside(row.path, listed),
             )
         )
     return out

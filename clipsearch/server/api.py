@@ -51,13 +51,14 @@ def duplicates(
     threshold: float | None = Query(None, ge=-1, le=1, description="Default: measured."),
     in_: list[Text] = Query([], alias="in", max_length=64, description="Only under these."),
     camera: Text | None = Query(None, description="Only photos from this camera (any case)."),
+    near: Text | None = Query(None, description="Only photos within KM of LAT,LON[,KM]."),
     offset: int = Query(0, ge=0, le=1_000_000),
     limit: int = Query(100, ge=1, le=1000),
 ) -> DuplicatesResponse:
     """Groups of duplicate images, the keeper first in each (largest, then oldest): exact
     (the same bytes), near (the same picture re-encoded, resized, cropped, recoloured) or
     similar (the same scene, another shot)."""
-    filters = Filters.parse(in_, camera=camera)
+    filters = Filters.parse(in_, camera=camera, near=near)
     return service_of(request).duplicates(kind, threshold, filters, offset, limit)
 
 

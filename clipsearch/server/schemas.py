@@ -34,6 +34,9 @@ class SearchRequest(BaseModel):
     camera: Text | None = Field(
         None, description="Only photos from a camera whose make and model hold this (any case)."
     )
+    near: Text | None = Field(
+        None, description="Only photos taken within KM (default 10) of LAT,LON[,KM]."
+    )
     similar_to: int | None = Field(
         None, ge=1, le=MAX_ID, description="Also search by this indexed image."
     )
@@ -51,6 +54,11 @@ class Item(BaseModel):
     date: str
     size: int
     format: str | None
+    camera: str | None
+    lens: str | None
+    latitude: float | None
+    longitude: float | None
+    raw: str | None = Field(description="The RAW file beside this JPEG (RAW+JPEG), if any.")
     thumb_url: str
     image_url: str
 
@@ -66,6 +74,11 @@ class Item(BaseModel):
             date=r.date.isoformat(),
             size=r.size,
             format=r.format,
+            camera=r.camera,
+            lens=r.lens,
+            latitude=r.latitude,
+            longitude=r.longitude,
+            raw=r.raw,
             thumb_url=f"/thumb/{r.file_id}",
             image_url=f"/image/{r.file_id}",
         )

@@ -117,7 +117,9 @@ class Service:
                 terms,
                 k=req.k,
                 model=self.model,
-                filters=Filters.parse(req.in_, req.after, req.before, req.ext, req.camera),
+                filters=Filters.parse(
+                    req.in_, req.after, req.before, req.ext, req.camera, req.near
+                ),
                 min_score=req.min_score,
                 exclude_self=req.similar_to is not None,
                 offset=req.offset,

@@ -8,6 +8,7 @@ UTF-8 sort apart and are matched in Python (schema.FsPath).
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -31,6 +32,10 @@ COPIED_FIELDS = (  # what a copy of a file shares with it
     "taken_at",
     "camera_make",
     "camera_model",
+    "lens",
+    "latitude",
+    "longitude",
+    "exif_read",
     "meta",
 )
 
@@ -119,10 +124,54 @@ class FileRecords:
         with self.db.read() as s:
             return [tuple(r) for r in s.execute(q.order_by(File.id))]
 
+    def exif_unread(self, roots: Sequence[str], reading: int) -> list[tuple[int, str]]:
+        """(id, path) of indexed files under the roots whose EXIF an older reading filled."""
+        stale = or_(File.exif_read.is_(None), File.exif_read < reading)
+        with self.db.read() as s:
+            return [
+                (r.id, r.path)
+                for root in roots
+                for r in s.execute(
+                    select(File.id, File.path).where(
+                        File.state == "ok", stale, (File.path == root) | path_range(File.path, root)
+                    )
+                )
+            ]
+
+    @staticmethod
+    def set_fields(s: Session, rows: Sequence[dict]) -> None:
+        """Columns of existing rows: each dict an "id" and the columns to set."""
+        if rows:
+            s.execute(update(File), list(rows))
+
     def counts(self) -> dict[str, int]:
         """Rows by state: ok, failed."""
         with self.db.read() as s:
             return dict(s.execute(select(File.state, func.count()).group_by(File.state)).all())
+
+    def cameras(self, top: int = 10) -> list[tuple[str, int]]:
+        """The cameras that took the most indexed photos ("make model"), with how many."""
+        named = func.trim(
+            func.coalesce(File.camera_make, "") + " " + func.coalesce(File.camera_model, "")
+        )
+        q = (
+            select(named, func.count())
+            .where(
+                File.state == "ok",
+                or_(File.camera_make.is_not(None), File.camera_model.is_not(None)),
+            )
+            .group_by(named)
+            .order_by(func.count().desc(), named)
+            .limit(top)
+        )
+        with self.db.read() as s:
+            return [(name, n) for name, n in s.execute(q)]
+
+    def placed(self) -> int:
+        """How many indexed photos carry a GPS position."""
+        with self.db.read() as s:
+            q = select(func.count()).where(File.state == "ok", File.latitude.is_not(None))
+            return s.scalar(q) or 0
 
     def failed(self) -> list[File]:
         with self.db.read() as s:
@@ -136,12 +185,14 @@ class FileRecords:
         after: datetime | None = None,
         before: datetime | None = None,
         camera: str | None = None,
+        near: tuple[float, float, float] | None = None,
     ) -> np.ndarray:
         """Sorted ids of files with this model's vector under any of the folders, with any
         of the extensions (lower-case, with the dot), taken within [after, before), by a
-        camera whose "make model" holds `camera` (lower-case). Dates are the EXIF capture
-        time, else the file's modification time (both UTC)."""
-        conds = [Vector.model_id == model_id, File.state == "ok"]
+        camera whose "make model" holds `camera` (lower-case), within `near` (latitude,
+        longitude, km) of a place. Dates are the EXIF capture time, else the file's
+        modification time (both UTC)."""
+        conds = [Vector.model_id == model_id, File.state == "ok", *_around(near)]
         if camera is not None:
             named = func.coalesce(File.camera_make, "") + " " + func.coalesce(File.camera_model, "")
             conds.append(func.lower(named).contains(camera, autoescape=True))
@@ -167,6 +218,8 @@ class FileRecords:
                     if (not prefixes or path.startswith(prefixes))
                     and (not extensions or path.lower().endswith(tuple(extensions)))
                 )
+            if near is not None:
+                ids = _within(s, ids, near)
         return np.array(sorted(ids), dtype=np.int64)
 
     # Changes, each inside the caller's transaction (Database.write).
@@ -249,6 +302,47 @@ class FileRecords:
             s.execute(delete(Shard).where(Shard.path.in_([path for path, _, _ in chunk])))
             rows = [{"path": p, "size": size, "mtime_ns": mtime} for p, size, mtime in chunk]
             s.execute(insert(Shard), rows)
+
+
+EARTH_KM = 6371.0088  # the mean radius
+
+
+def _around(near: tuple[float, float, float] | None) -> list:
+    """SQL for the box around a circle on the globe (an index range on latitude): what
+    _within then measures exactly. A box across the 180th meridian or a pole keeps every
+    longitude."""
+    if near is None:
+        return []
+    lat, lon, km = near
+    span = math.degrees(km / EARTH_KM)
+    conds = [File.latitude.between(lat - span, lat + span), File.longitude.is_not(None)]
+    widest = math.cos(math.radians(min(90.0, abs(lat) + span)))
+    if widest > 1e-9 and abs(lon) + span / widest <= 180:
+        conds.append(File.longitude.between(lon - span / widest, lon + span / widest))
+    return conds
+
+
+def _within(s: Session, ids: set[int], near: tuple[float, float, float]) -> set[int]:
+    """The ids whose place is within near's km of its point (great-circle distance)."""
+    rows = [
+        r
+        for chunk in chunks(sorted(ids))
+        for r in s.execute(select(File.id, File.latitude, File.longitude).where(File.id.in_(chunk)))
+    ]
+    if not rows:
+        return set()
+    found, lat, lon = (np.array(x, dtype=np.float64) for x in zip(*rows))
+    return {int(i) for i in found[distance_km(lat, lon, near[0], near[1]) <= near[2]]}
+
+
+def distance_km(lat, lon, lat0: float, lon0: float):
+    """Great-circle distance (haversine) from one point, in km."""
+    p, p0 = np.radians(lat), math.radians(lat0)
+    a = (
+        np.sin((p - p0) / 2) ** 2
+        + np.cos(p) * math.cos(p0) * np.sin(np.radians(lon - lon0) / 2) ** 2
+    )
+    return 2 * EARTH_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
 
 
 def _capture_time(compare, when: datetime):

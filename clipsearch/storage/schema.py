@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -22,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_HEAD = "0005"  # the newest migration: a database at it holds these tables
+SCHEMA_HEAD = "0006"  # the newest migration: a database at it holds these tables
 
 
 def utcnow() -> datetime:
@@ -102,6 +103,10 @@ class File(Base):
     taken_at: Mapped[datetime | None] = mapped_column(CaptureTime, index=True)
     camera_make: Mapped[str | None] = mapped_column(Text)
     camera_model: Mapped[str | None] = mapped_column(Text)
+    lens: Mapped[str | None] = mapped_column(Text)
+    latitude: Mapped[float | None] = mapped_column(Float, index=True)  # degrees, WGS 84
+    longitude: Mapped[float | None] = mapped_column(Float)
+    exif_read: Mapped[int | None]  # which reading of EXIF filled these (images.decode.EXIF_READ)
     meta: Mapped[str | None] = mapped_column(Text)  # JSON: a shard's sidecars, a list's row
     state: Mapped[str] = mapped_column(String(8), default="ok")  # ok | failed
     error: Mapped[str | None] = mapped_column(Text)

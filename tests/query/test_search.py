@@ -119,6 +119,45 @@ def test_extension_filter(indexed):
     assert {os.path.basename(r["path"]) for r in data["results"]} == {"old.jpg", "new.jpg"}
 
 
+def test_near_keeps_photos_taken_around_a_place(tmp_path):
+    photos = tmp_path / "photos"
+    camera_photo(
+        photos / "eiffel.jpg", 1, "Canon", "EOS R5", place=(48.8584, 2.2945), lens="RF50mm"
+    )
+    camera_photo(photos / "louvre.jpg", 2, "Canon", "EOS R5", place=(48.8606, 2.3376))  # 3.2 km
+    camera_photo(photos / "london.jpg", 3, None, None, place=(51.5007, -0.1246))  # 340 km
+    camera_photo(photos / "sydney.jpg", 4, None, None, place=(-33.8568, 151.2153))
+    camera_photo(photos / "fiji.jpg", 5, None, None, place=(-17.0, 179.99))  # by the 180th
+    camera_photo(photos / "nowhere.jpg", 6, "Apple", "iPhone 15")  # no GPS: never matches
+    store = tmp_path / "store"
+    assert cli("index", photos, "--model", MODEL, "--store", store, "--workers", "1").exit_code == 0
+
+    def found(*args) -> set[str]:
+        result = cli("query", "x", *args, "-k", "10", "-f", "json", "--store", store)
+        assert result.exit_code == 0, result.output
+        return {os.path.basename(r["path"]) for r in as_json(result)["results"]}
+
+    assert found("--near", "48.8584,2.2945,1") == {"eiffel.jpg"}
+    assert found("--near", "48.8584,2.2945") == {"eiffel.jpg", "louvre.jpg"}  # 10 km
+    assert found("--near", "48.8584,2.2945,500") == {"eiffel.jpg", "louvre.jpg", "london.jpg"}
+    assert found("--near", "-33.86,151.21,5", "--camera", "canon") == set()
+    assert found("--near", "-17.0,-179.99,10") == {"fiji.jpg"}  # across the 180th meridian
+    results = as_json(
+        cli("query", "x", "--near", "48.8584,2.2945,1", "-f", "json", "--store", store)
+    )
+    (eiffel,) = results["results"]
+    assert (eiffel["latitude"], eiffel["longitude"]) == pytest.approx((48.8584, 2.2945), abs=1e-6)
+    assert eiffel["lens"] == "RF50mm" and eiffel["camera"] == "Canon EOS R5"
+    for bad in ("48.8", "north,2", "91,0", "0,0,0", "nan,0"):
+        result = cli("query", "x", "--near", bad, "--store", store)
+        assert result.exit_code == 1 and "not a place" in result.output, bad
+    status = cli("status", "--store", store)
+    assert "Cameras: Canon EOS R5 (2), Apple iPhone 15 (1)" in status.stdout
+    assert "Photos with a place (GPS): 5" in status.stdout
+    duplicates = cli("duplicates", "--kind", "exact", "--near", "0,0", "--store", store)
+    assert duplicates.exit_code == 0, duplicates.output
+
+
 def test_camera_filter_matches_make_and_model_in_any_case(tmp_path):
     photos = tmp_path / "photos"
     camera_photo(photos / "canon.jpg", 1, "Canon", "Canon EOS R5")

@@ -418,6 +418,21 @@ def test_the_camera_filter_reaches_the_search(tmp_path):
         assert search(url, query="a photo", camera="\x1b[2J").status_code == 400
 
 
+def test_the_place_filter_reaches_the_search_and_results_carry_the_place(tmp_path):
+    camera_photo(tmp_path / "photos" / "paris.jpg", 1, "Canon", "EOS R5", (48.8584, 2.2945))
+    camera_photo(tmp_path / "photos" / "rome.jpg", 2, "Canon", "EOS R5", (41.8902, 12.4922))
+    with Library(tmp_path / "store", create=True) as lib:
+        lib.index([tmp_path / "photos"], model=MODEL)
+    with serving(tmp_path / "store") as url:
+        (item,) = search(url, query="a photo", near="41.89,12.49,5").json()["items"]
+        assert item["path"].endswith("rome.jpg") and item["latitude"] == pytest.approx(41.8902)
+        assert item["camera"] == "Canon EOS R5"
+        answer = search(url, query="a photo", near="41.89")
+        assert answer.status_code == 400 and "not a place" in answer.json()["error"]
+        groups = httpx.get(f"{url}/api/v1/duplicates", params={"kind": "exact", "near": "0,0"})
+        assert groups.status_code == 200 and groups.json()["groups"] == []
+
+
 def test_duplicates_come_as_groups_with_their_pictures(tmp_path):
     photos_with_copies(tmp_path / "photos")
     with Library(tmp_path / "store", create=True) as lib:

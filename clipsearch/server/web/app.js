@@ -4,8 +4,8 @@
 // set as text, never as HTML. Only the newest search's answers are shown: each search
 // has a serial number, and an answer to an older one is dropped.
 
-const FILTERS = { folder: "in", after: "after", before: "before", ext: "ext", camera: "camera", "min-score": "min", sort: "sort", k: "k" };
-const LABELS = { folder: "Folder", after: "After", before: "Before", ext: "Type", camera: "Camera", "min-score": "Min score", sort: "Sort" };
+const FILTERS = { folder: "in", after: "after", before: "before", ext: "ext", camera: "camera", near: "near", "min-score": "min", sort: "sort", k: "k" };
+const LABELS = { folder: "Folder", after: "After", before: "Before", ext: "Type", camera: "Camera", near: "Near", "min-score": "Min score", sort: "Sort" };
 const state = {
   items: [], offset: 0, request: null, upload: null, uploadUrl: null, similar: null,
   more: false, serial: 0, loading: false, viewing: -1, returnFocus: null, retry: null,
@@ -44,6 +44,7 @@ function request() {
   const ext = $("ext").value.split(/[,\s]+/).filter(Boolean);
   if (ext.length) body.ext = ext;
   if ($("camera").value.trim()) body.camera = $("camera").value.trim();
+  if ($("near").value.trim()) body.near = $("near").value.replace(/\s+/g, "");
   const min = parseFloat($("min-score").value);
   if (!Number.isNaN(min)) body.min_score = min;
   if (state.similar) body.similar_to = parseInt(state.similar, 10);
@@ -217,7 +218,7 @@ function view(index) {
   $("large").src = `${item.thumb_url}?size=1024`;
   $("large").alt = item.path;
   $("v-title").textContent = item.path.split("/").pop();
-  $("v-path").textContent = item.path;
+  $("v-path").textContent = item.raw ? `${item.path} (and its RAW: ${item.raw})` : item.path;
   $("v-date").textContent = item.date.replace("T", " ");
   $("v-size").textContent = `${item.width || "?"} × ${item.height || "?"}, ${(item.size / 1e6).toFixed(2)} MB`;
   $("v-score").textContent = item.score.toFixed(4);

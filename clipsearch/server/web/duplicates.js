@@ -2,7 +2,7 @@
 // The duplicates page: groups from /api/v1/duplicates, a row each, the keeper first and
 // marked; the settings live in the URL. Every name is set as text, never as HTML.
 
-const FIELDS = { kind: "kind", threshold: "threshold", folder: "in", camera: "camera" };
+const FIELDS = { kind: "kind", threshold: "threshold", folder: "in", camera: "camera", near: "near" };
 const state = { groups: [], offset: 0, more: false, serial: 0 };
 const PAGE = 50;
 

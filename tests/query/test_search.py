@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -119,6 +120,13 @@ def test_extension_filter(indexed):
     assert {os.path.basename(r["path"]) for r in data["results"]} == {"old.jpg", "new.jpg"}
 
 
+def names_found(store, *args) -> set[str]:
+    """The names of the files a query for "x" with these options finds (up to 10)."""
+    result = cli("query", "x", *args, "-k", "10", "-f", "json", "--store", store)
+    assert result.exit_code == 0, result.output
+    return {os.path.basename(r["path"]) for r in as_json(result)["results"]}
+
+
 def test_near_keeps_photos_taken_around_a_place(tmp_path):
     photos = tmp_path / "photos"
     camera_photo(
@@ -131,12 +139,7 @@ def test_near_keeps_photos_taken_around_a_place(tmp_path):
     camera_photo(photos / "nowhere.jpg", 6, "Apple", "iPhone 15")  # no GPS: never matches
     store = tmp_path / "store"
     assert cli("index", photos, "--model", MODEL, "--store", store, "--workers", "1").exit_code == 0
-
-    def found(*args) -> set[str]:
-        result = cli("query", "x", *args, "-k", "10", "-f", "json", "--store", store)
-        assert result.exit_code == 0, result.output
-        return {os.path.basename(r["path"]) for r in as_json(result)["results"]}
-
+    found = functools.partial(names_found, store)
     assert found("--near", "48.8584,2.2945,1") == {"eiffel.jpg"}
     assert found("--near", "48.8584,2.2945") == {"eiffel.jpg", "louvre.jpg"}  # 10 km
     assert found("--near", "48.8584,2.2945,500") == {"eiffel.jpg", "louvre.jpg", "london.jpg"}
@@ -166,12 +169,7 @@ def test_camera_filter_matches_make_and_model_in_any_case(tmp_path):
     camera_photo(photos / "scan.jpg", 4, None, None)  # no camera data: never matches
     store = tmp_path / "store"
     assert cli("index", photos, "--model", MODEL, "--store", store, "--workers", "1").exit_code == 0
-
-    def found(*args) -> set[str]:
-        result = cli("query", "x", *args, "-k", "10", "-f", "json", "--store", store)
-        assert result.exit_code == 0, result.output
-        return {os.path.basename(r["path"]) for r in as_json(result)["results"]}
-
+    found = functools.partial(names_found, store)
     assert found("--camera", "eos r5") == found("--camera", "CANON") == {"canon.jpg"}
     assert found("--camera", "nikon") == {"nikon.jpg"}
     assert found("--camera", "iphone") == found("--camera", "Apple iPhone") == {"phone.jpg"}

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ..core import faults
-from ..images.formats import companions, is_image_name
+from ..images.formats import companions, is_image_name, is_raw_name
 from ..images.items import is_shard_name
 from ..storage.schema import File
 
@@ -76,7 +76,8 @@ class Walker:
                 return
             st = os.stat(root)  # a link named as a root folder is where the user points
         if stat.S_ISREG(st.st_mode):
-            yield Found(root, st.st_size, st.st_mtime_ns)
+            if not self._paired(root):
+                yield Found(root, st.st_size, st.st_mtime_ns)
             return
         key = (st.st_dev, st.st_ino)
         if key in self.visited:  # `index A L` with L -> A, or `index A A/sub`
@@ -84,6 +85,18 @@ class Walker:
             return
         self.visited.add(key)
         yield from self._walk_dir(root, {key})
+
+    @staticmethod
+    def _paired(path: str) -> bool:
+        """A RAW named alone (by `watch`, or by hand) with its JPEG beside it: that JPEG
+        is the photo."""
+        if not is_raw_name(path):
+            return False
+        folder, name = os.path.split(path)
+        try:
+            return name in companions(os.listdir(folder or "."))
+        except OSError:
+            return False
 
     def _walk_dir(self, folder: str, ancestors: set) -> Iterator[Found]:
         try:

@@ -94,6 +94,9 @@ def test_a_raw_with_a_jpeg_of_its_name_is_one_photo_shown_with_both(tmp_path):
     assert sorted(found) == ["IMG_0001.JPG", "IMG_0002.dng"]
     assert found["IMG_0001.JPG"].raw == str(photos / "IMG_0001.CR2")
     assert found["IMG_0002.dng"].raw is None and found["IMG_0002.dng"].format == "DNG"
+    with Library(tmp_path / "store") as lib:  # the RAW named alone (as `watch` does): no
+        report = lib.index([photos / "IMG_0001.CR2"], model="random:tiny")
+        assert (report.added, report.unchanged) == (0, 0)
 
 
 def test_a_raw_embeds_as_its_preview_does(tmp_path, tiny):

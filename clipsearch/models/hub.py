@@ -9,7 +9,9 @@ huggingface_hub's cache (never every weight format a repository holds):
 - open_clip: open_clip_config.json and open_clip_model.safetensors (preferred) or
   open_clip_pytorch_model.bin;
 - sentence-transformers: modules.json naming a CLIPModel module, whose folder holds the
-  transformers layout.
+  transformers layout;
+- Apple's MobileCLIP2 repositories: a bare open_clip state dict (`mobileclip2_l14.pt`...),
+  whose name says the architecture open_clip builds for it.
 
 Offline (HF_HUB_OFFLINE=1, or the hub's name does not resolve) the cache alone answers,
 at once: no minute of retries, and a message that says what to download.
@@ -25,7 +27,7 @@ from urllib.parse import urlparse
 
 from ..core.errors import WeightsError
 from .configs import config_file
-from .pretrained import Pretrained, cached_file, weight_files
+from .pretrained import APPLE_CHECKPOINTS, Pretrained, cached_file, weight_files
 
 HUB_ID = re.compile(r"^(?P<repo>[\w][\w.-]*/[\w][\w.-]*)(?:@(?P<revision>[\w./-]+))?$")
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
@@ -37,6 +39,7 @@ CANDIDATES = (
     "modules.json",
     *HF_WEIGHTS,
     *OPEN_CLIP_WEIGHTS,
+    *APPLE_CHECKPOINTS,
 )
 CLIP_MODULE = "sentence_transformers.models.CLIPModel"
 
@@ -122,6 +125,8 @@ def _layout(repo: str, revision: str | None, files: set[str], offline: bool) -> 
             return [weights, "config.json", *extra]
     if "open_clip_config.json" in files and (weights := _first(OPEN_CLIP_WEIGHTS, files)):
         return [weights, "open_clip_config.json"]
+    if weights := _first(tuple(APPLE_CHECKPOINTS), files):  # Apple's MobileCLIP2 repositories
+        return [weights, *(["config.json"] if "config.json" in files else [])]
     if "modules.json" in files:
         with config_file(_download(repo, revision, "modules.json", offline)) as modules:
             clip = [m for m in modules if m.get("type") == CLIP_MODULE]

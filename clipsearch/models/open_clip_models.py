@@ -11,7 +11,7 @@ Face cache), and `open_clip:<arch>/random[:seed]` (untrained, for tests and benc
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,9 +20,11 @@ import torch
 from torch import nn
 
 from ..core.errors import WeightsError
-from ..images.pixels import INTERPOLATIONS, RESIZE_MODES, Preprocessing
+from ..images.pixels import INTERPOLATIONS, OPENAI_MEAN, OPENAI_STD, RESIZE_MODES, Preprocessing
 from .configs import config_file
 from .hub import HubError, hub_unreachable
+from .pretrained import APPLE_CHECKPOINTS
+from .state_dicts import read_state_dict
 
 PREFIX = "open_clip:"
 BACKEND = "open_clip"
@@ -207,6 +209,35 @@ def resolve_folder(name: str, folder: Path, arch: str) -> OpenClipWeights:
     tag = "hub" if arch.startswith("hf-hub:") else "folder"
     model.config = OpenClipConfig(arch, embed_dim, preprocessing_of(model), tag)
     return OpenClipWeights(name, model.config, model.eval())
+
+
+def apple_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint of one of Apple's MobileCLIP2 repositories, if the folder holds one."""
+    return next((folder / n for n in APPLE_CHECKPOINTS if (folder / n).exists()), None)
+
+
+def load_apple(folder: Path, checkpoint: Path) -> OpenClipWeights:
+    """Apple's MobileCLIP2 checkpoint: a bare state dict of open_clip's architecture that
+    its file name says, read without running code (weights_only), with the preprocessing
+    of that architecture's pretrained tag."""
+    arch, tag = APPLE_CHECKPOINTS[checkpoint.name]
+    oc = open_clip_module()
+    model = _quietly(lambda: oc.create_model(arch, load_weights=False, pretrained_text=False), arch)
+    try:
+        model.load_state_dict(read_state_dict(checkpoint))
+    except RuntimeError as e:
+        raise WeightsError(f"{checkpoint}: weights do not fit open_clip's {arch}: {e}") from None
+    trained = oc.get_pretrained_cfg(arch, tag)
+    prep = replace(
+        preprocessing_of(model),
+        mean=tuple(trained.get("mean", OPENAI_MEAN)),
+        std=tuple(trained.get("std", OPENAI_STD)),
+        interpolation=trained.get("interpolation", "bicubic"),
+        resize=trained.get("resize_mode", "shortest"),
+    )
+    embed_dim = oc.get_model_config(arch)["embed_dim"]
+    model.config = OpenClipConfig(arch, embed_dim, prep, tag)
+    return OpenClipWeights(str(folder.resolve()), model.config, model.eval(), checkpoint)
 
 
 def load_saved(folder: Path, config: OpenClipConfig, weights_file: Path) -> OpenClipWeights:

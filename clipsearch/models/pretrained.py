@@ -55,6 +55,35 @@ def _plain(name: str, repo: str, quick_gelu: bool, family: str, tag: str, **more
     return Pretrained(name, repo, quick_gelu, family, *size, open_clip=(arch, tag), **more)
 
 
+def _mobileclip2(size: str, params_m: int, dim: int, **prep) -> Pretrained:
+    """MobileCLIP2-<size>/dfndr2b as open_clip builds it (timm's copy of Apple's weights);
+    `prep`: where its preprocessing is not MobileCLIP's (open_clip's pretrained.py)."""
+    arch = f"MobileCLIP2-{size}"
+    return Pretrained(
+        f"{arch}/dfndr2b",
+        f"timm/{arch}-OpenCLIP",
+        False,
+        "MobileCLIP 2",
+        params_m,
+        dim,
+        needs_open_clip=True,
+        open_clip=(arch, "dfndr2b"),
+        **{**MOBILECLIP, **prep},
+    )
+
+
+# Apple's own MobileCLIP2 repositories (apple/MobileCLIP2-L-14...) hold a bare open_clip
+# state dict and a config.json of the model alone: the file's name says the architecture
+# (with the pretrained tag whose preprocessing it was trained with).
+APPLE_CHECKPOINTS = {
+    "mobileclip2_s0.pt": ("MobileCLIP2-S0", "dfndr2b"),
+    "mobileclip2_s2.pt": ("MobileCLIP2-S2", "dfndr2b"),
+    "mobileclip2_s3.pt": ("MobileCLIP2-S3", "dfndr2b"),
+    "mobileclip2_s4.pt": ("MobileCLIP2-S4", "dfndr2b"),
+    "mobileclip2_b.pt": ("MobileCLIP2-B", "dfndr2b"),
+    "mobileclip2_l14.pt": ("MobileCLIP2-L-14", "dfndr2b"),
+}
+
 SIGLIP = dict(mean=INCEPTION_MEAN, std=INCEPTION_STD, resize="squash", needs_open_clip=True)
 MOBILECLIP = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), interpolation="bilinear")
 
@@ -199,26 +228,21 @@ PRETRAINED: dict[str, Pretrained] = {
             open_clip=("MobileCLIP-S2", "datacompdr"),
             **MOBILECLIP,
         ),
+        _mobileclip2("S0", 75, 512),
+        _mobileclip2("B", 150, 512),
+        _mobileclip2("S2", 99, 512),
+        _mobileclip2("S3", 249, 768, mean=OPENAI_MEAN, std=OPENAI_STD),
+        _mobileclip2("S4", 445, 768, mean=OPENAI_MEAN, std=OPENAI_STD),
+        _mobileclip2("L-14", 428, 768, mean=OPENAI_MEAN, std=OPENAI_STD, interpolation="bicubic"),
         Pretrained(
-            "MobileCLIP2-S0/dfndr2b",
-            "timm/MobileCLIP2-S0-OpenCLIP",
+            "MobileCLIP-B/datacompdr",
+            "apple/MobileCLIP-B-OpenCLIP",
             False,
-            "MobileCLIP 2",
-            75,
-            512,
-            needs_open_clip=True,
-            open_clip=("MobileCLIP2-S0", "dfndr2b"),
-            **MOBILECLIP,
-        ),
-        Pretrained(
-            "MobileCLIP2-B/dfndr2b",
-            "timm/MobileCLIP2-B-OpenCLIP",
-            False,
-            "MobileCLIP 2",
+            "MobileCLIP",
             150,
             512,
             needs_open_clip=True,
-            open_clip=("MobileCLIP2-B", "dfndr2b"),
+            open_clip=("MobileCLIP-B", "datacompdr"),
             **MOBILECLIP,
         ),
         Pretrained(

@@ -109,6 +109,8 @@ def load_dir_weights(path: Path, text_only: bool = False) -> Weights | OpenClipW
     if open_clip_models.needs_open_clip(path):
         folder = str(path.resolve())
         return open_clip_models.resolve_folder(folder, path, f"local-dir:{folder}")
+    if (checkpoint := open_clip_models.apple_checkpoint(path)) is not None:
+        return open_clip_models.load_apple(path, checkpoint)
     for candidates, has_config in (
         (("model.safetensors", "pytorch_model.bin"), "config.json"),
         (("open_clip_model.safetensors", "open_clip_pytorch_model.bin"), "open_clip_config.json"),

@@ -219,6 +219,66 @@ def test_a_hub_repository_of_another_architecture_is_built_by_open_clip(hub_cach
     assert load_model("someone/mobileclip-s1").name == "someone/mobileclip-s1"
 
 
+def apple_repository(hub_cache, tmp_path, arch: str, checkpoint: str, repo_id: str, seed: int):
+    """One of Apple's MobileCLIP2 repositories as the hub has it: the model's config.json
+    and a bare state dict in a pickle, random weights; with open_clip's model for them."""
+    open_clip = open_clip_module()
+    model, tokenize, _ = reference(arch, seed)
+    repo = tmp_path / arch
+    repo.mkdir()
+    torch.save(model.state_dict(), repo / checkpoint)
+    (repo / "config.json").write_text(json.dumps(open_clip.get_model_config(arch)))
+    cached_repo(hub_cache, repo_id, repo)
+    return model, tokenize
+
+
+@needs_open_clip
+def test_apples_mobileclip2_repository_is_read_by_its_id(hub_cache, tmp_path):
+    """`--model apple/MobileCLIP2-S0`: the checkpoint's name says the architecture; the
+    vectors are open_clip's own for those weights, with the preprocessing of the pretrained
+    tag (dfndr2b) the weights were trained with, offline from the cache."""
+    open_clip = open_clip_module()
+    model, tokenize = apple_repository(
+        hub_cache, tmp_path, "MobileCLIP2-S0", "mobileclip2_s0.pt", "apple/MobileCLIP2-S0", 7
+    )
+    trained = open_clip.get_pretrained_cfg("MobileCLIP2-S0", "dfndr2b")
+    transform = open_clip.image_transform(
+        model.visual.image_size, is_train=False, mean=trained["mean"], std=trained["std"],
+        interpolation=trained["interpolation"], resize_mode=trained["resize_mode"],
+    )  # fmt: skip
+    pictures = images(2)
+    with torch.no_grad():
+        texts = model.encode_text(tokenize(TEXTS), normalize=True).numpy()
+        pixels = torch.stack([transform(p) for p in pictures])
+        vectors = model.encode_image(pixels, normalize=True).numpy()
+    encoder = load_model("apple/MobileCLIP2-S0", precision="fp32")
+    assert encoder.architecture == "open_clip:MobileCLIP2-S0" and encoder.dim == 512
+    np.testing.assert_allclose(encoder.encode_text(TEXTS), texts, atol=1e-5)
+    np.testing.assert_allclose(encoder.encode_images(pictures), vectors, atol=1e-5)
+
+
+@needs_open_clip
+def test_apples_mobileclip2_repository_indexes_and_answers_queries(hub_cache, tmp_path):
+    from typer.testing import CliRunner
+
+    from clipsearch.cli import app
+
+    apple_repository(
+        hub_cache, tmp_path, "MobileCLIP2-S0", "mobileclip2_s0.pt", "apple/MobileCLIP2-S0", 8
+    )
+    for i in range(3):
+        make_image(tmp_path / "photos" / f"{i}.png", seed=i)
+    store = ["--store", str(tmp_path / "store")]
+    runner = CliRunner()
+    indexed = runner.invoke(app, ["index", str(tmp_path / "photos"), *store, "-m",
+                                  "apple/MobileCLIP2-S0", "--workers", "1"])  # fmt: skip
+    assert indexed.exit_code == 0, indexed.output
+    found = runner.invoke(app, ["query", "a photo", *store, "-f", "json"])
+    assert found.exit_code == 0, found.output
+    answer = json.loads(found.stdout)
+    assert answer["model"] == "apple/MobileCLIP2-S0" and len(answer["results"]) == 3
+
+
 def test_only_openais_architecture_is_left_to_clipsearchs_own_clip(tmp_path):
     from clipsearch.models.open_clip_models import needs_open_clip
 
@@ -306,8 +366,9 @@ def test_without_open_clip_one_line_says_what_to_install(spec, monkeypatch):
 
 @needs_open_clip
 def test_the_named_models_table_says_what_open_clip_builds(hub_cache):
-    """Size, vector size and activation of every named model, against the model open_clip
-    builds for it (on the meta device: shapes only); a plain ViT's shapes are clipsearch's."""
+    """Size, vector size, activation and image statistics of every named model, against
+    the model open_clip builds for it (on the meta device: shapes only); a plain ViT's
+    shapes are clipsearch's."""
     from clipsearch.models.model import CONFIGS
     from clipsearch.models.pretrained import PRETRAINED
 
@@ -317,7 +378,10 @@ def test_the_named_models_table_says_what_open_clip_builds(hub_cache):
         model = open_clip.create_model(arch, pretrained_text=False, device="meta")
         assert round(sum(t.numel() for t in model.parameters()) / 1e6) == p.params_m, p.name
         assert open_clip.get_model_config(arch)["embed_dim"] == p.embed_dim, p.name
-        assert open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu", False) == p.quick_gelu
+        trained = open_clip.get_pretrained_cfg(arch, tag)
+        assert trained.get("quick_gelu", False) == p.quick_gelu
+        if p.needs_open_clip and "mean" in trained:  # the statistics it was trained with
+            assert (p.mean, p.std) == (tuple(trained["mean"]), tuple(trained["std"])), p.name
         if not p.needs_open_clip:
             assert CONFIGS[p.arch].embed_dim == p.embed_dim, p.name
 

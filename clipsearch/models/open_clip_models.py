@@ -21,6 +21,7 @@ from torch import nn
 
 from ..core.errors import WeightsError
 from ..images.pixels import INTERPOLATIONS, OPENAI_MEAN, OPENAI_STD, RESIZE_MODES, Preprocessing
+from . import apple_layout
 from .configs import config_file
 from .hub import HubError, hub_unreachable
 from .pretrained import APPLE_CHECKPOINTS
@@ -212,19 +213,23 @@ def resolve_folder(name: str, folder: Path, arch: str) -> OpenClipWeights:
 
 
 def apple_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint of one of Apple's MobileCLIP2 repositories, if the folder holds one."""
+    """The checkpoint of one of Apple's MobileCLIP repositories, if the folder holds one."""
     return next((folder / n for n in APPLE_CHECKPOINTS if (folder / n).exists()), None)
 
 
 def load_apple(folder: Path, checkpoint: Path) -> OpenClipWeights:
-    """Apple's MobileCLIP2 checkpoint: a bare state dict of open_clip's architecture that
-    its file name says, read without running code (weights_only), with the preprocessing
-    of that architecture's pretrained tag."""
+    """A checkpoint from one of Apple's MobileCLIP repositories: of open_clip's
+    architecture that its file name says, read without running code (weights_only), in
+    open_clip's names (MobileCLIP2) or Apple's (v1, apple_layout.py), with the
+    preprocessing of that architecture's pretrained tag."""
     arch, tag = APPLE_CHECKPOINTS[checkpoint.name]
     oc = open_clip_module()
     model = _quietly(lambda: oc.create_model(arch, load_weights=False, pretrained_text=False), arch)
+    state = read_state_dict(checkpoint)
+    if apple_layout.is_apple_layout(state):  # MobileCLIP v1, as Apple's own code saved it
+        state = apple_layout.to_open_clip(state, model)
     try:
-        model.load_state_dict(read_state_dict(checkpoint))
+        model.load_state_dict(state)
     except RuntimeError as e:
         raise WeightsError(f"{checkpoint}: weights do not fit open_clip's {arch}: {e}") from None
     trained = oc.get_pretrained_cfg(arch, tag)

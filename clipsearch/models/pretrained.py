@@ -72,10 +72,13 @@ def _mobileclip2(size: str, params_m: int, dim: int, **prep) -> Pretrained:
     )
 
 
-# Apple's own MobileCLIP2 repositories (apple/MobileCLIP2-L-14...) hold a bare open_clip
-# state dict and a config.json of the model alone: the file's name says the architecture
-# (with the pretrained tag whose preprocessing it was trained with).
+# Apple's own MobileCLIP repositories hold a bare state dict, in open_clip's names for
+# MobileCLIP2 (apple/MobileCLIP2-L-14...), in those of Apple's code for v1
+# (apple/MobileCLIP-S1, -S2: models/apple_layout.py): the file's name says the
+# architecture, and the pretrained tag whose preprocessing it was trained with.
 APPLE_CHECKPOINTS = {
+    "mobileclip_s1.pt": ("MobileCLIP-S1", "datacompdr"),
+    "mobileclip_s2.pt": ("MobileCLIP-S2", "datacompdr"),
     "mobileclip2_s0.pt": ("MobileCLIP2-S0", "dfndr2b"),
     "mobileclip2_s2.pt": ("MobileCLIP2-S2", "dfndr2b"),
     "mobileclip2_s3.pt": ("MobileCLIP2-S3", "dfndr2b"),

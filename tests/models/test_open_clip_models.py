@@ -279,6 +279,92 @@ def test_apples_mobileclip2_repository_indexes_and_answers_queries(hub_cache, tm
     assert answer["model"] == "apple/MobileCLIP2-S0" and len(answer["results"]) == 3
 
 
+APPLE_IMAGE = [  # open_clip's (timm's) names for MobileCLIP's image tower -> Apple's own
+    (r"stages\.0\.blocks\.", "network.0."), (r"stages\.1\.blocks\.", "network.2."),
+    (r"stages\.2\.blocks\.", "network.4."), (r"stages\.3\.blocks\.", "network.7."),
+    (r"stages\.1\.downsample\.", "network.1."), (r"stages\.2\.downsample\.", "network.3."),
+    (r"stages\.3\.downsample\.", "network.5."), (r"stages\.3\.pos_emb\.pos_enc", "network.6.pe"),
+    (r"^stem", "patch_embed"), (r"conv_kxk", "rbr_conv"), (r"conv_scale", "rbr_scale"),
+    (r"identity", "rbr_skip"), (r"large_conv", "lkb_origin"), (r"\bmlp\b", "convffn"),
+    (r"final_conv\.se\.fc1", "final_conv.se.reduce"),
+    (r"final_conv\.se\.fc2", "final_conv.se.expand"), (r"^final_conv", "conv_exp"),
+    (r"(layer_scale(_\d)?)\.gamma", r"\1"),
+]  # fmt: skip
+APPLE_TEXT = [  # open_clip's text tower -> Apple's
+    (r"token_embedding\.weight", "embedding_layer.weight"),
+    (r"positional_embedding", "positional_embedding.pos_embed.pos_embed"),
+    (r"transformer\.resblocks\.(\d+)\.ln_1\.", r"transformer.\1.pre_norm_mha.0."),
+    (r"transformer\.resblocks\.(\d+)\.attn\.in_proj_", r"transformer.\1.pre_norm_mha.1.qkv_proj."),
+    (
+        r"transformer\.resblocks\.(\d+)\.attn\.out_proj\.",
+        r"transformer.\1.pre_norm_mha.1.out_proj.",
+    ),
+    (r"transformer\.resblocks\.(\d+)\.ln_2\.", r"transformer.\1.pre_norm_ffn.0."),
+    (r"transformer\.resblocks\.(\d+)\.mlp\.c_fc\.", r"transformer.\1.pre_norm_ffn.1."),
+    (r"transformer\.resblocks\.(\d+)\.mlp\.c_proj\.", r"transformer.\1.pre_norm_ffn.4."),
+    (r"ln_final\.", "final_layer_norm."),
+    (r"text_projection", "projection_layer"),
+]
+
+
+def in_apples_names(state: dict) -> dict:
+    """An open_clip MobileCLIP-S1's tensors as Apple's ml-mobileclip names them (the
+    image projection as Apple's (in, out) matrix without a bias; the text positions
+    (1, 1, 77, d)): what apple/MobileCLIP-S1's mobileclip_s1.pt holds."""
+    import re
+
+    out = {}
+    for key, value in state.items():
+        if key == "visual.trunk.head.fc.bias":
+            continue
+        if key == "visual.trunk.head.fc.weight":
+            out["image_encoder.model.head.proj"] = value.T.contiguous()
+        elif key.startswith("visual.trunk."):
+            name = key[len("visual.trunk.") :]
+            for pattern, new in APPLE_IMAGE:
+                name = re.sub(pattern, new, name)
+            out[f"image_encoder.model.{name}"] = value
+        elif key.startswith("text."):
+            name = key[len("text.") :]
+            for pattern, new in APPLE_TEXT:
+                name = re.sub(f"^{pattern}", new, name)
+            shaped = value.reshape(1, 1, *value.shape) if name.startswith("positional") else value
+            out[f"text_encoder.{name}"] = shaped
+        else:
+            out[key] = value
+    return out
+
+
+@needs_open_clip
+def test_apples_own_mobileclip_checkpoint_is_read_by_its_id(hub_cache, tmp_path):
+    """`--model apple/MobileCLIP-S1`: Apple's checkpoint in the names of Apple's code
+    (every name and shape as tests/data/mobileclip_s1_keys.json, listed from that code)
+    gives the vectors open_clip gives for the same weights."""
+    open_clip = open_clip_module()
+    model, tokenize, _ = reference(MOBILECLIP, 9)
+    with torch.no_grad():
+        model.visual.trunk.head.fc.bias.zero_()  # Apple's projection has none
+    apple = in_apples_names(model.state_dict())
+    listed = json.loads((ROOT / "tests" / "data" / "mobileclip_s1_keys.json").read_text())
+    assert {k: list(v.shape) for k, v in apple.items()} == dict(listed)
+    repo = tmp_path / "apple"
+    repo.mkdir()
+    torch.save(apple, repo / "mobileclip_s1.pt")
+    cached_repo(hub_cache, "apple/MobileCLIP-S1", repo)
+    trained = open_clip.get_pretrained_cfg(MOBILECLIP, "datacompdr")
+    transform = open_clip.image_transform(
+        model.visual.image_size, is_train=False, mean=trained["mean"], std=trained["std"],
+        interpolation=trained["interpolation"], resize_mode=trained["resize_mode"],
+    )  # fmt: skip
+    pictures = images(2)
+    with torch.no_grad():
+        texts = model.encode_text(tokenize(TEXTS), normalize=True).numpy()
+        vectors = model.encode_image(torch.stack([transform(p) for p in pictures]), normalize=True)
+    encoder = load_model("apple/MobileCLIP-S1", precision="fp32")
+    np.testing.assert_allclose(encoder.encode_text(TEXTS), texts, atol=1e-5)
+    np.testing.assert_allclose(encoder.encode_images(pictures), vectors.numpy(), atol=1e-5)
+
+
 def test_only_openais_architecture_is_left_to_clipsearchs_own_clip(tmp_path):
     from clipsearch.models.open_clip_models import needs_open_clip
 

@@ -164,9 +164,9 @@ def _degrees(dms, ref, negative: str, limit: float) -> float | None:
         value = d + m / 60 + s / 3600
     except (TypeError, ValueError, ZeroDivisionError):
         return None
-    if not math.isfinite(value) or value > limit:
+    if not math.isfinite(value) or abs(value) > limit:
         return None
-    return -value if str(ref).strip("\x00 ").upper() == negative else value
+    return -abs(value) if str(ref).strip("\x00 ").upper() == negative else value
 
 
 def check_pixels(size: tuple[int, int]) -> None:

@@ -49,10 +49,14 @@ def container_exif(data: bytes) -> Image.Exif | None:
 def open_raw(data: bytes, draft_size: int | None = None) -> Image.Image:
     """The picture in a RAW file's bytes, loaded: its largest embedded JPEG, else
     demosaiced (rawpy). Raises NoPreview where neither can be had."""
-    for preview in _previews(data):
+    limit = Image.MAX_IMAGE_PIXELS
+    for at in _previews(data):
         try:
+            preview = Image.open(io.BytesIO(data[at:]), formats=["JPEG"])
             if draft_size:
                 preview.draft("RGB", (draft_size, draft_size))
+            if limit and preview.width * preview.height > limit:
+                continue  # as a JPEG of that size would be refused: too many pixels
             preview.load()
             return preview
         except (OSError, ValueError, SyntaxError, EOFError):
@@ -62,9 +66,9 @@ def open_raw(data: bytes, draft_size: int | None = None) -> Image.Image:
     return _demosaic(data)
 
 
-def _previews(data: bytes) -> list[Image.Image]:
-    """The JPEGs embedded in the bytes, largest first (a RAW's own data, lossless JPEG in
-    some formats, is one Pillow cannot open, and is left out)."""
+def _previews(data: bytes) -> list[int]:
+    """Where the JPEGs embedded in the bytes start, largest first (a RAW's own data,
+    lossless JPEG in some formats, is one Pillow cannot open, and is left out)."""
     found, start = [], 0
     for _ in range(CANDIDATES):
         at = data.find(b"\xff\xd8\xff", start)
@@ -72,14 +76,15 @@ def _previews(data: bytes) -> list[Image.Image]:
             break
         start = at + 3
         try:
-            img = Image.open(io.BytesIO(data[at:]), formats=["JPEG"])
+            with Image.open(io.BytesIO(data[at:]), formats=["JPEG"]) as img:
+                found.append((img.width * img.height, at))
         except Exception:
             continue
-        found.append(img)
-    return sorted(found, key=lambda img: img.width * img.height, reverse=True)
+    return [at for _, at in sorted(found, key=lambda f: -f[0])]
 
 
 def _demosaic(data: bytes) -> Image.Image:
+    """LibRaw's picture, at half size (fast), turned upright by LibRaw itself."""
     import rawpy
 
     try:
@@ -87,7 +92,9 @@ def _demosaic(data: bytes) -> Image.Image:
             rgb = raw.postprocess(use_camera_wb=True, half_size=True, output_bps=8)
     except (rawpy.LibRawError, ValueError) as e:
         raise OSError(f"rawpy cannot read it: {e}") from None
-    return Image.fromarray(rgb)
+    img = Image.fromarray(rgb)
+    img.getexif()[0x0112] = 1  # upright already: not to be turned again
+    return img
 
 
 def upright(img: Image.Image, exif: Image.Exif | None) -> Image.Image:

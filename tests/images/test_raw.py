@@ -54,6 +54,8 @@ def test_a_raw_without_a_preview_is_demosaiced_by_rawpy(tmp_path):
     img, info = open_image(str(dng))
     assert img.mode == "RGB" and img.size == (60, 40)  # half size: a fast demosaic
     assert np.asarray(img).std() > 1  # a picture, not a blank
+    turned = write_dng(tmp_path / "turned.dng", picture(2), orientation=6)
+    assert open_image(str(turned))[0].size == (40, 60)  # turned by LibRaw, and only once
 
 
 def test_without_rawpy_a_bare_raw_is_skipped_said_once_and_retried_once_installed(tmp_path):

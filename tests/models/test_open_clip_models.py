@@ -232,25 +232,31 @@ def apple_repository(hub_cache, tmp_path, arch: str, checkpoint: str, repo_id: s
     return model, tokenize
 
 
+def as_trained(model, tokenize, arch: str, tag: str, pictures) -> tuple[np.ndarray, np.ndarray]:
+    """open_clip's text and image vectors from a model, its images prepared as the
+    pretrained tag says (what the weights of that tag were trained with)."""
+    open_clip = open_clip_module()
+    trained = open_clip.get_pretrained_cfg(arch, tag)
+    transform = open_clip.image_transform(
+        model.visual.image_size, is_train=False, mean=trained["mean"], std=trained["std"],
+        interpolation=trained["interpolation"], resize_mode=trained["resize_mode"],
+    )  # fmt: skip
+    with torch.no_grad():
+        texts = model.encode_text(tokenize(TEXTS), normalize=True).numpy()
+        pixels = torch.stack([transform(p) for p in pictures])
+        return texts, model.encode_image(pixels, normalize=True).numpy()
+
+
 @needs_open_clip
 def test_apples_mobileclip2_repository_is_read_by_its_id(hub_cache, tmp_path):
     """`--model apple/MobileCLIP2-S0`: the checkpoint's name says the architecture; the
     vectors are open_clip's own for those weights, with the preprocessing of the pretrained
     tag (dfndr2b) the weights were trained with, offline from the cache."""
-    open_clip = open_clip_module()
     model, tokenize = apple_repository(
         hub_cache, tmp_path, "MobileCLIP2-S0", "mobileclip2_s0.pt", "apple/MobileCLIP2-S0", 7
     )
-    trained = open_clip.get_pretrained_cfg("MobileCLIP2-S0", "dfndr2b")
-    transform = open_clip.image_transform(
-        model.visual.image_size, is_train=False, mean=trained["mean"], std=trained["std"],
-        interpolation=trained["interpolation"], resize_mode=trained["resize_mode"],
-    )  # fmt: skip
     pictures = images(2)
-    with torch.no_grad():
-        texts = model.encode_text(tokenize(TEXTS), normalize=True).numpy()
-        pixels = torch.stack([transform(p) for p in pictures])
-        vectors = model.encode_image(pixels, normalize=True).numpy()
+    texts, vectors = as_trained(model, tokenize, "MobileCLIP2-S0", "dfndr2b", pictures)
     encoder = load_model("apple/MobileCLIP2-S0", precision="fp32")
     assert encoder.architecture == "open_clip:MobileCLIP2-S0" and encoder.dim == 512
     np.testing.assert_allclose(encoder.encode_text(TEXTS), texts, atol=1e-5)
@@ -340,7 +346,6 @@ def test_apples_own_mobileclip_checkpoint_is_read_by_its_id(hub_cache, tmp_path)
     """`--model apple/MobileCLIP-S1`: Apple's checkpoint in the names of Apple's code
     (every name and shape as tests/data/mobileclip_s1_keys.json, listed from that code)
     gives the vectors open_clip gives for the same weights."""
-    open_clip = open_clip_module()
     model, tokenize, _ = reference(MOBILECLIP, 9)
     with torch.no_grad():
         model.visual.trunk.head.fc.bias.zero_()  # Apple's projection has none
@@ -351,18 +356,11 @@ def test_apples_own_mobileclip_checkpoint_is_read_by_its_id(hub_cache, tmp_path)
     repo.mkdir()
     torch.save(apple, repo / "mobileclip_s1.pt")
     cached_repo(hub_cache, "apple/MobileCLIP-S1", repo)
-    trained = open_clip.get_pretrained_cfg(MOBILECLIP, "datacompdr")
-    transform = open_clip.image_transform(
-        model.visual.image_size, is_train=False, mean=trained["mean"], std=trained["std"],
-        interpolation=trained["interpolation"], resize_mode=trained["resize_mode"],
-    )  # fmt: skip
     pictures = images(2)
-    with torch.no_grad():
-        texts = model.encode_text(tokenize(TEXTS), normalize=True).numpy()
-        vectors = model.encode_image(torch.stack([transform(p) for p in pictures]), normalize=True)
+    texts, vectors = as_trained(model, tokenize, MOBILECLIP, "datacompdr", pictures)
     encoder = load_model("apple/MobileCLIP-S1", precision="fp32")
     np.testing.assert_allclose(encoder.encode_text(TEXTS), texts, atol=1e-5)
-    np.testing.assert_allclose(encoder.encode_images(pictures), vectors.numpy(), atol=1e-5)
+    np.testing.assert_allclose(encoder.encode_images(pictures), vectors, atol=1e-5)
 
 
 def test_only_openais_architecture_is_left_to_clipsearchs_own_clip(tmp_path):

@@ -6,12 +6,12 @@ every byte). `near`: the same picture re-encoded, resized, lightly cropped or re
 at or above a threshold (calibration.py measures one per model).
 
 No step is quadratic. Files whose vectors are identical (copies) count once; each distinct
-vector finds its NEIGHBOURS nearest (among all up to FLAT_LIMIT vectors; above, within the
-clusters of its two nearest centres, from FAISS's k-means), and the pairs above the
-threshold are joined, best first, into groups with a guard against chaining: two groups
-join only if every member of one is at least 2t - 1 similar to every member of the other
-(at most twice the threshold's distance apart), so A≈B≈…≈Z never glues two ends that are
-not alike.
+vector finds its NEIGHBOURS nearest through FAISS (among all up to FLAT_LIMIT vectors;
+above, within the clusters of its two nearest centres, from FAISS's k-means), and the pairs
+above the threshold are joined, best first, into groups with a guard against chaining: two
+groups join only if every member of one is at least 2t - 1 similar to every member of the
+other (at most twice the threshold's distance apart), so A≈B≈…≈Z never glues two ends that
+are not alike.
 
 In a group the keeper comes first: the largest resolution, then the oldest (EXIF capture
 time, else the file's time), then the path; each member's score is its similarity to the
@@ -41,6 +41,7 @@ KINDS = ("exact", "near", "similar")
 NEIGHBOURS = 16  # nearest vectors asked for each: a group larger than this still links up
 FLAT_LIMIT = 20_000  # distinct vectors compared all with all; above, within clusters
 BATCH = 1024  # rows compared at once (a BATCH x block matrix of similarities)
+IP = faiss.METRIC_INNER_PRODUCT
 
 
 @dataclass
@@ -166,11 +167,10 @@ def neighbour_pairs(vectors: np.ndarray, threshold: float):
     firsts, seconds, scores = [], [], []
     for block in blocks(vectors):
         k = min(NEIGHBOURS + 1, len(block))
+        members = np.ascontiguousarray(vectors[block])
         for start in range(0, len(block), BATCH):
             mine = block[start : start + BATCH]
-            sims = vectors[mine] @ vectors[block].T
-            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            best = np.take_along_axis(sims, top, axis=1)
+            best, top = faiss.knn(members[start : start + BATCH], members, k, IP)
             other = block[top]
             hit = (other != mine[:, None]) & (best >= threshold)
             me = np.broadcast_to(mine[:, None], other.shape)[hit]

@@ -26,6 +26,7 @@ from ..images import items
 from ..images.decode import BytesSource, ImageError, item_source, open_image
 from ..images.formats import is_image_name
 from ..library import Library
+from ..query.duplicates import Duplicates
 from ..query.search import Filters, QueryError, Term, parse_query, split_query
 from ..query.searcher import UnknownFile, UnusableImage
 from ..storage.database import CatalogError, CatalogMissing, State
@@ -89,6 +90,7 @@ class Service:
         self.lock = threading.Lock()
         self.thumbs = library.store.path / "thumbs"
         self.making = [threading.Lock() for _ in range(64)]  # by thumbnail, hashed
+        self.grouped: tuple[tuple, Duplicates] | None = None  # the last duplicates asked for
 
     def watching(self) -> dict:
         """`{"watching": false}` without --watch; else what the watcher is doing."""
@@ -139,9 +141,14 @@ class Service:
         self, kind: str, threshold: float | None, filters: Filters, offset: int, limit: int
     ) -> DuplicatesResponse:
         """A page of groups (the first call for a model measures its thresholds, which
-        loads it: under the lock the models are used under)."""
+        loads it: under the lock the models are used under). The groups are kept while the
+        catalog is as it was, so that paging through them does not find them again."""
         with self.lock:
-            found = self.library.duplicates(kind, (), filters, threshold, self.model)
+            asked = (kind, threshold, filters, self._catalog_now())
+            if self.grouped is None or self.grouped[0] != asked:
+                found = self.library.duplicates(kind, (), filters, threshold, self.model)
+                self.grouped = (asked, found)
+            found = self.grouped[1]
         page = found.groups[offset : offset + limit]
         return DuplicatesResponse(
             kind=found.kind,
@@ -151,6 +158,15 @@ class Service:
             total=len(found.groups),
             more=offset + limit < len(found.groups),
         )
+
+    def _catalog_now(self) -> tuple:
+        """What changes whenever a file or a vector does: the vector log's position of
+        every model, and the count of files by state."""
+        catalog = self.library.catalog
+        if catalog.state is not State.CURRENT:
+            return ()
+        positions = [catalog.vectors.log_position(m.id) for m, _ in catalog.models.counted()]
+        return (tuple(positions), tuple(sorted(catalog.files.counts().items())))
 
     def embed(self, texts: list[str], uploads: list[BytesSource]) -> dict:
         with self.lock, warnings.catch_warnings():  # the server keeps no warnings

@@ -451,3 +451,7 @@ def test_duplicates_come_as_groups_with_their_pictures(tmp_path):
         for bad in ({"kind": "twins"}, {"threshold": 3}, {"camera": "\x1b[2J"}):
             answer = httpx.get(f"{url}/api/v1/duplicates", params=bad)
             assert answer.status_code == 400 and list(answer.json()) == ["error"]
+        with Library(tmp_path / "store") as other:  # another process forgets a copy
+            other.forget([tmp_path / "photos" / "p0-again.png"])
+        again = httpx.get(f"{url}/api/v1/duplicates", params={"kind": "exact"}).json()
+        assert len(again["groups"][0]["items"]) == 2  # the groups kept are not served stale

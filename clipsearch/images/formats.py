@@ -84,24 +84,18 @@ def companions(names: list[str]) -> set[str]:
     }
 
 
-def raw_beside(path: str, listed: dict[str, list[str]]) -> str | None:
-    """The RAW file beside a JPEG (the other half of its pair), if there is one; `listed`
-    keeps each folder's names for the next call."""
+def raw_beside(path: str) -> str | None:
+    """The RAW file beside a JPEG (the other half of its pair), if there is one. Asked of
+    every JPEG a query returns: a few stats of names the pair could have (the extension in
+    lower or upper case), never a listing of a folder that may hold thousands."""
     if _ext(path) not in JPEG_EXTENSIONS:
         return None
-    folder, name = os.path.split(path)
-    if folder not in listed:
-        try:
-            listed[folder] = os.listdir(folder)
-        except OSError:
-            listed[folder] = []
-    stem = os.path.splitext(name)[0].lower()
-    pair = [
-        n
-        for n in listed[folder]
-        if _ext(n) in RAW_EXTENSIONS and os.path.splitext(n)[0].lower() == stem
-    ]
-    return os.path.join(folder, min(pair)) if pair else None
+    stem = os.path.splitext(path)[0]
+    for ext in sorted(RAW_EXTENSIONS):
+        for name in (stem + ext, stem + ext.upper()):
+            if os.path.isfile(name):
+                return name
+    return None
 
 
 def _ext(name: str) -> str:

@@ -292,7 +292,6 @@ def hydrate(
 ) -> list[Result]:
     """(file id, score) hits as Results, with what the catalog knows of each file."""
     rows = catalog.files.rows([fid for fid, _ in hits])
-    listed: dict[str, list[str]] = {}  # each folder's names, read once for RAW pairs
     out = []
     for fid, score in hits:
         row = rows.get(fid)
@@ -314,7 +313,7 @@ def hydrate(
                 lens=row.lens,
                 latitude=row.latitude,
                 longitude=row.longitude,
-                raw=raw_beside(row.path, listed),
+                raw=raw_beside(row.path),
             )
         )
     return out

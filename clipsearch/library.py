@@ -296,7 +296,7 @@ class Library:
         row = self.encoders.stored_row(model)
         measured = None
         if kind != "exact" and threshold is None:
-            measured = self.thresholds(model)
+            measured = self._thresholds(row, model)
             threshold = measured.of(kind)
         groups = duplicates.find(self.catalog, row.id, kind, threshold, filters, absolute_roots(of))
         return Duplicates(kind, row.name, threshold, groups, measured)
@@ -304,9 +304,11 @@ class Library:
     def thresholds(self, model: str | None = None) -> Thresholds:
         """The model's near and similar thresholds, measured on this store's photos the
         first time (query/calibration.py) and kept."""
-        row = self.encoders.stored_row(model)
+        return self._thresholds(self.encoders.stored_row(model), model)
+
+    def _thresholds(self, row: Model, model: str | None) -> Thresholds:
         memo = CalibrationMemo(self.store.path / THRESHOLDS_FILE)
-        found = thresholds_for(memo, self.catalog, row.id, row.digest, lambda: self.encoder(model))
+        found = thresholds_for(memo, self.catalog, row, lambda: self.encoder(model))
         if found is None:
             raise QueryError(
                 f"cannot measure where duplicates begin for {row.name}: fewer than two of its "

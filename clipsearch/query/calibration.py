@@ -26,6 +26,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from ..core.memo import MemoFile
 from ..images.decode import ImageError, item_source, open_image
 from ..storage.catalog import Catalog
+from ..storage.schema import Model
 
 if TYPE_CHECKING:
     from ..models.encoder import Encoder
@@ -97,10 +98,10 @@ def spread(ids: np.ndarray, n: int) -> list[int]:
     return sorted(set(ids[np.linspace(0, len(ids) - 1, min(len(ids), n)).astype(int)].tolist()))
 
 
-def sample_photos(catalog: Catalog, model_id: int, size: int) -> list[Image.Image]:
-    """Up to PHOTOS of the model's photos, evenly spread over the store's ids, decoded at
-    about 4x the model's input (so that a copy at 25% is what a real one would be)."""
-    rows = catalog.files.rows(spread(catalog.vectors.ids(model_id), 2 * PHOTOS))
+def sample_photos(catalog: Catalog, ids: np.ndarray, size: int) -> list[Image.Image]:
+    """Up to PHOTOS of these files' photos, evenly spread over their ids, decoded at about
+    4x the model's input (so that a copy at 25% is what a real one would be)."""
+    rows = catalog.files.rows(spread(ids, 2 * PHOTOS))
     photos = []
     for row in rows.values():
         try:
@@ -130,23 +131,20 @@ class CalibrationMemo(MemoFile):
 
 
 def thresholds_for(
-    memo: CalibrationMemo,
-    catalog: Catalog,
-    model_id: int,
-    digest: str,
-    encoder: Callable[[], Encoder],
+    memo: CalibrationMemo, catalog: Catalog, model: Model, encoder: Callable[[], Encoder]
 ) -> Thresholds | None:
     """The model's thresholds, measured now (loading the model) unless known; None where
     fewer than two of its photos can be read."""
-    ids = catalog.vectors.ids(model_id)
-    known = memo.get(digest, len(ids))
+    vectors = dict((m.id, n) for m, n in catalog.models.counted()).get(model.id, 0)
+    known = memo.get(model.digest, vectors)
     if known is not None:
         return known
     loaded = encoder()
-    photos = sample_photos(catalog, model_id, loaded.preprocessing.size)
+    ids = catalog.vectors.ids(model.id)
+    photos = sample_photos(catalog, ids, loaded.preprocessing.size)
     if len(photos) < 2:
         return None
-    _, stored = catalog.vectors.get(model_id, spread(ids, PAIRED))
+    _, stored = catalog.vectors.get(model.id, spread(ids, PAIRED))
     found = measure(loaded, photos, stored)
-    memo.put(digest, found)
+    memo.put(model.digest, found)
     return found

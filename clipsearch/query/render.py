@@ -64,10 +64,15 @@ def table(query: str, results: Sequence[Result]):
 
 def as_table(query: str, results: Sequence[Result]) -> str:
     """The table as plain text, for a file."""
+    return plain(table(query, results))
+
+
+def plain(renderable) -> str:
+    """A rich table as plain text, wide enough not to fold paths."""
     from rich.console import Console
 
     console = Console(file=io.StringIO(), width=200, color_system=None, highlight=False)
-    console.print(table(query, results))
+    console.print(renderable)
     return console.file.getvalue()
 
 
@@ -173,13 +178,8 @@ def _pixels(m: Member) -> str:
 
 def duplicates_as(fmt: str, found: Duplicates) -> str:
     """Groups in one of FORMATS (not auto); `paths` lists the members not kept."""
-    if fmt == "table":
-        from rich.console import Console
-
-        console = Console(file=io.StringIO(), width=200, color_system=None, highlight=False)
-        console.print(duplicates_table(found))
-        return console.file.getvalue()
     return {
+        "table": lambda: plain(duplicates_table(found)),
         "json": lambda: json_text(found.to_dict()) + "\n",
         "jsonl": lambda: "".join(json_text(g.to_dict()) + "\n" for g in found.groups),
         "paths": lambda: "".join(m.path + "\n" for g in found.groups for m in g.extra),

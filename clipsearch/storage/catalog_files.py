@@ -47,6 +47,11 @@ def path_range(column, folder: str):
     return (column >= prefix) & (column < prefix[:-1] + chr(ord(prefix[-1]) + 1))
 
 
+def camera_named():
+    """SQL for a file's camera as "make model" (either may be missing)."""
+    return func.coalesce(File.camera_make, "") + " " + func.coalesce(File.camera_model, "")
+
+
 def prefixes_of(roots: Sequence[str]) -> tuple[str, ...]:
     """What the paths inside each root start with: `ROOT/`, or `SHARD::` for a shard."""
     return tuple(r + SHARD_SEP if is_shard_name(r) else r.rstrip(os.sep) + os.sep for r in roots)
@@ -128,15 +133,11 @@ class FileRecords:
         """(id, path) of indexed files under the roots whose EXIF an older reading filled."""
         stale = or_(File.exif_read.is_(None), File.exif_read < reading)
         with self.db.read() as s:
-            return [
-                (r.id, r.path)
-                for root in roots
-                for r in s.execute(
-                    select(File.id, File.path).where(
-                        File.state == "ok", stale, (File.path == root) | path_range(File.path, root)
-                    )
-                )
-            ]
+            found = self._under(
+                roots,
+                lambda q: s.execute(select(File.id, File.path).where(q, File.state == "ok", stale)),
+            )
+        return [(r.id, r.path) for r in found.values()]
 
     @staticmethod
     def set_fields(s: Session, rows: Sequence[dict]) -> None:
@@ -151,9 +152,7 @@ class FileRecords:
 
     def cameras(self, top: int = 10) -> list[tuple[str, int]]:
         """The cameras that took the most indexed photos ("make model"), with how many."""
-        named = func.trim(
-            func.coalesce(File.camera_make, "") + " " + func.coalesce(File.camera_model, "")
-        )
+        named = func.trim(camera_named())
         q = (
             select(named, func.count())
             .where(
@@ -194,8 +193,7 @@ class FileRecords:
         modification time (both UTC)."""
         conds = [Vector.model_id == model_id, File.state == "ok", *_around(near)]
         if camera is not None:
-            named = func.coalesce(File.camera_make, "") + " " + func.coalesce(File.camera_model, "")
-            conds.append(func.lower(named).contains(camera, autoescape=True))
+            conds.append(func.lower(camera_named()).contains(camera, autoescape=True))
         if after is not None:
             conds.append(_capture_time(operator.ge, after))
         if before is not None:

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -363,3 +364,20 @@ def index(store_dir: Path, roots, encoder, **options):
         return Indexer(store, encoder, IndexOptions(workers=1, **options)).run(
             [str(r) for r in roots]
         )
+
+
+def open_clip_missing() -> str | None:
+    """None where open_clip (the optional backend) imports here, else why not."""
+    from clipsearch.models.open_clip_models import BackendMissing, open_clip_module
+
+    try:
+        open_clip_module()
+    except BackendMissing as e:
+        return str(e)
+    return None
+
+
+needs_open_clip = pytest.mark.skipif(
+    open_clip_missing() is not None,
+    reason="open_clip does not import here (test_open_clip_models.py runs these in .venv-open-clip)",
+)

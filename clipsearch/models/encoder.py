@@ -21,7 +21,7 @@ from ..core.errors import ClipsearchError
 from ..core.memo import DigestCache
 from ..images.decode import ImageSource
 from ..images.pixels import Preprocessing, preprocess
-from . import cpu_text
+from . import cpu_text, mobileclip
 from .model import CLIP
 from .open_clip_models import is_open_clip_config
 from .precisions import CANDIDATES, PRECISIONS
@@ -225,7 +225,11 @@ class Encoder:
         self._std = torch.tensor(self.preprocessing.std, device=self.device).view(1, 3, 1, 1)
         self.precision = auto_precision(self.device) if precision == "auto" else precision
         # A model handed over (load_model's) may be changed in place: quantised without a
-        # copy, its text tower packed. A caller's model, perhaps still in training, is not.
+        # copy, its text tower packed, MobileCLIP's branches fused. A caller's model, perhaps
+        # still in training, is not.
+        self.fused = owns_model and mobileclip.fusable(model)
+        if self.fused:
+            model = mobileclip.fuse(model)
         self.model = _apply_precision(
             model.to(self.device), self.precision, self.device, in_place=owns_model
         )
@@ -345,8 +349,11 @@ class Encoder:
 
     def save(self, directory: str) -> None:
         """Write clipsearch's model directory (loads back with the same digest)."""
-        if self.precision != "fp32" or self.text_only:
-            raise ValueError("save a model loaded whole, with precision='fp32'")
+        if self.precision != "fp32" or self.text_only or self.fused:
+            raise ValueError(
+                "save a model loaded whole, with precision='fp32' (and, for MobileCLIP, given "
+                "to Encoder unfused: load_model fuses its branches)"
+            )
         save_weights(self.model, directory, self.name)
 
     @staticmethod

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..core.errors import WeightsError
 from ..images.pixels import INTERPOLATIONS, OPENAI_MEAN, OPENAI_STD, RESIZE_MODES, Preprocessing
-from . import apple_layout
+from . import apple_layout, mobileclip
 from .configs import config_file
 from .hub import HubError, hub_unreachable
 from .pretrained import APPLE_CHECKPOINTS
@@ -59,6 +59,7 @@ def open_clip_module():
             f"({first[:120]}); install the torchvision built for this torch: the pairs that "
             "work are in docs/models.md"
         ) from None
+    mobileclip.register(open_clip)
     return open_clip
 
 
@@ -72,6 +73,7 @@ class OpenClipConfig:
     preprocessing: Preprocessing
     tag: str = RANDOM_TAG  # the pretrained tag; "hub" for a hub repository
     quick_gelu: bool = False  # as the tag was trained, whatever the arch's name says
+    apple_vit: bool = False  # MobileCLIP-B from Apple's checkpoint (models/mobileclip.py)
 
     @property
     def pixels(self) -> Preprocessing:
@@ -92,12 +94,16 @@ class OpenClipConfig:
             "embed_dim": self.embed_dim,
             "preprocessing": self.preprocessing.to_dict(),
             "quick_gelu": self.quick_gelu,
+            "apple_vit": self.apple_vit,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> OpenClipConfig:
         prep = Preprocessing.from_dict(d["preprocessing"])
-        return cls(d["arch"], d["embed_dim"], prep, d["tag"], d.get("quick_gelu", False))
+        return cls(
+            d["arch"], d["embed_dim"], prep, d["tag"], d.get("quick_gelu", False),
+            d.get("apple_vit", False),
+        )  # fmt: skip
 
 
 def is_open_clip_config(config: object) -> bool:
@@ -165,16 +171,14 @@ def resolve(spec: str) -> OpenClipWeights:
         )
     if tag == RANDOM_TAG:
         torch.manual_seed(seed)
-        model = _quietly(lambda: oc.create_model(arch, pretrained_text=False), arch)
+        model = create(arch, pretrained_text=False)
         return _weights(f"{PREFIX}{arch}/{RANDOM_TAG}:{seed}", arch, RANDOM_TAG, model)
     pretrained = oc.get_pretrained_cfg(arch, tag)
     if not pretrained:
         known = ", ".join(oc.list_pretrained_tags_by_model(arch)) or "none"
         raise WeightsError(f"open_clip has no weights {tag!r} for {arch} (it has: {known})")
     quick_gelu = pretrained.get("quick_gelu", False)
-    model = _quietly(
-        lambda: oc.create_model(arch, pretrained=tag, force_quick_gelu=quick_gelu), f"{arch}/{tag}"
-    )
+    model = create(arch, f"{arch}/{tag}", pretrained=tag, force_quick_gelu=quick_gelu)
     return _weights(f"{PREFIX}{arch}/{tag}", arch, tag, model, quick_gelu)
 
 
@@ -203,8 +207,7 @@ def needs_open_clip(folder: Path) -> bool:
 def resolve_folder(name: str, folder: Path, arch: str) -> OpenClipWeights:
     """A folder in open_clip's layout, built by open_clip from its own config: `arch` is
     `hf-hub:<repo>` for a hub repository (fetched into `folder`), `local-dir:<folder>`."""
-    oc = open_clip_module()
-    model = _quietly(lambda: oc.create_model(arch), name)
+    model = create(arch, name)
     with config_file(folder / "open_clip_config.json") as cfg:
         embed_dim = cfg["model_cfg"]["embed_dim"]
     tag = "hub" if arch.startswith("hf-hub:") else "folder"
@@ -223,16 +226,17 @@ def load_apple(folder: Path, checkpoint: Path) -> OpenClipWeights:
     open_clip's names (MobileCLIP2) or Apple's (v1, apple_layout.py), with the
     preprocessing of that architecture's pretrained tag."""
     arch, tag = APPLE_CHECKPOINTS[checkpoint.name]
-    oc = open_clip_module()
-    model = _quietly(lambda: oc.create_model(arch, load_weights=False, pretrained_text=False), arch)
     state = read_state_dict(checkpoint)
-    if apple_layout.is_apple_layout(state):  # MobileCLIP v1, as Apple's own code saved it
+    apples = apple_layout.is_apple_layout(state)  # MobileCLIP v1, as Apple's own code saved it
+    model = create(arch, apple_vit=apples, load_weights=False, pretrained_text=False)
+    if apples:
         state = apple_layout.to_open_clip(state, model)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise WeightsError(f"{checkpoint}: weights do not fit open_clip's {arch}: {e}") from None
-    trained = oc.get_pretrained_cfg(arch, tag)
+    oc = open_clip_module()
+    trained = oc.get_pretrained_cfg(arch, tag) or mobileclip.TRAINED
     prep = replace(
         preprocessing_of(model),
         mean=tuple(trained.get("mean", OPENAI_MEAN)),
@@ -241,7 +245,7 @@ def load_apple(folder: Path, checkpoint: Path) -> OpenClipWeights:
         resize=trained.get("resize_mode", "shortest"),
     )
     embed_dim = oc.get_model_config(arch)["embed_dim"]
-    model.config = OpenClipConfig(arch, embed_dim, prep, tag)
+    model.config = OpenClipConfig(arch, embed_dim, prep, tag, apple_vit=apples)
     return OpenClipWeights(str(folder.resolve()), model.config, model.eval(), checkpoint)
 
 
@@ -249,12 +253,9 @@ def load_saved(folder: Path, config: OpenClipConfig, weights_file: Path) -> Open
     """clipsearch's model directory holding a model open_clip builds (train's output)."""
     from safetensors.torch import load_file
 
-    model = _quietly(
-        lambda: open_clip_module().create_model(
-            config.arch, load_weights=False, pretrained_text=False,
-            force_quick_gelu=config.quick_gelu,
-        ),
-        config.arch,
+    model = create(
+        config.arch, apple_vit=config.apple_vit, load_weights=False, pretrained_text=False,
+        force_quick_gelu=config.quick_gelu,
     )  # fmt: skip
     try:
         model.load_state_dict(load_file(str(weights_file)))
@@ -262,6 +263,13 @@ def load_saved(folder: Path, config: OpenClipConfig, weights_file: Path) -> Open
         raise WeightsError(f"{folder}: weights do not fit open_clip's {config.arch}: {e}") from None
     model.config = config
     return OpenClipWeights(str(folder.resolve()), config, model.eval(), weights_file)
+
+
+def create(arch: str, what: str = "", apple_vit: bool = False, **options) -> nn.Module:
+    """open_clip's model for `arch`, with `options` for its create_model; MobileCLIP-S0 and
+    Apple's MobileCLIP-B completed as models/mobileclip.py says."""
+    model = _quietly(lambda: open_clip_module().create_model(arch, **options), what or arch)
+    return mobileclip.as_apple(model, arch, apple_vit)
 
 
 def _weights(

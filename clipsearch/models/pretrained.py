@@ -39,8 +39,11 @@ class Pretrained:
 
     @property
     def spec(self) -> str:
-        """What load_model is given for it: its name, or the backend's spec."""
+        """What load_model is given for it: its name, the backend's spec, or the id of
+        Apple's repository where only that holds it (MobileCLIP-S0)."""
         arch, tag = self.open_clip
+        if self.filename in APPLE_CHECKPOINTS:
+            return self.repo
         return f"open_clip:{arch}/{tag}" if self.needs_open_clip else self.name
 
     @property
@@ -74,9 +77,12 @@ def _mobileclip2(size: str, params_m: int, dim: int, **prep) -> Pretrained:
 
 # Apple's own MobileCLIP repositories hold a bare state dict, in open_clip's names for
 # MobileCLIP2 (apple/MobileCLIP2-L-14...), in those of Apple's code for v1
-# (apple/MobileCLIP-S1, -S2: models/apple_layout.py): the file's name says the
+# (apple/MobileCLIP-S0, -S1, -S2, -B: models/apple_layout.py): the file's name says the
 # architecture, and the pretrained tag whose preprocessing it was trained with.
 APPLE_CHECKPOINTS = {
+    "mobileclip_s0.pt": ("MobileCLIP-S0", "datacompdr"),  # built by models/mobileclip.py
+    "mobileclip_b.pt": ("MobileCLIP-B", "datacompdr"),
+    "mobileclip_blt.pt": ("MobileCLIP-B", "datacompdr_lt"),
     "mobileclip_s1.pt": ("MobileCLIP-S1", "datacompdr"),
     "mobileclip_s2.pt": ("MobileCLIP-S2", "datacompdr"),
     "mobileclip2_s0.pt": ("MobileCLIP2-S0", "dfndr2b"),
@@ -229,6 +235,18 @@ PRETRAINED: dict[str, Pretrained] = {
             512,
             needs_open_clip=True,
             open_clip=("MobileCLIP-S2", "datacompdr"),
+            **MOBILECLIP,
+        ),
+        Pretrained(
+            "MobileCLIP-S0/datacompdr",
+            "apple/MobileCLIP-S0",
+            False,
+            "MobileCLIP",
+            54,
+            512,
+            needs_open_clip=True,
+            filename="mobileclip_s0.pt",
+            open_clip=("MobileCLIP-S0", "datacompdr"),
             **MOBILECLIP,
         ),
         _mobileclip2("S0", 75, 512),

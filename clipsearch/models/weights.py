@@ -175,7 +175,7 @@ def resolve(spec: str, text_only: bool = False) -> Weights | OpenClipWeights:
     if open_clip_models.is_open_clip_spec(spec):
         return open_clip_models.resolve(spec)
     if spec in PRETRAINED and PRETRAINED[spec].needs_open_clip:
-        return replace(open_clip_models.resolve(PRETRAINED[spec].spec), name=spec)
+        return replace(resolve(PRETRAINED[spec].spec), name=spec)
     if spec in PRETRAINED:
         p = PRETRAINED[spec]
         w = load_file_weights(

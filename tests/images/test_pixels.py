@@ -182,15 +182,17 @@ def test_named_models_preprocess_as_open_clip_says():
     open_clip = pytest.importorskip(
         "open_clip", reason="open_clip (with torchvision) is not installed beside this torch"
     )
+    from clipsearch.models import mobileclip
     from clipsearch.models.model import CONFIGS
     from clipsearch.models.pretrained import PRETRAINED
     from clipsearch.models.weights import named_preprocessing
 
+    mobileclip.register(open_clip)
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
     for p in PRETRAINED.values():
         arch, tag = p.open_clip
-        cfg = open_clip.get_pretrained_cfg(arch, tag)
+        cfg = open_clip.get_pretrained_cfg(arch, tag) or mobileclip.TRAINED  # S0: Apple's code
         size = open_clip.get_model_config(arch)["vision_cfg"]["image_size"]
         if not p.needs_open_clip:
             assert CONFIGS[p.arch].vision.image_size == size, p.name

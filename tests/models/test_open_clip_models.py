@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import cached_repo, make_image
+from helpers import cached_repo, make_image, needs_open_clip, open_clip_missing
 from PIL import Image
 
 from clipsearch.models.encoder import load_model
@@ -45,18 +45,6 @@ XLM_R_BASE = {
 }  # fmt: skip
 
 
-def importable() -> str | None:
-    """None where open_clip imports here, else why not."""
-    try:
-        open_clip_module()
-    except BackendMissing as e:
-        return str(e)
-    return None
-
-
-needs_open_clip = pytest.mark.skipif(
-    importable() is not None, reason="open_clip does not import here (the last test runs these)"
-)
 
 
 def tiny_tokenizer(folder: Path, specials: list[str], template: str) -> Path:
@@ -453,16 +441,18 @@ def test_the_named_models_table_says_what_open_clip_builds(hub_cache):
     """Size, vector size, activation and image statistics of every named model, against
     the model open_clip builds for it (on the meta device: shapes only); a plain ViT's
     shapes are clipsearch's."""
+    from clipsearch.models import mobileclip
     from clipsearch.models.model import CONFIGS
+    from clipsearch.models.open_clip_models import create
     from clipsearch.models.pretrained import PRETRAINED
 
     open_clip = open_clip_module()
     for p in PRETRAINED.values():
         arch, tag = p.open_clip
-        model = open_clip.create_model(arch, pretrained_text=False, device="meta")
+        model = create(arch, pretrained_text=False, device="meta")
         assert round(sum(t.numel() for t in model.parameters()) / 1e6) == p.params_m, p.name
         assert open_clip.get_model_config(arch)["embed_dim"] == p.embed_dim, p.name
-        trained = open_clip.get_pretrained_cfg(arch, tag)
+        trained = open_clip.get_pretrained_cfg(arch, tag) or mobileclip.TRAINED  # S0: Apple's
         assert trained.get("quick_gelu", False) == p.quick_gelu
         if p.needs_open_clip and "mean" in trained:  # the statistics it was trained with
             assert (p.mean, p.std) == (tuple(trained["mean"]), tuple(trained["std"])), p.name
@@ -470,17 +460,18 @@ def test_the_named_models_table_says_what_open_clip_builds(hub_cache):
             assert CONFIGS[p.arch].embed_dim == p.embed_dim, p.name
 
 
-@pytest.mark.skipif(importable() is None, reason="open_clip imports here: the tests above ran")
+@pytest.mark.skipif(open_clip_missing() is None, reason="open_clip imports here: the tests above ran")
 def test_in_an_interpreter_that_has_open_clip():
     """This file, and the check of the named models' preprocessing against open_clip, run
     where open_clip imports; that interpreter is part of CI (.ci/run makes it)."""
-    assert CHILD not in os.environ, f"{sys.executable} cannot import open_clip: {importable()}"
+    assert CHILD not in os.environ, f"{sys.executable} cannot import open_clip: {open_clip_missing()}"
     if not OTHER_PYTHON.exists():
         pytest.skip(f"no {OTHER_PYTHON} (docs/models.md: an environment for open_clip)")
     run = subprocess.run(
         [
             str(OTHER_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-            __file__, "tests/images/test_pixels.py::test_named_models_preprocess_as_open_clip_says",
+            __file__, "tests/models/test_mobileclip.py",
+            "tests/images/test_pixels.py::test_named_models_preprocess_as_open_clip_says",
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=1800, env={**os.environ, CHILD: "1"},
     )  # fmt: skip

@@ -379,5 +379,5 @@ def open_clip_missing() -> str | None:
 
 needs_open_clip = pytest.mark.skipif(
     open_clip_missing() is not None,
-    reason="open_clip does not import here (test_open_clip_models.py runs these in .venv-open-clip)",
+    reason="open_clip does not import here (test_open_clip_models.py runs these elsewhere)",
 )

@@ -53,11 +53,15 @@ def _add_repmixers(text: nn.Module) -> None:
     if not getattr(text.transformer, "batch_first", True):
         raise ValueError("MobileCLIP-S0 needs open_clip >= 3.0 (batch-first transformers)")
     width = text.transformer.width
-    text.transformer.resblocks = nn.ModuleList([RepMixerBlock(width), *blocks, RepMixerBlock(width)])
+    text.transformer.resblocks = nn.ModuleList([RepMixerBlock(width), *blocks])
+    text.transformer.resblocks.append(RepMixerBlock(width))
 
 
 def fusable(model: nn.Module) -> bool:
-    return any(hasattr(m, "reparameterize") or isinstance(m, RepMixerBlock) for m in model.modules())
+    """Whether the model has train-time branches to fold (MobileCLIP's towers)."""
+    return any(
+        isinstance(m, RepMixerBlock) or hasattr(m, "reparameterize") for m in model.modules()
+    )
 
 
 def fuse(model: nn.Module) -> nn.Module:

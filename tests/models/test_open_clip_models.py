@@ -45,8 +45,6 @@ XLM_R_BASE = {
 }  # fmt: skip
 
 
-
-
 def tiny_tokenizer(folder: Path, specials: list[str], template: str) -> Path:
     """A word-level Hugging Face tokenizer over a few words in several languages: what
     open_clip loads for SigLIP and XLM-R, small and made here instead of downloaded."""
@@ -460,11 +458,12 @@ def test_the_named_models_table_says_what_open_clip_builds(hub_cache):
             assert CONFIGS[p.arch].embed_dim == p.embed_dim, p.name
 
 
-@pytest.mark.skipif(open_clip_missing() is None, reason="open_clip imports here: the tests above ran")
+@pytest.mark.skipif(open_clip_missing() is None, reason="open_clip imports here: the tests ran")
 def test_in_an_interpreter_that_has_open_clip():
     """This file, and the check of the named models' preprocessing against open_clip, run
     where open_clip imports; that interpreter is part of CI (.ci/run makes it)."""
-    assert CHILD not in os.environ, f"{sys.executable} cannot import open_clip: {open_clip_missing()}"
+    missing = open_clip_missing()
+    assert CHILD not in os.environ, f"{sys.executable} cannot import open_clip: {missing}"
     if not OTHER_PYTHON.exists():
         pytest.skip(f"no {OTHER_PYTHON} (docs/models.md: an environment for open_clip)")
     run = subprocess.run(

@@ -176,3 +176,77 @@ def test_offline_a_hub_id_fails_at_once_with_the_command_to_run(tmp_path):
     )
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
     assert "hf download openai/clip-vit-base-patch32" in proc.stderr
+
+
+def clip_tokenizer_files(folder: Path) -> None:
+    """vocab.json and merges.txt as OpenAI's repositories hold them (OpenAI's BPE, the one
+    clipsearch ships), and what transformers writes beside them."""
+    from clipsearch.models.tokenizer import default_tokenizer
+
+    ours = default_tokenizer()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(ours.encoder))
+    merges = "".join(f"{a} {b}\n" for a, b in ours.merges)
+    (folder / "merges.txt").write_text("#version: 0.2\n" + merges)
+    transformers.CLIPTokenizer.from_pretrained(folder).save_pretrained(folder)
+
+
+PAPERS_IDS = {  # the founding document's models with the layout of their repositories
+    "openai/clip-vit-base-patch32": (32, ""),
+    "openai/clip-vit-base-patch16": (16, ""),
+    "openai/clip-vit-large-patch14": (14, ""),
+    "sentence-transformers/clip-ViT-B-32": (32, "0_CLIPModel"),
+}
+
+
+@pytest.mark.parametrize("repo_id", list(PAPERS_IDS))
+def test_the_papers_models_by_their_ids_equal_transformers(repo_id, cache, tmp_path):
+    """Each hub id of the founding document's list, from a cache in that repository's file
+    layout (pytorch_model.bin, config.json, preprocessor_config.json, tokenizer files; a
+    sentence-transformers repository's modules.json and 0_CLIPModel/), with random weights
+    at a small width and the model's patch size: clipsearch's vectors are transformers'
+    own, text tokenized by transformers' tokenizer from the repository's files."""
+    patch, sub = PAPERS_IDS[repo_id]
+    torch.manual_seed(patch)
+    config = transformers.CLIPConfig(
+        text_config=dict(hidden_size=64, intermediate_size=256, num_attention_heads=2,
+                         num_hidden_layers=2),
+        vision_config=dict(hidden_size=64, intermediate_size=256, num_attention_heads=2,
+                           num_hidden_layers=2, image_size=patch * 4, patch_size=patch),
+        projection_dim=32,
+    )  # fmt: skip
+    reference = transformers.CLIPModel(config).eval()
+    repo = tmp_path / "repo"
+    model_dir = repo / sub if sub else repo
+    reference.save_pretrained(model_dir)  # config.json; the weights as these repos have them:
+    (model_dir / "model.safetensors").unlink()
+    torch.save(reference.state_dict(), model_dir / "pytorch_model.bin")
+    size = {"shortest_edge": patch * 4}
+    processor = transformers.CLIPImageProcessor(size=size, crop_size=patch * 4)
+    processor.save_pretrained(model_dir)
+    clip_tokenizer_files(model_dir)
+    if sub:
+        module = {"idx": 0, "name": "0", "path": sub, "type": "sentence_transformers.models.CLIPModel"}
+        (repo / "modules.json").write_text(json.dumps([module]))
+        (repo / "config_sentence_transformers.json").write_text(json.dumps({"__version__": {}}))
+    cached_repo(cache, repo_id, repo)
+
+    encoder = load_model(repo_id)
+    texts = ["a dog on a beach", "a diagram of a cell", ""]
+    tokens = transformers.CLIPTokenizer.from_pretrained(model_dir)(
+        texts, padding="max_length", max_length=77, return_tensors="pt"
+    )
+    pixels = np.random.default_rng(0).standard_normal((2, 3, patch * 4, patch * 4))
+    with torch.no_grad():
+        text = reference.get_text_features(input_ids=tokens["input_ids"])
+        image = reference.get_image_features(pixel_values=torch.from_numpy(pixels).float())
+    unit = torch.nn.functional.normalize
+    assert encoder.name == repo_id and encoder.image_size == patch * 4
+    np.testing.assert_allclose(encoder.encode_text(texts), unit(_tensor(text), dim=-1), atol=1e-5)
+    found = encoder.encode_pixels(pixels.astype(np.float32))
+    np.testing.assert_allclose(found, unit(_tensor(image), dim=-1), atol=1e-5)
+
+
+def _tensor(output) -> torch.Tensor:
+    """transformers 5 returns a model output where 4 returned the tensor."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output

@@ -226,7 +226,12 @@ def test_the_papers_models_by_their_ids_equal_transformers(repo_id, cache, tmp_p
     processor.save_pretrained(model_dir)
     clip_tokenizer_files(model_dir)
     if sub:
-        module = {"idx": 0, "name": "0", "path": sub, "type": "sentence_transformers.models.CLIPModel"}
+        module = {
+            "idx": 0,
+            "name": "0",
+            "path": sub,
+            "type": "sentence_transformers.models.CLIPModel",
+        }
         (repo / "modules.json").write_text(json.dumps([module]))
         (repo / "config_sentence_transformers.json").write_text(json.dumps({"__version__": {}}))
     cached_repo(cache, repo_id, repo)

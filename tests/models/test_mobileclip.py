@@ -172,3 +172,71 @@ def test_a_repmixer_block_mixes_only_neighbouring_tokens():
         moved = (block(changed) - block(tokens)).abs().amax(dim=-1)[0]
     reached = torch.nonzero(moved > 1e-7).flatten().tolist()
     assert reached[0] >= 30 and reached[-1] <= 50 and 40 in reached
+
+
+@needs_open_clip
+def test_apples_id_indexes_answers_serves_and_fine_tunes(hub, tmp_path):
+    """apple/MobileCLIP-S0 from the cache, offline, through every command that takes a
+    model: index and query, serve's search, and train --from, whose run loads back (its
+    RepMixer blocks trained, unfused) as a changed model of the same architecture."""
+    from urllib.request import Request, urlopen
+
+    from helpers import make_image, serving
+    from typer.testing import CliRunner
+
+    from clipsearch.cli import app
+    from clipsearch.training.train import TrainConfig, train
+
+    repo_id = apples_repository(hub, tmp_path, "s0")
+    photos = [make_image(tmp_path / "photos" / f"{i}.png", seed=i) for i in range(4)]
+    store = ["--store", str(tmp_path / "store")]
+    runner = CliRunner()
+    indexed = runner.invoke(app, ["index", str(tmp_path / "photos"), *store, "-m", repo_id,
+                                  "--workers", "1"])  # fmt: skip
+    assert indexed.exit_code == 0, indexed.output
+    found = runner.invoke(app, ["query", "a photo", *store, "-f", "json"])
+    assert found.exit_code == 0, found.output
+    answer = json.loads(found.stdout)
+    assert answer["model"] == repo_id and len(answer["results"]) == 4
+    body = json.dumps({"query": "a photo"}).encode()
+    with serving(tmp_path / "store", model=repo_id) as url:  # httpx is not in that venv
+        asked = Request(f"{url}/api/v1/search", body, {"Content-Type": "application/json"})
+        with urlopen(asked, timeout=60) as served:
+            assert len(json.loads(served.read())["items"]) == 4
+
+    data = tmp_path / "pairs.jsonl"
+    captions = ["a dog on a beach", "a diagram", "a red car", "a cat"]
+    rows = [{"image": str(p), "caption": c} for p, c in zip(photos, captions)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = TrainConfig(
+        data=str(data), init=repo_id, run_dir=str(tmp_path / "run"), epochs=1, batch_size=4,
+        lr=1e-4, warmup=0, precision="fp32", workers=0, augment="none",
+    )  # fmt: skip
+    assert train(config).steps == 1
+    start, tuned = load_model(repo_id), load_model(str(tmp_path / "run"))
+    assert tuned.architecture == start.architecture == "open_clip:MobileCLIP-S0"
+    assert tuned.digest != start.digest and tuned.preprocessing == start.preprocessing
+    moved = np.abs(tuned.encode_text(TEXTS) - start.encode_text(TEXTS)).max()
+    assert 0 < moved < 0.5
+
+
+@needs_open_clip
+def test_every_apple_checkpoint_name_says_an_architecture_open_clip_knows():
+    """The table from the file in Apple's repositories (mobileclip2_l14.pt...) to the
+    architecture and pretrained tag: each is in open_clip's lists (S0's tag is Apple's
+    own, open_clip having no S0), and each architecture builds with the vector size its
+    named entry says."""
+    from clipsearch.models.open_clip_models import open_clip_module
+    from clipsearch.models.pretrained import APPLE_CHECKPOINTS, PRETRAINED
+
+    open_clip = open_clip_module()
+    named = {p.open_clip: p for p in PRETRAINED.values()}
+    for checkpoint, (arch, tag) in APPLE_CHECKPOINTS.items():
+        assert arch in open_clip.list_models(), checkpoint
+        if arch != "MobileCLIP-S0":
+            assert tag in open_clip.list_pretrained_tags_by_model(arch), checkpoint
+        if (arch, tag) in named:
+            assert open_clip.get_model_config(arch)["embed_dim"] == named[arch, tag].embed_dim
+    assert {"MobileCLIP2-L-14", "MobileCLIP-S0", "MobileCLIP-B"} <= {
+        arch for arch, _ in APPLE_CHECKPOINTS.values()
+    }

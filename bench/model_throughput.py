@@ -2,9 +2,11 @@
 
     python bench/model_throughput.py [--arch ViT-B-32] [--seconds 6]
     python bench/model_throughput.py --models random:ViT-B-32,open_clip:MobileCLIP-S1/random
+    python bench/model_throughput.py --unfused --models random:ViT-B-32,apple/MobileCLIP-S0
 
 The second form compares models (open_clip's need the extra): images/s of each image
-tower at batch 32 in fp32 and in the precision `auto` picks here, as a ratio to the first.
+tower at batch 32 in fp32 and in the precision `auto` picks here, as a ratio to the first;
+with --unfused, each MobileCLIP also as trained (its branches not fused, as load_model does).
 
 Prints images/s, achieved GFLOP/s, the fraction of the peak of a large matmul measured in
 the same run (fp32 peak for fp32/int8, bf16 peak for bf16), and each mode's cosine
@@ -20,9 +22,10 @@ import time
 import numpy as np
 import torch
 
-from clipsearch.models.encoder import load_model
+from clipsearch.models.encoder import Encoder, load_model
 from clipsearch.models.model import CONFIGS, CLIPConfig
 from clipsearch.models.tokenizer import default_tokenizer
+from clipsearch.models.weights import resolve
 
 
 def image_tower_flops(cfg: CLIPConfig) -> float:
@@ -54,17 +57,26 @@ def throughput(encoder, pixels: np.ndarray, seconds: float) -> float:
     return count / (time.perf_counter() - start)
 
 
-def compare(specs: list[str], seconds: float) -> None:
+def encoders(spec: str, precision: str, unfused: bool):
+    """The model as load_model gives it and, with `unfused`, a MobileCLIP's train-time
+    branches left as they are (what load_model's fusing buys)."""
+    encoder = load_model(spec, precision=precision)
+    yield spec, encoder
+    if unfused and encoder.fused:
+        yield f"{spec} unfused", Encoder(resolve(spec).build(), spec, precision=precision)
+
+
+def compare(specs: list[str], seconds: float, unfused: bool = False) -> None:
     """Image throughput of several models, each as a ratio to the first, one run."""
     rng = np.random.default_rng(0)
     rates: dict[str, dict[str, float]] = {}
     for spec in specs:
         for precision in ("fp32", "auto"):
-            encoder = load_model(spec, precision=precision)
-            size = encoder.image_size
-            pixels = rng.integers(0, 256, (32, size, size, 3), dtype=np.uint8)
-            rates.setdefault(spec, {})[precision] = throughput(encoder, pixels, seconds)
-            chosen = encoder.precision
+            for name, encoder in encoders(spec, precision, unfused):
+                size = encoder.image_size
+                pixels = rng.integers(0, 256, (32, size, size, 3), dtype=np.uint8)
+                rates.setdefault(name, {})[precision] = throughput(encoder, pixels, seconds)
+                chosen = encoder.precision
     print(f"threads={torch.get_num_threads()}  auto = {chosen} here;  batch 32, images/s")
     print(f"{'model':>44} {'fp32':>7} {'auto':>7} {'fp32 ratio':>10} {'auto ratio':>10}")
     base = rates[specs[0]]
@@ -81,9 +93,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--models", help="comma-separated model specs to compare")
+    parser.add_argument("--unfused", action="store_true", help="also MobileCLIP unfused")
     args = parser.parse_args()
     if args.models:
-        compare(args.models.split(","), args.seconds)
+        compare(args.models.split(","), args.seconds, args.unfused)
         return
 
     cfg = CONFIGS[args.arch]

@@ -381,3 +381,49 @@ needs_open_clip = pytest.mark.skipif(
     open_clip_missing() is not None,
     reason="open_clip does not import here (test_open_clip_models.py runs these elsewhere)",
 )
+
+
+def through_every_command(model: str, tmp_path: Path):
+    """`model` through each command that takes one, as a user runs them: index and query,
+    serve's search (over urllib: the open_clip environment has no httpx), and one step of
+    train --from. Returns the model and the trained run, both loaded: they must differ,
+    a little, with the same preprocessing."""
+    from urllib.request import Request, urlopen
+
+    from typer.testing import CliRunner
+
+    from clipsearch.cli import app
+    from clipsearch.models.encoder import load_model
+    from clipsearch.training.train import TrainConfig, train
+
+    photos = [make_image(tmp_path / "photos" / f"{i}.png", seed=i) for i in range(4)]
+    store = ["--store", str(tmp_path / "store")]
+    runner = CliRunner()
+    indexed = runner.invoke(
+        app, ["index", str(tmp_path / "photos"), *store, "-m", model, "--workers", "1"]
+    )
+    assert indexed.exit_code == 0, indexed.output
+    found = runner.invoke(app, ["query", "a photo", *store, "-f", "json"])
+    assert found.exit_code == 0, found.output
+    answer = json.loads(found.stdout)
+    assert answer["model"] == model and len(answer["results"]) == 4
+    body = json.dumps({"query": "a photo"}).encode()
+    with serving(tmp_path / "store", model=model) as url:
+        asked = Request(f"{url}/api/v1/search", body, {"Content-Type": "application/json"})
+        with urlopen(asked, timeout=60) as served:
+            assert len(json.loads(served.read())["items"]) == 4
+
+    captions = ["a dog on a beach", "a diagram", "a red car", "a cat"]
+    data = tmp_path / "pairs.jsonl"
+    rows = [{"image": str(p), "caption": c} for p, c in zip(photos, captions)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = TrainConfig(
+        data=str(data), init=model, run_dir=str(tmp_path / "run"), epochs=1, batch_size=4,
+        lr=1e-4, warmup=0, precision="fp32", workers=0, augment="none",
+    )  # fmt: skip
+    assert train(config).steps == 1
+    start, tuned = load_model(model), load_model(str(tmp_path / "run"))
+    assert tuned.digest != start.digest and tuned.preprocessing == start.preprocessing
+    moved = np.abs(tuned.encode_text(captions) - start.encode_text(captions)).max()
+    assert 0 < moved < 0.5
+    return start, tuned

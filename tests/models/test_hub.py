@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import cached_repo
+from helpers import cached_repo, through_every_command
 from safetensors.torch import save_file
 
 from clipsearch.models.encoder import load_model
@@ -199,13 +199,11 @@ PAPERS_IDS = {  # the founding document's models with the layout of their reposi
 }
 
 
-@pytest.mark.parametrize("repo_id", list(PAPERS_IDS))
-def test_the_papers_models_by_their_ids_equal_transformers(repo_id, cache, tmp_path):
-    """Each hub id of the founding document's list, from a cache in that repository's file
-    layout (pytorch_model.bin, config.json, preprocessor_config.json, tokenizer files; a
-    sentence-transformers repository's modules.json and 0_CLIPModel/), with random weights
-    at a small width and the model's patch size: clipsearch's vectors are transformers'
-    own, text tokenized by transformers' tokenizer from the repository's files."""
+def papers_repository(cache: Path, tmp_path: Path, repo_id: str):
+    """The repository as the hub holds it (pytorch_model.bin, config.json,
+    preprocessor_config.json, tokenizer files; a sentence-transformers repository's
+    modules.json and 0_CLIPModel/), random weights at a small width with the model's patch
+    size: transformers' model for it, and the folder holding its files."""
     patch, sub = PAPERS_IDS[repo_id]
     torch.manual_seed(patch)
     config = transformers.CLIPConfig(
@@ -226,30 +224,42 @@ def test_the_papers_models_by_their_ids_equal_transformers(repo_id, cache, tmp_p
     processor.save_pretrained(model_dir)
     clip_tokenizer_files(model_dir)
     if sub:
-        module = {
-            "idx": 0,
-            "name": "0",
-            "path": sub,
-            "type": "sentence_transformers.models.CLIPModel",
-        }
+        kind = "sentence_transformers.models.CLIPModel"
+        module = {"idx": 0, "name": "0", "path": sub, "type": kind}
         (repo / "modules.json").write_text(json.dumps([module]))
         (repo / "config_sentence_transformers.json").write_text(json.dumps({"__version__": {}}))
     cached_repo(cache, repo_id, repo)
+    return reference, model_dir
 
+
+@pytest.mark.parametrize("repo_id", list(PAPERS_IDS))
+def test_the_papers_models_by_their_ids_equal_transformers(repo_id, cache, tmp_path):
+    """Each hub id of the founding document's list, from a cache in that repository's file
+    layout: clipsearch's vectors are transformers' own, text tokenized by transformers'
+    tokenizer from the repository's files."""
+    reference, model_dir = papers_repository(cache, tmp_path, repo_id)
+    side = reference.config.vision_config.image_size
     encoder = load_model(repo_id)
     texts = ["a dog on a beach", "a diagram of a cell", ""]
     tokens = transformers.CLIPTokenizer.from_pretrained(model_dir)(
         texts, padding="max_length", max_length=77, return_tensors="pt"
     )
-    pixels = np.random.default_rng(0).standard_normal((2, 3, patch * 4, patch * 4))
+    pixels = np.random.default_rng(0).standard_normal((2, 3, side, side))
     with torch.no_grad():
         text = reference.get_text_features(input_ids=tokens["input_ids"])
         image = reference.get_image_features(pixel_values=torch.from_numpy(pixels).float())
     unit = torch.nn.functional.normalize
-    assert encoder.name == repo_id and encoder.image_size == patch * 4
+    assert encoder.name == repo_id and encoder.image_size == side
     np.testing.assert_allclose(encoder.encode_text(texts), unit(_tensor(text), dim=-1), atol=1e-5)
     found = encoder.encode_pixels(pixels.astype(np.float32))
     np.testing.assert_allclose(found, unit(_tensor(image), dim=-1), atol=1e-5)
+
+
+@pytest.mark.parametrize("repo_id", list(PAPERS_IDS))
+def test_the_papers_models_by_their_ids_index_answer_serve_and_fine_tune(repo_id, cache, tmp_path):
+    papers_repository(cache, tmp_path, repo_id)
+    start, tuned = through_every_command(repo_id, tmp_path)
+    assert tuned.architecture == start.architecture
 
 
 def _tensor(output) -> torch.Tensor:

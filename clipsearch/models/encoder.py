@@ -138,9 +138,14 @@ def _apply_precision(
             raise PrecisionError("int8 (dynamic quantisation) runs on CPU only; use --device cpu")
         with warnings.catch_warnings():  # deprecated for torchao, still the stock CPU path
             warnings.simplefilter("ignore")
+            from torch.ao.nn.quantized.dynamic import Linear as QuantizedLinear
             from torch.ao.quantization import quantize_dynamic
 
-            return quantize_dynamic(model, {nn.Linear}, dtype=dtype, inplace=in_place)
+            model = quantize_dynamic(model, {nn.Linear}, dtype=dtype, inplace=in_place)
+        for layer in model.modules():  # open_clip asks its first text layer for the dtype of
+            if isinstance(layer, QuantizedLinear):  # its weight, a method once quantised
+                layer.int8_original_dtype = torch.float32
+        return model
     if precision == "bf16":
         return model.to(torch.bfloat16)
     if precision == "fp16":

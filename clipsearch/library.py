@@ -251,12 +251,16 @@ class Library:
         min_score: float | None = None,
         exclude_self: bool = False,
         sort: str = "score",
+        mode: str = "hybrid",
     ) -> Answer:
         """Best matches for a query: a string, argv-style terms (`["beach", "+", "sunset"]`),
         and/or image paths. exclude_self drops the query images themselves from results;
-        sort "date" or "-date" orders the best matches by date (Searcher.search)."""
+        sort "date" or "-date" orders the best matches by date; mode "hybrid" (vectors and
+        the words files carry), "vector" or "text" (Searcher.search)."""
         terms = parse_query([query] if isinstance(query, str) else list(query), images)
-        return self.search_terms(terms, k, model, filters, min_score, exclude_self, sort=sort)
+        return self.search_terms(
+            terms, k, model, filters, min_score, exclude_self, sort=sort, mode=mode
+        )
 
     def search_terms(
         self,
@@ -268,10 +272,13 @@ class Library:
         exclude_self: bool = False,
         offset: int = 0,
         sort: str = "score",
+        mode: str = "hybrid",
     ) -> Answer:
         """Results offset+1 .. offset+k for parsed terms (the same order page after page).
         exclude_self drops images given as terms (by path or id) from the results."""
-        return self.searcher.search(terms, k, model, filters, min_score, exclude_self, offset, sort)
+        return self.searcher.search(
+            terms, k, model, filters, min_score, exclude_self, offset, sort, mode
+        )
 
     def similar(self, path: str, k: int = 10, **kwargs) -> Answer:
         """Images nearest to one image, itself excluded."""

@@ -85,6 +85,14 @@ def query(
     exclude_self: bool = typer.Option(
         False, "--exclude-self", help="Leave query images out of the results."
     ),
+    mode: str = typer.Option(
+        "hybrid",
+        "--mode",
+        help="hybrid: by what images show and by the words files carry (names, folders, "
+        "captions, camera), fused; vector: what they show only; text: words only. In the "
+        'words, "a phrase" must appear as written; name:, folder:, caption:, camera: look '
+        "in one field.",
+    ),
     fmt: str = FormatOption,
     output: Path = OutputOption,
     device: str = DeviceOption,
@@ -111,6 +119,7 @@ def query(
             min_score=min_score,
             exclude_self=exclude_self,
             sort=sort,
+            mode=mode,
         )
         _print_answer(answer, fmt, output)
 

@@ -54,12 +54,24 @@ def table(query: str, results: Sequence[Result]):
     """The results as a rich table, every name shown safely."""
     from rich.table import Table
 
+    worded = any(r.matched for r in results)  # a column for the words, where any matched
     t = Table("#", "score", "path", "date", "size", title=markup_safe(query))
+    if worded:
+        t.add_column("matched")
     for rank, r in enumerate(results, 1):
         date = f"{r.date:%Y-%m-%d}"
         path = r.path if r.raw is None else f"{r.path} (+ {os.path.basename(r.raw)})"
-        t.add_row(str(rank), f"{r.score:.3f}", markup_safe(path), date, size_text(r.size))
+        row = [str(rank), f"{r.score:.3f}", markup_safe(path), date, size_text(r.size)]
+        t.add_row(*row, *([matched_text(r.matched)] if worded else []))
     return t
+
+
+def matched_text(matched: dict[str, list[str]] | None) -> str:
+    """The words a result was found by, in bold, by field: `name: grand canyon`."""
+    return "; ".join(
+        f"{field}: [bold]{markup_safe(' '.join(found))}[/bold]"
+        for field, found in (matched or {}).items()
+    )
 
 
 def as_table(query: str, results: Sequence[Result]) -> str:

@@ -232,6 +232,7 @@ class Result:
     latitude: float | None = None
     longitude: float | None = None
     raw: str | None = None  # the RAW file beside a JPEG: one photo, shot RAW+JPEG
+    matched: dict[str, list[str]] | None = None  # the query's words it holds, by field
 
     @property
     def date(self) -> datetime:

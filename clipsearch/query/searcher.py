@@ -15,10 +15,22 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..images.decode import BytesSource, ImageError
+from ..storage.catalog_words import Part
 from ..storage.loaded_index import LoadedIndex
 from ..storage.store import Store
+from . import words
 from .encoders import Encoders
-from .search import Filters, QueryError, Result, Term, combine, describe, hydrate, nearest
+from .search import (
+    Filters,
+    QueryError,
+    Result,
+    Term,
+    combine,
+    describe,
+    filtered_ids,
+    hydrate,
+    nearest,
+)
 
 if TYPE_CHECKING:
     from ..models.encoder import Encoder
@@ -26,6 +38,7 @@ if TYPE_CHECKING:
 TEXT_CACHE_SIZE = 512  # recent query texts kept as vectors
 SORTS = ("score", "date", "-date")  # best first; oldest first; newest first
 DATE_POOL = 200  # sorted by date: the best this many matches (above min_score)
+WORD_POOL = 1000  # files the words of a query may find, best first, before filters
 
 
 class UnknownFile(QueryError):
@@ -96,15 +109,21 @@ class Searcher:
         exclude_self: bool = False,
         offset: int = 0,
         sort: str = "score",
+        mode: str = "hybrid",
     ) -> Answer:
         """Results offset+1 .. offset+k for parsed terms (the same order page after page).
         exclude_self drops images given as terms (by path or id) from the results. `sort`
         "date" (oldest first) or "-date" (newest first) orders the best DATE_POOL matches
-        (those above min_score) by date, so that pages of them are stable too."""
+        (those above min_score) by date, so that pages of them are stable too. `mode`:
+        "hybrid" ranks by vectors and by the words files carry together (words.py),
+        "vector" by vectors, "text" by words (each result still scored by its vector)."""
         if k < 1 or offset < 0:
             raise QueryError("k must be at least 1 and the offset at least 0")
         if sort not in SORTS:
             raise QueryError(f"unknown sort {sort!r}: use one of {', '.join(SORTS)}")
+        asked = describe(terms)
+        parts, terms = words.split_terms(terms) if mode != "vector" else ([], terms)
+        words.check_mode(mode, parts)
         if not self._indexes:  # the first search: is there anything to search?
             self.encoders.require_vectors()
         started = time.perf_counter()
@@ -123,19 +142,68 @@ class Searcher:
         pool = k + offset + 1 if sort == "score" else DATE_POOL  # one more: is there more?
         want = min(pool, max(1, loaded.count))  # no more than there are, whatever is asked
         exclude = self._self_ids(terms) if exclude_self else []
-        hits = nearest(self.catalog, loaded, vector, want, filters, exclude)
+        hits = []
+        if mode != "text":
+            hits = nearest(self.catalog, loaded, vector, want, filters, exclude)
+        found = self._by_words(parts, row.id, vector, pool, filters, exclude)
+        hits = self._fused(hits, found, min_score)
         searched = time.perf_counter()
         if sort == "score":
-            results = hydrate(self.catalog, hits[offset:], min_score)
+            results = hydrate(self.catalog, hits[offset:], None)
         else:
-            results = by_date(hydrate(self.catalog, hits, min_score), newest=sort == "-date")
+            results = by_date(hydrate(self.catalog, hits, None), newest=sort == "-date")
             results = results[offset:]
+        self._say_why(results, parts, found)
         timings = {
             "embed": (embedded - started) * 1000,
             "search": (searched - embedded) * 1000,
             "hydrate": (time.perf_counter() - searched) * 1000,
         }
-        return Answer(describe(terms), encoder.name, results[:k], action, timings, len(results) > k)
+        return Answer(asked, encoder.name, results[:k], action, timings, len(results) > k)
+
+    def _by_words(
+        self,
+        parts: Sequence[Part],
+        model_id: int,
+        vector: np.ndarray,
+        pool: int,
+        filters: Filters,
+        exclude: Sequence[int],
+    ) -> dict[int, float]:
+        """The files the query's words find, best first, with their vector scores: those
+        with this model's vector that pass the filters."""
+        if not parts:
+            return {}
+        ids = self.catalog.words.search(parts, WORD_POOL)
+        if filters:
+            allowed = set(filtered_ids(self.catalog, model_id, filters).tolist())
+            ids = [i for i in ids if i in allowed]
+        skip = set(exclude)
+        have, vecs = self.catalog.vectors.get(model_id, [i for i in ids if i not in skip])
+        scores = dict(zip(have.tolist(), (vecs @ vector).tolist())) if len(have) else {}
+        kept = [i for i in ids if i in scores][:pool]
+        return {i: scores[i] for i in kept}
+
+    @staticmethod
+    def _fused(
+        hits: list[tuple[int, float]], found: dict[int, float], min_score: float | None
+    ) -> list[tuple[int, float]]:
+        """Vector hits and word hits as one ranking; min_score holds for vector-only hits."""
+        scores = dict(hits) | found
+        order = words.fuse([i for i, _ in hits], list(found)) if found else [i for i, _ in hits]
+        return [
+            (i, scores[i])
+            for i in order
+            if i in found or min_score is None or scores[i] >= min_score
+        ]
+
+    def _say_why(self, results: list[Result], parts: Sequence[Part], found: dict) -> None:
+        """Each result found by words says which words, by field."""
+        mine = [r.file_id for r in results if r.file_id in found]
+        held = self.catalog.words.of(mine) if mine else {}
+        for r in results:
+            if r.file_id in held:
+                r.matched = words.matched(parts, held[r.file_id])
 
     def query_vector(
         self, terms: Sequence[Term], encoder: Encoder, reader: Encoder | None = None

@@ -27,6 +27,12 @@ class SearchRequest(BaseModel):
     sort: Literal["score", "date", "-date"] = Field(
         "score", description="Best first, oldest first, or newest first (of the best 200)."
     )
+    mode: Literal["hybrid", "vector", "text"] = Field(
+        "hybrid",
+        description="By what images show and the words files carry (names, folders, captions, "
+        'camera), fused; by what they show; or by words. `"a phrase"`, `name:` `folder:` '
+        "`caption:` `camera:` look for words as written, in one field.",
+    )
     in_: list[Text] = Field([], alias="in", max_length=64, description="Only under these folders.")
     after: Text | None = Field(None, description="Taken on or after: YYYY[-MM[-DD]].")
     before: Text | None = Field(None, description="Taken before: YYYY[-MM[-DD]].")
@@ -59,6 +65,9 @@ class Item(BaseModel):
     latitude: float | None
     longitude: float | None
     raw: str | None = Field(description="The RAW file beside this JPEG (RAW+JPEG), if any.")
+    matched: dict[str, list[str]] | None = Field(
+        None, description="The query's words this file carries, by field (name, caption...)."
+    )
     thumb_url: str
     image_url: str
 
@@ -79,6 +88,7 @@ class Item(BaseModel):
             latitude=r.latitude,
             longitude=r.longitude,
             raw=r.raw,
+            matched=r.matched,
             thumb_url=f"/thumb/{r.file_id}",
             image_url=f"/image/{r.file_id}",
         )

@@ -126,6 +126,7 @@ class Service:
                 exclude_self=req.similar_to is not None,
                 offset=req.offset,
                 sort=req.sort,
+                mode=req.mode,
             )
         timings = {k: round(v, 2) for k, v in answer.timings_ms.items()}
         return SearchResponse(

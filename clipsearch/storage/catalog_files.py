@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from ..images.items import SHARD_SEP, is_shard_name, split_member
 from .catalog_vectors import log_changes
+from .catalog_words import WordRecords
 from .database import Database, chunks
 from .schema import RAW_PATH, File, Shard, Vector
 
@@ -144,6 +145,7 @@ class FileRecords:
         """Columns of existing rows: each dict an "id" and the columns to set."""
         if rows:
             s.execute(update(File), list(rows))
+            WordRecords.refresh(s, [row["id"] for row in rows])
 
     def counts(self) -> dict[str, int]:
         """Rows by state: ok, failed."""
@@ -228,6 +230,7 @@ class FileRecords:
         row = File(path=path, size=size, mtime_ns=mtime_ns, **{"state": "ok", **fields})
         s.add(row)
         s.flush()
+        WordRecords.refresh(s, [row.id])
         return row
 
     @staticmethod
@@ -240,7 +243,9 @@ class FileRecords:
         if not s.bind.dialect.insert_returning:  # an SQLite older than 3.35
             return [FileRecords.add(s, **row).id for row in rows]
         q = insert(File).returning(File.id, sort_by_parameter_order=True)
-        return list(s.scalars(q, rows))
+        ids = list(s.scalars(q, rows))
+        WordRecords.refresh(s, ids)
+        return ids
 
     @staticmethod
     def move(s: Session, file_id: int, path: str, size: int, mtime_ns: int) -> None:
@@ -248,6 +253,7 @@ class FileRecords:
         s.execute(
             update(File).where(File.id == file_id).values(path=path, size=size, mtime_ns=mtime_ns)
         )
+        WordRecords.refresh(s, [file_id])
 
     @staticmethod
     def copy(s: Session, source: File, path: str, size: int, mtime_ns: int) -> File:
@@ -280,6 +286,7 @@ class FileRecords:
             for model_id, fids in by_model.items():
                 log_changes(s, model_id, fids, "-")
             s.execute(delete(Vector).where(Vector.file_id.in_(chunk)))
+            WordRecords.forget(s, chunk)
             s.execute(delete(File).where(File.id.in_(chunk)))
 
     # Tar shards read whole: while unchanged, a run knows their members from the rows.

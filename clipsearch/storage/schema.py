@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_HEAD = "0006"  # the newest migration: a database at it holds these tables
+SCHEMA_HEAD = "0007"  # the newest migration: a database at it holds these tables
 
 
 def utcnow() -> datetime:
@@ -111,6 +111,22 @@ class File(Base):
     state: Mapped[str] = mapped_column(String(8), default="ok")  # ok | failed
     error: Mapped[str | None] = mapped_column(Text)
     indexed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Words(Base):
+    """The words a file carries, for search by words beside search by vectors: its name and
+    its folders' (split at - _ . and case changes), its caption (the text columns of a list
+    file or shard sidecar), its camera and lens, and text read in the image. In SQLite an
+    FTS5 table, whose rowid is the file's id; in PostgreSQL a table with a full-text index.
+    Written in the same transaction as the file's row (catalog_words.py)."""
+
+    __tablename__ = "words"
+    rowid: Mapped[int] = mapped_column(Integer, primary_key=True)  # files.id
+    name: Mapped[str | None] = mapped_column(Text)
+    folder: Mapped[str | None] = mapped_column(Text)
+    caption: Mapped[str | None] = mapped_column(Text)
+    camera: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
 
 
 class Shard(Base):

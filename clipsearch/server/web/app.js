@@ -206,8 +206,19 @@ function card(item, index) {
     element("span", "score", item.score.toFixed(3)),
     similar,
   );
+  if (item.matched) caption.append(matchedLine(item.matched));
   figure.append(open, caption);
   return figure;
+}
+
+// The query's words a result carries, marked, by field: "name: grand canyon".
+function matchedLine(matched) {
+  const line = element("span", "matched");
+  for (const [field, words] of Object.entries(matched)) {
+    line.append(`${line.childNodes.length ? "; " : ""}${field}: `);
+    words.forEach((word, i) => line.append(i ? " " : "", element("mark", "", word)));
+  }
+  return line;
 }
 
 function view(index) {

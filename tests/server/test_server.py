@@ -168,6 +168,20 @@ def test_a_real_failure_is_a_500_that_the_log_shows(photos, monkeypatch, capfd):
     assert "fault injected by CLIPSEARCH_FAULT" in capfd.readouterr().err
 
 
+def test_words_find_files_by_name_and_folder_and_say_which(base):
+    """The search box looks up the words files carry beside the vectors (`mode` hybrid by
+    default): a file named `big.jpg` is first for "big", and says why."""
+    top = search(base, query="big", k=3).json()["items"][0]
+    assert top["path"].endswith("/trip/big.jpg") and top["matched"] == {"name": ["big"]}
+    trip = search(base, query="folder:trip", mode="text", k=20).json()["items"]
+    assert len(trip) == 7 and all("/trip/" in item["path"] for item in trip)
+    assert all(item["matched"] == {"folder": ["trip"]} for item in trip)
+    vector = search(base, query="big", mode="vector", k=13).json()["items"]
+    assert all(item["matched"] is None for item in vector)
+    refused = search(base, query="big", mode="fuzzy")
+    assert refused.status_code == 400 and set(refused.json()) == {"error"}
+
+
 def test_results_sorted_by_date_and_whether_there_are_more(base, photos):
     everything = search(base, query="a photo", k=13).json()
     assert everything["more"] is False and len(everything["items"]) == 13

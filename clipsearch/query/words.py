@@ -5,9 +5,10 @@ In a query's text, `"an exact phrase"` must appear as written, and `name:`, `fol
 `caption:`, `camera:`, `text:` look in one field only (`name:canyon`, `caption:"red
 door"`); the other words must all appear, in any field. The vector side reads the same
 text with the quotes and field names taken out. The rankings are fused by reciprocal rank
-(Cormack et al. 2009): a file's score is the sum over rankings of 1 / (60 + its rank), so
-a file first by its words is first or second whatever the vectors say, and one found by
-both goes ahead of one found by either.
+(Cormack et al. 2009), the words' weighing double: a file scores 2 / (60 + its rank by
+words) + 1 / (60 + its rank by vectors). Words a person typed that a file carries are
+strong evidence, so the files they find come before those only the vectors find (up to
+about 60 of them), in an order both rankings decide.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .search import QueryError, Term
 
 MODES = ("hybrid", "vector", "text")
 RRF_K = 60
+WORDS_WEIGHT = 2.0  # against the vectors' 1
 _PIECE = re.compile(r'(?:(?P<field>[a-z]+):)?(?:"(?P<phrase>[^"]*)"|(?P<word>\S+))')
 
 
@@ -70,11 +72,11 @@ def check_mode(mode: str, parts: Sequence[Part]) -> None:
 
 
 def fuse(by_vector: Sequence[int], by_words: Sequence[int]) -> list[int]:
-    """Both rankings as one, by reciprocal rank; a tie goes to the file its words found."""
+    """Both rankings as one, by weighted reciprocal rank; a tie goes to words."""
     score: dict[int, float] = {}
-    for ranking in (by_vector, by_words):
+    for ranking, weight in ((by_vector, 1.0), (by_words, WORDS_WEIGHT)):
         for rank, file_id in enumerate(ranking, start=1):
-            score[file_id] = score.get(file_id, 0.0) + 1.0 / (RRF_K + rank)
+            score[file_id] = score.get(file_id, 0.0) + weight / (RRF_K + rank)
     found = set(by_words)
     return sorted(score, key=lambda i: (-score[i], i not in found))
 

@@ -25,8 +25,11 @@ def test_a_query_text_is_words_phrases_and_fields():
     assert said == "grand canyon 2019 red door a b ratio:16"  # what the vectors read
 
 
-def test_reciprocal_rank_fusion_puts_what_both_found_first():
-    assert fuse([1, 2, 3], [9, 2]) == [2, 9, 1, 3]  # 9 ties with 1: words win the tie
+def test_fusion_puts_what_both_found_first_then_what_words_found():
+    assert fuse([1, 2, 3], [9, 2]) == [2, 9, 1, 3]
+    assert fuse(list(range(1, 100)), [70, 80])[:3] == [70, 80, 1]  # words weigh double
+    many = fuse([5, 6], list(range(100, 170)))  # the vectors' best, after 62 word matches
+    assert many.index(5) == 62 and many[:62] == list(range(100, 162))
     assert fuse([1, 2], []) == [1, 2]
 
 

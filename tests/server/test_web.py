@@ -201,6 +201,17 @@ def test_a_folder_filter_keeps_to_that_folder(browser, site):
     assert "in=" in browser.current_url
 
 
+def test_a_file_found_by_its_words_says_which_under_its_picture(browser, site):
+    url, _ = site
+    browser.get(f"{url}/?k=8")
+    type_query(browser, "trip")
+    results_settle(browser, 8)
+    assert all("/trip/" in p for p in paths(browser))  # the 8 in that folder, first
+    lines = browser.find_elements(By.CSS_SELECTOR, "#grid figcaption .matched")
+    assert len(lines) == 8 and lines[0].text == "folder: trip"
+    assert lines[0].find_element(By.TAG_NAME, "mark").text == "trip"
+
+
 @pytest.mark.parametrize(
     "field, value, kept",
     [("camera", "iphone", "phone.jpg"), ("near", "48.86, 2.29, 5", "canon.jpg")],

@@ -93,7 +93,7 @@ def index(
         show_index_report(report, options.dry_run)
 
 
-WATCHED = ("batch_size", "workers", "preset", "include_hidden", "follow_symlinks", "exclude")
+WATCHED = ("batch_size", "workers", "preset", "include_hidden", "follow_symlinks", "exclude", "ocr")
 
 
 @app.command()
@@ -206,6 +206,8 @@ def show_index_report(report, dry_run: bool) -> None:
             "pip install 'clipsearch[raw]'",
             markup=False,
         )
+    if report.text_read:
+        out.print(f"Text read in {report.text_read} images.")
     if report.exif_read_again:
         out.print(f"Lens and place read for {report.exif_read_again} photos indexed before.")
 

@@ -76,6 +76,13 @@ class IndexOptions:
         help="Let list files name files anywhere on this machine (without it, only files "
         "in the list's own folder and below: a list from elsewhere cannot reach yours).",
     )
+    ocr: bool | None = setting(
+        None,
+        "--ocr/--no-ocr",
+        help="Read the text in images (signs, receipts, slides, screenshots) after embedding, "
+        "so that search finds them by it (pip install 'clipsearch\\[ocr]'). The store "
+        "remembers the choice for later runs and watch.",
+    )
     dry_run: bool = setting(False, "--dry-run", help="Report what would change; write nothing.")
 
 

@@ -19,7 +19,7 @@ BATCH = 500
 def fill_exif(catalog: Catalog, roots: Sequence[str]) -> int:
     """Read again the EXIF of the files under the roots that an older reading filled; how
     many."""
-    rows = catalog.files.exif_unread(roots, EXIF_READ)
+    rows = catalog.files.unread(roots, "exif_read", EXIF_READ)
     for batch in chunks(rows, BATCH):
         fields = []
         for file_id, path in batch:

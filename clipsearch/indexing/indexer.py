@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from ..core.config import IndexOptions
 from ..core.prompts import SEARCH_PROMPTS
 from ..core.sizes import parse_size
+from ..images import ocr
 from ..storage.catalog import Catalog
 from ..storage.database import State
 from ..storage.presets import preset_named
@@ -30,6 +31,7 @@ from .pool import DecodePool
 from .report import IndexReport, Progress, Stopwatch
 from .reuse import reuse_moved_and_copied
 from .scan import ScanResult
+from .text import read_texts
 
 if TYPE_CHECKING:  # torch: not imported by `status`, `forget` or decoding workers
     from ..models.encoder import Encoder
@@ -96,6 +98,8 @@ class Indexer:
             preset_named(self.options.preset)  # an unknown name fails before any work
         budget = self.options.memory_budget
         self.memory_budget = parse_size(budget) if budget is not None else None
+        if self.options.ocr:
+            ocr.require()  # before any work: one line where the engine is missing
         if self.options.dry_run:
             self.dry_run(absolute_roots(roots))
         else:
@@ -138,6 +142,11 @@ class Indexer:
             self.remove_missing(scan)
         with self.watch("exif read again"):
             self.report.exif_read_again = fill_exif(self.catalog, roots)
+        if self.store.reads_text(self.options.ocr):
+            with self.watch("read text"):
+                self.report.text_read, _ = read_texts(
+                    self.catalog, roots, ocr.TextReader(), progress
+                )
         if self.planner.shards_read:  # every member has its row now: next time, not opened
             with self.catalog.write() as s:
                 self.catalog.files.mark_shards_complete(s, self.planner.shards_read)

@@ -27,6 +27,7 @@ class IndexReport:
     skipped_heif: int = 0
     skipped_raw: int = 0  # RAW files without a preview, for lack of rawpy
     exif_read_again: int = 0  # rows from before lens and place were read (details.py)
+    text_read: int = 0  # images whose text was read (text.py)
     index_action: str = ""
     preset: str = ""
     index_error: str | None = None

@@ -130,9 +130,11 @@ class FileRecords:
         with self.db.read() as s:
             return [tuple(r) for r in s.execute(q.order_by(File.id))]
 
-    def exif_unread(self, roots: Sequence[str], reading: int) -> list[tuple[int, str]]:
-        """(id, path) of indexed files under the roots whose EXIF an older reading filled."""
-        stale = or_(File.exif_read.is_(None), File.exif_read < reading)
+    def unread(self, roots: Sequence[str], column: str, reading: int) -> list[tuple[int, str]]:
+        """(id, path) of indexed files under the roots that an older reading of their EXIF
+        or text (`column`: exif_read, text_read) filled, or none did."""
+        done = getattr(File, column)
+        stale = or_(done.is_(None), done < reading)
         with self.db.read() as s:
             found = self._under(
                 roots,

@@ -18,12 +18,12 @@ import os
 import re
 from collections.abc import Sequence
 
-from sqlalchemy import Float, and_, delete, func, insert, literal_column, select, text
+from sqlalchemy import Float, and_, delete, func, insert, literal_column, select, text, update
 from sqlalchemy.orm import Session
 
 from ..images.items import SHARD_SEP
 from .database import Database, chunks
-from .schema import File, Words
+from .schema import File, TextLine, Words
 
 FIELDS = ("name", "folder", "caption", "camera", "text")
 FOLDERS_KEPT = 3  # a file's folders whose names are words of it: the nearest three
@@ -39,9 +39,15 @@ Part = tuple[str | None, str, bool]  # (field or None for any, text, as a phrase
 
 
 def words_of(text_: str) -> list[str]:
-    """A name's words: split where it is not a letter or digit, and where case changes
-    or letters meet digits (camera names: IMG2041 -> IMG 2041)."""
-    return [w for w in _NOT_WORD.split(_CASE_CHANGE.sub(" ", text_)) if w]
+    """The words of a name or a line: split where it is not a letter or digit; a word
+    that changes case or meets digits is kept whole and in its parts (`GrandCanyon` ->
+    GrandCanyon Grand Canyon, `BAKERY1887` -> BAKERY1887 BAKERY 1887), so that "iphone"
+    finds `iPhone` and "canyon" finds `GrandCanyon`."""
+    out: list[str] = []
+    for word in filter(None, _NOT_WORD.split(text_)):
+        parts = _CASE_CHANGE.sub(" ", word).split()
+        out += [word] if len(parts) < 2 else [word, *parts]
+    return out
 
 
 def name_and_folder(path: str) -> tuple[str, str]:
@@ -85,14 +91,18 @@ class WordRecords:
 
     @staticmethod
     def refresh(s: Session, file_ids: Sequence[int]) -> None:
-        """Write the words of these files again from their rows (a file gone or failed
-        keeps none)."""
+        """Write the words of these files again from their rows and text lines (a file
+        gone or failed keeps none)."""
         for chunk in chunks(list(file_ids)):
             s.execute(delete(Words).where(Words.rowid.in_(chunk)))
             q = select(
                 File.id, File.path, File.meta, File.camera_make, File.camera_model, File.lens
             ).where(File.id.in_(chunk), File.state == "ok")
-            rows = [_words_row(*r) for r in s.execute(q)]
+            lines: dict[int, list[str]] = {}
+            read = select(TextLine.file_id, TextLine.text).where(TextLine.file_id.in_(chunk))
+            for file_id, said in s.execute(read.order_by(TextLine.file_id, TextLine.line)):
+                lines.setdefault(file_id, []).append(said)
+            rows = [_words_row(*r, lines.get(r[0])) for r in s.execute(q)]
             if rows:
                 s.execute(insert(Words), rows)
 
@@ -100,6 +110,23 @@ class WordRecords:
     def forget(s: Session, file_ids: Sequence[int]) -> None:
         for chunk in chunks(list(file_ids)):
             s.execute(delete(Words).where(Words.rowid.in_(chunk)))
+            s.execute(delete(TextLine).where(TextLine.file_id.in_(chunk)))
+
+    @staticmethod
+    def put_text(s: Session, file_id: int, lines: Sequence[dict], reading: int) -> None:
+        """The lines of text read in a file (text, confidence, box), replacing any before,
+        and which reading read them: a file without text is read once too."""
+        s.execute(delete(TextLine).where(TextLine.file_id == file_id))
+        if lines:
+            rows = [{"file_id": file_id, "line": i, **line} for i, line in enumerate(lines)]
+            s.execute(insert(TextLine), rows)
+        s.execute(update(File).where(File.id == file_id).values(text_read=reading))
+        WordRecords.refresh(s, [file_id])
+
+    def lines(self, file_id: int) -> list[TextLine]:
+        with self.db.read() as s:
+            q = select(TextLine).where(TextLine.file_id == file_id).order_by(TextLine.line)
+            return list(s.scalars(q))
 
     # Search.
 
@@ -126,16 +153,16 @@ class WordRecords:
         return out
 
 
-def _words_row(file_id, path, meta, make, model, lens) -> dict:
+def _words_row(file_id, path, meta, make, model, lens, lines) -> dict:
     name, folder = name_and_folder(path)
     camera = " ".join(x for x in (make, model, lens) if x) or None
     return {
         "rowid": file_id,
         "name": name,
         "folder": folder,
-        "caption": caption_of(meta),
+        "caption": caption_of(meta),  # as written: FTS5 splits it, and a phrase is a phrase
         "camera": camera,
-        "text": None,
+        "text": "\n".join(" ".join(words_of(line)) for line in lines) if lines else None,
     }
 
 

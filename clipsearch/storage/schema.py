@@ -108,6 +108,7 @@ class File(Base):
     longitude: Mapped[float | None] = mapped_column(Float)
     exif_read: Mapped[int | None]  # which reading of EXIF filled these (images.decode.EXIF_READ)
     meta: Mapped[str | None] = mapped_column(Text)  # JSON: a shard's sidecars, a list's row
+    text_read: Mapped[int | None]  # which reading of text in images filled text_lines
     state: Mapped[str] = mapped_column(String(8), default="ok")  # ok | failed
     error: Mapped[str | None] = mapped_column(Text)
     indexed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -127,6 +128,21 @@ class Words(Base):
     caption: Mapped[str | None] = mapped_column(Text)
     camera: Mapped[str | None] = mapped_column(Text)
     text: Mapped[str | None] = mapped_column(Text)
+
+
+class TextLine(Base):
+    """A line of text read in an image: its words, how sure the reader was (0..1), and its
+    four corners in the upright image's pixels (JSON [[x, y], ...]); lines in reading order.
+    A file read with no text has none, and its `text_read` says it was read."""
+
+    __tablename__ = "text_lines"
+    file_id: Mapped[int] = mapped_column(
+        ForeignKey("files.id", ondelete="CASCADE"), primary_key=True
+    )
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    confidence: Mapped[float] = mapped_column(Float)
+    box: Mapped[str] = mapped_column(Text)
 
 
 class Shard(Base):

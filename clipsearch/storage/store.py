@@ -18,7 +18,7 @@ from pathlib import Path
 import platformdirs
 
 from ..core.errors import ClipsearchError
-from ..core.memo import DigestCache, ModelDigests
+from ..core.memo import DigestCache, MemoFile, ModelDigests
 from .catalog import Catalog
 from .database import CatalogError, CatalogMissing, ReadOnly, sqlite_url
 from .query_log import QueryLog
@@ -31,6 +31,7 @@ DIGESTS_FILE = "weights-digests.json"
 MODEL_DIGESTS_FILE = "model-digests.json"  # by spec: a no-op run loads no model
 PRECISION_CHECKS_FILE = "precision-checks.json"  # query/precision.py: PrecisionChecks
 TEXT_MODELS_FILE = "text-models.json"  # the text tower each image model's queries use
+SETTINGS_FILE = "settings.json"  # what `index` was told once and keeps doing (--ocr)
 
 
 class StoreNotFound(CatalogMissing):
@@ -86,9 +87,19 @@ class Store:
         self.indexes = VectorIndexes(self.catalog, self.path / INDEX_DIR, self.query_log)
         self.digests = DigestCache(self.path / DIGESTS_FILE)
         self.model_digests = ModelDigests(self.path / MODEL_DIGESTS_FILE)
+        self.settings = MemoFile(self.path / SETTINGS_FILE)
         self.wait = wait
         self.on_wait = on_wait
         self._lock_fd: int | None = None
+
+    def reads_text(self, choice: bool | None = None) -> bool:
+        """Whether indexing reads the text in images here: `choice` (index --ocr or
+        --no-ocr), kept for every later run and `watch`; else what was chosen last."""
+        settings = self.settings.read()
+        if choice is not None and settings.get("ocr") != choice:
+            self.settings.write({**settings, "ocr": choice})
+            return choice
+        return bool(settings.get("ocr", False))
 
     @contextmanager
     def writing(self) -> Iterator[None]:

@@ -1,6 +1,7 @@
 """Words: what each file carries in words (its name, folders, caption, camera, text read
 in it), for search by words. SQLite: an FTS5 table (its rowid the file's id); PostgreSQL:
-a table with a GIN index over its words. Filled here for the files already indexed.
+a table with a GIN index over its words. Filled here for the files already indexed. And
+the lines of text read in images (`index --ocr`), with which reading read each file.
 
 Revision ID: 0007
 Revises: 0006
@@ -19,6 +20,17 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.add_column("files", sa.Column("text_read", sa.Integer))
+    op.create_table(
+        "text_lines",
+        sa.Column(
+            "file_id", sa.Integer, sa.ForeignKey("files.id", ondelete="CASCADE"), primary_key=True
+        ),
+        sa.Column("line", sa.Integer, primary_key=True),
+        sa.Column("text", sa.Text, nullable=False),
+        sa.Column("confidence", sa.Float, nullable=False),
+        sa.Column("box", sa.Text, nullable=False),
+    )
     bind = op.get_bind()
     if bind.dialect.name == "sqlite":
         columns = ", ".join(FIELDS)
@@ -41,3 +53,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP TABLE words")
+    op.drop_table("text_lines")
+    with op.batch_alter_table("files") as batch:
+        batch.drop_column("text_read")

@@ -17,8 +17,11 @@ from clipsearch.storage.store import Store
 
 
 def test_names_split_where_people_join_words():
-    assert words_of("GrandCanyon_2019-07.final") == ["Grand", "Canyon", "2019", "07", "final"]
-    assert words_of("IMG2041") == ["IMG", "2041"]
+    assert words_of("GrandCanyon_2019-07.final") == [
+        "GrandCanyon", "Grand", "Canyon", "2019", "07", "final"
+    ]  # fmt: skip
+    assert words_of("IMG2041") == ["IMG2041", "IMG", "2041"]
+    assert words_of("iPhone") == ["iPhone", "i", "Phone"]
     assert words_of("été à Paris") == ["été", "à", "Paris"]
     name, folder = name_and_folder("/home/ann/Pictures/Trips/Italy 2019/roma_colosseum.JPG")
     assert (name, folder) == ("roma colosseum", "Pictures Trips Italy 2019")
@@ -89,8 +92,10 @@ def test_a_store_made_before_words_gets_them_when_upgraded(tmp_path, tiny):
     url = f"sqlite:///{store / 'catalog.db'}"
     engine = sa.create_engine(url)
     with engine.begin() as conn:  # back to how the store was at 0006
-        conn.execute(sa.text("DROP TABLE words"))
-        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0006'"))
+        for undo in ("DROP TABLE words", "DROP TABLE text_lines",
+                     "ALTER TABLE files DROP COLUMN text_read",
+                     "UPDATE alembic_version SET version_num = '0006'"):  # fmt: skip
+            conn.execute(sa.text(undo))
     migrate(engine)
     engine.dispose()
     assert found(store, (None, "harbour", False)) == {"old-harbour.png"}

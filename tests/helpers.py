@@ -37,6 +37,46 @@ def make_image(path: Path, size=(48, 40), seed: int = 0, mode: str = "RGB", **sa
     return path
 
 
+FONTS = Path("/usr/share/fonts/truetype")  # Debian's fonts-dejavu-core, fonts-liberation
+
+
+def font(name: str, size: int):
+    """A Debian TrueType font by file name (DejaVuSans-Bold.ttf...), or a skip saying so."""
+    from PIL import ImageFont
+
+    found = sorted(FONTS.rglob(name))
+    if not found:
+        pytest.skip(f"font {name} not found under {FONTS} (Debian: fonts-dejavu-core)")
+    return ImageFont.truetype(str(found[0]), size)
+
+
+def sign(
+    path: Path,
+    lines: list[str],
+    seed: int = 0,
+    size: tuple[int, int] = (720, 400),
+    typeface: str = "DejaVuSans-Bold.ttf",
+    at: tuple[int, int] = (40, 60),
+    height: int = 56,
+) -> Path:
+    """A photo of a sign: lines of text on a noisy coloured ground, as a JPEG. Each line's
+    top-left corner is `at`, then `height` * 1.6 lower per line."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    ground = rng.integers(150, 230, 3)
+    noise = rng.normal(0, 12, (size[1], size[0], 3))
+    img = Image.fromarray(np.clip(ground + noise, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    face = font(typeface, height)
+    ink = tuple(int(c) for c in rng.integers(0, 70, 3))
+    for i, line in enumerate(lines):
+        draw.text((at[0], at[1] + int(i * height * 1.6)), line, fill=ink, font=face)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, quality=92)
+    return path
+
+
 def camera_photo(
     path: Path,
     seed: int,

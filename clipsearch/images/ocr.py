@@ -60,14 +60,15 @@ class TextReader:
             from rapidocr_onnxruntime import RapidOCR
 
             self._engine = RapidOCR()
-        img, _ = open_image(item_source(key), draft_size=MAX_SIDE)
-        scale = min(1.0, MAX_SIDE / max(img.size))
-        if scale < 1.0:
-            img = img.resize((round(img.width * scale), round(img.height * scale)))
+        img, info = open_image(item_source(key), draft_size=MAX_SIDE)  # a JPEG: reduced
+        shrink = min(1.0, MAX_SIDE / max(img.size))
+        if shrink < 1.0:
+            img = img.resize((round(img.width * shrink), round(img.height * shrink)))
+        back = max(info.width, info.height) / max(img.size)  # to the picture's own pixels
         found, _ = self._engine(np.ascontiguousarray(np.asarray(img)[:, :, ::-1]))  # BGR
         lines = []
         for box, text, confidence in found or []:
             if float(confidence) >= MIN_CONFIDENCE and text.strip():
-                corners = [[round(x / scale, 1), round(y / scale, 1)] for x, y in box]
+                corners = [[round(x * back, 1), round(y * back, 1)] for x, y in box]
                 lines.append(Line(text.strip(), round(float(confidence), 4), corners))
         return lines

@@ -1,5 +1,6 @@
 """The JSON API under /api/v1: search (words, uploaded images, an indexed image), similar
-images, duplicates, vectors, the store's status, and what `serve --watch` is doing."""
+images, duplicates, the text read in an image, vectors, the store's status, and what
+`serve --watch` is doing."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .schemas import (
     SearchRequest,
     SearchResponse,
     Text,
+    TextResponse,
     search_body,
 )
 from .service import API, service_of
@@ -60,6 +62,14 @@ def duplicates(
     similar (the same scene, another shot)."""
     filters = Filters.parse(in_, camera=camera, near=near)
     return service_of(request).duplicates(kind, threshold, filters, offset, limit)
+
+
+@router.get("/text/{file_id}", response_model=TextResponse)
+def text(request: Request, file_id: int = Path(ge=1, le=MAX_ID)) -> TextResponse:
+    """The lines of text read in an indexed image (`index --ocr`): each with its
+    confidence and its four corners in the picture's own pixels; none where it has no
+    text or was not read (`read` says which)."""
+    return service_of(request).text(file_id)
 
 
 @router.post("/embed")

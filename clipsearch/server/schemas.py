@@ -103,6 +103,18 @@ class SearchResponse(BaseModel):
     warnings: list[str] = Field([], description="Such as a query cut to 77 tokens.")
 
 
+class TextLineItem(BaseModel):
+    text: str
+    confidence: float
+    box: list[list[float]] = Field(description="Four corners [x, y] in the picture's pixels.")
+
+
+class TextResponse(BaseModel):
+    id: int
+    read: bool = Field(description="Whether the text of this image was read (index --ocr).")
+    lines: list[TextLineItem]
+
+
 class DuplicateItem(BaseModel):
     """One file of a group of duplicates; `taken`: its EXIF capture time, else its file time."""
 

@@ -10,6 +10,7 @@ catalog recorded (same size and modification time, not a symbolic link).
 from __future__ import annotations
 
 import io
+import json
 import os
 import stat
 import threading
@@ -38,6 +39,8 @@ from .schemas import (
     Item,
     SearchRequest,
     SearchResponse,
+    TextLineItem,
+    TextResponse,
 )
 
 API = "/api/v1"  # where the JSON API lives
@@ -137,6 +140,16 @@ class Service:
             timings_ms=timings,
             warnings=[str(w.message) for w in caught if w.category is TruncationWarning],
         )
+
+    def text(self, file_id: int) -> TextResponse:
+        row = self.library.catalog.files.rows([file_id]).get(file_id)
+        if row is None or row.state != "ok":
+            raise UnknownFile(f"no indexed image #{file_id}")
+        lines = [
+            TextLineItem(text=line.text, confidence=line.confidence, box=json.loads(line.box))
+            for line in self.library.catalog.words.lines(file_id)
+        ]
+        return TextResponse(id=file_id, read=row.text_read is not None, lines=lines)
 
     def duplicates(
         self, kind: str, threshold: float | None, filters: Filters, offset: int, limit: int

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import camera_photo, make_image, photos_with_copies, serving, serving_watched
+from helpers import (
+    camera_photo,
+    make_image,
+    photos_with_copies,
+    serving,
+    serving_watched,
+    sign,
+)
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -180,6 +187,25 @@ def test_words_find_files_by_name_and_folder_and_say_which(base):
     assert all(item["matched"] is None for item in vector)
     refused = search(base, query="big", mode="fuzzy")
     assert refused.status_code == 400 and set(refused.json()) == {"error"}
+
+
+def test_the_text_read_in_an_image_comes_with_its_boxes(tmp_path):
+    pytest.importorskip("rapidocr_onnxruntime", reason="the ocr extra is not installed")
+    from clipsearch.core.config import IndexOptions
+
+    sign(tmp_path / "photos" / "a.jpg", ["EXIT", "Gate 12"], seed=1)
+    make_image(tmp_path / "photos" / "b.png", seed=2)
+    with Library(tmp_path / "store", create=True) as lib:
+        lib.index([tmp_path / "photos"], model=MODEL, options=IndexOptions(ocr=True))
+        ids = {Path(r.path).name: r.file_id for r in lib.search("x", k=2).results}
+    with serving(tmp_path / "store") as url:
+        read = httpx.get(f"{url}/api/v1/text/{ids['a.jpg']}").json()
+        assert read["read"] and [line["text"] for line in read["lines"]] == ["EXIT", "Gate 12"]
+        assert all(len(line["box"]) == 4 and line["confidence"] > 0.5 for line in read["lines"])
+        assert httpx.get(f"{url}/api/v1/text/{ids['b.png']}").json() == {
+            "id": ids["b.png"], "read": True, "lines": []
+        }  # fmt: skip
+        assert httpx.get(f"{url}/api/v1/text/999999").status_code == 404
 
 
 def test_results_sorted_by_date_and_whether_there_are_more(base, photos):

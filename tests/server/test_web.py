@@ -12,7 +12,15 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from helpers import EMOJI, camera_photo, make_image, photos_with_copies, serving, serving_watched
+from helpers import (
+    EMOJI,
+    camera_photo,
+    make_image,
+    photos_with_copies,
+    serving,
+    serving_watched,
+    sign,
+)
 
 from clipsearch import Library
 
@@ -210,6 +218,36 @@ def test_a_file_found_by_its_words_says_which_under_its_picture(browser, site):
     lines = browser.find_elements(By.CSS_SELECTOR, "#grid figcaption .matched")
     assert len(lines) == 8 and lines[0].text == "folder: trip"
     assert lines[0].find_element(By.TAG_NAME, "mark").text == "trip"
+
+
+def test_the_viewer_draws_the_text_read_in_a_picture(browser, tmp_path):
+    """With `index --ocr`: a search for a sign's word finds it, and its viewer lists the
+    lines and draws each line's box over the picture where the words are."""
+    pytest.importorskip("rapidocr_onnxruntime", reason="the ocr extra is not installed")
+    from clipsearch.core.config import IndexOptions
+
+    photos = tmp_path / "photos"
+    sign(photos / "IMG_0001.jpg", ["HARBOUR"], seed=1, size=(1600, 1000), at=(800, 600),
+         height=120)  # fmt: skip
+    make_image(photos / "IMG_0002.jpg", size=(400, 300), seed=2)
+    with Library(tmp_path / "store", create=True) as lib:
+        lib.index([photos], model=MODEL, options=IndexOptions(ocr=True))
+    with serving(tmp_path / "store", precision="fp32") as url:
+        browser.get(f"{url}/?k=2")
+        type_query(browser, "harbour")
+        results_settle(browser, 2)
+        assert paths(browser)[0].endswith("IMG_0001.jpg")
+        cards(browser)[0].click()
+        wait(browser, lambda d: d.find_element(By.ID, "v-text").is_displayed())
+        assert browser.find_element(By.ID, "v-text").text == "HARBOUR"
+        wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#boxes polygon"))
+        (box,) = browser.find_elements(By.CSS_SELECTOR, "#boxes polygon")
+        shown = browser.find_element(By.ID, "large").rect
+        drawn = box.rect  # on the screen: where the words are in the shown picture
+        assert shown["width"] > 0
+        left = (drawn["x"] - shown["x"]) / shown["width"]
+        top = (drawn["y"] - shown["y"]) / shown["height"]
+        assert 0.45 < left < 0.55 and 0.55 < top < 0.68  # drawn at (800, 600) of 1600x1000
 
 
 @pytest.mark.parametrize(

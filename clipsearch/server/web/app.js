@@ -237,8 +237,39 @@ function view(index) {
   $("previous").disabled = index === 0;
   $("next").disabled = index === state.items.length - 1;
   $("find-similar").onclick = () => findSimilar(item);
+  showText(item, index);
   $("viewer").hidden = false;
   if (!$("viewer").contains(document.activeElement) || document.activeElement.disabled) $("close").focus();
+}
+
+// The text read in the image (index --ocr): its lines under the picture, their boxes on it.
+async function showText(item, index) {
+  const boxes = $("boxes");
+  boxes.replaceChildren();
+  for (const id of ["v-text", "v-text-label"]) $(id).hidden = true;
+  let answer;
+  try {
+    const response = await fetch(`/api/v1/text/${item.id}`);
+    if (!response.ok) return;
+    answer = await response.json();
+  } catch {
+    return;  // the picture is still worth seeing without its text
+  }
+  if (state.viewing !== index || !answer.lines.length) return;
+  $("v-text").textContent = answer.lines.map((line) => line.text).join("\n");
+  for (const id of ["v-text", "v-text-label"]) $(id).hidden = false;
+  const large = $("large");
+  await large.decode().catch(() => {});
+  if (state.viewing !== index || !large.naturalWidth) return;
+  // Boxes are in the picture's own pixels; the shown copy is smaller, turned the same way.
+  const scale = Math.max(item.width || 0, item.height || 0) / Math.max(large.naturalWidth, large.naturalHeight) || 1;
+  boxes.setAttribute("viewBox", `0 0 ${large.naturalWidth * scale} ${large.naturalHeight * scale}`);
+  for (const line of answer.lines) {
+    const shape = document.createElementNS("http://www.w3.org/2000/svg", "polygon");
+    shape.setAttribute("points", line.box.map(([x, y]) => `${x},${y}`).join(" "));
+    shape.dataset.text = line.text;
+    boxes.append(shape);
+  }
 }
 
 function close() {

@@ -79,7 +79,7 @@ def index(
         open_library(
             store, db, create=True, device=device, precision=precision, wait=wait, on_wait=on_wait
         ) as lib,
-        progress_bar(out.is_terminal and not as_json, "embedding") as bar,
+        progress_bar(out.is_terminal and not as_json, "indexing") as bar,
     ):
         start = time.perf_counter()
 

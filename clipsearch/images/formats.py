@@ -23,10 +23,15 @@ JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe"})
 
 def is_image_name(name: str) -> bool:
     """An image file by its extension; HEIF ones too (without pillow-heif they are
-    recorded as skipped, so that installing it later picks them up). As os.path.splitext
-    reads an extension (leading dots are none), without its cost on every name walked."""
+    recorded as skipped, so that installing it later picks them up)."""
+    return name_extension(name) in _EXTENSIONS
+
+
+def name_extension(name: str) -> str:
+    """A file name's extension, lower-case with its dot ("" for none), as os.path.splitext
+    reads one (leading dots are none), without its cost on every name walked."""
     stem, dot, ext = name.rpartition(os.sep)[2].rpartition(".")
-    return bool(dot and stem.strip(".")) and f".{ext.lower()}" in _EXTENSIONS
+    return f".{ext.lower()}" if dot and stem.strip(".") else ""
 
 
 def skipped_for_heif(error: str | None) -> bool:
@@ -78,10 +83,12 @@ def raw_support() -> bool:
 def companions(names: list[str]) -> set[str]:
     """The RAW names among a folder's that have a JPEG of the same name (any case) beside
     them: RAW+JPEG pairs, each one photo, indexed by its JPEG."""
-    stems = {os.path.splitext(n)[0].lower() for n in names if _ext(n) in JPEG_EXTENSIONS}
-    return {
-        n for n in names if _ext(n) in RAW_EXTENSIONS and os.path.splitext(n)[0].lower() in stems
-    }
+    raws = [n for n in names if name_extension(n) in RAW_EXTENSIONS]
+    if not raws:  # most folders: one cheap look at each name
+        return set()
+    jpegs = (n for n in names if name_extension(n) in JPEG_EXTENSIONS)
+    stems = {os.path.splitext(n)[0].lower() for n in jpegs}
+    return {n for n in raws if os.path.splitext(n)[0].lower() in stems}
 
 
 def raw_beside(path: str) -> str | None:

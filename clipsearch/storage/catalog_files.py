@@ -78,8 +78,9 @@ class FileRecords:
         """What a scan compares of those rows: id, path, size, mtime_ns, state and error
         (plain rows: a re-run of 100k files would spend most of its time making objects)."""
         columns = (File.id, File.path, File.size, File.mtime_ns, File.state, File.error)
-        with self.db.read() as s:
-            return self._under(roots, lambda q: s.execute(select(*columns).where(q)))
+        with self.db.read() as s:  # Core, not the ORM: a whole tree's rows
+            run = s.connection().execute
+            return self._under(roots, lambda q: run(select(*columns).where(q)))
 
     def _under(self, roots: Sequence[str], rows_where: Callable) -> dict:
         out = {}

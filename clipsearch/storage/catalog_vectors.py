@@ -59,8 +59,9 @@ class VectorRecords:
 
     def ids(self, model_id: int) -> np.ndarray:
         """The ids of the files that have the model's vector."""
-        with self.db.read() as s:
-            rows = s.scalars(select(Vector.file_id).where(Vector.model_id == model_id)).all()
+        with self.db.read() as s:  # Core, not the ORM: a whole model's ids, fast
+            q = select(Vector.file_id).where(Vector.model_id == model_id)
+            rows = s.connection().execute(q).scalars().all()
         return np.array(rows, dtype=np.int64)
 
     def get(

@@ -123,7 +123,7 @@ class Searcher:
             raise QueryError(f"unknown sort {sort!r}: use one of {', '.join(SORTS)}")
         asked = describe(terms)
         parts, terms = words.split_terms(terms) if mode != "vector" else ([], terms)
-        words.check_mode(mode, parts)
+        words.check_mode(mode, parts, terms)
         if not self._indexes:  # the first search: is there anything to search?
             self.encoders.require_vectors()
         started = time.perf_counter()

@@ -64,11 +64,14 @@ def parse_text(text: str) -> tuple[list[Part], str]:
     return parts, " ".join(said)
 
 
-def check_mode(mode: str, parts: Sequence[Part]) -> None:
+def check_mode(mode: str, parts: Sequence[Part], terms: Sequence[Term]) -> None:
+    """A mode that can be answered: known, with words for `text`, something left to search."""
     if mode not in MODES:
         raise QueryError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
     if mode == "text" and not parts:
         raise QueryError("--mode text needs words to look up: give some words in the query")
+    if not terms:  # nothing but empty quotes
+        raise QueryError("empty query: give some words, an image file, or both")
 
 
 def fuse(by_vector: Sequence[int], by_words: Sequence[int]) -> list[int]:

@@ -98,6 +98,8 @@ def test_text_mode_gives_only_what_words_find_each_with_its_vector_score(library
         library.search([], images=[answer.results[0].path], mode="text")
     with pytest.raises(QueryError, match="unknown mode"):
         library.search("canyon", mode="fuzzy")
+    with pytest.raises(QueryError, match="empty query"):
+        library.search('"" ""')
 
 
 def test_min_score_drops_weak_vector_hits_but_not_what_words_found(library):

@@ -1,7 +1,8 @@
 """The words each file carries, and search by them beside search by vectors.
 
-A file's words are its name and its last folders' names (split at - _ . spaces and case
-changes: `GrandCanyon_2019-07.jpg` -> "Grand Canyon 2019 07"), its caption (the text
+A file's words are its name and its last folders' names (split at - _ . and spaces, a
+word that changes case or meets digits kept whole and in parts: `GrandCanyon_2019-07.jpg`
+-> "GrandCanyon Grand Canyon 2019 07"), its caption (the text
 columns a list file or a shard's sidecars gave it), its camera and lens, and the text read
 in the image. They are kept in the `words` table (schema.Words), rewritten for a file in
 the same transaction as its row, so that search by words never sees a file the catalog

@@ -49,9 +49,7 @@ def as_apple(model: nn.Module, arch: str, apple_vit: bool = False) -> nn.Module:
 
 
 def _add_repmixers(text: nn.Module) -> None:
-    blocks = text.transformer.resblocks
-    if not getattr(text.transformer, "batch_first", True):
-        raise ValueError("MobileCLIP-S0 needs open_clip >= 3.0 (batch-first transformers)")
+    blocks = text.transformer.resblocks  # batch-first (open_clip >= 3.0, as pyproject asks)
     width = text.transformer.width
     text.transformer.resblocks = nn.ModuleList([RepMixerBlock(width), *blocks])
     text.transformer.resblocks.append(RepMixerBlock(width))

@@ -253,13 +253,15 @@ def nearest(
     k: int,
     filters: Filters = Filters(),
     exclude: Sequence[int] = (),
+    allowed: np.ndarray | None = None,
 ) -> list[tuple[int, float]]:
     """The k best (file id, score) for a unit query vector, exact over a small filtered
     set, and exact whenever the index returns fewer than there are (an HNSW graph asked for
-    a k near its size misses some)."""
+    a k near its size misses some). `allowed`: the filters' ids, where already known."""
     q = query.reshape(1, -1).astype(np.float32)
     want = k + len(exclude)
-    allowed = filtered_ids(catalog, loaded.model_id, filters) if filters else None
+    if allowed is None and filters:
+        allowed = filtered_ids(catalog, loaded.model_id, filters)
     if allowed is not None and len(allowed) <= EXACT_SUBSET_LIMIT:
         ids, vecs = catalog.vectors.get(loaded.model_id, allowed.tolist())
         scores, found = exact_topk(q, ids, vecs, want)

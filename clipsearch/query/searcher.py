@@ -142,10 +142,11 @@ class Searcher:
         pool = k + offset + 1 if sort == "score" else DATE_POOL  # one more: is there more?
         want = min(pool, max(1, loaded.count))  # no more than there are, whatever is asked
         exclude = self._self_ids(terms) if exclude_self else []
+        allowed = filtered_ids(self.catalog, row.id, filters) if filters else None  # for both
         hits = []
         if mode != "text":
-            hits = nearest(self.catalog, loaded, vector, want, filters, exclude)
-        found = self._by_words(parts, row.id, vector, pool, filters, exclude)
+            hits = nearest(self.catalog, loaded, vector, want, filters, exclude, allowed)
+        found = self._by_words(parts, row.id, vector, pool, allowed, exclude)
         hits = self._fused(hits, found, min_score)
         searched = time.perf_counter()
         if sort == "score":
@@ -167,17 +168,17 @@ class Searcher:
         model_id: int,
         vector: np.ndarray,
         pool: int,
-        filters: Filters,
+        allowed: np.ndarray | None,
         exclude: Sequence[int],
     ) -> dict[int, float]:
         """The files the query's words find, best first, with their vector scores: those
-        with this model's vector that pass the filters."""
+        with this model's vector that pass the filters (`allowed`: their ids)."""
         if not parts:
             return {}
         ids = self.catalog.words.search(parts, WORD_POOL)
-        if filters:
-            allowed = set(filtered_ids(self.catalog, model_id, filters).tolist())
-            ids = [i for i in ids if i in allowed]
+        if allowed is not None:
+            passing = set(allowed.tolist())
+            ids = [i for i in ids if i in passing]
         skip = set(exclude)
         have, vecs = self.catalog.vectors.get(model_id, [i for i in ids if i not in skip])
         scores = dict(zip(have.tolist(), (vecs @ vector).tolist())) if len(have) else {}

@@ -137,10 +137,13 @@ class Library:
         model: str | None = None,
         options: IndexOptions | None = None,
         progress: Progress | None = None,
+        share_lock: bool = False,
     ) -> IndexReport:
         """Index files and folders for a model. The store is locked and ready before
         anything else: a store that cannot be written fails at once. The model loads only
-        if there is something to embed (and the decoding processes start while it does)."""
+        if there is something to embed (and the decoding processes start while it does).
+        share_lock: take the writer lock for each commit only, so that others writing the
+        store wait a moment rather than the whole run (a watcher's runs)."""
         options = options or IndexOptions()
         if options.ray:
             return self._index_on_ray(paths, model, options, progress)
@@ -148,8 +151,10 @@ class Library:
         run_model = RunModel(lambda: self.encoder(spec), self.encoders.known_digest(spec))
         if options.dry_run:
             return Indexer(self.store, run_model, options).run(paths, progress)
-        with self.store.writing(), DecodePool(options.workers or default_workers()) as pool:
-            return Indexer(self.store, run_model, options, pool).run(paths, progress)
+        hold = self.store.sharing() if share_lock else self.store.writing()
+        with hold, DecodePool(options.workers or default_workers()) as pool:
+            indexer = Indexer(self.store, run_model, options, pool, share_lock=share_lock)
+            return indexer.run(paths, progress)
 
     def _index_on_ray(
         self,

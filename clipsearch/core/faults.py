@@ -7,7 +7,8 @@ variable CLIPSEARCH_FAULT names the point: `point=action` or `point:text=action`
 (SIGKILL this process), `exit` (leave at once with status 70, as a crash would),
 `raise` (a RuntimeError, as a bug would), `deny` (a PermissionError, as a folder that
 cannot be read gives even root), `full` (an OSError ENOSPC, as a full disk or the
-inotify watch limit gives) or `sleep:SECONDS`. Several specs are separated by `;`.
+inotify watch limit gives), `sleep:SECONDS` or `wait:PATH` (until PATH exists, a minute
+at most: a test does its part meanwhile). Several specs are separated by `;`.
 """
 
 from __future__ import annotations
@@ -44,3 +45,7 @@ def _act(action: str) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
     elif action.startswith("sleep:"):
         time.sleep(float(action[len("sleep:") :]))
+    elif action.startswith("wait:"):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(action[len("wait:") :]) and time.monotonic() < deadline:
+            time.sleep(0.05)

@@ -11,6 +11,7 @@ from ..core import faults
 from ..images.decode import EXIF_READ, read_exif
 from ..storage.catalog import Catalog
 from ..storage.database import chunks
+from .overtaken import still_there
 
 FIELDS = ("lens", "latitude", "longitude")  # what readings before EXIF_READ did not fill
 BATCH = 500
@@ -29,5 +30,6 @@ def fill_exif(catalog: Catalog, roots: Sequence[str]) -> int:
                 {"id": file_id, "exif_read": EXIF_READ, **{k: found.get(k) for k in FIELDS}}
             )
         with catalog.write() as s:
-            catalog.files.set_fields(s, fields)
+            there = still_there(s, catalog, batch)
+            catalog.files.set_fields(s, [f for f in fields if f["id"] in there])
     return len(rows)

@@ -25,6 +25,7 @@ from ..storage.schema import Model
 from ..storage.store import Store
 from ..storage.vector_indexes import IndexWriteError
 from .details import fill_exif
+from .overtaken import stamp, still_planned
 from .pipeline import Pipeline
 from .plan import Planner, Task, absolute_roots
 from .pool import DecodePool
@@ -78,8 +79,12 @@ class Indexer:
         options: IndexOptions | None = None,
         pool: DecodePool | None = None,
         ray: Embedding | None = None,
+        share_lock: bool = False,
     ):
+        """share_lock: hold the store's writer lock only while committing (Store.sharing),
+        as a watcher's runs do; else for the whole run."""
         self.store = store
+        self.share_lock = share_lock
         self.catalog: Catalog = store.catalog
         self.model = model if isinstance(model, RunModel) else RunModel.of(model)
         self.options = options or IndexOptions()
@@ -92,7 +97,8 @@ class Indexer:
         self.watch = Stopwatch(self.report.profile)
 
     def run(self, roots: Sequence[str], progress: Progress | None = None) -> IndexReport:
-        """Index under the store's writer lock; a dry run takes none and writes nothing."""
+        """Index under the store's writer lock (or sharing it); a dry run takes none and
+        writes nothing."""
         start = time.perf_counter()
         if self.options.preset != "auto":
             preset_named(self.options.preset)  # an unknown name fails before any work
@@ -103,7 +109,7 @@ class Indexer:
         if self.options.dry_run:
             self.dry_run(absolute_roots(roots))
         else:
-            with self.store.writing():
+            with self.store.sharing() if self.share_lock else self.store.writing():
                 self.index(absolute_roots(roots), progress)
         self.report.unchanged = self.planner.unchanged
         self.report.seconds = time.perf_counter() - start
@@ -150,7 +156,7 @@ class Indexer:
         if self.planner.shards_read:  # every member has its row now: next time, not opened
             with self.catalog.write() as s:
                 self.catalog.files.mark_shards_complete(s, self.planner.shards_read)
-        with self.watch("vector index"):
+        with self.watch("vector index"), self.store.writing():
             self.update_index(model_id)
 
     def _known_model(self) -> Model | None:
@@ -174,10 +180,12 @@ class Indexer:
         return encoder
 
     def remove_missing(self, scan: ScanResult) -> None:
-        ids = [row.id for row in scan.missing]
-        if ids:
-            with self.catalog.write() as s:
-                self.catalog.files.remove(s, ids)
+        if not scan.missing:
+            return
+        with self.catalog.write() as s:
+            held = still_planned(s, self.catalog, {row.path: stamp(row) for row in scan.missing})
+            ids = [row.id for row in scan.missing if row.path in held]
+            self.catalog.files.remove(s, ids)
         self.report.removed = len(ids)
 
     def update_index(self, model_id: int) -> None:

@@ -27,6 +27,7 @@ from ..images.decode import EXIF_READ, ImageInfo
 from ..images.formats import skipped_for_heif, skipped_for_raw
 from ..storage.catalog import Catalog
 from .cores import CoreShare
+from .overtaken import stamp, still_planned
 from .plan import Task
 from .pool import DecodePool, default_workers
 from .report import IndexReport, Progress, Stopwatch
@@ -168,10 +169,14 @@ class Pipeline:
     def write(self, s, chunk: list[Task], outcomes: list[Outcome]) -> None:
         """A batch's outcomes in a few statements whatever its size (one writer feeds a
         whole cluster: bench/catalog_write_rate.py). Rows that a task replaces go first,
-        so a changed file's new row can take its path."""
-        completed = [(t.existing.id, o.vector) for t, o in zip(chunk, outcomes) if _completes(t, o)]
+        so a changed file's new row can take its path. Work another writer overtook is
+        left out (overtaken.py)."""
+        planned = {t.found.path: stamp(t.existing or t.replaces) for t in chunk}
+        held = still_planned(s, self.catalog, planned)
+        pairs = [(t, o) for t, o in zip(chunk, outcomes) if t.found.path in held]
+        completed = [(t.existing.id, o.vector) for t, o in pairs if _completes(t, o)]
         self.report.added += len(completed)
-        rest = [(t, o) for t, o in zip(chunk, outcomes) if not _completes(t, o)]
+        rest = [(t, o) for t, o in pairs if not _completes(t, o)]
         gone = [t.replaces.id for t, _ in rest if t.replaces is not None]
         gone += [t.existing.id for t, _ in rest if t.existing is not None]  # now unreadable
         self.catalog.files.remove(s, gone)

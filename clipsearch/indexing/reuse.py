@@ -10,6 +10,7 @@ from ..images.items import is_plain_file
 from ..storage.catalog import Catalog
 from ..storage.schema import File
 from .content import file_content_hash, file_fingerprint
+from .overtaken import stamp, still_planned
 from .plan import Task
 from .report import IndexReport
 from .scan import ScanResult
@@ -24,10 +25,14 @@ def reuse_moved_and_copied(
     remaining = []
     reused = {t.found.path: src for t, src in equal_files(catalog, model_id, tasks, set(missing))}
     with catalog.write() as s:
+        planned = {src.path: stamp(src) for src in reused.values()}
+        held = still_planned(s, catalog, {**dict.fromkeys(reused), **planned})
         for t in tasks:
             src, f = reused.get(t.found.path), t.found
             if src is None:
                 remaining.append(t)
+            elif not {f.path, src.path} <= held:
+                continue  # overtaken: the next run plans it again
             elif missing.pop(src.id, None) is not None:
                 catalog.files.move(s, src.id, f.path, f.size, f.mtime_ns)
                 report.moved += 1

@@ -15,6 +15,7 @@ from ..images.decode import ImageError
 from ..images.ocr import TEXT_READ, TextReader
 from ..storage.catalog import Catalog
 from ..storage.database import chunks
+from .overtaken import still_there
 from .report import Progress
 
 BATCH = 16  # files per commit: an image reads in about a second
@@ -39,8 +40,10 @@ def read_texts(
             except ImageError:
                 unreadable += 1
         with catalog.write() as s:
+            there = still_there(s, catalog, batch)
             for file_id, lines in found:
-                catalog.words.put_text(s, file_id, lines, TEXT_READ)
+                if file_id in there:
+                    catalog.words.put_text(s, file_id, lines, TEXT_READ)
         done += len(found)
         if progress is not None:
             progress(done + unreadable, len(rows))

@@ -225,6 +225,19 @@ class FileRecords:
                 ids = _within(s, ids, near)
         return np.array(sorted(ids), dtype=np.int64)
 
+    @staticmethod
+    def stamps_at(s: Session, paths: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+        """(id, size, mtime_ns) of the rows at these paths, read in the caller's
+        transaction: what a commit compares with what its run planned from."""
+        columns = (File.path, File.id, File.size, File.mtime_ns)
+        return {
+            path: (file_id, size, mtime_ns)
+            for chunk in chunks(paths)
+            for path, file_id, size, mtime_ns in s.execute(
+                select(*columns).where(File.path.in_(chunk))
+            )
+        }
+
     # Changes, each inside the caller's transaction (Database.write).
 
     @staticmethod

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from enum import Enum
 from importlib import resources
 from pathlib import Path
@@ -208,6 +208,9 @@ class Database:
         self.engine = make_engine(url)
         self.shown = self.engine.url.render_as_string(hide_password=True)
         self.read_only = False
+        # What each write transaction is entered in: the store's writer lock, when a
+        # writer shares it (Store.sharing); nothing more by default.
+        self.write_guard: Callable[[], AbstractContextManager] = nullcontext
         try:
             self._state = self._inspect()
         except CatalogError:
@@ -333,10 +336,11 @@ class Database:
     def write(self) -> Iterator[Session]:
         """One transaction holding the database's write lock from its first statement:
         everything in it commits together, or nothing does."""
-        self.prepare()
-        engine = self.engine.execution_options(write=True)
-        with Session(engine, expire_on_commit=False) as s, s.begin():
-            yield s
+        with self.write_guard():
+            self.prepare()
+            engine = self.engine.execution_options(write=True)
+            with Session(engine, expire_on_commit=False) as s, s.begin():
+                yield s
 
     @contextmanager
     def writer_lock(self, wait: bool, on_wait=None) -> Iterator[None]:

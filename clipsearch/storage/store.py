@@ -1,8 +1,9 @@
 """Where an index lives: one folder with the catalog database and the vector index files.
 
 Writers (index, forget, rebuild) take the store's lock, one at a time; readers never wait
-for it. The lock is an flock on a file in the store, which the operating system releases
-when its holder ends, however it ends: a kill -9 never leaves a store locked.
+for it. A watcher's runs share it: they take it for each commit only. The lock is an flock
+on a file in the store, which the operating system releases when its holder ends, however
+it ends: a kill -9 never leaves a store locked.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import errno
 import fcntl
 import multiprocessing as mp
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,7 +92,10 @@ class Store:
         self.settings = MemoFile(self.path / SETTINGS_FILE)
         self.wait = wait
         self.on_wait = on_wait
-        self._lock_fd: int | None = None
+        self._holder: int | None = None  # the thread holding the writer lock, if one of ours
+        self._threads = threading.Lock()  # one thread of this process at a time takes it
+        self._sharing = False
+        self.catalog.write_guard = self._committing
 
     def reads_text(self, choice: bool | None = None) -> bool:
         """Whether indexing reads the text in images here: `choice` (index --ocr or
@@ -104,7 +109,7 @@ class Store:
     @contextmanager
     def writing(self) -> Iterator[None]:
         """Hold the store's writer lock (re-entrant), with the catalog ready to write."""
-        if self._lock_fd is not None:
+        if self._holder == threading.get_ident():
             yield
             return
         if getattr(mp.current_process(), "_inheriting", False):
@@ -114,15 +119,44 @@ class Store:
                 '`if __name__ == "__main__":`'
             )
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._lock_fd = self._lock()
+        with self._threads:
+            fd = self._lock()
+            self._holder = threading.get_ident()
+            try:
+                with self.catalog.writer_lock(self.wait, self.on_wait):
+                    self.catalog.prepare()
+                    yield
+                    self.indexes.remove_strays()
+            finally:
+                self._holder = None
+                os.close(fd)  # closing releases the flock
+
+    @contextmanager
+    def sharing(self) -> Iterator[None]:
+        """A long write that holds the writer lock only while it commits (a watcher's
+        catch-up run): a `forget`, `rebuild` or `index` by hand then waits a moment, not
+        the whole run. What it planned may be overtaken between its commits, so each
+        commit keeps only what still holds (indexing/overtaken.py)."""
+        if self._sharing:
+            yield
+            return
+        with self.writing():  # a store that cannot be written fails here, at once
+            pass
+        self._sharing = True
         try:
-            with self.catalog.writer_lock(self.wait, self.on_wait):
-                self.catalog.prepare()
-                yield
-                self.indexes.remove_strays()
+            yield
         finally:
-            os.close(self._lock_fd)  # closing releases the flock
-            self._lock_fd = None
+            self._sharing = False
+
+    @contextmanager
+    def _committing(self) -> Iterator[None]:
+        """Around each of the catalog's write transactions: the writer lock, while sharing
+        and not already held; else nothing more."""
+        if self._sharing:
+            with self.writing():
+                yield
+        else:
+            yield
 
     def _lock(self) -> int:
         try:

@@ -4,8 +4,9 @@ A catch-up run of `index` over the roots, then one small run per batch of change
 (changes.py), over just what changed: a file written or renamed is indexed alone, and a
 folder where something went is looked at again, so that moves keep their vectors (the
 re-run's own reuse) and deletions leave the catalog. Each run takes the store's writer
-lock for its own length only, so a `forget` or an `index` by hand waits a moment rather
-than failing; the model, once loaded, stays loaded for the next batch.
+lock for each of its commits only (Store.sharing), the catch-up run too, so a `forget`,
+`rebuild` or `index` by hand waits a moment rather than failing or waiting for the whole
+run; the model, once loaded, stays loaded for the next batch.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class Watcher:
     def _index(self, targets: list[str]) -> None:
         self.state.indexing = True
         try:
-            report = self.library.index(targets, self.model, self.options)
+            report = self.library.index(targets, self.model, self.options, share_lock=True)
         except ClipsearchError as e:  # a full disk, say: said, and the next batch tries again
             self.on_note(str(e))
             return

@@ -164,6 +164,39 @@ def test_writer_lock_is_reentrant_within_a_process(tmp_path):
         pass
 
 
+def test_a_sharing_writer_holds_the_lock_only_while_it_commits(tmp_path):
+    """Store.sharing (a watcher's runs): between its commits another writer gets in at
+    once; during one of its commits (on any of its threads) the lock is held."""
+    import threading
+
+    store = Store(tmp_path / "store")
+    other = Store(tmp_path / "store", wait=False)
+    with store.sharing():
+        with other.writing():  # between commits: free
+            pass
+        with store.catalog.write(), pytest.raises(StoreBusy), other.writing():
+            pass
+        committed = threading.Event()
+        entered = threading.Event()
+
+        def commit_on_a_thread():
+            with store.catalog.write():
+                entered.set()
+                committed.wait(10)
+
+        thread = threading.Thread(target=commit_on_a_thread)
+        thread.start()
+        assert entered.wait(10)
+        with pytest.raises(StoreBusy), other.writing():
+            pass
+        committed.set()
+        thread.join(10)
+        with other.writing():
+            pass
+    store.close()
+    other.close()
+
+
 def test_writers_on_two_machines_sharing_a_postgresql_catalog_take_turns(postgres_server, tmp_path):
     """Two stores on different folders (two machines' local flocks) sharing one catalog:
     the second writer is refused while the first writes, and gets in once it is done."""

@@ -1,6 +1,7 @@
 """`clipsearch watch` on real folders, with the real watcher, a real catalog and a tiny
-real model: files added, changed, moved and deleted are followed; a manual `forget`
-shares the store; SIGTERM stops it with exit 0 and nothing left running."""
+real model: files added, changed, moved and deleted are followed; a `forget`, `rebuild`
+and `index` by hand go between the watcher's commits; SIGTERM stops it with exit 0 and
+nothing left running."""
 
 from __future__ import annotations
 
@@ -27,9 +28,14 @@ pytest.importorskip("watchfiles", reason="watch needs watchfiles (a dependency)"
 
 
 def catalog(store: Path) -> dict[str, tuple[int, bytes | None]]:
-    """path -> (size, its vector's bytes), as the catalog holds them now."""
+    """path -> (size, its vector's bytes), as the catalog holds them now (nothing before
+    the first commit)."""
+    if not (store / "catalog.db").exists():
+        return {}
     db = sqlite3.connect(store / "catalog.db")
     try:
+        if not db.execute("select 1 from sqlite_master where name = 'files'").fetchone():
+            return {}  # being made
         rows = db.execute(
             "select f.path, f.size, v.vector from files f left join vectors v on v.file_id = f.id"
         ).fetchall()
@@ -48,20 +54,21 @@ def eventually(condition, seconds: float = 30) -> None:
 class Watching:
     """A Watcher on its own thread, as `serve --watch` runs one."""
 
-    def __init__(self, store: Path, roots: list[Path], **options):
+    def __init__(self, store: Path, roots: list[Path], caught_up: bool = True, **options):
         self.store = store
         self.library = Library(store, create=True, precision="fp32")
         self.reports, self.notes = [], []
         self.watcher = Watcher(
             self.library, [str(r) for r in roots], "random:tiny",
-            IndexOptions(workers=1, batch_size=8, **options),
+            IndexOptions(**{"workers": 1, "batch_size": 8, **options}),
             on_report=self.reports.append, on_note=self.notes.append,
         )  # fmt: skip
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.watcher.run, args=(self.stop,), daemon=True)
         self.thread.start()
-        eventually(lambda: self.reports)  # caught up
-        time.sleep(0.5)  # and watching
+        if caught_up:
+            eventually(lambda: self.reports)
+            time.sleep(0.5)  # and watching
 
     def has(self, path: Path) -> bool:
         return catalog(self.store).get(str(path), (0, None))[1] is not None
@@ -135,28 +142,59 @@ def test_a_root_that_vanishes_changes_nothing_and_is_caught_up_when_back(tmp_pat
         started.close()
 
 
-def test_a_manual_forget_waits_for_a_run_of_the_watcher_and_both_go_on(
-    tmp_path, photos, monkeypatch
-):
-    """The watcher's runs hold the writer lock for their own length only: a `forget` by
-    hand in the middle of one waits for it, then the watcher goes on."""
-    started = Watching(tmp_path / "store", [photos])
+def by_hand(*args: str, store: Path) -> subprocess.CompletedProcess:
+    """A clipsearch command as a user runs it beside the watcher (no fault of the test's)."""
+    env = {k: v for k, v in os.environ.items() if k != VARIABLE}
+    command = [sys.executable, "-m", "clipsearch", *args, "--store", str(store)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def catalog_is_whole(store: Path) -> None:
+    db = sqlite3.connect(store / "catalog.db")
     try:
-        monkeypatch.setenv(VARIABLE, "batch-committed=sleep:3")  # a run that lasts
-        make_image(photos / "slow.png", seed=8)
-        eventually(lambda: started.watcher.state.indexing, seconds=20)
-        forget = [sys.executable, "-m", "clipsearch", "forget", str(photos / "img0.png")]
-        done = subprocess.run(
-            [*forget, "--store", str(started.store)], capture_output=True, text=True, timeout=60
-        )
-        assert done.returncode == 0, done.stderr
-        assert "waiting" in done.stderr.lower()
-        monkeypatch.delenv(VARIABLE)
-        eventually(lambda: started.has(photos / "slow.png"))
-        assert str(photos / "img0.png") not in catalog(started.store)
-        make_image(photos / "after.png", seed=9)
-        eventually(lambda: started.has(photos / "after.png"))
+        assert db.execute("pragma integrity_check").fetchone() == ("ok",)
+        assert db.execute("pragma foreign_key_check").fetchall() == []
+        vectors = db.execute("select file_id, count(*) from vectors group by file_id").fetchall()
+        assert all(n == 1 for _, n in vectors)
     finally:
+        db.close()
+
+
+@pytest.fixture
+def many_photos(tmp_path) -> Path:
+    for i in range(12):
+        make_image(tmp_path / "many" / f"p{i:02d}.png", seed=i)
+    return tmp_path / "many"
+
+
+def test_forget_rebuild_and_index_by_hand_go_between_the_commits_of_a_catch_up(
+    tmp_path, many_photos, monkeypatch
+):
+    """A watcher's runs hold the writer lock only while committing: with its catch-up run
+    held after its first commit (until the test says go), a `forget`, a `rebuild` and an
+    `index` of the same folder by hand all finish; the watcher then finds its later
+    batches done by hand and leaves them, and every file is catalogued once."""
+    go = tmp_path / "go"
+    monkeypatch.setenv(VARIABLE, f"batch-committed:batch 1.=wait:{go}")
+    started = Watching(tmp_path / "store", [many_photos], caught_up=False, batch_size=4)
+    try:
+        eventually(lambda: len(catalog(started.store)) == 4)
+        first = sorted(catalog(started.store))[0]
+        assert "Forgot 1 files" in by_hand("forget", first, store=started.store).stdout
+        by_hand("rebuild", store=started.store)
+        by_hand("index", str(many_photos), "--model", "random:tiny", store=started.store)
+        assert not started.reports and started.watcher.state.indexing  # still catching up
+        go.touch()
+        eventually(lambda: started.reports)
+        assert len(catalog(started.store)) == 12
+        assert all(vector is not None for _, vector in catalog(started.store).values())
+        catalog_is_whole(started.store)
+        make_image(many_photos / "after.png", seed=99)
+        eventually(lambda: started.has(many_photos / "after.png"))
+    finally:
+        go.touch()
         started.close()
 
 

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from typing import NoReturn
 
 import typer
@@ -26,6 +27,20 @@ def _terminate(signum, frame) -> None:
     raise Terminated
 
 
+def _interrupted_again(unraisable) -> None:
+    """sys.unraisablehook: a Ctrl-C or SIGTERM that lands while Python runs a weak
+    reference's callback or a finalizer (the cycle collector runs them at any moment)
+    cannot stop anything there; Python would print it as ignored and carry on. Sent
+    again a moment later (from here it would be raised here), it stops the command as at
+    any other moment."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        again = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+        main = threading.main_thread().ident
+        threading.Timer(0.01, signal.pthread_kill, (main, again)).start()
+    else:
+        sys.__unraisablehook__(unraisable)
+
+
 @app.callback()
 def main(
     debug: bool = typer.Option(
@@ -37,6 +52,7 @@ def main(
 ) -> None:
     TRACEBACKS["shown"] = debug
     signal.signal(signal.SIGTERM, _terminate)
+    sys.unraisablehook = _interrupted_again
 
 
 def _command_line_errors():

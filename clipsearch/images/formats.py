@@ -17,14 +17,14 @@ HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".avif"})
 RAW_EXTENSIONS = frozenset(
     {".cr2", ".cr3", ".nef", ".arw", ".dng", ".orf", ".rw2", ".raf", ".pef", ".srw"}
 )
-_EXTENSIONS = IMAGE_EXTENSIONS | HEIF_EXTENSIONS | RAW_EXTENSIONS
+ALL_EXTENSIONS = IMAGE_EXTENSIONS | HEIF_EXTENSIONS | RAW_EXTENSIONS
 JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe"})
 
 
 def is_image_name(name: str) -> bool:
     """An image file by its extension; HEIF ones too (without pillow-heif they are
     recorded as skipped, so that installing it later picks them up)."""
-    return name_extension(name) in _EXTENSIONS
+    return name_extension(name) in ALL_EXTENSIONS
 
 
 def name_extension(name: str) -> str:
@@ -83,9 +83,10 @@ def raw_support() -> bool:
 def companions(names: list[str]) -> set[str]:
     """The RAW names among a folder's that have a JPEG of the same name (any case) beside
     them: RAW+JPEG pairs, each one photo, indexed by its JPEG."""
+    listing = "\n".join(names).lower() + "\n"
+    if not any(f"{ext}\n" in listing for ext in RAW_EXTENSIONS):
+        return set()  # most folders: a look at the whole listing at once
     raws = [n for n in names if name_extension(n) in RAW_EXTENSIONS]
-    if not raws:  # most folders: one cheap look at each name
-        return set()
     jpegs = (n for n in names if name_extension(n) in JPEG_EXTENSIONS)
     stems = {os.path.splitext(n)[0].lower() for n in jpegs}
     return {n for n in raws if os.path.splitext(n)[0].lower() in stems}

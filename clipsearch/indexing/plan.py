@@ -93,7 +93,7 @@ class Planner:
         rows = self._rows(walked_roots, listed, shards) if known else {}
         complete = self.catalog.files.shards_complete([f.path for f in shards]) if known else {}
         by_shard: dict[str, list[File]] = {}
-        for path, row in rows.items():
+        for path, row in rows.items() if shards else ():
             if (member := split_member(path)) is not None:
                 by_shard.setdefault(member[0], []).append(row)
         for shard in shards:

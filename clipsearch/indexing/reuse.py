@@ -21,6 +21,8 @@ def reuse_moved_and_copied(
 ) -> list[Task]:
     """The tasks still to embed; moves and copies are committed here, and the rows that
     moved leave `scan.missing`."""
+    if not any(t.is_new for t in tasks):
+        return tasks
     missing = {row.id: row for row in scan.missing}
     remaining = []
     reused = {t.found.path: src for t, src in equal_files(catalog, model_id, tasks, set(missing))}

@@ -15,8 +15,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ..core import faults
-from ..images.formats import companions, is_image_name, is_raw_name
-from ..images.items import is_shard_name
+from ..images.formats import ALL_EXTENSIONS as IMAGE_AND_RAW_EXTENSIONS
+from ..images.formats import companions, is_raw_name
 from ..storage.schema import File
 
 
@@ -110,11 +110,12 @@ class Walker:
             self.unread.append(folder)
             return
         paired = companions([e.name for e in entries])  # RAW+JPEG: indexed by the JPEG
-        for entry in entries:
+        hide = not self.include_hidden
+        for entry in entries:  # each step here is paid 100k times by a re-run of 100k files
             name = entry.name
             if (
-                name in paired
-                or (name.startswith(".") and not self.include_hidden)
+                (hide and name[0] == ".")
+                or (paired and name in paired)
                 or (self.exclude and self.excluded(entry.path, name))
             ):
                 continue
@@ -150,8 +151,16 @@ class Walker:
 BY_NAME = operator.attrgetter("name")
 
 
+WANTED_EXTENSIONS = frozenset(IMAGE_AND_RAW_EXTENSIONS | {".tar"})
+
+
 def wanted(name: str) -> bool:
-    return is_image_name(name) or is_shard_name(name)
+    """An image or a tar shard, by its name (as is_image_name and is_shard_name say, in
+    one look: every name walked is asked)."""
+    dot = name.rfind(".")
+    if dot <= 0 or (name[0] == "." and not name[:dot].strip(".")):
+        return False  # no extension, or only leading dots (".jpg" is a name, as splitext says)
+    return name[dot:].lower() in WANTED_EXTENSIONS
 
 
 def compare(

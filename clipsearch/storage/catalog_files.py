@@ -13,9 +13,21 @@ import operator
 import os
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 import numpy as np
-from sqlalchemy import Row, and_, delete, func, insert, literal_column, or_, select, update
+from sqlalchemy import (
+    Text,
+    and_,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from ..images.items import SHARD_SEP, is_shard_name, split_member
@@ -58,6 +70,17 @@ def prefixes_of(roots: Sequence[str]) -> tuple[str, ...]:
     return tuple(r + SHARD_SEP if is_shard_name(r) else r.rstrip(os.sep) + os.sep for r in roots)
 
 
+class Stamped(NamedTuple):
+    """A file's row as a scan compares it with what is on disk."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    state: str
+    error: str | None
+
+
 class FileRecords:
     def __init__(self, db: Database):
         self.db = db
@@ -74,19 +97,25 @@ class FileRecords:
         with self.db.read() as s:
             return self._under(roots, lambda q: s.scalars(select(File).where(q)))
 
-    def stamps_under(self, roots: Sequence[str]) -> dict[str, Row]:
-        """What a scan compares of those rows: id, path, size, mtime_ns, state and error
-        (plain rows: a re-run of 100k files would spend most of its time making objects)."""
+    def stamps_under(self, roots: Sequence[str]) -> dict[str, Stamped]:
+        """What a scan compares of those rows (Stamped): a re-run of 100k files would
+        spend most of its time making ORM objects, or reading fields of SQLAlchemy rows
+        by name. Paths in a text range are text as stored: FsPath reads the raw ones."""
         columns = (File.id, File.path, File.size, File.mtime_ns, File.state, File.error)
+        as_text = (File.id, type_coerce(File.path, Text), *columns[2:])
         with self.db.read() as s:  # Core, not the ORM: a whole tree's rows
             run = s.connection().execute
-            return self._under(roots, lambda q: run(select(*columns).where(q)))
+            return self._under(
+                roots,
+                lambda q: map(Stamped._make, run(select(*columns).where(q)).all()),
+                lambda q: map(Stamped._make, run(select(*as_text).where(q)).all()),
+            )
 
-    def _under(self, roots: Sequence[str], rows_where: Callable) -> dict:
+    def _under(self, roots: Sequence[str], rows_where: Callable, text_rows_where=None) -> dict:
         out = {}
         for root in roots:
             inside = (File.path == root) | path_range(File.path, root)
-            out.update((f.path, f) for f in rows_where(inside))
+            out.update((f.path, f) for f in (text_rows_where or rows_where)(inside))
         prefixes = prefixes_of(roots)
         for f in rows_where(self.raw_paths()):
             if f.path in roots or f.path.startswith(prefixes):

@@ -47,8 +47,8 @@ class VectorRecords:
         out: set[int] = set()
         if model_id is None:
             return out
-        if len(file_ids) > 20 * IN_CHUNK:  # a re-run's every file: one pass over the model's
-            return set(self.ids(model_id).tolist()).intersection(file_ids)
+        if len(file_ids) > IN_CHUNK and len(file_ids) * 3 > self.count(model_id):
+            return set(self.ids(model_id).tolist()).intersection(file_ids)  # one pass
         with self.db.read() as s:
             for chunk in chunks(file_ids):
                 q = select(Vector.file_id).where(
@@ -56,6 +56,12 @@ class VectorRecords:
                 )
                 out.update(s.scalars(q))
         return out
+
+    def count(self, model_id: int) -> int:
+        """How many files have the model's vector."""
+        with self.db.read() as s:
+            q = select(func.count()).select_from(Vector).where(Vector.model_id == model_id)
+            return s.scalar(q)
 
     def ids(self, model_id: int) -> np.ndarray:
         """The ids of the files that have the model's vector."""

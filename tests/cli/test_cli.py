@@ -469,3 +469,39 @@ def test_another_program_s_database_with_an_unmerged_wal_is_left_as_it_was(tmp_p
     result = run("status", "--db", f"sqlite:///{db}")
     assert result.exit_code == 1 and "nothing was changed" in result.stderr
     assert db.read_bytes() == main and (tmp_path / "notes.db-wal").read_bytes() == wal
+
+
+INTERRUPTED_IN_A_CALLBACK = """
+import importlib, signal, sys, time, weakref
+app = importlib.import_module("clipsearch.cli.app")  # the module (clipsearch.cli.app is the app)
+signal.signal(signal.SIGTERM, app._terminate)
+sys.unraisablehook = app._interrupted_again
+
+class Thing:
+    pass
+
+def callback(ref):
+    raise {exception}
+
+thing = Thing()
+ref = weakref.ref(thing, callback)
+try:
+    del thing  # the callback runs here, as the cycle collector would run it anywhere
+    time.sleep(5)
+    print("carried on")
+except KeyboardInterrupt as e:
+    print("stopped:", type(e).__name__)
+"""
+
+
+@pytest.mark.parametrize(
+    "exception, stopped",
+    [("KeyboardInterrupt", "KeyboardInterrupt"), ("app.Terminated", "Terminated")],
+)
+def test_ctrl_c_or_sigterm_landing_in_a_callback_still_stops(exception, stopped):
+    """A Ctrl-C that lands in a weak reference's callback cannot propagate from there:
+    Python printed "Exception ignored" and the command carried on. The CLI sends it again."""
+    code = INTERRUPTED_IN_A_CALLBACK.format(exception=exception)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == f"stopped: {stopped}"
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr

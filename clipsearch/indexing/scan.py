@@ -15,8 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ..core import faults
-from ..images.formats import ALL_EXTENSIONS as IMAGE_AND_RAW_EXTENSIONS
-from ..images.formats import companions, is_raw_name
+from ..images.formats import ALL_EXTENSIONS, companions, is_raw_name
 from ..storage.schema import File
 
 
@@ -151,7 +150,7 @@ class Walker:
 BY_NAME = operator.attrgetter("name")
 
 
-WANTED_EXTENSIONS = frozenset(IMAGE_AND_RAW_EXTENSIONS | {".tar"})
+WANTED_EXTENSIONS = ALL_EXTENSIONS | {".tar"}
 
 
 def wanted(name: str) -> bool:

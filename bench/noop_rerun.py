@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_name
+
 from clipsearch import Library, load_model
 from clipsearch.indexing.indexer import IndexOptions
 from clipsearch.storage import synthetic
@@ -137,13 +139,6 @@ def row(tmp: Path, n: int, repeats: int) -> str:
 
 def spread(seconds: list[float]) -> str:
     return f"{min(seconds):.3f} / {statistics.median(seconds):.3f} / {max(seconds):.3f} s"
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

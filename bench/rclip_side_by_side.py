@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import cpu_name
 from PIL import Image, ImageDraw
 
 QUERY = "a red bicycle"
@@ -269,13 +270,6 @@ def main() -> None:
         print(fresh_index(sides, tmp, args.images, args.repeats), flush=True)
         print(cold_query_over_images(sides, tmp, args.query_images, args.repeats), flush=True)
         print(cold_query_over_vectors(sides, tmp, args.vectors, args.repeats), flush=True)
-
-
-def cpu_name() -> str:
-    for line_ in Path("/proc/cpuinfo").read_text().splitlines():
-        if line_.startswith("model name"):
-            return line_.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

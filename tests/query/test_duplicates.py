@@ -160,7 +160,7 @@ def test_a_threshold_given_groups_without_measuring_and_the_html_shows_each_grou
     "args, said",
     [
         (["--kind", "twins"], "unknown kind of duplicate 'twins'"),
-        (["--threshold", "2"], "less than or equal to 1"),
+        (["--threshold", "2"], "-1<=x<=1"),
     ],
 )
 def test_a_bad_request_is_one_line(tmp_path, args, said):

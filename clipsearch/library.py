@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,6 +40,7 @@ THRESHOLDS_FILE = "duplicate-thresholds.json"  # query/calibration.py: by model 
 
 if TYPE_CHECKING:  # torch loads with the first model, not with `status` or `forget`
     from .models.encoder import Encoder
+    from .models.onnx_text import OnnxTextTower
 
 
 @dataclass
@@ -123,8 +125,16 @@ class Library:
     def query_encoder(self, spec: str | None = None, text_only: bool = False) -> Encoder:
         return self.encoders.for_query(spec, text_only)
 
-    def text_reader(self, model: str | None = None) -> Encoder:
+    def text_reader(self, model: str | None = None) -> Encoder | OnnxTextTower:
         return self.encoders.text_reader(model)
+
+    def export_text_tower(
+        self,
+        model: str | None = None,
+        load: bool = True,
+        on_start: Callable[[], None] | None = None,
+    ) -> Path | None:
+        return self.encoders.export_text_tower(model, load, on_start)
 
     def model_with_vectors(self, encoder: Encoder) -> Model:
         return self.encoders.model_row(encoder)

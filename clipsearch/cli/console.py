@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import typer
 from rich.console import Console
 
-from ..core.errors import TruncationWarning, explain
+from ..core.errors import FallbackWarning, TruncationWarning, explain
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -27,9 +27,11 @@ class Terminated(KeyboardInterrupt):
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Failures become one line on stderr that says what to do (with the traceback too
-    under --debug); Ctrl-C and SIGTERM stop cleanly; truncation becomes a warning line."""
+    under --debug); Ctrl-C and SIGTERM stop cleanly; truncation or a fallback becomes a
+    warning line."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TruncationWarning)
+        warnings.simplefilter("always", FallbackWarning)
         try:
             yield
         except (typer.Exit, typer.Abort):
@@ -50,7 +52,7 @@ def user_errors() -> Iterator[None]:
             raise typer.Exit(1) from None
         finally:
             for w in caught:
-                if issubclass(w.category, TruncationWarning):
+                if issubclass(w.category, (TruncationWarning, FallbackWarning)):
                     err.print("[yellow]Warning:[/yellow] " + escaped(str(w.message)), markup=True)
 
 

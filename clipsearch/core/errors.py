@@ -55,3 +55,8 @@ def _database(e: BaseException) -> str:
 class TruncationWarning(UserWarning):
     """A text was longer than the model's context and lost its tail (the tokenizer warns,
     the faces say so; here so that they need not import the tokenizer to catch it)."""
+
+
+class FallbackWarning(UserWarning):
+    """A faster way to an answer could not be taken, and the reference way answered: the
+    answer is the same, the user may want to know why it was slower."""

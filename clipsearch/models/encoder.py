@@ -26,7 +26,7 @@ from .model import CLIP
 from .open_clip_models import is_open_clip_config
 from .precisions import CANDIDATES, PRECISIONS
 from .pretrained import DEFAULT_MODEL
-from .tokenizer import Tokenizer, cut_to_longest, default_tokenizer
+from .tokenizer import Tokenizer, cut_to_longest, default_tokenizer, encode_in_batches
 from .weights import resolve, save_weights
 
 FEW_TEXTS = 8  # a query's, as against a batch of prompts or captions
@@ -264,6 +264,16 @@ class Encoder:
         return self._tokenizer
 
     @property
+    def text_as_built(self) -> bool:
+        """Whether the text tower is still the model's own modules in fp32, neither
+        quantised nor packed nor traced: what an export of it must read."""
+        return self.precision == "fp32" and self.text_path in (
+            TextPath.PLAIN,
+            TextPath.FIRST,
+            TextPath.TO_PACK,
+        )
+
+    @property
     def architecture(self) -> str:
         return self.config.architecture
 
@@ -299,11 +309,9 @@ class Encoder:
         """Texts -> float32 (n, dim), L2-normalised. Over-long text is truncated with a
         TruncationWarning."""
         with self._threads_for(len(texts)):
-            chunks = [
-                self.encode_tokens(self.tokenizer(list(texts[i : i + batch_size])))
-                for i in range(0, len(texts), batch_size)
-            ]
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+            return encode_in_batches(
+                texts, self.tokenizer, self.encode_tokens, self.dim, batch_size
+            )
 
     @contextlib.contextmanager
     def _threads_for(self, texts: int) -> Iterator[None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import html
 import warnings
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from importlib import resources
 
@@ -135,6 +136,22 @@ def cut_to_longest(tokens):
     change nothing and cost a quarter of a query's time. numpy arrays or torch tensors."""
     length = int(tokens.argmax(-1).max()) + 1
     return tokens[:, :length]
+
+
+def encode_in_batches(
+    texts: Sequence[str],
+    tokenizer: Callable[[list[str]], np.ndarray],
+    encode_tokens: Callable[[np.ndarray], np.ndarray],
+    dim: int,
+    batch_size: int,
+) -> np.ndarray:
+    """Texts -> vectors (n, dim), tokenized and encoded batch_size at a time: the ids of
+    every text at once would be (n, 77) int64, the activations far more."""
+    chunks = [
+        encode_tokens(tokenizer(list(texts[i : i + batch_size])))
+        for i in range(0, len(texts), batch_size)
+    ]
+    return np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
 
 
 @lru_cache(maxsize=1)

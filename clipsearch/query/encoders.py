@@ -4,16 +4,21 @@ each loaded once, and which tower reads a query's words.
 A query's words may be read by a text tower aligned to the store's model (`train
 --distill-text`, remembered by the store for that model), and on a CPU under precision
 auto by a faster tower where the store shows that it finds what fp32 finds (precision.py).
+Where the store keeps the model's text tower exported for ONNX Runtime (onnx_text.py), a
+Library that has not loaded the model reads text queries with it, and imports no torch.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..core.errors import FallbackWarning
 from ..core.memo import MemoFile
 from ..models.pretrained import DEFAULT_MODEL
 from ..storage.database import State
@@ -24,6 +29,7 @@ from .search import QueryError
 
 if TYPE_CHECKING:  # torch loads with the first model, not with `status` or `forget`
     from ..models.encoder import Encoder
+    from ..models.onnx_text import OnnxTextTower
 
 # (top-10 file ids of a query vector, vectors searched) in a store's index, for a model
 TopIds = Callable[["Encoder"], tuple[Callable[[np.ndarray], Sequence[int]], int]]
@@ -46,6 +52,7 @@ class Encoders:
         self.text_models = MemoFile(store.path / TEXT_MODELS_FILE)
         self._text_model_remembered = False
         self._loaded: dict[str, Encoder] = {}
+        self._onnx_asked: set[str] = set()  # specs whose exported tower was looked for
         self._model_rows: dict[str, Model] = {}
         self._default: str | None = None
         self.loads: list[tuple[str, str, bool]] = []  # (spec, precision, text only), in order
@@ -180,7 +187,7 @@ class Encoders:
         tower = remembered if self.text_model is None else self.text_model
         if tower in (None, "none"):
             self._remember_text_model(digest, None)
-            return self.for_query(spec, text_only=True)
+            return self._onnx_tower(spec) or self.for_query(spec, text_only=True)
         reader = self.for_query(tower, text_only=True)
         if digest and reader.digest != digest:
             raise QueryError(
@@ -190,6 +197,84 @@ class Encoders:
             )
         self._remember_text_model(digest, tower)
         return reader
+
+    def _onnx_tower(self, spec: str) -> OnnxTextTower | None:
+        """The model's text tower exported for ONNX Runtime, where the store has it, for
+        this Library's first text query of the model: a process that asks once (the CLI)
+        then imports no torch. From the second query on torch answers, loaded then: its
+        packed, traced, perhaps quantised tower is 2-5x faster per query than ONNX
+        Runtime's as opened here for a quick start (BENCHMARKS.md, "A cold query, part by
+        part"). Only where it reads what the model would read here: on the CPU, under
+        precision auto or fp32."""
+        if (
+            spec in self._loaded
+            or spec in self._onnx_asked
+            or self.device not in (None, "auto", "cpu")
+            or self.precision not in ("auto", "fp32")
+        ):
+            return None
+        self._onnx_asked.add(spec)
+        return self._open_onnx_tower(spec)
+
+    def _open_onnx_tower(self, spec: str) -> OnnxTextTower | None:
+        from ..models import onnx_text
+
+        folder = self._onnx_folder(spec)
+        if folder is None or not folder.is_dir() or not onnx_text.can_run():
+            return None
+        try:
+            return onnx_text.OnnxTextTower(folder, spec, folder.name)
+        except Exception as e:  # ONNX Runtime's errors share no base class but Exception
+            reason = " ".join(str(e).split())[:200]
+            warnings.warn(
+                f"the model's exported text tower in {folder} could not be opened ({reason}); "
+                "torch read the query instead. Delete that folder and the next query makes "
+                "it again",
+                FallbackWarning,
+                stacklevel=2,
+            )
+            return None
+
+    def _onnx_folder(self, spec: str) -> Path | None:
+        """Where the model's exported text tower is (or would be) kept: by the digest the
+        spec loaded to last time, while none of its files has changed."""
+        from ..models import onnx_text
+
+        digest = self.known_digest(spec)
+        return onnx_text.folder_for(self.store.path, digest) if digest else None
+
+    def export_text_tower(
+        self,
+        spec: str | None = None,
+        load: bool = True,
+        on_start: Callable[[], None] | None = None,
+    ) -> Path | None:
+        """Export the model's text tower for ONNX Runtime into the store, once per model
+        digest (onnx_text.py), so that later queries need no torch; its folder, or None
+        where it cannot be made (no `onnx`/`onnxruntime`, random weights or a model other
+        than clipsearch's CLIP, a GPU asked for, or the check failed). With load False,
+        only a model this Library has loaded already is exported; on_start is called
+        before the export's few seconds begin."""
+        from ..models import onnx_text
+
+        spec = self.spec(spec)
+        folder = self._onnx_folder(spec)
+        if folder is not None and folder.is_dir():
+            return folder
+        writable = os.access(self.store.path, os.W_OK)  # a store on a read-only volume
+        if not (writable and onnx_text.can_export() and self.device in (None, "auto", "cpu")):
+            return None
+        encoder = self._loaded.get(spec)
+        if encoder is None and not load:
+            return None
+        if encoder is None or not onnx_text.exportable(encoder):
+            encoder = self._load(spec, "fp32", text_only=True)
+        folder = self._onnx_folder(spec)  # the digest is known once the model has loaded
+        if folder is None or not onnx_text.exportable(encoder):
+            return None
+        if on_start is not None:
+            on_start()
+        return folder if onnx_text.export(encoder, folder) else None
 
     def _remember_text_model(self, digest: str | None, tower: str | None) -> None:
         """A text model given to this Library is remembered for the model (once)."""

@@ -412,6 +412,35 @@ def test_a_fifo_as_a_query_image_is_refused_at_once(world, tmp_path):
     assert result.exit_code == 1 and "not a regular file" in result.stderr
 
 
+def imported_torch(stderr: str) -> bool:
+    """Whether `python -X importtime` says torch was imported."""
+    modules = [line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines()]
+    return any(m == "torch" or m.startswith("torch.") for m in modules)
+
+
+def test_the_first_query_exports_the_text_tower_and_the_next_starts_without_torch(tmp_path):
+    pytest.importorskip("onnxruntime", reason="the fast extra is not installed")
+    pytest.importorskip("onnx", reason="the fast extra is not installed")
+    from clipsearch.models.encoder import load_model
+
+    load_model("random:tiny:7").save(str(tmp_path / "model"))
+    for i in range(4):
+        make_image(tmp_path / "photos" / f"{i}.png", seed=i)
+    store = str(tmp_path / "store")
+    model = str(tmp_path / "model")
+    indexed = run("index", str(tmp_path / "photos"), "-m", model, "--store", store)
+    assert indexed.exit_code == 0, indexed.output
+    query = [sys.executable, "-X", "importtime", "-m", "clipsearch", "query", "a photo",
+             "--store", store, "-f", "paths"]  # fmt: skip
+    first = subprocess.run(query, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0 and imported_torch(first.stderr), first.stderr[-2000:]
+    assert "Exporting the model's text tower, once" in first.stderr
+    second = subprocess.run(query, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and not imported_torch(second.stderr), second.stderr[-2000:]
+    assert "Exporting" not in second.stderr
+    assert second.stdout == first.stdout and len(second.stdout.split()) == 4
+
+
 def read_only(store: Path, *argv: str) -> subprocess.CompletedProcess:
     """`clipsearch ARGV` with the store on a read-only mount (root: a bind mount in a mount
     namespace of its own), or read-only by its modes (anyone else)."""

@@ -1,0 +1,202 @@
+"""A CLIP text tower as an ONNX graph run by ONNX Runtime, so that a query can start
+without importing torch.
+
+Importing torch was half of a cold `clipsearch query` (bench/cold_query.py). ONNX Runtime
+imports in about 50 ms, and opens a ViT-B/32 text tower in about 70 ms where the weights
+lie beside the graph as external data (read in place, not parsed out of the graph's
+protobuf) and it neither rewrites the graph nor repacks the weights when it opens them:
+work that only a process asking many queries would earn back.
+
+The graph is exported once per model digest from the loaded model and kept in the store
+under that digest, but only after ONNX Runtime's unit vectors have matched torch's within
+TOLERANCE on texts of every length. Only clipsearch's own CLIP is exported: its tokenizer
+is clipsearch's, which needs no torch; other families (open_clip's SigLIP, XLM-R) keep
+torch. The export needs the `onnx` package; running the tower, `onnxruntime` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..core.cpu import free_cores
+from .tokenizer import cut_to_longest, default_tokenizer, encode_in_batches
+
+if TYPE_CHECKING:
+    from .encoder import Encoder
+
+FOLDER = "text-towers"  # in the store: one folder per model digest
+GRAPH, WEIGHTS, ABOUT = "tower.onnx", "tower.data", "tower.json"
+MIN_RUNTIME = (1, 25)  # ONNX Runtime that checks external data paths, symbolic links too
+TOLERANCE = 1e-5  # largest difference from torch's unit vectors that an export may show
+_DIGEST = re.compile(r"[0-9a-f]{16}(-[0-9a-f]{8})?")  # model_digest's form
+# Texts the export is checked on: empty, one token, a phrase, unicode, and one truncated.
+CHECKED = ["", "x", "a dog on a beach at sunset", "🐶 café naïve 東京", "word " * 90]
+
+
+def can_run() -> bool:
+    """ONNX Runtime is installed, and new enough to refuse a graph whose weights lie
+    outside its folder (a store, and so its towers, may come from someone else)."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return False
+    for distribution in ("onnxruntime", "onnxruntime-gpu"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            version = importlib.metadata.version(distribution).split(".")[:2]
+            return tuple(int(part) for part in version if part.isdigit()) >= MIN_RUNTIME
+    return False
+
+
+def can_export() -> bool:
+    return can_run() and importlib.util.find_spec("onnx") is not None
+
+
+def folder_for(store: Path, digest: str) -> Path | None:
+    """Where the tower of the model with this digest is kept in a store; None for a
+    string that is not a digest (the digest is read from the store's files)."""
+    return store / FOLDER / digest if _DIGEST.fullmatch(digest) else None
+
+
+def exportable(encoder: Encoder) -> bool:
+    """Whether the encoder's text tower can be exported as it stands: clipsearch's CLIP
+    read from a file (random weights are for tests and benchmarks, and rebuilt from their
+    spec), on the CPU, in fp32, its modules not yet packed for oneDNN, answering for its
+    own weights (not a text tower aligned to another model's)."""
+    from .model import CLIP
+
+    return (
+        isinstance(encoder.model, CLIP)
+        and encoder.source is not None
+        and encoder.device.type == "cpu"
+        and encoder.text_as_built
+        and encoder.text_key == encoder.digest
+    )
+
+
+class OnnxTextTower:
+    """The text half of an Encoder, for queries: texts in, unit vectors out."""
+
+    text_only = True
+    precision = "fp32"
+
+    def __init__(self, folder: Path, name: str, digest: str):
+        import onnxruntime as ort
+
+        for name in (GRAPH, WEIGHTS, ABOUT):  # not links to anything elsewhere
+            if not stat.S_ISREG(os.lstat(folder / name).st_mode):
+                raise ValueError(f"{name} is not a plain file")
+        about = json.loads((folder / ABOUT).read_text())
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.add_session_config_entry("session.disable_prepacking", "1")
+        options.intra_op_num_threads = free_cores()  # on a busy machine, one (core/cpu.py)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: they come back as exceptions
+        self._session = ort.InferenceSession(
+            str(folder / GRAPH), options, providers=["CPUExecutionProvider"]
+        )
+        self.name, self.digest, self.text_key = name, digest, digest
+        self.dim = int(about["dim"])
+        self.tokenizer = default_tokenizer()
+        self.texts_encoded = 0
+
+    def encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        if len(tokens) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        ids = np.ascontiguousarray(cut_to_longest(tokens), dtype=np.int64)
+        (y,) = self._session.run(None, {"tokens": ids})
+        self.texts_encoded += len(tokens)
+        return (y / np.linalg.norm(y, axis=1, keepdims=True)).astype(np.float32)
+
+    def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Texts -> float32 (n, dim), L2-normalised, as Encoder.encode_text."""
+        return encode_in_batches(texts, self.tokenizer, self.encode_tokens, self.dim, batch_size)
+
+
+def export(encoder: Encoder, folder: Path) -> bool:
+    """Write the encoder's text tower to `folder` (which must not exist yet), checked
+    against the encoder first; False, and nothing written, where the check fails."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
+    try:
+        _write(encoder, work)
+        if _largest_difference(encoder, OnnxTextTower(work, encoder.name, encoder.digest)) > (
+            TOLERANCE
+        ):
+            return False
+        os.replace(work, folder)  # whole or not at all; another process's export stays
+        return True
+    except OSError:
+        if folder.is_dir():  # another process finished the same export first
+            return True
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _write(encoder: Encoder, folder: Path) -> None:
+    import onnx
+    import torch
+
+    class TextTower(torch.nn.Module):  # encode_text as the forward that the exporter runs
+        def __init__(self, clip: torch.nn.Module):
+            super().__init__()
+            self.clip = clip
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return self.clip.encode_text(tokens)
+
+    tokens = torch.from_numpy(encoder.tokenizer(["a photo of a dog", "x"])[:, :12])
+    graph = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():  # the tracer's notes on int casts
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            TextTower(encoder.model).eval(),
+            (tokens,),
+            graph,
+            input_names=["tokens"],
+            output_names=["vectors"],
+            dynamic_axes={"tokens": {0: "texts", 1: "length"}, "vectors": {0: "texts"}},
+            opset_version=18,
+            dynamo=False,  # the tracing exporter: no onnxscript, and it takes any length
+        )
+    onnx.save_model(
+        onnx.load_model_from_string(graph.getvalue()),
+        str(folder / GRAPH),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=WEIGHTS,
+        size_threshold=1024,
+    )
+    about = {"digest": encoder.digest, "dim": encoder.dim, "made_by": "clipsearch"}
+    (folder / ABOUT).write_text(json.dumps(about))
+
+
+def _largest_difference(encoder: Encoder, tower: OnnxTextTower) -> float:
+    """Over CHECKED one at a time and together (padding cut to the longest)."""
+    import torch
+
+    from ..core.errors import TruncationWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        tokens = encoder.tokenizer(CHECKED)
+    with torch.inference_mode():
+        y = encoder.model.encode_text(torch.from_numpy(tokens))
+        want = torch.nn.functional.normalize(y, dim=-1).numpy()
+    got = np.concatenate([tower.encode_tokens(tokens[i : i + 1]) for i in range(len(tokens))])
+    together = tower.encode_tokens(tokens)
+    return float(max(np.abs(got - want).max(), np.abs(together - want).max()))

@@ -1,0 +1,147 @@
+"""Which tower reads a query's words: for a Library's first text query, the store's text
+tower exported for ONNX Runtime where it has one (then no torch is imported at all), else
+torch; a damaged or hostile tower is passed over, and said so."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import make_image
+
+from clipsearch import Library
+from clipsearch.models import onnx_text
+from clipsearch.models.encoder import load_model
+
+pytest.importorskip("onnxruntime", reason="the fast extra (onnxruntime, onnx) is not installed")
+pytest.importorskip("onnx", reason="the fast extra (onnxruntime, onnx) is not installed")
+
+QUERY = "a red square on a white table"
+# A fresh interpreter that asks one query, as `clipsearch query` does, and tells what read it.
+ASK = textwrap.dedent(
+    """
+    import json, sys, warnings
+    from clipsearch import Library
+    with warnings.catch_warnings(record=True) as caught, Library(sys.argv[1]) as lib:
+        warnings.simplefilter("always")
+        answer = lib.search(sys.argv[2], k=5, mode="vector")
+        reader = "torch" if lib.loads else "onnx"  # the models torch loaded, if any
+    print(json.dumps({
+        "reader": reader, "torch": "torch" in sys.modules,
+        "ids": [r.file_id for r in answer.results], "scores": [r.score for r in answer.results],
+        "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
+    }))
+    """
+)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A store indexed with a model saved to disk (random weights)."""
+    load_model("random:tiny:7").save(str(tmp_path / "model"))
+    for i in range(8):
+        make_image(tmp_path / "photos" / f"{i}.png", seed=i)
+    with Library(tmp_path / "store", create=True) as lib:
+        lib.index([tmp_path / "photos"], model=str(tmp_path / "model"))
+    return tmp_path / "store"
+
+
+def ask(store, query: str = QUERY) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", ASK, str(store), query], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def exported(store) -> Path:
+    with Library(store) as lib:
+        folder = lib.export_text_tower()
+    assert folder is not None and folder.parent == store / onnx_text.FOLDER
+    return folder
+
+
+def test_an_exported_tower_answers_text_queries_without_torch(store):
+    by_torch = ask(store)
+    assert (by_torch["reader"], by_torch["torch"]) == ("torch", True)
+    folder = exported(store)
+    made = (folder / onnx_text.GRAPH).stat().st_mtime_ns
+    assert exported(store) == folder  # once per model: the second call finds it
+    assert (folder / onnx_text.GRAPH).stat().st_mtime_ns == made
+    by_onnx = ask(store)
+    assert (by_onnx["reader"], by_onnx["torch"]) == ("onnx", False)
+    assert by_onnx["warnings"] == []
+    assert by_onnx["ids"] == by_torch["ids"]
+    np.testing.assert_allclose(by_onnx["scores"], by_torch["scores"], atol=1e-5)
+
+
+def test_torch_reads_after_the_first_query_or_where_it_is_loaded_or_asked(store):
+    exported(store)
+    with Library(store) as lib:
+        assert type(lib.text_reader()).__name__ == "OnnxTextTower"
+        assert type(lib.text_reader()).__name__ == "Encoder"  # a second query: resident
+    with Library(store) as lib:
+        lib.encoder()  # an image query, say: the whole model in torch
+        assert type(lib.text_reader()).__name__ == "Encoder"
+    with Library(store, precision="int8") as lib:
+        assert type(lib.text_reader()).__name__ == "Encoder"
+
+
+def garbage_graph(folder: Path) -> None:
+    (folder / onnx_text.GRAPH).write_bytes(b"not a graph")
+
+
+def weights_a_link(folder: Path) -> None:
+    """A link to another file of the store's (to any file, in a store from elsewhere)."""
+    (folder / onnx_text.WEIGHTS).unlink()
+    (folder / onnx_text.WEIGHTS).symlink_to(folder.parent.parent / "catalog.db")
+
+
+@pytest.mark.parametrize("damage", [garbage_graph, weights_a_link])
+def test_a_damaged_tower_is_passed_over_and_said_so(store, damage):
+    before = ask(store)
+    folder = exported(store)
+    damage(folder)
+    after = ask(store)
+    assert (after["reader"], after["ids"]) == ("torch", before["ids"])
+    (warning,) = [w for w in after["warnings"] if w.startswith("FallbackWarning")]
+    assert str(folder) in warning and "Delete that folder" in warning
+
+
+def test_a_tower_that_reads_outside_its_folder_is_refused(store):
+    """A store from someone else may hold a graph whose weights are any file: ONNX
+    Runtime refuses external data outside the graph's folder, and torch answers."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder = exported(store)
+    weight = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    weight.data_location = TensorProto.EXTERNAL
+    weight.ClearField("raw_data")
+    for key, value in {"location": "../../catalog.db", "offset": "0", "length": "16"}.items():
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["tokens", "w"], ["vectors"])], "hostile",
+        [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("vectors", TensorProto.FLOAT, [4])], [weight],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    (folder / onnx_text.GRAPH).write_bytes(model.SerializeToString())
+    assert onnx.load(str(folder / onnx_text.GRAPH), load_external_data=False).graph.name
+    after = ask(store)
+    assert after["reader"] == "torch" and len(after["ids"]) == 5
+    assert any("escapes" in w or "External data" in w for w in after["warnings"])
+
+
+def test_a_model_saved_over_is_read_by_torch_not_by_its_old_tower(store, tmp_path):
+    exported(store)
+    load_model("random:tiny:8").save(str(tmp_path / "model"))  # other weights, same folder
+    with Library(store) as lib:
+        reader = lib.text_reader(str(tmp_path / "model"))
+    assert type(reader).__name__ == "Encoder"

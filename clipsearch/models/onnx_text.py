@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 FOLDER = "text-towers"  # in the store: one folder per model digest
 GRAPH, WEIGHTS, ABOUT = "tower.onnx", "tower.data", "tower.json"
+OFF = "CLIPSEARCH_NO_ONNX"
 MIN_RUNTIME = (1, 25)  # ONNX Runtime that checks external data paths, symbolic links too
 TOLERANCE = 1e-5  # largest difference from torch's unit vectors that an export may show
 _DIGEST = re.compile(r"[0-9a-f]{16}(-[0-9a-f]{8})?")  # model_digest's form
@@ -49,9 +50,10 @@ CHECKED = ["", "x", "a dog on a beach at sunset", "🐶 café naïve 東京", "w
 
 
 def can_run() -> bool:
-    """ONNX Runtime is installed, and new enough to refuse a graph whose weights lie
-    outside its folder (a store, and so its towers, may come from someone else)."""
-    if importlib.util.find_spec("onnxruntime") is None:
+    """ONNX Runtime is installed, new enough to refuse a graph whose weights lie outside
+    its folder (a store, and so its towers, may come from someone else), and not turned
+    off (CLIPSEARCH_NO_ONNX=1: torch reads every query, and nothing is exported)."""
+    if os.environ.get(OFF, "") not in ("", "0") or importlib.util.find_spec("onnxruntime") is None:
         return False
     for distribution in ("onnxruntime", "onnxruntime-gpu"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):

@@ -5,6 +5,7 @@ torch; a damaged or hostile tower is passed over, and said so."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -51,10 +52,11 @@ def store(tmp_path):
     return tmp_path / "store"
 
 
-def ask(store, query: str = QUERY) -> dict:
+def ask(store, query: str = QUERY, env: dict[str, str] | None = None) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", ASK, str(store), query], capture_output=True, text=True, timeout=300
-    )
+        [sys.executable, "-c", ASK, str(store), query],
+        capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
 
@@ -90,6 +92,7 @@ def test_torch_reads_after_the_first_query_or_where_it_is_loaded_or_asked(store)
         assert type(lib.text_reader()).__name__ == "Encoder"
     with Library(store, precision="int8") as lib:
         assert type(lib.text_reader()).__name__ == "Encoder"
+    assert ask(store, env={"CLIPSEARCH_NO_ONNX": "1"})["reader"] == "torch"  # turned off
 
 
 def garbage_graph(folder: Path) -> None:

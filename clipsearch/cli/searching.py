@@ -131,6 +131,7 @@ def _export_text_tower(lib, model: str | None) -> None:
     after the answer is out. A failure leaves queries on torch, and says why."""
 
     def on_start() -> None:
+        sys.stdout.flush()  # the answer first, even into a pipe
         err.print("Exporting the model's text tower, once, so that queries start faster…")
 
     try:

@@ -17,11 +17,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import status
+from .core.config import IndexOptions
 from .core.prompts import SEARCH_PROMPTS
-from .indexing.indexer import Indexer, IndexOptions, RunModel
-from .indexing.plan import absolute_roots
-from .indexing.pool import DecodePool, default_workers
-from .indexing.report import IndexReport, Progress
+from .images.items import absolute_roots
 from .query import duplicates
 from .query.calibration import CalibrationMemo, Thresholds, thresholds_for
 from .query.duplicates import Duplicates
@@ -38,7 +36,9 @@ from .storage.store import OnWait, Store
 
 THRESHOLDS_FILE = "duplicate-thresholds.json"  # query/calibration.py: by model digest
 
-if TYPE_CHECKING:  # torch loads with the first model, not with `status` or `forget`
+if TYPE_CHECKING:  # torch loads with the first model, not with `status` or `forget`;
+    # and indexing/ with the first `index`, not with a query
+    from .indexing.report import IndexReport, Progress
     from .models.encoder import Encoder
     from .models.onnx_text import OnnxTextTower
 
@@ -154,6 +154,9 @@ class Library:
         if there is something to embed (and the decoding processes start while it does).
         share_lock: take the writer lock for each commit only, so that others writing the
         store wait a moment rather than the whole run (a watcher's runs)."""
+        from .indexing.indexer import Indexer, RunModel
+        from .indexing.pool import DecodePool, default_workers
+
         options = options or IndexOptions()
         if options.ray:
             return self._index_on_ray(paths, model, options, progress)
@@ -176,6 +179,7 @@ class Library:
         """Decoding and embedding on Ray; planning and every write stay here. The actors
         load the same model and must arrive at the same digest."""
         from .indexing import ray_pipeline
+        from .indexing.indexer import Indexer
 
         with self.store.writing():
             ray_pipeline.connect(options.ray_address)

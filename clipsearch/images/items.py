@@ -12,6 +12,7 @@ import re
 import tarfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -61,6 +62,22 @@ def is_list_name(name: str) -> bool:
 
 def is_url(key: str) -> bool:
     return bool(URL.match(key))
+
+
+def absolute_roots(roots: Sequence[str]) -> list[str]:
+    """Absolute, user-expanded roots, each once, none inside another: `index A A/` or
+    `index A A/x.png` index every file once."""
+    paths = sorted({_absolute(str(r)) for r in roots})
+    kept: list[str] = []
+    for path in paths:  # sorted: a folder comes before everything inside it
+        inside = any(path.startswith(k.rstrip(os.sep) + os.sep) for k in kept)
+        if not inside or is_list_name(path):  # a walk reads no list files
+            kept.append(path)
+    return kept
+
+
+def _absolute(root: str) -> str:
+    return root if is_url(root) else os.path.abspath(os.path.expanduser(root))
 
 
 def member_key(shard: str, member: str) -> str:

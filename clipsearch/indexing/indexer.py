@@ -18,6 +18,7 @@ from ..core.config import IndexOptions
 from ..core.prompts import SEARCH_PROMPTS
 from ..core.sizes import parse_size
 from ..images import ocr
+from ..images.items import absolute_roots
 from ..storage.catalog import Catalog
 from ..storage.database import State
 from ..storage.presets import preset_named
@@ -27,7 +28,7 @@ from ..storage.vector_indexes import IndexWriteError
 from .details import fill_exif
 from .overtaken import stamp, still_planned
 from .pipeline import Pipeline
-from .plan import Planner, Task, absolute_roots
+from .plan import Planner, Task
 from .pool import DecodePool
 from .report import IndexReport, Progress, Stopwatch
 from .reuse import reuse_moved_and_copied

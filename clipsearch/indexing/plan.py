@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from ..core.config import IndexOptions
 from ..core.errors import ClipsearchError
 from ..images.formats import heif_support, raw_support, skipped_for_heif, skipped_for_raw
-from ..images.items import is_list_name, is_shard_name, is_url, source_stat, split_member
+from ..images.items import (
+    is_list_name,
+    is_shard_name,
+    is_url,
+    source_stat,
+    split_member,
+)
 from ..images.records import DataError, list_items
 from ..images.shards import shard_items
 from ..storage.catalog import Catalog
@@ -40,22 +46,6 @@ class Task:
     def item(self) -> tuple[str, tuple[int, int]]:
         """What decoding takes: the key, and the (size, mtime_ns) the scan saw."""
         return self.found.path, (self.found.size, self.found.mtime_ns)
-
-
-def absolute_roots(roots: Sequence[str]) -> list[str]:
-    """Absolute, user-expanded roots, each once, none inside another: `index A A/` or
-    `index A A/x.png` index every file once."""
-    paths = sorted({_absolute(str(r)) for r in roots})
-    kept: list[str] = []
-    for path in paths:  # sorted: a folder comes before everything inside it
-        inside = any(path.startswith(k.rstrip(os.sep) + os.sep) for k in kept)
-        if not inside or is_list_name(path):  # a walk reads no list files
-            kept.append(path)
-    return kept
-
-
-def _absolute(root: str) -> str:
-    return root if is_url(root) else os.path.abspath(os.path.expanduser(root))
 
 
 OUTSIDE_LIST = (

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 from ..core.config import IndexOptions
 from ..core.errors import ClipsearchError, explain
-from ..indexing.plan import absolute_roots
+from ..images.items import absolute_roots
 from ..indexing.report import IndexReport
 from ..indexing.scan import Walker, is_under, wanted
 from ..library import Library

@@ -22,6 +22,7 @@ from .options import (
     StoreModelOption,
     StoreOption,
     WaitOption,
+    export_text_tower,
     open_library,
     with_settings,
 )
@@ -87,10 +88,11 @@ def index(
             bar(done, total, f"{done / (time.perf_counter() - start):.1f} img/s")
 
         report = lib.index([str(p) for p in paths], model, options, bar and progress)
-    if as_json:
-        emit_json(report.to_dict())
-    else:
-        show_index_report(report, options.dry_run)
+        if as_json:
+            emit_json(report.to_dict())
+        else:
+            show_index_report(report, options.dry_run)
+        export_text_tower(lib, model)
 
 
 WATCHED = ("batch_size", "workers", "preset", "include_hidden", "follow_symlinks", "exclude", "ocr")

@@ -1,9 +1,11 @@
 """The options several commands share, declared once; settings dataclasses become options
-through with_settings; open_library opens the store the options name."""
+through with_settings; open_library opens the store the options name, and
+export_text_tower leaves its model ready for queries that start without torch."""
 
 from __future__ import annotations
 
 import inspect
+import sys
 import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import typer
 
 from ..models.pretrained import DEFAULT_MODEL
+from .console import err, escaped
 
 ModelOption = typer.Option(
     DEFAULT_MODEL,
@@ -135,3 +138,21 @@ def open_library(store: Path | None, db: str | None, create: bool = False, **kwa
     from ..library import Library
 
     return Library(store, db_url=db, create=create, **kwargs)
+
+
+def export_text_tower(lib, model: str | None) -> None:
+    """After a command that loaded the model in torch (an index run that embedded, a
+    query), export its text tower for ONNX Runtime (once per model), so that queries start
+    without torch: a second or two, after its output. A failure leaves queries on torch,
+    and says why."""
+
+    def on_start() -> None:
+        sys.stdout.flush()  # the output first, even into a pipe
+        err.print("Exporting the model's text tower, once, so that queries start faster…")
+
+    try:
+        lib.export_text_tower(model, load=False, on_start=on_start)
+    except Exception as e:  # numpy, the file system and ONNX Runtime raise many kinds
+        reason = escaped(" ".join(str(e).split())[:200])
+        err.print(f"[yellow]Warning:[/yellow] the text tower was not exported ({reason}); "
+                  "queries go on with torch", markup=True)  # fmt: skip

@@ -24,6 +24,7 @@ from .options import (
     StoreModelOption,
     StoreOption,
     TextModelOption,
+    export_text_tower,
     open_library,
 )
 
@@ -122,24 +123,7 @@ def query(
             mode=mode,
         )
         _print_answer(answer, fmt, output)
-        _export_text_tower(lib, model)
-
-
-def _export_text_tower(lib, model: str | None) -> None:
-    """After a query that loaded the model in torch, export its text tower for ONNX
-    Runtime (once per model), so that the next queries start without torch: a few seconds
-    after the answer is out. A failure leaves queries on torch, and says why."""
-
-    def on_start() -> None:
-        sys.stdout.flush()  # the answer first, even into a pipe
-        err.print("Exporting the model's text tower, once, so that queries start faster…")
-
-    try:
-        lib.export_text_tower(model, load=False, on_start=on_start)
-    except Exception as e:  # torch's exporter and ONNX Runtime raise many kinds
-        reason = escaped(" ".join(str(e).split())[:200])
-        err.print(f"[yellow]Warning:[/yellow] the text tower was not exported ({reason}); "
-                  "queries go on with torch", markup=True)  # fmt: skip
+        export_text_tower(lib, model)
 
 
 @app.command()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import importlib.util
-import io
 import json
 import os
 import re
@@ -150,39 +149,16 @@ def export(encoder: Encoder, folder: Path) -> bool:
 
 
 def _write(encoder: Encoder, folder: Path) -> None:
-    import onnx
-    import torch
+    from . import onnx_graph
 
-    class TextTower(torch.nn.Module):  # encode_text as the forward that the exporter runs
-        def __init__(self, clip: torch.nn.Module):
-            super().__init__()
-            self.clip = clip
-
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return self.clip.encode_text(tokens)
-
-    tokens = torch.from_numpy(encoder.tokenizer(["a photo of a dog", "x"])[:, :12])
-    graph = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():  # the tracer's notes on int casts
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            TextTower(encoder.model).eval(),
-            (tokens,),
-            graph,
-            input_names=["tokens"],
-            output_names=["vectors"],
-            dynamic_axes={"tokens": {0: "texts", 1: "length"}, "vectors": {0: "texts"}},
-            opset_version=18,
-            dynamo=False,  # the tracing exporter: no onnxscript, and it takes any length
-        )
-    onnx.save_model(
-        onnx.load_model_from_string(graph.getvalue()),
-        str(folder / GRAPH),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=WEIGHTS,
-        size_threshold=1024,
-    )
+    state = {
+        k: v.detach().float().cpu().numpy()
+        for k, v in encoder.model.state_dict().items()
+        if not k.startswith("visual.")
+    }
+    with open(folder / WEIGHTS, "wb") as data:
+        graph = onnx_graph.text_tower(state, encoder.config, data, WEIGHTS)
+    (folder / GRAPH).write_bytes(graph.SerializeToString())
     about = {"digest": encoder.digest, "dim": encoder.dim, "made_by": "clipsearch"}
     (folder / ABOUT).write_text(json.dumps(about))
 

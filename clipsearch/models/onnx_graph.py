@@ -9,7 +9,7 @@ checks what it computes against torch before keeping it.
 
 The weights go to one file beside the graph (ONNX's external data), each tensor at an
 offset aligned for mapping, linear layers transposed once so that each is a MatMul.
-Imported by an export only: `onnx` need not be installed to run a tower.
+The messages are written by onnx_proto.py: no `onnx` package is needed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from typing import BinaryIO
 
 import numpy as np
-import onnx
+
+from . import onnx_proto as proto
 
 OPSET = 18  # LayerNormalization (17), Shape with start and end (15)
 IR_VERSION = 8  # what opset 18 needs; ONNX Runtime 1.25 reads up to 10
@@ -31,44 +32,37 @@ class _Builder:
 
     def __init__(self, data: BinaryIO, data_name: str):
         self.data, self.data_name = data, data_name
-        self.nodes: list = []
-        self.initializers: list = []
+        self.nodes: list[bytes] = []
+        self.initializers: list[bytes] = []
         self.count = 0
 
     def weight(self, name: str, array: np.ndarray) -> str:
         """A float32 tensor stored in the data file."""
         array = np.ascontiguousarray(array, dtype=np.float32)
         self.data.write(b"\0" * (-self.data.tell() % ALIGN))
-        offset = self.data.tell()
+        where = {"location": self.data_name, "offset": str(self.data.tell())}
         self.data.write(array.tobytes())
-        tensor = onnx.TensorProto(name=name, data_type=onnx.TensorProto.FLOAT)
-        tensor.dims.extend(array.shape)
-        tensor.data_location = onnx.TensorProto.EXTERNAL
-        where = {"location": self.data_name, "offset": str(offset), "length": str(array.nbytes)}
-        for key, value in where.items():
-            entry = tensor.external_data.add()
-            entry.key, entry.value = key, value
-        self.initializers.append(tensor)
+        where["length"] = str(array.nbytes)
+        self.initializers.append(proto.external_tensor(name, array.shape, where))
         return name
 
     def const(self, values, dtype=np.int64) -> str:
         """A small tensor kept in the graph itself (shapes, axes, scalars)."""
         name = f"const{len(self.initializers)}"
-        array = np.asarray(values, dtype=dtype)
-        self.initializers.append(onnx.numpy_helper.from_array(array, name))
+        self.initializers.append(proto.tensor(name, np.asarray(values, dtype=dtype)))
         return name
 
-    def op(self, op_type: str, *inputs: str, **attributes) -> str:
+    def op(self, op_type: str, *inputs: str, output: str | None = None, **attributes) -> str:
         self.count += 1
-        out = f"{op_type.lower()}{self.count}"
-        self.nodes.append(onnx.helper.make_node(op_type, list(inputs), [out], **attributes))
+        out = output or f"{op_type.lower()}{self.count}"
+        self.nodes.append(proto.node(op_type, inputs, [out], **attributes))
         return out
 
 
-def text_tower(state: Mapping[str, np.ndarray], config, data: BinaryIO, data_name: str):
-    """The ModelProto of the text tower of a CLIP with this state dict (numpy arrays) and
-    config: input "tokens" (n, length <= context) int64, output "vectors" (n, embed_dim),
-    not normalised. Its weights are written to `data`, which it names `data_name`."""
+def text_tower(state: Mapping[str, np.ndarray], config, data: BinaryIO, data_name: str) -> bytes:
+    """The serialised ModelProto of the text tower of a CLIP with this state dict (numpy
+    arrays) and config: input "tokens" (n, length <= context) int64, output "vectors"
+    (n, embed_dim), not normalised. Its weights are written to `data`, named `data_name`."""
     b = _Builder(data, data_name)
     t = config.text
     length = b.op("Shape", "tokens", start=1, end=2)  # (1,)
@@ -81,20 +75,15 @@ def text_tower(state: Mapping[str, np.ndarray], config, data: BinaryIO, data_nam
     for i in range(t.layers):
         x = _block(b, state, f"transformer.resblocks.{i}.", x, mask, t.width, t.heads, config)
     x = _layer_norm(b, state, "ln_final", x)
-    eot = b.op("ArgMax", b.op("Cast", "tokens", to=onnx.TensorProto.FLOAT), axis=-1, keepdims=1)
+    eot = b.op("ArgMax", b.op("Cast", "tokens", to=proto.FLOAT), axis=-1, keepdims=1)
     pooled = b.op("GatherND", x, eot, batch_dims=1)  # (n, width): each text at its end
     projection = b.weight("text_projection", state["text_projection"])
-    b.nodes.append(onnx.helper.make_node("MatMul", [pooled, projection], ["vectors"]))
-    graph = onnx.helper.make_graph(
-        b.nodes,
-        "clip_text_tower",
-        [onnx.helper.make_tensor_value_info("tokens", onnx.TensorProto.INT64, ["n", "length"])],
-        [onnx.helper.make_tensor_value_info("vectors", onnx.TensorProto.FLOAT, ["n", None])],
-        b.initializers,
+    b.op("MatMul", pooled, projection, output="vectors")
+    inputs = [proto.value_info("tokens", proto.INT64, ["n", "length"])]
+    outputs = [proto.value_info("vectors", proto.FLOAT, ["n", None])]
+    return proto.model(
+        b.nodes, b.initializers, inputs, outputs, "clip_text_tower", OPSET, IR_VERSION
     )
-    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)])
-    model.ir_version = IR_VERSION
-    return model
 
 
 def _block(b: _Builder, state, prefix: str, x: str, mask: str, width: int, heads: int, config):

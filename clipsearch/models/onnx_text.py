@@ -11,7 +11,7 @@ The graph is exported once per model digest from the loaded model and kept in th
 under that digest, but only after ONNX Runtime's unit vectors have matched torch's within
 TOLERANCE on texts of every length. Only clipsearch's own CLIP is exported: its tokenizer
 is clipsearch's, which needs no torch; other families (open_clip's SigLIP, XLM-R) keep
-torch. The export needs the `onnx` package; running the tower, `onnxruntime` only.
+torch. Export and run need `onnxruntime` only (onnx_graph.py writes the graph).
 """
 
 from __future__ import annotations
@@ -59,10 +59,6 @@ def can_run() -> bool:
             version = importlib.metadata.version(distribution).split(".")[:2]
             return tuple(int(part) for part in version if part.isdigit()) >= MIN_RUNTIME
     return False
-
-
-def can_export() -> bool:
-    return can_run() and importlib.util.find_spec("onnx") is not None
 
 
 def folder_for(store: Path, digest: str) -> Path | None:
@@ -158,7 +154,7 @@ def _write(encoder: Encoder, folder: Path) -> None:
     }
     with open(folder / WEIGHTS, "wb") as data:
         graph = onnx_graph.text_tower(state, encoder.config, data, WEIGHTS)
-    (folder / GRAPH).write_bytes(graph.SerializeToString())
+    (folder / GRAPH).write_bytes(graph)
     about = {"digest": encoder.digest, "dim": encoder.dim, "made_by": "clipsearch"}
     (folder / ABOUT).write_text(json.dumps(about))
 

@@ -251,7 +251,7 @@ class Encoders:
     ) -> Path | None:
         """Export the model's text tower for ONNX Runtime into the store, once per model
         digest (onnx_text.py), so that later queries need no torch; its folder, or None
-        where it cannot be made (no `onnx`/`onnxruntime`, random weights or a model other
+        where it cannot be made (no `onnxruntime`, random weights or a model other
         than clipsearch's CLIP, a GPU asked for, or the check failed). With load False,
         only a model this Library has loaded already is exported; on_start is called
         before the export's few seconds begin."""
@@ -262,7 +262,7 @@ class Encoders:
         if folder is not None and folder.is_dir():
             return folder
         writable = os.access(self.store.path, os.W_OK)  # a store on a read-only volume
-        if not (writable and onnx_text.can_export() and self.device in (None, "auto", "cpu")):
+        if not (writable and onnx_text.can_run() and self.device in (None, "auto", "cpu")):
             return None
         encoder = self._loaded.get(spec)
         if encoder is None and not load:

@@ -16,11 +16,10 @@ import pytest
 from helpers import make_image
 
 from clipsearch import Library
-from clipsearch.models import onnx_text
+from clipsearch.models import onnx_proto, onnx_text
 from clipsearch.models.encoder import load_model
 
-pytest.importorskip("onnxruntime", reason="the fast extra (onnxruntime, onnx) is not installed")
-pytest.importorskip("onnx", reason="the fast extra (onnxruntime, onnx) is not installed")
+pytest.importorskip("onnxruntime", reason="the fast extra (onnxruntime) is not installed")
 
 QUERY = "a red square on a white table"
 # A fresh interpreter that asks one query, as `clipsearch query` does, and tells what read it.
@@ -119,24 +118,16 @@ def test_a_damaged_tower_is_passed_over_and_said_so(store, damage):
 def test_a_tower_that_reads_outside_its_folder_is_refused(store):
     """A store from someone else may hold a graph whose weights are any file: ONNX
     Runtime refuses external data outside the graph's folder, and torch answers."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     folder = exported(store)
-    weight = numpy_helper.from_array(np.zeros(4, np.float32), "w")
-    weight.data_location = TensorProto.EXTERNAL
-    weight.ClearField("raw_data")
-    for key, value in {"location": "../../catalog.db", "offset": "0", "length": "16"}.items():
-        entry = weight.external_data.add()
-        entry.key, entry.value = key, value
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["tokens", "w"], ["vectors"])], "hostile",
-        [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, [4])],
-        [helper.make_tensor_value_info("vectors", TensorProto.FLOAT, [4])], [weight],
+    where = {"location": "../../catalog.db", "offset": "0", "length": "16"}
+    graph = onnx_proto.model(
+        [onnx_proto.node("Add", ["tokens", "w"], ["vectors"])],
+        [onnx_proto.external_tensor("w", (4,), where)],
+        [onnx_proto.value_info("tokens", onnx_proto.FLOAT, ["4"])],
+        [onnx_proto.value_info("vectors", onnx_proto.FLOAT, ["4"])],
+        "hostile", 18, 8,
     )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    (folder / onnx_text.GRAPH).write_bytes(model.SerializeToString())
-    assert onnx.load(str(folder / onnx_text.GRAPH), load_external_data=False).graph.name
+    (folder / onnx_text.GRAPH).write_bytes(graph)
     after = ask(store)
     assert after["reader"] == "torch" and len(after["ids"]) == 5
     assert any("escapes" in w or "External data" in w for w in after["warnings"])

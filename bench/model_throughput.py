@@ -3,10 +3,16 @@
     python bench/model_throughput.py [--arch ViT-B-32] [--seconds 6]
     python bench/model_throughput.py --models random:ViT-B-32,open_clip:MobileCLIP-S1/random
     python bench/model_throughput.py --unfused --models random:ViT-B-32,apple/MobileCLIP-S0
+    python bench/model_throughput.py --onnx [--arch ViT-B-32] [--rounds 5]
 
 The second form compares models (open_clip's need the extra): images/s of each image
 tower at batch 32 in fp32 and in the precision `auto` picks here, as a ratio to the first;
 with --unfused, each MobileCLIP also as trained (its branches not fused, as load_model does).
+The third compares the fp32 image tower in torch, as indexing runs it, with the same tower
+exported to ONNX Runtime (torch.onnx.export; needs `onnx` and `onnxruntime`): per-image
+milliseconds at batch 1, 8 and 32, interleaved rounds, and the largest difference between
+their unit vectors. ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 approximate an
+AVX2-only CPU on the torch side (ONNX Runtime picks its kernels from the CPU itself).
 
 Prints images/s, achieved GFLOP/s, the fraction of the peak of a large matmul measured in
 the same run (fp32 peak for fp32/int8, bf16 peak for bf16), and each mode's cosine
@@ -17,6 +23,7 @@ speed and agreement do not depend on what the weights learned.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import numpy as np
@@ -87,6 +94,54 @@ def compare(specs: list[str], seconds: float, unfused: bool = False) -> None:
         )
 
 
+def against_onnx_runtime(arch: str, batches: list[int], rounds: int) -> None:
+    """fp32 image tower: torch (Encoder.encode_pixels' model call) beside ONNX Runtime."""
+    import io
+
+    import onnxruntime as ort
+
+    encoder = load_model(f"random:{arch}", precision="fp32")
+    visual = encoder.model.visual.eval()
+    size = encoder.image_size
+    pixels = np.random.default_rng(0).standard_normal((max(batches), 3, size, size))
+    pixels = pixels.astype(np.float32)
+    graph = io.BytesIO()
+    torch.onnx.export(
+        visual, (torch.from_numpy(pixels[:2]),), graph, input_names=["pixels"],
+        output_names=["vectors"], dynamic_axes={"pixels": {0: "n"}, "vectors": {0: "n"}},
+        opset_version=18, dynamo=False,
+    )  # fmt: skip
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(graph.getvalue(), options, providers=["CPUExecutionProvider"])
+    sides = {
+        "torch": lambda x: encoder.encode_pixels(x),
+        "onnxruntime": lambda x: unit(session.run(None, {"pixels": x})[0]),
+    }
+    worst = float(np.abs(sides["torch"](pixels[:8]) - sides["onnxruntime"](pixels[:8])).max())
+    print(f"threads={torch.get_num_threads()}  {arch} fp32; unit vectors differ by {worst:.1e}")
+    print(f"{'batch':>5} {'torch ms/img':>22} {'onnxruntime ms/img':>22} {'ratio':>6}")
+    for batch in batches:
+        spent: dict[str, list[float]] = {name: [] for name in sides}
+        for _ in range(rounds):
+            for name, run in sides.items():
+                run(pixels[:batch])  # warm
+                start = time.perf_counter()
+                run(pixels[:batch])
+                spent[name].append((time.perf_counter() - start) * 1000 / batch)
+        shown = {n: spread(v) for n, v in spent.items()}
+        ratio = statistics.median(spent["torch"]) / statistics.median(spent["onnxruntime"])
+        print(f"{batch:>5} {shown['torch']:>22} {shown['onnxruntime']:>22} {ratio:6.2f}")
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.1f} / {statistics.median(values):.1f} / {max(values):.1f}"
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arch", default="ViT-B-32")
@@ -94,7 +149,12 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--models", help="comma-separated model specs to compare")
     parser.add_argument("--unfused", action="store_true", help="also MobileCLIP unfused")
+    parser.add_argument("--onnx", action="store_true", help="fp32 torch beside ONNX Runtime")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    if args.onnx:
+        against_onnx_runtime(args.arch, [int(b) for b in args.batches.split(",")], args.rounds)
+        return
     if args.models:
         compare(args.models.split(","), args.seconds, args.unfused)
         return

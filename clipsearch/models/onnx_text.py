@@ -92,9 +92,9 @@ class OnnxTextTower:
     def __init__(self, folder: Path, name: str, digest: str):
         import onnxruntime as ort
 
-        for name in (GRAPH, WEIGHTS, ABOUT):  # not links to anything elsewhere
-            if not stat.S_ISREG(os.lstat(folder / name).st_mode):
-                raise ValueError(f"{name} is not a plain file")
+        for file in (GRAPH, WEIGHTS, ABOUT):  # not links to anything elsewhere
+            if not stat.S_ISREG(os.lstat(folder / file).st_mode):
+                raise ValueError(f"{file} is not a plain file")
         about = json.loads((folder / ABOUT).read_text())
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

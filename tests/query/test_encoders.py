@@ -32,7 +32,7 @@ ASK = textwrap.dedent(
         answer = lib.search(sys.argv[2], k=5, mode="vector")
         reader = "torch" if lib.loads else "onnx"  # the models torch loaded, if any
     print(json.dumps({
-        "reader": reader, "torch": "torch" in sys.modules,
+        "reader": reader, "torch": "torch" in sys.modules, "model": answer.model,
         "ids": [r.file_id for r in answer.results], "scores": [r.score for r in answer.results],
         "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
     }))
@@ -77,7 +77,7 @@ def test_an_exported_tower_answers_text_queries_without_torch(store):
     by_onnx = ask(store)
     assert (by_onnx["reader"], by_onnx["torch"]) == ("onnx", False)
     assert by_onnx["warnings"] == []
-    assert by_onnx["ids"] == by_torch["ids"]
+    assert (by_onnx["ids"], by_onnx["model"]) == (by_torch["ids"], by_torch["model"])
     np.testing.assert_allclose(by_onnx["scores"], by_torch["scores"], atol=1e-5)
 
 

@@ -449,7 +449,8 @@ def test_the_named_models_table_says_what_open_clip_builds(hub_cache):
     for p in PRETRAINED.values():
         arch, tag = p.open_clip
         if arch not in millions:
-            model = create(arch, pretrained_text=False, device="meta")
+            with torch.device("meta"):  # made there, not made on the CPU and moved
+                model = create(arch, pretrained_text=False, device="meta")
             millions[arch] = round(sum(t.numel() for t in model.parameters()) / 1e6)
         assert millions[arch] == p.params_m, p.name
         assert open_clip.get_model_config(arch)["embed_dim"] == p.embed_dim, p.name

@@ -67,20 +67,23 @@ def folder_for(store: Path, digest: str) -> Path | None:
     return store / FOLDER / digest if _DIGEST.fullmatch(digest) else None
 
 
-def exportable(encoder: Encoder) -> bool:
-    """Whether the encoder's text tower can be exported as it stands: clipsearch's CLIP
-    read from a file (random weights are for tests and benchmarks, and rebuilt from their
-    spec), on the CPU, in fp32, its modules not yet packed for oneDNN, answering for its
-    own weights (not a text tower aligned to another model's)."""
+def exportable_kind(encoder: Encoder) -> bool:
+    """Whether the encoder's model is of a kind whose text tower exports: clipsearch's
+    CLIP read from a file (random weights are for tests and benchmarks, and rebuilt from
+    their spec), answering for its own weights (not a tower aligned to another's)."""
     from .model import CLIP
 
     return (
         isinstance(encoder.model, CLIP)
         and encoder.source is not None
-        and encoder.device.type == "cpu"
-        and encoder.text_as_built
         and encoder.text_key == encoder.digest
     )
+
+
+def exportable(encoder: Encoder) -> bool:
+    """Whether the encoder's text tower can be exported as it stands: of a kind that
+    exports, on the CPU, in fp32, its modules not yet packed for oneDNN."""
+    return exportable_kind(encoder) and encoder.device.type == "cpu" and encoder.text_as_built
 
 
 class OnnxTextTower:

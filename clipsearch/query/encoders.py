@@ -265,8 +265,10 @@ class Encoders:
         if not (writable and onnx_text.can_run() and self.device in (None, "auto", "cpu")):
             return None
         encoder = self._loaded.get(spec)
-        if (encoder is None and not load) or (encoder and encoder.device.type != "cpu"):
-            return None  # nothing loaded to export from; or a GPU, which answers queries too
+        if encoder is None and not load:
+            return None  # nothing loaded to export from
+        if encoder and (encoder.device.type != "cpu" or not onnx_text.exportable_kind(encoder)):
+            return None  # a GPU, which answers queries too; or no tower to export
         if encoder is None or not onnx_text.exportable(encoder):
             encoder = self._load(spec, "fp32", text_only=True)
         folder = self._onnx_folder(spec)  # the digest is known once the model has loaded

@@ -139,3 +139,15 @@ def test_a_model_saved_over_is_read_by_torch_not_by_its_old_tower(store, tmp_pat
     with Library(store) as lib:
         reader = lib.text_reader(str(tmp_path / "model"))
     assert type(reader).__name__ == "Encoder"
+
+
+def test_random_weights_are_not_exported_nor_loaded_again_to_try(tmp_path):
+    for i in range(3):
+        make_image(tmp_path / "photos" / f"{i}.png", seed=i)
+    with Library(tmp_path / "store", create=True) as lib:
+        lib.index([tmp_path / "photos"], model="random:tiny")
+        lib.search(QUERY, k=3)
+        loads = list(lib.loads)
+        assert lib.export_text_tower(load=False) is None
+        assert lib.loads == loads  # the CLI asks after every query: no second load
+    assert not (tmp_path / "store" / onnx_text.FOLDER).exists()

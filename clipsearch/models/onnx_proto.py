@@ -46,7 +46,7 @@ def node(op_type: str, inputs: Iterable[str], outputs: Iterable[str], **attribut
     """NodeProto; attributes are floats, ints or lists of ints."""
     out = b"".join(text(1, name) for name in inputs) + b"".join(text(2, n) for n in outputs)
     out += text(4, op_type)
-    for name, value in attributes.items():
+    for name, value in sorted(attributes.items()):  # as onnx.helper orders them
         out += nested(5, _attribute(name, value))
     return out
 
@@ -90,4 +90,5 @@ def model(graph_nodes, initializers, inputs, outputs, name: str, opset: int, ir:
     graph = b"".join(nested(1, n) for n in graph_nodes) + text(2, name)
     graph += b"".join(nested(5, t) for t in initializers)
     graph += b"".join(nested(11, v) for v in inputs) + b"".join(nested(12, v) for v in outputs)
-    return integer(1, ir) + text(2, "clipsearch") + nested(7, graph) + nested(8, integer(2, opset))
+    opset_import = text(1, "") + integer(2, opset)  # the default domain, named as onnx does
+    return integer(1, ir) + text(2, "clipsearch") + nested(7, graph) + nested(8, opset_import)

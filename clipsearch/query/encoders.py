@@ -253,20 +253,21 @@ class Encoders:
         digest (onnx_text.py), so that later queries need no torch; its folder, or None
         where it cannot be made (no `onnxruntime`, random weights or a model other
         than clipsearch's CLIP, a GPU asked for, or the check failed). With load False,
-        only a model this Library has loaded already is exported; on_start is called
+        only a model this Library has loaded already is exported (None where it has loaded
+        none, at no cost: the CLI asks after every query and index run); on_start is called
         before the export's few seconds begin."""
+        spec = self.spec(spec)
+        encoder = self._loaded.get(spec)
+        if encoder is None and not load:
+            return None  # a query the tower read, an index run that embedded nothing
         from ..models import onnx_text
 
-        spec = self.spec(spec)
         folder = self._onnx_folder(spec)
         if folder is not None and folder.is_dir():
             return folder
         writable = os.access(self.store.path, os.W_OK)  # a store on a read-only volume
         if not (writable and onnx_text.can_run() and self.device in (None, "auto", "cpu")):
             return None
-        encoder = self._loaded.get(spec)
-        if encoder is None and not load:
-            return None  # nothing loaded to export from
         if encoder and (encoder.device.type != "cpu" or not onnx_text.exportable_kind(encoder)):
             return None  # a GPU, which answers queries too; or no tower to export
         if encoder is None or not onnx_text.exportable(encoder):

@@ -133,9 +133,8 @@ def export(encoder: Encoder, folder: Path) -> bool:
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
     try:
         _write(encoder, work)
-        if _largest_difference(encoder, OnnxTextTower(work, encoder.name, encoder.digest)) > (
-            TOLERANCE
-        ):
+        tower = OnnxTextTower(work, encoder.name, encoder.digest)
+        if _largest_difference(encoder, tower) > TOLERANCE:
             return False
         os.replace(work, folder)  # whole or not at all; another process's export stays
         return True

@@ -143,7 +143,7 @@ def open_library(store: Path | None, db: str | None, create: bool = False, **kwa
 def export_text_tower(lib, model: str | None) -> None:
     """After a command that loaded the model in torch (an index run that embedded, a
     query), export its text tower for ONNX Runtime (once per model), so that queries start
-    without torch: a second or two, after its output. A failure leaves queries on torch,
+    without torch: a few seconds, after its output. A failure leaves queries on torch,
     and says why."""
 
     def on_start() -> None:

@@ -31,6 +31,7 @@ OTHER_PYTHON = Path(
     os.environ.get("CLIPSEARCH_OPEN_CLIP_PYTHON", ROOT / ".venv-open-clip/bin/python")
 )
 SIGLIP2, MOBILECLIP, XLM_R = "ViT-B-16-SigLIP2", "MobileCLIP-S1", "xlm-roberta-base-ViT-B-32"
+SMALL_SIGLIP2 = "test-small-SigLIP2"  # registered by the small_siglip2 fixture
 TEXTS = ["a dog on a beach", "Hund am Strand", "海辺の犬", "a red car", ""]
 WORDS = "a dog on the beach red car photo of hund am strand 海辺の犬 cat sky".split()  # noqa: SIM905
 
@@ -86,6 +87,25 @@ def hub_cache(tmp_path, monkeypatch):
     return cache
 
 
+@pytest.fixture
+def small_siglip2(hub_cache, tmp_path) -> str:
+    """ViT-B-16-SigLIP2's own config, every switch kept (timm tower with attention pooling,
+    bidirectional text with last-token pooling, learned bias, SigLIP 2's tokenizer), at a
+    size whose training step and checkpoints take seconds and megabytes rather than a minute
+    and 7 GB: the tests that run the model rather than compare it with its name use it."""
+    import copy
+
+    open_clip = open_clip_module()
+    cfg = copy.deepcopy(open_clip.get_model_config(SIGLIP2))
+    cfg["embed_dim"] = 192  # vit_tiny's width: SigLIP 2's image tower has no projection
+    cfg["vision_cfg"]["timm_model_name"] = "vit_tiny_patch16_224"
+    cfg["text_cfg"].update(vocab_size=len(WORDS) + 4, width=192, heads=3, layers=2)
+    path = tmp_path / f"{SMALL_SIGLIP2}.json"
+    path.write_text(json.dumps(cfg))
+    open_clip.add_model_config(path)
+    return SMALL_SIGLIP2
+
+
 def images(n: int) -> list[Image.Image]:
     rng = np.random.default_rng(0)
     return [Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)) for _ in range(n)]
@@ -129,7 +149,7 @@ def test_digest_ties_vectors_to_weights_and_preprocessing(hub_cache):
 
 
 @needs_open_clip
-def test_a_folder_indexed_and_queried_with_siglip2(hub_cache, tmp_path):
+def test_a_folder_indexed_and_queried_with_siglip2(small_siglip2, tmp_path):
     from typer.testing import CliRunner
 
     from clipsearch.cli import app
@@ -137,7 +157,7 @@ def test_a_folder_indexed_and_queried_with_siglip2(hub_cache, tmp_path):
     photos = tmp_path / "photos"
     for i in range(6):
         make_image(photos / f"{i}.png", size=(64, 48), seed=i)
-    where = ["--store", str(tmp_path / "store"), "--model", f"open_clip:{SIGLIP2}/random:0"]
+    where = ["--store", str(tmp_path / "store"), "--model", f"open_clip:{small_siglip2}/random:0"]
 
     def cli(*args: str) -> str:
         result = CliRunner().invoke(app, [*args, *where])
@@ -157,14 +177,14 @@ def test_a_folder_indexed_and_queried_with_siglip2(hub_cache, tmp_path):
 
 
 @needs_open_clip
-def test_siglip_classifies_each_label_by_its_own_sigmoid(hub_cache, tmp_path):
+def test_siglip_classifies_each_label_by_its_own_sigmoid(small_siglip2, tmp_path):
     """As SigLIP was trained, and as open_clip scores it: sigmoid(scale x cosine + bias)
     for each label alone, so the labels need not sum to 1; CLIP keeps its softmax."""
     from clipsearch.training.evaluate import classify
 
     images = [str(make_image(tmp_path / f"{i}.png", size=(64, 48), seed=i)) for i in range(3)]
     labels = ["dog", "car", "Hund am Strand"]
-    siglip = load_model(f"open_clip:{SIGLIP2}/random:0")
+    siglip = load_model(f"open_clip:{small_siglip2}/random:0")
     probs = classify(siglip, images, labels, ["{}"])
     cosines = torch.from_numpy(siglip.encode_images(images) @ siglip.encode_text(labels).T)
     model = siglip.model
@@ -396,8 +416,10 @@ def pairs_file(tmp_path: Path, n: int = 4) -> tuple[Path, list[Path], list[str]]
 
 
 @needs_open_clip
-@pytest.mark.parametrize(("arch", "loss"), [(SIGLIP2, "SigLipLoss"), (MOBILECLIP, "ClipLoss")])
-def test_train_from_fine_tunes_with_the_models_own_loss(arch, loss, hub_cache, tmp_path):
+@pytest.mark.parametrize(
+    ("arch", "loss"), [(SMALL_SIGLIP2, "SigLipLoss"), (MOBILECLIP, "ClipLoss")]
+)
+def test_train_from_fine_tunes_with_the_models_own_loss(arch, loss, small_siglip2, tmp_path):
     """One step on one batch: the loss of that step is open_clip's own loss for the model
     on the same batch, and the run directory loads as a changed model of the same kind."""
     from clipsearch.images.pixels import preprocess

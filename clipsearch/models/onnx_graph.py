@@ -41,7 +41,7 @@ class _Builder:
         array = np.ascontiguousarray(array, dtype=np.float32)
         self.data.write(b"\0" * (-self.data.tell() % ALIGN))
         where = {"location": self.data_name, "offset": str(self.data.tell())}
-        self.data.write(array.tobytes())
+        self.data.write(memoryview(array).cast("B"))  # no copy of a contiguous one
         where["length"] = str(array.nbytes)
         self.initializers.append(proto.external_tensor(name, array.shape, where))
         return name

@@ -125,6 +125,35 @@ def test_an_export_that_disagrees_with_the_model_is_not_kept(tmp_path, reference
     assert not folder.exists() and list(folder.parent.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("tensor", "rows"),
+    [
+        ("positional_embedding", slice(40, None)),  # read only by the truncated text
+        ("token_embedding.weight", slice(onnx_text.END_OF_TEXT - 2, -2)),  # the last merge
+        ("token_embedding.weight", slice(255, 257)),  # a byte token and the first merge
+    ],
+)
+def test_the_check_catches_a_tower_wrong_at_the_ends(
+    tmp_path, reference, monkeypatch, tensor, rows
+):
+    """Wrong where only long texts or rare tokens reach: the check still sees it."""
+    from clipsearch.models import onnx_graph
+
+    encoder = load_model(saved_model(tmp_path, reference, monkeypatch), text_only=True)
+    written = onnx_graph.text_tower
+
+    def damaged(state, *args):
+        state = dict(state)
+        state[tensor] = state[tensor].copy()
+        state[tensor][rows] *= -1  # not a constant shift, which every LayerNorm undoes
+        return written(state, *args)
+
+    monkeypatch.setattr(onnx_graph, "text_tower", damaged)
+    folder = tmp_path / "store" / onnx_text.FOLDER / encoder.digest
+    assert not onnx_text.export(encoder, folder)
+    assert not folder.exists()
+
+
 def test_no_export_where_it_could_not_read_the_same(tmp_path, reference, monkeypatch):
     """Random weights (rebuilt from their spec), reduced precision, a tower already
     packed for oneDNN: none is exportable."""

@@ -26,7 +26,7 @@ from ..images.records import DataError, list_items
 from ..images.shards import shard_items
 from ..storage.catalog import Catalog
 from ..storage.schema import File
-from .scan import Found, ScanProblem, ScanResult, Walker, compare, is_under
+from .scan import Found, ScanProblem, ScanResult, Walker, collector_paused, compare, is_under
 
 
 @dataclass
@@ -74,6 +74,7 @@ class Planner:
         self.shards_read: list[tuple[str, int, int]] = []  # (path, size, mtime_ns)
         self.unchanged = 0
 
+    @collector_paused()
     def scan(self, roots: list[str], known: bool = True) -> ScanResult:
         """What is under the roots, compared with the catalog's rows (with known=False,
         for a store that has no catalog yet, everything is new)."""
@@ -167,6 +168,7 @@ class Planner:
             self.real_folders[parent] = os.path.realpath(parent)
         return is_under(os.path.join(self.real_folders[parent], os.path.basename(path)), [folder])
 
+    @collector_paused()
     def tasks(self, scan: ScanResult, model_id: int | None) -> list[Task]:
         """Files to embed: new, changed, and unchanged ones without this model's vector.
         Unchanged failures wait until the file changes, except HEIF and RAW files skipped

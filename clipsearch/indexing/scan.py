@@ -190,8 +190,9 @@ def compare(
 def collector_paused() -> Iterator[None]:
     """Python's cycle collector held off for a scan. A scan makes a few objects per file,
     none in a cycle, that live until it ends; every so often they set off a full
-    collection, which walks every object in the process: 60 ms of a 310 ms unchanged
-    re-run of 10,000 files, more with torch loaded (BENCHMARKS.md, Unchanged re-runs)."""
+    collection, which walks every object in the process: collections took 75 ms of a
+    310 ms unchanged re-run of 10,000 files, more with torch loaded (BENCHMARKS.md,
+    Unchanged re-runs)."""
     was_on = gc.isenabled()
     gc.disable()
     try:

@@ -186,13 +186,14 @@ def _largest_difference(encoder: Encoder, tower: OnnxTextTower) -> float:
 
 
 def _checked(tokenizer) -> np.ndarray:
-    """CHECKED's token ids, and a row of the vocabulary's ends: the byte tokens that
-    unicode falls back to, the first and the last merges."""
+    """CHECKED's token ids, and a row of the vocabulary's ends: the first and last byte
+    tokens (what unicode falls back to) and word-ending byte tokens, the first and the
+    last merges, start and end of text."""
     from ..core.errors import TruncationWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TruncationWarning)
         tokens = tokenizer(CHECKED)
     ends = np.zeros_like(tokens[0])
-    ends[:7] = [START_OF_TEXT, 0, 255, 256, 511, END_OF_TEXT - 2, END_OF_TEXT]
+    ends[:8] = [START_OF_TEXT, 0, 255, 256, 511, 512, END_OF_TEXT - 2, END_OF_TEXT]
     return np.concatenate([tokens, ends[None]])

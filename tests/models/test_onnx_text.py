@@ -130,7 +130,7 @@ def test_an_export_that_disagrees_with_the_model_is_not_kept(tmp_path, reference
     [
         ("positional_embedding", slice(40, None)),  # read only by the truncated text
         ("token_embedding.weight", slice(onnx_text.END_OF_TEXT - 2, -2)),  # the last merge
-        ("token_embedding.weight", slice(255, 257)),  # a byte token and the first merge
+        ("token_embedding.weight", slice(255, 257)),  # the last byte, the first word-ending one
     ],
 )
 def test_the_check_catches_a_tower_wrong_at_the_ends(

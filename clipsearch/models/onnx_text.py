@@ -174,12 +174,11 @@ def _largest_difference(encoder: Encoder, tower: OnnxTextTower) -> float:
     import torch
 
     tokens = _checked(encoder.tokenizer)
+    rows = [cut_to_longest(tokens[i : i + 1]) for i in range(len(tokens))]
     with torch.inference_mode():
-        want = [
-            encoder.model.encode_text(torch.from_numpy(cut_to_longest(row[None]))) for row in tokens
-        ]
-        want = torch.nn.functional.normalize(torch.cat(want), dim=-1).numpy()
-    got = np.concatenate([tower.encode_tokens(tokens[i : i + 1]) for i in range(len(tokens))])
+        y = torch.cat([encoder.model.encode_text(torch.from_numpy(row)) for row in rows])
+        want = torch.nn.functional.normalize(y, dim=-1).numpy()
+    got = np.concatenate([tower.encode_tokens(row) for row in rows])
     short = tokens[:, -1] == 0  # a batch of the full-length row costs what all the rest do
     together = tower.encode_tokens(tokens[short])
     return float(max(np.abs(got - want).max(), np.abs(together - want[short]).max()))

@@ -148,26 +148,42 @@ class Library:
         options: IndexOptions | None = None,
         progress: Progress | None = None,
         share_lock: bool = False,
+        quick: bool = True,
     ) -> IndexReport:
         """Index files and folders for a model. The store is locked and ready before
         anything else: a store that cannot be written fails at once. The model loads only
         if there is something to embed (and the decoding processes start while it does).
         share_lock: take the writer lock for each commit only, so that others writing the
-        store wait a moment rather than the whole run (a watcher's runs)."""
+        store wait a moment rather than the whole run (a watcher's runs). quick: where the
+        last run over these roots found nothing to do and nothing has changed since, say
+        so from a walk alone (indexing/settled.py; the CLI, which asked first, passes
+        False)."""
         from .indexing.indexer import Indexer, RunModel
         from .indexing.pool import DecodePool, default_workers
+        from .indexing.settled import SettledRuns
 
         options = options or IndexOptions()
         if options.ray:
             return self._index_on_ray(paths, model, options, progress)
+        settled = SettledRuns(self.store.path) if self.store.own_catalog else None
+        roots = absolute_roots(paths)
+        if quick and settled and not options.dry_run:
+            report = settled.check(roots, model, options)
+            if report is not None:
+                return report
         spec = self.encoders.spec(model)
         run_model = RunModel(lambda: self.encoder(spec), self.encoders.known_digest(spec))
         if options.dry_run:
             return Indexer(self.store, run_model, options).run(paths, progress)
         hold = self.store.sharing() if share_lock else self.store.writing()
         with hold, DecodePool(options.workers or default_workers()) as pool:
+            generation = self.catalog.generation()  # before the walk: writes since show
             indexer = Indexer(self.store, run_model, options, pool, share_lock=share_lock)
-            return indexer.run(paths, progress)
+            report = indexer.run(paths, progress)
+        quiet = indexer.quiet(generation, spec)
+        if settled and quiet:
+            settled.record(roots, model, options, quiet)
+        return report
 
     def _index_on_ray(
         self,

@@ -75,6 +75,11 @@ def index(
     it stopped. One process writes a store at a time; searching never waits."""
     options = IndexOptions(**settings)
     share_the_machine(background, threads, options)
+    with user_errors():
+        report = settled_report(store, db, paths, model, options)
+    if report is not None:
+        show_report(report, options, as_json)
+        return
     with (
         user_errors(),
         open_library(
@@ -87,12 +92,32 @@ def index(
         def progress(done: int, total: int) -> None:
             bar(done, total, f"{done / (time.perf_counter() - start):.1f} img/s")
 
-        report = lib.index([str(p) for p in paths], model, options, bar and progress)
-        if as_json:
-            emit_json(report.to_dict())
-        else:
-            show_index_report(report, options.dry_run)
+        paths_given = [str(p) for p in paths]
+        report = lib.index(paths_given, model, options, bar and progress, quick=False)
+        show_report(report, options, as_json)
         export_text_tower(lib, model)
+
+
+def settled_report(store: Path | None, db: str | None, paths: list[Path], model: str | None,
+                   options: IndexOptions):  # fmt: skip
+    """The report of a re-run with nothing to do, where the store's note of the last one
+    still holds (indexing/settled.py): answered before the library, SQLAlchemy, numpy and
+    FAISS are imported, which is most of such a run's time. None: run in full."""
+    if db or options.dry_run or options.ray:
+        return None
+    from ..images.items import absolute_roots
+    from ..indexing.settled import SettledRuns
+    from ..storage.layout import default_store
+
+    folder = Path(store).expanduser() if store else default_store()
+    return SettledRuns(folder).check(absolute_roots([str(p) for p in paths]), model, options)
+
+
+def show_report(report, options: IndexOptions, as_json: bool) -> None:
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        show_index_report(report, options.dry_run)
 
 
 WATCHED = ("batch_size", "workers", "preset", "include_hidden", "follow_symlinks", "exclude", "ocr")

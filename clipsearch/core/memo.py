@@ -69,11 +69,11 @@ class ModelDigests(MemoFile):
         if not (isinstance(entry, dict) and isinstance(entry.get("files"), dict)):
             return None
         files = entry["files"]
-        return entry.get("digest") if _stamps(list(files)) == files else None
+        return entry.get("digest") if stamps(list(files)) == files else None
 
     def put(self, spec: str, source: Path | None, digest: str) -> None:
         entries = self.read()
-        entries[spec_key(spec)] = {"digest": digest, "files": _stamps(_read_with(source))}
+        entries[spec_key(spec)] = {"digest": digest, "files": stamps(_read_with(source))}
         self.write(entries)
 
 
@@ -95,7 +95,9 @@ def _read_with(source: Path | None) -> list[str]:
     return [str(p) for folder in folders if folder.is_dir() for p in sorted(folder.iterdir())]
 
 
-def _stamps(paths: list[str]) -> dict[str, list[int] | None]:
+def stamps(paths: list[str]) -> dict[str, list[int] | None]:
+    """Each file's [size, mtime_ns], or None where it is missing: the same stamps, the
+    same files."""
     stamps: dict[str, list[int] | None] = {}
     for path in paths:
         try:

@@ -15,10 +15,8 @@ import numpy as np
 from PIL import Image
 
 from .decode import ImageInfo, ImageSource, open_image
+from .statistics import OPENAI_MEAN, OPENAI_STD
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)
 RESIZE_MODES = ("shortest", "squash", "longest")
 INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 

@@ -33,6 +33,7 @@ from .pool import DecodePool
 from .report import IndexReport, Progress, Stopwatch
 from .reuse import reuse_moved_and_copied
 from .scan import ScanResult
+from .settled import QuietRun
 from .text import read_texts
 
 if TYPE_CHECKING:  # torch: not imported by `status`, `forget` or decoding workers
@@ -96,6 +97,8 @@ class Indexer:
         self.ray = ray
         self.memory_budget: int | None = None
         self.watch = Stopwatch(self.report.profile)
+        self.planned = 0  # files to embed or remove
+        self.unreadable_text = 0  # images whose text could not be read: tried each run
 
     def run(self, roots: Sequence[str], progress: Progress | None = None) -> IndexReport:
         """Index under the store's writer lock (or sharing it); a dry run takes none and
@@ -136,6 +139,7 @@ class Indexer:
             known = self._known_model()
             model_id = known.id if known is not None else self._register()
             tasks = self._tasks(scan, model_id)
+        self.planned = len(tasks) + len(scan.missing)
         if tasks:
             encoder = self._load()
             if encoder.digest != self.catalog.models.get(model_id).digest:  # changed meanwhile
@@ -151,7 +155,7 @@ class Indexer:
             self.report.exif_read_again = fill_exif(self.catalog, roots)
         if self.store.reads_text(self.options.ocr):
             with self.watch("read text"):
-                self.report.text_read, _ = read_texts(
+                self.report.text_read, self.unreadable_text = read_texts(
                     self.catalog, roots, ocr.TextReader(), progress
                 )
         if self.planner.shards_read:  # every member has its row now: next time, not opened
@@ -159,6 +163,21 @@ class Indexer:
                 self.catalog.files.mark_shards_complete(s, self.planner.shards_read)
         with self.watch("vector index"), self.store.writing():
             self.update_index(model_id)
+
+    def quiet(self, generation: int | None, spec: str) -> QuietRun | None:
+        """What a run that found nothing to do and nothing in its way rested on (a note of
+        it lets the next run answer from its walk: settled.py); None for any other run.
+        generation: the catalog's, read before the run; spec: the model it ran."""
+        r = self.report
+        did = (r.exif_read_again, r.text_read, self.unreadable_text, self.planner.awaiting)
+        walked = self.planner.walked
+        if self.planned or any(did) or r.problems or self.planner.shards_read or walked is None:
+            return None
+        if generation is None or r.index_action != "unchanged" or self.model.digest is None:
+            return None
+        tunes = bool(preset_named(r.preset).tune)
+        reads_text = self.store.reads_text()
+        return QuietRun(walked, generation, spec, self.model.digest, r.preset, tunes, reads_text)
 
     def _known_model(self) -> Model | None:
         """The catalog's row for the model, found by the digest it is known to have."""

@@ -57,22 +57,21 @@ OUTSIDE_LIST = (
 class Planner:
     """Scans roots against the catalog and plans one model's work. What it met on the
     way is kept: `problems` (unreadable folders, bad roots and sources), `shards_read`
-    (to mark complete once their members are committed), `unchanged` (files left alone)."""
+    (to mark complete once their members are committed), `unchanged` (files left alone),
+    `awaiting` (failures that an extra, once installed, would retry), and `walked` (what
+    the walk found, where it met no list file or tar shard: settled.py)."""
 
     def __init__(self, catalog: Catalog, options: IndexOptions, skip: Sequence[str] = ()):
         """skip: folders never walked into (the store's own: its thumbnails are no photos)."""
         self.catalog = catalog
-        self.walker = Walker(
-            include_hidden=options.include_hidden,
-            follow_symlinks=options.follow_symlinks,
-            exclude=options.exclude,
-            skip=skip,
-        )
+        self.walker = Walker.of(options, skip)
         self.problems: list[ScanProblem] = self.walker.problems
         self.trust_lists = options.trust_lists
         self.real_folders: dict[str, str] = {}  # a list item's folder -> its real path
         self.shards_read: list[tuple[str, int, int]] = []  # (path, size, mtime_ns)
         self.unchanged = 0
+        self.awaiting = 0
+        self.walked: list[Found] | None = None
 
     @collector_paused()
     def scan(self, roots: list[str], known: bool = True) -> ScanResult:
@@ -81,6 +80,7 @@ class Planner:
         walked_roots, walked, listed = self._walk(roots)
         found = {f.path: f for f in walked + listed}
         shards = [f for f in found.values() if is_shard_name(f.path)]
+        self.walked = None if listed or shards else walked
         rows = self._rows(walked_roots, listed, shards) if known else {}
         complete = self.catalog.files.shards_complete([f.path for f in shards]) if known else {}
         by_shard: dict[str, list[File]] = {}
@@ -187,4 +187,7 @@ class Planner:
                 tasks.append(Task(Found(row.path, row.size, row.mtime_ns), replaces=row))
             else:
                 self.unchanged += 1
+                self.awaiting += row.state == "failed" and (
+                    skipped_for_heif(row.error) or skipped_for_raw(row.error)
+                )
         return tasks

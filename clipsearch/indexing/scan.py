@@ -15,10 +15,14 @@ import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..core import faults
+from ..core.config import IndexOptions
 from ..images.formats import ALL_EXTENSIONS, companions, is_raw_name
-from ..storage.schema import File
+
+if TYPE_CHECKING:  # SQLAlchemy: not imported by a re-run that finds nothing to do (settled.py)
+    from ..storage.schema import File
 
 
 @dataclass(slots=True)  # not frozen: a walk makes one per file, and frozen ones cost 4x
@@ -56,10 +60,20 @@ class Walker:
     skip: Sequence[str] = ()  # folders never walked into (the store's own, inside a root)
     unread: list[str] = field(default_factory=list)  # folders and entries it could not read
 
+    @classmethod
+    def of(cls, options: IndexOptions, skip: Sequence[str] = ()) -> Walker:
+        """The walk an indexing run with these options makes."""
+        return cls(
+            include_hidden=options.include_hidden,
+            follow_symlinks=options.follow_symlinks,
+            exclude=options.exclude,
+            skip=skip,
+        )
+
     def excluded(self, path: str, name: str) -> bool:
         return any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(path, g) for g in self.exclude)
 
-    def walk(self, root: str) -> Iterator[Found]:
+    def walk(self, root: str) -> list[Found]:
         """Image files under root (or root itself), depth first. Each folder is walked
         once, however many links lead to it: links that loop are reported, and links that
         meet again (a diamond) cannot multiply the paths."""
@@ -68,24 +82,24 @@ class Walker:
         except OSError as e:
             self.problems.append(ScanProblem(root, f"cannot read: {e.strerror}"))
             self.unread.append(root)
-            return
+            return []
         if stat.S_ISLNK(st.st_mode):
             if not os.path.isdir(root):
                 self.problems.append(
                     ScanProblem(root, "is a symbolic link; pass --follow-symlinks to index it")
                 )
-                return
+                return []
             st = os.stat(root)  # a link named as a root folder is where the user points
         if stat.S_ISREG(st.st_mode):
-            if not self._paired(root):
-                yield Found(root, st.st_size, st.st_mtime_ns)
-            return
+            return [] if self._paired(root) else [Found(root, st.st_size, st.st_mtime_ns)]
         key = (st.st_dev, st.st_ino)
         if key in self.visited:  # `index A L` with L -> A, or `index A A/sub`
             self.problems.append(ScanProblem(root, "is a folder already given; indexed once"))
-            return
+            return []
         self.visited.add(key)
-        yield from self._walk_dir(root, {key})
+        found: list[Found] = []
+        self._walk_dir(root, {key}, found)
+        return found
 
     @staticmethod
     def _paired(path: str) -> bool:
@@ -99,7 +113,9 @@ class Walker:
         except OSError:
             return False
 
-    def _walk_dir(self, folder: str, ancestors: set) -> Iterator[Found]:
+    def _walk_dir(self, folder: str, ancestors: set, found: list[Found]) -> None:
+        """The images under folder, appended to found (a list, not a generator: each
+        level of generators would pass every path up once more)."""
         try:
             faults.hit("list-folder", folder)
             entries = sorted(os.scandir(folder), key=BY_NAME)
@@ -112,6 +128,7 @@ class Walker:
             return
         paired = companions([e.name for e in entries])  # RAW+JPEG: indexed by the JPEG
         hide = not self.include_hidden
+        add = found.append
         for entry in entries:  # each step here is paid 100k times by a re-run of 100k files
             name = entry.name
             if (
@@ -134,21 +151,23 @@ class Walker:
                 self.problems.append(ScanProblem(entry.path, f"cannot stat: {e.strerror}"))
                 self.unread.append(entry.path)
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                if entry.path in self.skip:
-                    continue
-                key = (st.st_dev, st.st_ino)
-                if key in ancestors:
-                    self.problems.append(ScanProblem(entry.path, "symlink loop, not followed"))
-                    continue
-                if key in self.visited:
-                    continue
-                self.visited.add(key)
-                yield from self._walk_dir(entry.path, ancestors | {key})
-            elif image and stat.S_ISREG(st.st_mode):
-                yield Found(entry.path, st.st_size, st.st_mtime_ns)
+            if image and S_ISREG(st.st_mode):
+                add(Found(entry.path, st.st_size, st.st_mtime_ns))
+            elif S_ISDIR(st.st_mode):
+                self._enter(entry.path, (st.st_dev, st.st_ino), ancestors, found)
+
+    def _enter(self, folder: str, key: tuple[int, int], ancestors: set, found: list) -> None:
+        """A folder met in a walk, walked unless the store's own, a loop or seen before."""
+        if folder in self.skip:
+            return
+        if key in ancestors:
+            self.problems.append(ScanProblem(folder, "symlink loop, not followed"))
+        elif key not in self.visited:
+            self.visited.add(key)
+            self._walk_dir(folder, ancestors | {key}, found)
 
 
+S_ISDIR, S_ISREG = stat.S_ISDIR, stat.S_ISREG
 BY_NAME = operator.attrgetter("name")
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.errors import WeightsError
-from ..images.pixels import OPENAI_MEAN, OPENAI_STD, Preprocessing
+from ..images.pixels import Preprocessing
+from ..images.statistics import OPENAI_MEAN, OPENAI_STD
 
 if TYPE_CHECKING:
     from .model import CLIPConfig

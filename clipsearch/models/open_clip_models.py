@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from ..core.errors import WeightsError
-from ..images.pixels import INTERPOLATIONS, OPENAI_MEAN, OPENAI_STD, RESIZE_MODES, Preprocessing
+from ..images.pixels import INTERPOLATIONS, RESIZE_MODES, Preprocessing
+from ..images.statistics import OPENAI_MEAN, OPENAI_STD
 from . import apple_layout, mobileclip
 from .configs import config_file
 from .hub import HubError, hub_unreachable

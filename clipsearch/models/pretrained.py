@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..images.pixels import INCEPTION_MEAN, INCEPTION_STD, OPENAI_MEAN, OPENAI_STD
+from ..images.statistics import INCEPTION_MEAN, INCEPTION_STD, OPENAI_MEAN, OPENAI_STD
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from ..core.errors import FallbackWarning
 from ..core.memo import MemoFile
 from ..models.pretrained import DEFAULT_MODEL
 from ..storage.database import State
+from ..storage.layout import PRECISION_CHECKS_FILE, TEXT_MODELS_FILE
 from ..storage.schema import Model
-from ..storage.store import PRECISION_CHECKS_FILE, TEXT_MODELS_FILE, Store
+from ..storage.store import Store
 from .precision import PrecisionChecks, TextTowers
 from .search import QueryError
 

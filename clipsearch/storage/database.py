@@ -15,14 +15,14 @@ from enum import Enum
 from importlib import resources
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import create_engine, event, inspect, select, text, update
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session
 
 from ..core import faults
 from ..core.errors import ClipsearchError
-from .schema import SCHEMA_HEAD
+from .schema import SCHEMA_HEAD, Generation
 
 IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's and PostgreSQL's parameter limits
 
@@ -335,12 +335,23 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One transaction holding the database's write lock from its first statement:
-        everything in it commits together, or nothing does."""
+        everything in it commits together, or nothing does. It raises the generation
+        first, in the same transaction: a reader that finds the generation it saw last
+        knows that nothing was written since (indexing/settled.py)."""
         with self.write_guard():
             self.prepare()
             engine = self.engine.execution_options(write=True)
             with Session(engine, expire_on_commit=False) as s, s.begin():
+                s.execute(update(Generation).values(number=Generation.number + 1))
                 yield s
+
+    def generation(self) -> int | None:
+        """How many write transactions the catalog has had; None before it has this
+        clipsearch's schema."""
+        if self.state is not State.CURRENT:
+            return None
+        with self.read() as s:
+            return s.execute(select(Generation.number)).scalar_one()
 
     @contextmanager
     def writer_lock(self, wait: bool, on_wait=None) -> Iterator[None]:

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from ..core.files import write_atomic
+from .layout import QUERY_LOG_DIR
 
 KEEP = 256
-FOLDER = "query-log"
 
 
 def enabled_by_default() -> bool:
@@ -30,7 +30,7 @@ def enabled_by_default() -> bool:
 
 class QueryLog:
     def __init__(self, store: Path):
-        self.folder = store / FOLDER
+        self.folder = store / QUERY_LOG_DIR
 
     def _file(self, digest: str) -> Path:
         return self.folder / f"{digest}.f32"

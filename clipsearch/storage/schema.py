@@ -1,6 +1,7 @@
 """The catalog's tables, as a person would read them: files, the tar shards read whole,
-models, each file's vector per model, the log of vector changes, and the vector index
-built from them. Alembic's migrations (migrations/) make the database match these.
+models, each file's vector per model, the log of vector changes, the vector index built
+from them, and the generation that every write raises. Alembic's migrations (migrations/)
+make the database match these.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_HEAD = "0007"  # the newest migration: a database at it holds these tables
+SCHEMA_HEAD = "0008"  # the newest migration: a database at it holds these tables
 
 
 def utcnow() -> datetime:
@@ -208,3 +209,12 @@ class VectorIndex(Base):
     tombstones: Mapped[int] = mapped_column(Integer, default=0)  # removed, not yet purged
     recall: Mapped[str | None] = mapped_column(Text)  # JSON: recall.Recall, when measured
     built_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Generation(Base):
+    """One row: how many write transactions the catalog has had (database.py raises it in
+    each). Unchanged since a reader last looked, nothing in the catalog is."""
+
+    __tablename__ = "generation"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[int] = mapped_column(BigInteger)

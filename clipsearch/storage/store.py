@@ -17,23 +17,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import platformdirs
-
 from ..core.errors import ClipsearchError
 from ..core.memo import DigestCache, MemoFile, ModelDigests
 from .catalog import Catalog
-from .database import CatalogError, CatalogMissing, ReadOnly, sqlite_url
+from .database import CatalogMissing, ReadOnly, sqlite_url
+from .layout import (
+    CATALOG_FILE,
+    DIGESTS_FILE,
+    INDEX_DIR,
+    LOCK_FILE,
+    MODEL_DIGESTS_FILE,
+    SETTINGS_FILE,
+    default_store,
+)
 from .query_log import QueryLog
 from .vector_indexes import VectorIndexes
-
-CATALOG_FILE = "catalog.db"
-INDEX_DIR = "indexes"
-LOCK_FILE = "writer.lock"
-DIGESTS_FILE = "weights-digests.json"
-MODEL_DIGESTS_FILE = "model-digests.json"  # by spec: a no-op run loads no model
-PRECISION_CHECKS_FILE = "precision-checks.json"  # query/precision.py: PrecisionChecks
-TEXT_MODELS_FILE = "text-models.json"  # the text tower each image model's queries use
-SETTINGS_FILE = "settings.json"  # what `index` was told once and keeps doing (--ocr)
 
 
 class StoreNotFound(CatalogMissing):
@@ -42,19 +40,6 @@ class StoreNotFound(CatalogMissing):
 
 class StoreBusy(ClipsearchError):
     """Another process is writing the store and this one was asked not to wait."""
-
-
-def default_store() -> Path:
-    """CLIPSEARCH_HOME, else the platform's per-user data folder."""
-    env = os.environ.get("CLIPSEARCH_HOME")
-    if not env:
-        return Path(platformdirs.user_data_dir("clipsearch"))
-    try:
-        return Path(env).expanduser()
-    except RuntimeError:  # ~user of no such user
-        raise CatalogError(
-            f"CLIPSEARCH_HOME={env!r}: no such user's home folder; give a folder that exists"
-        ) from None
 
 
 OnWait = Callable[[str], None]  # told who holds the lock, before this process waits
@@ -83,6 +68,7 @@ class Store:
                 f"no clipsearch index at {self.path}; run `clipsearch index PATH` first "
                 "(or pass --store DIR / set CLIPSEARCH_HOME)"
             )
+        self.own_catalog = not db_url  # the store's catalog.db, not a --db elsewhere
         self.db_url = db_url or sqlite_url(self.path / CATALOG_FILE)
         self.catalog = Catalog(self.db_url)
         self.query_log = QueryLog(self.path)

@@ -20,7 +20,7 @@ from clipsearch.query.precision import RECHECK_GROWTH, PrecisionChecks, Verdict,
 from clipsearch.query.search import QueryError
 from clipsearch.storage import synthetic
 from clipsearch.storage.catalog import Catalog
-from clipsearch.storage.store import PRECISION_CHECKS_FILE
+from clipsearch.storage.layout import PRECISION_CHECKS_FILE
 
 MODEL = "random:tiny"
 pytestmark = pytest.mark.usefixtures("cpu_kind")

@@ -92,7 +92,7 @@ def test_a_store_made_before_words_gets_them_when_upgraded(tmp_path, tiny):
     url = f"sqlite:///{store / 'catalog.db'}"
     engine = sa.create_engine(url)
     with engine.begin() as conn:  # back to how the store was at 0006
-        for undo in ("DROP TABLE words", "DROP TABLE text_lines",
+        for undo in ("DROP TABLE generation", "DROP TABLE words", "DROP TABLE text_lines",
                      "ALTER TABLE files DROP COLUMN text_read",
                      "UPDATE alembic_version SET version_num = '0006'"):  # fmt: skip
             conn.execute(sa.text(undo))

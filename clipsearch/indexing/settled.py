@@ -38,6 +38,7 @@ from ..storage.layout import (
     QUERY_LOG_DIR,
     SETTINGS_FILE,
     SETTLED_FILE,
+    has_sidecars,
 )
 from .report import IndexReport
 from .scan import Found, Walker, collector_paused
@@ -168,10 +169,13 @@ def fingerprint(found: list[Found]) -> str:
 
 
 def generation(catalog: Path) -> int | None:
-    """The catalog's generation (schema.Generation), read without changing the file; None
-    where there is none to read."""
+    """The catalog's generation (schema.Generation), read without changing the file or
+    leaving SQLite's -wal and -shm beside it where there were none; None where there is
+    none to read."""
     try:
-        uri = f"file:{quote(str(catalog))}?mode=ro"
+        uri = f"file:{quote(str(catalog))}?mode=ro" + (
+            "" if has_sidecars(catalog) else "&immutable=1"
+        )
         with closing(sqlite3.connect(uri, uri=True)) as db:
             return db.execute("SELECT number FROM generation").fetchone()[0]
     except (sqlite3.Error, TypeError):

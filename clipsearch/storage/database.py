@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from ..core import faults
 from ..core.errors import ClipsearchError
+from .layout import has_sidecars
 from .schema import SCHEMA_HEAD, Generation
 
 IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's and PostgreSQL's parameter limits
@@ -92,11 +93,6 @@ def read_only_engine(path: Path, immutable: bool) -> Engine:
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
     return engine
-
-
-def has_sidecars(path: Path) -> bool:
-    """Whether SQLite's -wal, -shm or -journal file is beside the database."""
-    return any(path.with_name(path.name + end).exists() for end in ("-wal", "-shm", "-journal"))
 
 
 def make_engine(url: str | URL) -> Engine:

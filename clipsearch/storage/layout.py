@@ -34,3 +34,8 @@ def default_store() -> Path:
         raise ClipsearchError(
             f"CLIPSEARCH_HOME={env!r}: no such user's home folder; give a folder that exists"
         ) from None
+
+
+def has_sidecars(path: Path) -> bool:
+    """Whether SQLite's -wal, -shm or -journal file is beside the database."""
+    return any(path.with_name(path.name + end).exists() for end in ("-wal", "-shm", "-journal"))

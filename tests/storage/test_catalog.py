@@ -210,6 +210,27 @@ def test_an_in_memory_catalog_is_refused():
         Catalog("sqlite://")
 
 
+def test_every_write_transaction_raises_the_generation_and_an_undone_one_does_not(tmp_path):
+    """What settled.py trusts: a write anyone made since shows in one number, read by
+    Python's own sqlite3 as by SQLAlchemy."""
+    from clipsearch.indexing.settled import generation
+
+    catalog = Catalog(url(tmp_path / "c.db"))
+    assert catalog.generation() is None and generation(tmp_path / "c.db") is None
+    catalog.prepare()
+    assert catalog.generation() == 0 == generation(tmp_path / "c.db")
+    catalog.models.register("m", "vit", "d1", 2)
+    with catalog.write() as s:
+        s.add(File(path="/p/a.png", size=1, mtime_ns=1, state="ok"))
+    assert catalog.generation() == 2 == generation(tmp_path / "c.db")
+    with pytest.raises(RuntimeError), catalog.write() as s:
+        s.add(File(path="/p/b.png", size=1, mtime_ns=1, state="ok"))
+        s.flush()
+        raise RuntimeError("undone")
+    assert catalog.generation() == 2 == generation(tmp_path / "c.db")
+    catalog.close()
+
+
 def test_the_log_position_never_moves_back(tmp_path):
     """Two writers out of order: the one that read the log earlier must not point the
     catalog back at its older index and drop the changes logged since."""

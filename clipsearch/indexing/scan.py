@@ -141,7 +141,9 @@ class Walker:
                 link = entry.is_symlink()
                 if link and not self.follow_symlinks:
                     continue
-                image = wanted(name)
+                dot = name.rfind(".")  # as wanted(name), without its call for most photos
+                lower = dot > 0 and name[0] != "." and name[dot:] in WANTED_EXTENSIONS
+                image = lower or wanted(name)
                 if not (image or link or entry.is_dir(follow_symlinks=False)):
                     continue  # a file no image: no stat for it (the folder listing says so)
                 st = entry.stat(follow_symlinks=True)

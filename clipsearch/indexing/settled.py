@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import marshal
 import os
 import sqlite3
 import time
+from array import array
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,9 +163,13 @@ def _key(roots: list[str], spec: str | None, options: IndexOptions) -> str:
 
 
 def fingerprint(found: list[Found]) -> str:
-    """Every file's path, size and mtime, in the walk's order, as one digest."""
-    listing = marshal.dumps([(f.path, f.size, f.mtime_ns) for f in found])
-    return hashlib.blake2b(listing, digest_size=16).hexdigest()
+    """Every file's path, size and mtime, in the walk's order, as one digest (paths apart
+    by NUL, which no path holds; the numbers as 64-bit integers)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update("\0".join([f.path for f in found]).encode("utf-8", "surrogateescape"))
+    digest.update(array("q", [f.size for f in found]))
+    digest.update(array("q", [f.mtime_ns for f in found]))
+    return digest.hexdigest()
 
 
 def generation(catalog: Path) -> int | None:

@@ -85,9 +85,6 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-EXIF_READ = 1  # this reading of EXIF (catalog column exif_read): 1 = with lens and place
-
-
 def exif_details(img: Image.Image) -> dict:
     """What a photo's EXIF says of it: capture time, camera, lens, place. A broken EXIF
     block, or a value that is no time or position, is unknown, not an error."""

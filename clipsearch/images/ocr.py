@@ -15,7 +15,6 @@ import numpy as np
 from ..core.errors import ClipsearchError
 from .decode import item_source, open_image
 
-TEXT_READ = 1  # this reading; a newer one (another engine, size) reads every file again
 MAX_SIDE = 1600
 MIN_CONFIDENCE = 0.5  # lines the reader is less sure of are noise more often than text
 INSTALL = 'pip install "clipsearch[ocr]"'

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..core import faults
-from ..images.decode import EXIF_READ, read_exif
+from ..core.versions import EXIF_READ
+from ..images.decode import read_exif
 from ..storage.catalog import Catalog
 from ..storage.database import chunks
 from .overtaken import still_there

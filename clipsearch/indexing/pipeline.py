@@ -23,7 +23,8 @@ import numpy as np
 
 from ..core import faults
 from ..core.config import IndexOptions
-from ..images.decode import EXIF_READ, ImageInfo
+from ..core.versions import EXIF_READ
+from ..images.decode import ImageInfo
 from ..images.formats import skipped_for_heif, skipped_for_raw
 from ..storage.catalog import Catalog
 from .cores import CoreShare

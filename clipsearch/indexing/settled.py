@@ -29,6 +29,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .. import __version__
+from ..core import versions
 from ..core.config import IndexOptions
 from ..core.memo import MemoFile, ModelDigests, stamps
 from ..storage.layout import (
@@ -151,6 +152,9 @@ def _key(roots: list[str], spec: str | None, options: IndexOptions) -> str:
     """A run's roots, model and the options a run with nothing to do depends on."""
     asked = [
         __version__,
+        versions.SCHEMA_HEAD,
+        versions.EXIF_READ,
+        versions.TEXT_READ,
         roots,
         spec,
         options.include_hidden,

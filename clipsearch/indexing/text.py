@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..core import faults
+from ..core.versions import TEXT_READ
 from ..images.decode import ImageError
-from ..images.ocr import TEXT_READ, TextReader
+from ..images.ocr import TextReader
 from ..storage.catalog import Catalog
 from ..storage.database import chunks
 from .overtaken import still_there

@@ -22,8 +22,9 @@ from sqlalchemy.orm import Session
 
 from ..core import faults
 from ..core.errors import ClipsearchError
+from ..core.versions import SCHEMA_HEAD
 from .layout import has_sidecars
-from .schema import SCHEMA_HEAD, Generation
+from .schema import Generation
 
 IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's and PostgreSQL's parameter limits
 

@@ -24,8 +24,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_HEAD = "0008"  # the newest migration: a database at it holds these tables
-
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -107,7 +105,7 @@ class File(Base):
     lens: Mapped[str | None] = mapped_column(Text)
     latitude: Mapped[float | None] = mapped_column(Float, index=True)  # degrees, WGS 84
     longitude: Mapped[float | None] = mapped_column(Float)
-    exif_read: Mapped[int | None]  # which reading of EXIF filled these (images.decode.EXIF_READ)
+    exif_read: Mapped[int | None]  # which reading of EXIF filled these (core.versions.EXIF_READ)
     meta: Mapped[str | None] = mapped_column(Text)  # JSON: a shard's sidecars, a list's row
     text_read: Mapped[int | None]  # which reading of text in images filled text_lines
     state: Mapped[str] = mapped_column(String(8), default="ok")  # ok | failed

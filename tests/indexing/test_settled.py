@@ -13,6 +13,7 @@ import pytest
 from helpers import make_image
 
 from clipsearch import Library, load_model
+from clipsearch.core import versions
 from clipsearch.core.config import IndexOptions
 from clipsearch.indexing import settled as settled_module
 from clipsearch.indexing.report import IndexReport
@@ -135,8 +136,19 @@ def test_a_model_saved_over_is_loaded_again(tmp_path, photos):
     assert not settled(again) and again.unchanged == 7 and "model load" in again.profile
 
 
-def test_another_clipsearch_version_runs_in_full(store, photos, monkeypatch):
-    monkeypatch.setattr(settled_module, "__version__", "99.0")
+@pytest.mark.parametrize(
+    "where, name, value",
+    [
+        (settled_module, "__version__", "99.0"),
+        (versions, "SCHEMA_HEAD", "9999"),
+        (versions, "EXIF_READ", 99),
+        (versions, "TEXT_READ", 99),
+    ],  # fmt: skip
+    ids=["version", "schema", "EXIF reading", "text reading"],
+)
+def test_another_clipsearch_runs_in_full(store, photos, monkeypatch, where, name, value):
+    """A newer clipsearch may read again what an older one left alone."""
+    monkeypatch.setattr(where, name, value)
     assert not settled(run(store, [photos]))
 
 

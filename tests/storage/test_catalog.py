@@ -15,10 +15,11 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from clipsearch.cli import app
+from clipsearch.core.versions import SCHEMA_HEAD
 from clipsearch.storage.catalog import Catalog
 from clipsearch.storage.catalog_vectors import log_changes
 from clipsearch.storage.database import CatalogError, State, make_engine, migrate
-from clipsearch.storage.schema import SCHEMA_HEAD, File
+from clipsearch.storage.schema import File
 
 
 def url(path) -> str:

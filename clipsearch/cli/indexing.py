@@ -71,8 +71,9 @@ def index(
     **settings,
 ) -> None:
     """Embed every image under PATHS into the store. Re-runs touch only new, changed,
-    moved and deleted files; an interrupted run (Ctrl-C, kill, power cut) continues where
-    it stopped. One process writes a store at a time; searching never waits."""
+    moved and deleted files (one that finds nothing to do is a walk of the folders); an
+    interrupted run (Ctrl-C, kill, power cut) continues where it stopped. One process
+    writes a store at a time; searching never waits."""
     options = IndexOptions(**settings)
     share_the_machine(background, threads, options)
     with user_errors():
@@ -92,8 +93,7 @@ def index(
         def progress(done: int, total: int) -> None:
             bar(done, total, f"{done / (time.perf_counter() - start):.1f} img/s")
 
-        paths_given = [str(p) for p in paths]
-        report = lib.index(paths_given, model, options, bar and progress, quick=False)
+        report = lib.index([str(p) for p in paths], model, options, bar and progress, quick=False)
         show_report(report, options, as_json)
         export_text_tower(lib, model)
 

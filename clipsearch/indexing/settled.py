@@ -26,7 +26,6 @@ from array import array
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 from .. import __version__
 from ..core import versions
@@ -40,6 +39,7 @@ from ..storage.layout import (
     SETTINGS_FILE,
     SETTLED_FILE,
     has_sidecars,
+    read_only_uri,
 )
 from .report import IndexReport
 from .scan import Found, Walker, collector_paused
@@ -181,9 +181,7 @@ def generation(catalog: Path) -> int | None:
     leaving SQLite's -wal and -shm beside it where there were none; None where there is
     none to read."""
     try:
-        uri = f"file:{quote(str(catalog))}?mode=ro" + (
-            "" if has_sidecars(catalog) else "&immutable=1"
-        )
+        uri = read_only_uri(catalog, immutable=not has_sidecars(catalog))
         with closing(sqlite3.connect(uri, uri=True)) as db:
             return db.execute("SELECT number FROM generation").fetchone()[0]
     except (sqlite3.Error, TypeError):

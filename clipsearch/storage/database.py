@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from ..core import faults
 from ..core.errors import ClipsearchError
 from ..core.versions import SCHEMA_HEAD
-from .layout import has_sidecars
+from .layout import has_sidecars, read_only_uri
 from .schema import Generation
 
 IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's and PostgreSQL's parameter limits
@@ -84,12 +84,8 @@ def _sqlite_begin(conn) -> None:
 
 
 def read_only_engine(path: Path, immutable: bool) -> Engine:
-    """An engine that cannot change the file: SQLite's read-only mode; `immutable` too
-    where no -wal, -shm or -journal file can matter (SQLite then reads the file alone and
-    makes none of them)."""
-    from urllib.parse import quote
-
-    uri = f"file:{quote(str(path))}?mode=ro" + ("&immutable=1" if immutable else "")
+    """An engine that cannot change the file (layout.read_only_uri)."""
+    uri = read_only_uri(path, immutable)
     engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True))
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)

@@ -36,6 +36,15 @@ def default_store() -> Path:
         ) from None
 
 
+def read_only_uri(path: Path, immutable: bool) -> str:
+    """SQLite's URI for reading a database file without changing it; `immutable` where no
+    -wal, -shm or -journal file can matter (SQLite then reads the file alone and makes
+    none of them)."""
+    from urllib.parse import quote
+
+    return f"file:{quote(str(path))}?mode=ro" + ("&immutable=1" if immutable else "")
+
+
 def has_sidecars(path: Path) -> bool:
     """Whether SQLite's -wal, -shm or -journal file is beside the database."""
     return any(path.with_name(path.name + end).exists() for end in ("-wal", "-shm", "-journal"))

@@ -127,19 +127,19 @@ class Walker:
             self.unread.append(folder)
             return
         paired = companions([e.name for e in entries])  # RAW+JPEG: indexed by the JPEG
-        hide = not self.include_hidden
+        hide, exclude, follow = not self.include_hidden, self.exclude, self.follow_symlinks
         add = found.append
         for entry in entries:  # each step here is paid 100k times by a re-run of 100k files
             name = entry.name
             if (
                 (hide and name[0] == ".")
                 or (paired and name in paired)
-                or (self.exclude and self.excluded(entry.path, name))
+                or (exclude and self.excluded(entry.path, name))
             ):
                 continue
             try:
                 link = entry.is_symlink()
-                if link and not self.follow_symlinks:
+                if link and not follow:
                     continue
                 dot = name.rfind(".")  # as wanted(name), without its call for most photos
                 lower = dot > 0 and name[0] != "." and name[dot:] in WANTED_EXTENSIONS

@@ -15,6 +15,15 @@ PROCESS_ENV = {
 PROCESS_NICE = os.getpriority(os.PRIO_PROCESS, 0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def user_cache(tmp_path_factory):
+    """The user's cache folder (weights digests, core/memo.py) is the session's own: tests
+    never write the real one, and each session hashes its models afresh. Processes the
+    tests start inherit it."""
+    os.environ["CLIPSEARCH_CACHE"] = str(tmp_path_factory.mktemp("user-cache"))
+    return Path(os.environ["CLIPSEARCH_CACHE"])
+
+
 @pytest.fixture(autouse=True)
 def own_process_settings():
     """`clipsearch index` run in this process (CliRunner, in tests or their fixtures)

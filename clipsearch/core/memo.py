@@ -1,4 +1,6 @@
-"""Small JSON files in which a store remembers costly answers (weights digests, int8 checks).
+"""Small JSON files in which a store remembers costly answers (weights digests, int8 checks),
+and the user's cache folder, where weights digests are also kept for every store and
+command.
 
 No torch here: the store owns these files, and commands like `status` never import torch.
 A memo is only ever a shortcut, so it is written best effort and read forgivingly: a
@@ -9,9 +11,24 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 
 from .files import write_atomic
+
+USER_DIGESTS_FILE = "weights-digests.json"  # in user_cache()
+
+
+def user_cache() -> Path:
+    """CLIPSEARCH_CACHE, else the platform's per-user cache folder (~/.cache/clipsearch)."""
+    env = os.environ.get("CLIPSEARCH_CACHE")
+    if env:
+        with contextlib.suppress(RuntimeError):  # ~user of no such user: taken as written
+            return Path(env).expanduser()
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("clipsearch"))
 
 
 class MemoFile:
@@ -34,8 +51,21 @@ class MemoFile:
 
 class DigestCache(MemoFile):
     """Digests of weights files, by path, size and mtime (as the indexer tells unchanged
-    photos). Hashing costs a second for ViT-B/32, and a text query should not have to read
-    the image tower to learn which vectors its weights made."""
+    photos). Hashing costs half a second for ViT-B/32 (three for ViT-L/14), and a text
+    query should not have to read the image tower to learn which vectors its weights made.
+    A store's cache asks the user's (`shared`) for what it has not seen: a new store, or
+    `embed` and `eval`, which have none, hash a model once per user."""
+
+    def __init__(self, path: Path, shared: DigestCache | None = None, own_folder: bool = False):
+        """own_folder: the cache makes its folder (the user's); a store's is made by the
+        store's first write."""
+        super().__init__(path)
+        self.shared = shared
+        self.own_folder = own_folder
+
+    @classmethod
+    def of_user(cls) -> DigestCache:
+        return cls(user_cache() / USER_DIGESTS_FILE, own_folder=True)
 
     @staticmethod
     def _key(source: Path) -> tuple[str, list[int]]:
@@ -47,15 +77,22 @@ class DigestCache(MemoFile):
             return None
         key, stamp = self._key(source)
         entry = self.read().get(key)
-        return entry[1] if entry and entry[0] == stamp else None
+        if entry and entry[0] == stamp:
+            return entry[1]
+        return self.shared.get(source) if self.shared is not None else None
 
     def put(self, source: Path | None, digest: str) -> None:
         if source is None:
             return
         key, stamp = self._key(source)
-        entries = self.read()
+        entries = {k: v for k, v in self.read().items() if os.path.exists(k)}  # none gone
         entries[key] = [stamp, digest]
+        if self.own_folder:
+            with contextlib.suppress(OSError):
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.write(entries)
+        if self.shared is not None:
+            self.shared.put(source, digest)
 
 
 class ModelDigests(MemoFile):

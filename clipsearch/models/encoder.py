@@ -394,9 +394,10 @@ def load_model(
       - "random:<config>[:seed]" or "open_clip:<arch>/random[:seed]", untrained weights for
         tests and benchmarks.
 
-    text_only leaves out the image tower, for queries: with the digest known to `digests`,
-    its weights are not even read.
+    text_only leaves out the image tower, for queries: with the digest known to `digests`
+    (by default the user's: core/memo.py), its weights are not even read.
     """
+    digests = DigestCache.of_user() if digests is None else digests
     weights = resolve(spec, text_only=text_only)
     if weights.aligned_to is not None:  # a text tower: the image model's vectors are its own
         return Encoder(
@@ -408,15 +409,14 @@ def load_model(
             owns_model=True,
             aligned=True,
         )
-    digest = digests.get(weights.source) if digests is not None else None
+    digest = digests.get(weights.source)
     if digest is not None:
         model = weights.build(text_only=text_only)
     else:  # the digest covers every tensor: read them all, once
         weights = weights if weights.complete else resolve(spec)
         model = weights.build()
         digest = weights_digest(model)
-        if digests is not None:
-            digests.put(weights.source, digest)
+        digests.put(weights.source, digest)
         if text_only:
             model.visual = None
     encoder = Encoder(

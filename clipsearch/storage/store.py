@@ -73,7 +73,7 @@ class Store:
         self.catalog = Catalog(self.db_url)
         self.query_log = QueryLog(self.path)
         self.indexes = VectorIndexes(self.catalog, self.path / INDEX_DIR, self.query_log)
-        self.digests = DigestCache(self.path / DIGESTS_FILE)
+        self.digests = DigestCache(self.path / DIGESTS_FILE, shared=DigestCache.of_user())
         self.model_digests = ModelDigests(self.path / MODEL_DIGESTS_FILE)
         self.settings = MemoFile(self.path / SETTINGS_FILE)
         self.wait = wait

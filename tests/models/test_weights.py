@@ -13,6 +13,7 @@ from helpers import make_image
 from safetensors.torch import save_file
 
 from clipsearch.core.memo import DigestCache
+from clipsearch.models import encoder as encoder_module
 from clipsearch.models.encoder import load_model
 from clipsearch.models.model import CLIP, CONFIGS
 from clipsearch.models.weights import PRETRAINED, Pretrained, WeightsError, resolve
@@ -198,6 +199,23 @@ def test_changed_weights_file_is_hashed_again(tmp_path):
     assert load_model(str(tmp_path / "m"), digests=digests).digest == first.digest
     second.save(str(tmp_path / "m"))  # same path, new weights
     assert load_model(str(tmp_path / "m"), text_only=True, digests=digests).digest == second.digest
+
+
+def test_a_model_is_hashed_once_per_user_for_every_store_and_command(tmp_path, monkeypatch):
+    """The user's cache (CLIPSEARCH_CACHE, the session's own here) answers for a store
+    that has not seen the model, and for commands without a store (embed, eval)."""
+    load_model("random:tiny:4").save(str(tmp_path / "m"))
+    hashed = []
+    real = encoder_module.weights_digest
+    monkeypatch.setattr(encoder_module, "weights_digest", lambda m: hashed.append(1) or real(m))
+    first = load_model(str(tmp_path / "m"))  # no store: the user's cache learns it
+    again = load_model(str(tmp_path / "m"), text_only=True)
+    store = DigestCache(tmp_path / "store" / "digests.json", shared=DigestCache.of_user())
+    in_a_store = load_model(str(tmp_path / "m"), text_only=True, digests=store)
+    assert len(hashed) == 1 and again.model.visual is None
+    assert first.digest == again.digest == in_a_store.digest
+    assert (tmp_path / "store").exists() is False  # a store's folder is its first write's
+    assert DigestCache.of_user().get(first.source) == first.digest
 
 
 def test_digest_cache_survives_garbage_and_read_only_folders(tmp_path):

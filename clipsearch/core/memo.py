@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .files import write_atomic
 
-USER_DIGESTS_FILE = "weights-digests.json"  # in user_cache()
+DIGESTS_FILE = "weights-digests.json"  # a DigestCache: in a store, and in user_cache()
 
 
 def user_cache() -> Path:
@@ -65,7 +65,7 @@ class DigestCache(MemoFile):
 
     @classmethod
     def of_user(cls) -> DigestCache:
-        return cls(user_cache() / USER_DIGESTS_FILE, own_folder=True)
+        return cls(user_cache() / DIGESTS_FILE, own_folder=True)
 
     @staticmethod
     def _key(source: Path) -> tuple[str, list[int]]:

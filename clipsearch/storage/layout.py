@@ -8,11 +8,11 @@ import os
 from pathlib import Path
 
 from ..core.errors import ClipsearchError
+from ..core.memo import DIGESTS_FILE as DIGESTS_FILE  # named where the cache is
 
 CATALOG_FILE = "catalog.db"
 INDEX_DIR = "indexes"
 LOCK_FILE = "writer.lock"
-DIGESTS_FILE = "weights-digests.json"
 MODEL_DIGESTS_FILE = "model-digests.json"  # by spec: a no-op run loads no model
 PRECISION_CHECKS_FILE = "precision-checks.json"  # query/precision.py: PrecisionChecks
 TEXT_MODELS_FILE = "text-models.json"  # the text tower each image model's queries use

@@ -100,7 +100,7 @@ class PackedAttention(nn.Module):
             qkv = _linear()(x, self.in_proj_packed, self.in_proj_bias)
         else:
             qkv = self.in_proj(x)
-        return self.out_proj(attend(qkv, self.heads, causal))
+        return self.out_proj(attend(*qkv.chunk(3, dim=-1), self.heads, causal))
 
 
 def _dynamic_linear(weight: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype) -> nn.Module:

@@ -10,7 +10,7 @@ transformers = pytest.importorskip("transformers")
 
 from clipsearch.models.encoder import Encoder, load_model  # noqa: E402
 from clipsearch.models.hf_layout import hf_to_openai  # noqa: E402
-from clipsearch.models.model import CLIP, CONFIGS  # noqa: E402
+from clipsearch.models.model import CLIP, CONFIGS, QuickGELU  # noqa: E402
 
 TOL = 1e-5
 
@@ -170,6 +170,35 @@ def test_gradient_checkpointing_gives_same_gradients():
     model.set_grad_checkpointing(True)
     checkpointed = grads()
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, checkpointed))
+
+
+def test_the_image_tower_computes_its_last_block_at_the_class_token_alone_to_the_same_end():
+    """The pooled output, and every gradient, as when the last block computes all tokens."""
+    torch.manual_seed(0)
+    visual = CLIP(CONFIGS["tiny"]).train().visual
+    pixels, _ = inputs(32, n=4)
+
+    def run(full: bool):
+        visual.zero_grad()
+        if full:
+            x = visual.transformer(visual.ln_pre(visual.tokens(pixels)))
+            out = visual.ln_post(x[:, 0]) @ visual.proj
+        else:
+            out = visual(pixels)
+        (out * torch.arange(out.shape[1])).sum().backward()
+        return [out.detach(), *(p.grad.clone() for p in visual.parameters())]
+
+    full, first = run(full=True), run(full=False)
+    for a, b in zip(full, first):
+        assert (a - b).abs().max() <= 1e-6 * max(1.0, b.abs().max().item())
+    assert full[0].abs().max() > 0.1  # a real output, not zeros on both sides
+
+
+def test_quick_gelu_without_gradients_gives_the_very_same_numbers():
+    x = torch.randn(64, 96)
+    with torch.no_grad():
+        fast = QuickGELU()(x)
+    assert torch.equal(fast, QuickGELU()(x)) and not torch.equal(fast, x)
 
 
 def test_a_hf_directory_brings_its_own_preprocessing(tmp_path):

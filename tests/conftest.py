@@ -16,12 +16,21 @@ PROCESS_NICE = os.getpriority(os.PRIO_PROCESS, 0)
 
 
 @pytest.fixture(autouse=True, scope="session")
-def user_cache(tmp_path_factory):
-    """The user's cache folder (weights digests, core/memo.py) is the session's own: tests
-    never write the real one, and each session hashes its models afresh. Processes the
-    tests start inherit it."""
+def session_cache(tmp_path_factory):
+    """The user's cache folder (weights digests, core/memo.py; exported text towers,
+    models/onnx_text.py) is never the real one: the session's own for fixtures wider than
+    a test, ..."""
     os.environ["CLIPSEARCH_CACHE"] = str(tmp_path_factory.mktemp("user-cache"))
     return Path(os.environ["CLIPSEARCH_CACHE"])
+
+
+@pytest.fixture(autouse=True)
+def user_cache(session_cache, tmp_path_factory, monkeypatch):
+    """... and each test's own, so that what one test exported or hashed is not found by
+    the next. Processes the tests start inherit it."""
+    folder = tmp_path_factory.mktemp("user-cache")
+    monkeypatch.setenv("CLIPSEARCH_CACHE", str(folder))
+    return folder
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,11 @@ lie beside the graph as external data (read in place, not parsed out of the grap
 protobuf) and it neither rewrites the graph nor repacks the weights when it opens them:
 work that only a process asking many queries would earn back.
 
-The graph is exported once per model digest from the loaded model and kept in the store
-under that digest, but only after ONNX Runtime's unit vectors have matched torch's within
-TOLERANCE on texts of every length. Only clipsearch's own CLIP is exported: its tokenizer
+The graph is exported once per model digest from the loaded model and kept in the user's
+cache folder under that digest (every store with that model reads it; the KEPT most
+recently used stay), but only after ONNX Runtime's unit vectors have matched torch's
+within TOLERANCE on texts of every length. A store where an earlier clipsearch kept one
+is read too. Only clipsearch's own CLIP is exported: its tokenizer
 is clipsearch's, which needs no torch; other families (open_clip's SigLIP, XLM-R) keep
 torch. Export and run need `onnxruntime` only (onnx_graph.py writes the graph).
 """
@@ -44,7 +46,8 @@ from .tokenizer import (
 if TYPE_CHECKING:
     from .encoder import Encoder
 
-FOLDER = "text-towers"  # in the store: one folder per model digest
+FOLDER = "text-towers"  # in the user's cache (or an older store): one folder per digest
+KEPT = 4  # towers the user's cache keeps, the most recently used (250 MB for ViT-B/32)
 GRAPH, WEIGHTS, ABOUT = "tower.onnx", "tower.data", "tower.json"
 OFF = "CLIPSEARCH_NO_ONNX"
 MIN_RUNTIME = (1, 25)  # ONNX Runtime that checks external data paths, symbolic links too
@@ -68,10 +71,30 @@ def can_run() -> bool:
     return False
 
 
-def folder_for(store: Path, digest: str) -> Path | None:
-    """Where the tower of the model with this digest is kept in a store; None for a
-    string that is not a digest (the digest is read from the store's files)."""
-    return store / FOLDER / digest if _DIGEST.fullmatch(digest) else None
+def folder_for(place: Path, digest: str) -> Path | None:
+    """Where the tower of the model with this digest is kept under a folder (the user's
+    cache, a store); None for a string that is not a digest (it is read from a store's
+    files, which may come from someone else)."""
+    return place / FOLDER / digest if _DIGEST.fullmatch(digest) else None
+
+
+def used(folder: Path) -> None:
+    """Count the tower as used now, for keeping the most recently used (prune)."""
+    with contextlib.suppress(OSError):  # a folder this user cannot write
+        os.utime(folder)
+
+
+def prune(towers: Path, keep: int = KEPT) -> None:
+    """Delete all but the `keep` most recently used towers in this folder of towers."""
+
+    def last_used(folder: Path) -> float:
+        with contextlib.suppress(OSError):
+            return folder.stat().st_mtime
+        return 0.0
+
+    found = [p for p in towers.iterdir() if _DIGEST.fullmatch(p.name) and p.is_dir()]
+    for old in sorted(found, key=last_used, reverse=True)[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def exportable_kind(encoder: Encoder) -> bool:
@@ -144,6 +167,7 @@ def export(encoder: Encoder, folder: Path) -> bool:
         if _largest_difference(encoder, tower) > TOLERANCE:
             return False
         os.replace(work, folder)  # whole or not at all; another process's export stays
+        prune(folder.parent)
         return True
     except OSError:
         if folder.is_dir():  # another process finished the same export first

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..core.errors import FallbackWarning
-from ..core.memo import MemoFile
+from ..core.memo import MemoFile, user_cache
 from ..models.pretrained import DEFAULT_MODEL
 from ..storage.database import State
 from ..storage.layout import PRECISION_CHECKS_FILE, TEXT_MODELS_FILE
@@ -224,7 +224,9 @@ class Encoders:
         if folder is None or not folder.is_dir() or not onnx_text.can_run():
             return None
         try:
-            return onnx_text.OnnxTextTower(folder, spec, folder.name)
+            tower = onnx_text.OnnxTextTower(folder, spec, folder.name)
+            onnx_text.used(folder)
+            return tower
         except Exception as e:  # ONNX Runtime's errors share no base class but Exception
             reason = " ".join(str(e).split())[:200]
             warnings.warn(
@@ -238,11 +240,15 @@ class Encoders:
 
     def _onnx_folder(self, spec: str) -> Path | None:
         """Where the model's exported text tower is (or would be) kept: by the digest the
-        spec loaded to last time, while none of its files has changed."""
+        spec loaded to last time, while none of its files has changed; in the store where
+        an earlier clipsearch put it there, else in the user's cache."""
         from ..models import onnx_text
 
         digest = self.known_digest(spec)
-        return onnx_text.folder_for(self.store.path, digest) if digest else None
+        in_store = onnx_text.folder_for(self.store.path, digest) if digest else None
+        if in_store is None or in_store.is_dir():
+            return in_store
+        return onnx_text.folder_for(user_cache(), digest)
 
     def export_text_tower(
         self,
@@ -250,10 +256,11 @@ class Encoders:
         load: bool = True,
         on_start: Callable[[], None] | None = None,
     ) -> Path | None:
-        """Export the model's text tower for ONNX Runtime into the store, once per model
-        digest (onnx_text.py), so that later queries need no torch; its folder, or None
-        where it cannot be made (no `onnxruntime`, random weights or a model other
-        than clipsearch's CLIP, a GPU asked for, or the check failed). With load False,
+        """Export the model's text tower for ONNX Runtime into the user's cache, once per
+        model digest (onnx_text.py), so that later queries need no torch; its folder, or
+        None where it cannot be made (no `onnxruntime`, random weights or a model other
+        than clipsearch's CLIP, a GPU asked for, a cache folder this user cannot write,
+        or the check failed). With load False,
         only a model this Library has loaded already is exported (None where it has loaded
         none, at no cost: the CLI asks after every query and index run); on_start is called
         before the export's few seconds begin."""
@@ -266,8 +273,7 @@ class Encoders:
         folder = self._onnx_folder(spec)
         if folder is not None and folder.is_dir():
             return folder
-        writable = os.access(self.store.path, os.W_OK)  # a store on a read-only volume
-        if not (writable and onnx_text.can_run() and self.device in (None, "auto", "cpu")):
+        if not (onnx_text.can_run() and self.device in (None, "auto", "cpu") and _writable()):
             return None
         if encoder and (encoder.device.type != "cpu" or not onnx_text.exportable_kind(encoder)):
             return None  # a GPU, which answers queries too; or no tower to export
@@ -291,3 +297,14 @@ class Encoders:
     def _digest_of(self, spec: str) -> str | None:
         """The digest of the store's model of that name, without loading it."""
         return next((m.digest for m, _ in self._models() if m.name == spec), None)
+
+
+def _writable() -> bool:
+    """The user's cache folder can take an exported tower, or be made where it can (it
+    may be read-only, or not a folder at all, wherever CLIPSEARCH_CACHE points)."""
+    from ..models import onnx_text
+
+    place = user_cache().absolute() / onnx_text.FOLDER
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    return place.is_dir() and os.access(place, os.W_OK)

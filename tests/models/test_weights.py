@@ -202,7 +202,7 @@ def test_changed_weights_file_is_hashed_again(tmp_path):
 
 
 def test_a_model_is_hashed_once_per_user_for_every_store_and_command(tmp_path, monkeypatch):
-    """The user's cache (CLIPSEARCH_CACHE, the session's own here) answers for a store
+    """The user's cache (CLIPSEARCH_CACHE, the test's own here) answers for a store
     that has not seen the model, and for commands without a store (embed, eval)."""
     load_model("random:tiny:4").save(str(tmp_path / "m"))
     hashed = []

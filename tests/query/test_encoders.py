@@ -1,6 +1,7 @@
-"""Which tower reads a query's words: for a Library's first text query, the store's text
-tower exported for ONNX Runtime where it has one (then no torch is imported at all), else
-torch; a damaged or hostile tower is passed over, and said so."""
+"""Which tower reads a query's words: for a Library's first text query, the model's text
+tower exported for ONNX Runtime where the user's cache (or an older store) has one (then
+no torch is imported at all), else torch; a damaged or hostile tower is passed over, and
+said so."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from helpers import make_image
 
 from clipsearch import Library
+from clipsearch.core.memo import user_cache
 from clipsearch.models import onnx_proto, onnx_text
 from clipsearch.models.encoder import load_model
 
@@ -63,7 +65,7 @@ def ask(store, query: str = QUERY, env: dict[str, str] | None = None) -> dict:
 def exported(store) -> Path:
     with Library(store) as lib:
         folder = lib.export_text_tower()
-    assert folder is not None and folder.parent == store / onnx_text.FOLDER
+    assert folder is not None and folder.parent == user_cache() / onnx_text.FOLDER
     return folder
 
 
@@ -79,6 +81,52 @@ def test_an_exported_tower_answers_text_queries_without_torch(store):
     assert by_onnx["warnings"] == []
     assert (by_onnx["ids"], by_onnx["model"]) == (by_torch["ids"], by_torch["model"])
     np.testing.assert_allclose(by_onnx["scores"], by_torch["scores"], atol=1e-5)
+
+
+def test_a_new_store_with_the_same_model_reads_the_tower_made_for_the_first(store, tmp_path):
+    folder = exported(store)
+    made = (folder / onnx_text.GRAPH).stat().st_mtime_ns
+    with Library(tmp_path / "second", create=True) as lib:
+        lib.index([tmp_path / "photos"], model=str(tmp_path / "model"))
+        assert lib.export_text_tower(load=False) == folder  # as the CLI asks after `index`
+    assert (folder / onnx_text.GRAPH).stat().st_mtime_ns == made  # found, not made again
+    answer = ask(tmp_path / "second")
+    assert (answer["reader"], answer["torch"]) == ("onnx", False)
+    assert answer["ids"] == ask(store, env={"CLIPSEARCH_NO_ONNX": "1"})["ids"]
+
+
+def test_a_tower_an_older_clipsearch_kept_in_the_store_is_read_there(store):
+    folder = exported(store)
+    in_store = store / onnx_text.FOLDER / folder.name
+    in_store.parent.mkdir()
+    folder.rename(in_store)
+    assert exported_anywhere(store) == in_store
+    assert ask(store)["reader"] == "onnx" and not folder.exists()
+
+
+def exported_anywhere(store) -> Path | None:
+    with Library(store) as lib:
+        return lib.export_text_tower()
+
+
+def test_no_export_where_the_users_cache_cannot_be_written(store, monkeypatch, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("CLIPSEARCH_CACHE", str(tmp_path / "a-file"))
+    assert exported_anywhere(store) is None
+    assert ask(store)["reader"] == "torch"
+
+
+def test_the_users_cache_keeps_the_most_recently_used_towers(tmp_path):
+    towers = tmp_path / onnx_text.FOLDER
+    digests = [f"{i:016x}" for i in range(onnx_text.KEPT + 2)]
+    for age, digest in enumerate(digests):
+        (towers / digest).mkdir(parents=True)
+        os.utime(towers / digest, (1000 + age, 1000 + age))
+    (towers / "not-a-digest").mkdir()
+    onnx_text.used(towers / digests[0])  # the oldest, used just now
+    onnx_text.prune(towers)
+    kept = sorted(p.name for p in towers.iterdir())
+    assert kept == sorted([digests[0], *digests[-(onnx_text.KEPT - 1) :], "not-a-digest"])
 
 
 def test_torch_reads_after_the_first_query_or_where_it_is_loaded_or_asked(store):
@@ -151,3 +199,4 @@ def test_random_weights_are_not_exported_nor_loaded_again_to_try(tmp_path):
         assert lib.export_text_tower(load=False) is None
         assert lib.loads == loads  # the CLI asks after every query: no second load
     assert not (tmp_path / "store" / onnx_text.FOLDER).exists()
+    assert not (user_cache() / onnx_text.FOLDER).exists()

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core import faults
 from ..core.config import IndexOptions
+from ..core.heap import reusing_freed_memory
 from ..core.versions import EXIF_READ
 from ..images.decode import ImageInfo
 from ..images.formats import skipped_for_heif, skipped_for_raw
@@ -110,7 +111,7 @@ class Pipeline:
         batch = max(1, self.options.batch_size)
         chunks = [tasks[i : i + batch] for i in range(0, len(tasks), batch)]
         items = [[t.item for t in c] for c in chunks]
-        with self._pool() as pool, self._cores(pool) as measuring:
+        with self._pool() as pool, self._cores(pool) as measuring, reusing_freed_memory():
             batches = pool.decode(items, self.encoder.preprocessing)
             for number, chunk in enumerate(chunks, 1):
                 with self.watch("first batch decoded" if number == 1 else "waiting for decoding"):

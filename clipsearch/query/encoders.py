@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..core import collector
 from ..core.errors import FallbackWarning
 from ..core.memo import MemoFile, user_cache
 from ..models.pretrained import DEFAULT_MODEL
@@ -132,16 +133,17 @@ class Encoders:
         return self.precision == "auto" and resolve_device(self.device).type == "cpu"
 
     def _load(self, spec: str, precision: str, text_only: bool) -> Encoder:
-        from ..models.encoder import load_model
-
         self.loads.append((spec, precision, text_only))
-        encoder = load_model(
-            spec,
-            device=self.device,
-            precision=precision,
-            text_only=text_only,
-            digests=self.store.digests,
-        )
+        with collector.paused():
+            from ..models.encoder import load_model
+
+            encoder = load_model(
+                spec,
+                device=self.device,
+                precision=precision,
+                text_only=text_only,
+                digests=self.store.digests,
+            )
         aligned = encoder.text_key != encoder.digest  # a text tower answers for another's
         if not aligned and self.store.model_digests.get(spec) != encoder.digest:
             self.store.model_digests.put(spec, encoder.source, encoder.digest)

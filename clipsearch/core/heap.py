@@ -3,9 +3,10 @@
 A model's forward pass allocates tens of megabytes a layer and frees them a moment later.
 By default glibc gives such blocks back to the system as they are freed (its mmap
 threshold adapts up to 32 MB, and it trims the heap's top past twice that), so the next
-layer's pages are faulted in and zeroed by the kernel again: indexing 300 images with
-ViT-B/32 in fp32 took about a million page faults and 2.5-4 s of system time (of 20 s) on
-two cores; kept, 140,000 and 1-1.7 s (`/usr/bin/time -f "%S %R" clipsearch index`).
+layer's pages are faulted in and zeroed by the kernel again: indexing 300 small images
+with ViT-B/32 in fp32 took about a million page faults and 3.3-4.1 s of system time (of
+20 s) on two cores; kept, 150,000 and 0.8-1.7 s (`/usr/bin/time -f "%S %R" clipsearch
+index`, three interleaved pairs).
 Keeping them costs no memory the process did not hold at its peak already, and it is
 given back when the work ends. Elsewhere than glibc nothing changes.
 """

@@ -9,7 +9,10 @@ This side needs `onnx` for torch's exporter and `onnxruntime` (`pip install onnx
 onnxruntime`; the `ocr` extra brings the latter).
 
 Both sides run the same model: OpenAI's ViT-B/32 with random weights (clipsearch's
-`random:ViT-B-32`, saved to disk), its two towers exported to ONNX in rclip's layout
+`random:ViT-B-32`, saved to disk), its two towers exported to ONNX in rclip's layout, the
+image tower as open_clip computes it (what rclip's scripts/convert_model.py exports: a
+convolution for the patches, every token through every block, where clipsearch's last
+block computes the class token alone)
 (`$RCLIP_DATADIR/ViT-B-32-256-datacomp_s34b_b86k/{visual,textual}.onnx`, input "input",
 one output, vectors not normalised: rclip normalises) with clipsearch's BPE vocabulary as
 rclip's tokenizer. rclip resizes to 256 px for its own model; a wrapper sets its
@@ -96,12 +99,20 @@ def export_for_rclip(model_dir: Path, datadir: Path) -> float:
 
 
 class Tower(torch.nn.Module):
-    """One of the model's towers, as the module torch.onnx.export takes."""
+    """One of the model's towers, as the module torch.onnx.export takes; the image tower
+    as open_clip computes it."""
 
     def __init__(self, clip: torch.nn.Module, name: str):
         super().__init__()
         self.clip = clip.eval()
-        self.encode = clip.encode_image if name == "visual" else clip.encode_text
+        self.encode = self.open_clip_image if name == "visual" else clip.encode_text
+
+    def open_clip_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        v = self.clip.visual
+        x = v.conv1(pixels).flatten(2).transpose(1, 2)
+        x = torch.cat([v.class_embedding.expand(x.shape[0], 1, -1), x], dim=1)
+        x = v.transformer(v.ln_pre(x + v.positional_embedding))
+        return v.ln_post(x[:, 0]) @ v.proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode(x)

@@ -159,7 +159,7 @@ class OnnxTextTower:
 def export(encoder: Encoder, folder: Path) -> bool:
     """Write the encoder's text tower to `folder` (which must not exist yet), checked
     against the encoder first; False, and nothing written, where the check fails."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # yours alone, as a store
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
     try:
         _write(encoder, work)

@@ -194,6 +194,18 @@ def test_the_image_tower_computes_its_last_block_at_the_class_token_alone_to_the
     assert full[0].abs().max() > 0.1  # a real output, not zeros on both sides
 
 
+@pytest.mark.parametrize("size", [32, 35])  # 35: a remainder the convolution leaves out
+def test_the_patch_embedding_is_the_convolution_it_replaces(size):
+    torch.manual_seed(0)
+    visual = CLIP(CONFIGS["tiny"]).eval().visual
+    pixels = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        convolved = visual.conv1(pixels).flatten(2).transpose(1, 2)
+        tokens = visual.tokens(pixels)
+    assert torch.allclose(tokens[:, 1:] - visual.positional_embedding[1:], convolved, atol=1e-5)
+    assert torch.allclose(tokens[:, 0], visual.class_embedding + visual.positional_embedding[0])
+
+
 def test_quick_gelu_without_gradients_gives_the_very_same_numbers():
     x = torch.randn(64, 96)
     with torch.no_grad():

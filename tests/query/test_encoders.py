@@ -90,6 +90,7 @@ def test_a_new_store_with_the_same_model_reads_the_tower_made_for_the_first(stor
         lib.index([tmp_path / "photos"], model=str(tmp_path / "model"))
         assert lib.export_text_tower(load=False) == folder  # as the CLI asks after `index`
     assert (folder / onnx_text.GRAPH).stat().st_mtime_ns == made  # found, not made again
+    assert folder.parent.stat().st_mode & 0o777 == 0o700  # the user's alone
     answer = ask(tmp_path / "second")
     assert (answer["reader"], answer["torch"]) == ("onnx", False)
     assert answer["ids"] == ask(store, env={"CLIPSEARCH_NO_ONNX": "1"})["ids"]

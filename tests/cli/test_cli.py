@@ -442,6 +442,7 @@ def test_index_exports_the_text_tower_and_queries_start_without_torch(tmp_path):
     """An index run that embedded exports the model's text tower; a query that finds none
     (a store indexed before, an export deleted) makes it after its answer."""
     pytest.importorskip("onnxruntime", reason="the fast extra is not installed")
+    from clipsearch.core.memo import user_cache
     from clipsearch.models.encoder import load_model
     from clipsearch.models.onnx_text import FOLDER
 
@@ -459,7 +460,7 @@ def test_index_exports_the_text_tower_and_queries_start_without_torch(tmp_path):
     fast = subprocess.run(query, capture_output=True, text=True, timeout=300)
     assert fast.returncode == 0 and not imported_torch(fast.stderr), fast.stderr[-2000:]
     assert "Exporting" not in fast.stderr and len(fast.stdout.split()) == 4
-    shutil.rmtree(tmp_path / "store" / FOLDER)
+    shutil.rmtree(user_cache() / FOLDER)  # kept for the user, not in the store
     first = subprocess.run(query, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0 and imported_torch(first.stderr), first.stderr[-2000:]
     assert "Exporting the model's text tower, once" in first.stderr

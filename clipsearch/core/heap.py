@@ -28,11 +28,12 @@ TRIM_DEFAULT = 128 * 2**10  # glibc's own
 @functools.cache
 def _glibc() -> ctypes.CDLL | None:
     try:
-        os.confstr("CS_GNU_LIBC_VERSION")
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return None
         libc = ctypes.CDLL(None)
-        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
     except (AttributeError, ValueError, OSError):  # not glibc (macOS, musl, Windows)
         return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
 @contextlib.contextmanager

@@ -78,6 +78,16 @@ def folder_for(place: Path, digest: str) -> Path | None:
     return place / FOLDER / digest if _DIGEST.fullmatch(digest) else None
 
 
+def can_keep(place: Path) -> bool:
+    """Towers can be kept under this folder: it can be written, or made where it can be
+    (the user's cache may be read-only, or not a folder at all, wherever CLIPSEARCH_CACHE
+    points). Nothing is created to learn it."""
+    folder = place.absolute() / FOLDER
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder.is_dir() and os.access(folder, os.W_OK)
+
+
 def used(folder: Path) -> None:
     """Count the tower as used now, for keeping the most recently used (prune)."""
     with contextlib.suppress(OSError):  # a folder this user cannot write

@@ -275,7 +275,8 @@ class Encoders:
         folder = self._onnx_folder(spec)
         if folder is not None and folder.is_dir():
             return folder
-        if not (onnx_text.can_run() and self.device in (None, "auto", "cpu") and _writable()):
+        on_cpu = self.device in (None, "auto", "cpu")
+        if not (on_cpu and onnx_text.can_run() and onnx_text.can_keep(user_cache())):
             return None
         if encoder and (encoder.device.type != "cpu" or not onnx_text.exportable_kind(encoder)):
             return None  # a GPU, which answers queries too; or no tower to export
@@ -299,14 +300,3 @@ class Encoders:
     def _digest_of(self, spec: str) -> str | None:
         """The digest of the store's model of that name, without loading it."""
         return next((m.digest for m, _ in self._models() if m.name == spec), None)
-
-
-def _writable() -> bool:
-    """The user's cache folder can take an exported tower, or be made where it can (it
-    may be read-only, or not a folder at all, wherever CLIPSEARCH_CACHE points)."""
-    from ..models import onnx_text
-
-    place = user_cache().absolute() / onnx_text.FOLDER
-    while not place.exists() and place != place.parent:
-        place = place.parent
-    return place.is_dir() and os.access(place, os.W_OK)

@@ -11,8 +11,10 @@ with --unfused, each MobileCLIP also as trained (its branches not fused, as load
 The third compares the fp32 image tower in torch, as indexing runs it, with the same tower
 exported to ONNX Runtime (torch.onnx.export; needs `onnx` and `onnxruntime`): per-image
 milliseconds at batch 1, 8 and 32, interleaved rounds, and the largest difference between
-their unit vectors. ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 approximate an
-AVX2-only CPU on the torch side (ONNX Runtime picks its kernels from the CPU itself).
+their unit vectors; torch twice, its fp32 linears on MKL and on oneDNN (models/onednn.py
+chooses by the CPU's vendor; the ratios are each to ONNX Runtime's).
+ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 approximate an AVX2-only CPU on the torch
+side (ONNX Runtime picks its kernels from the CPU itself).
 
 Prints images/s, achieved GFLOP/s, the fraction of the peak of a large matmul measured in
 the same run (fp32 peak for fp32/int8, bf16 peak for bf16), and each mode's cosine
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 
 from clipsearch.core.heap import reusing_freed_memory
+from clipsearch.models import onednn
 from clipsearch.models.encoder import Encoder, load_model
 from clipsearch.models.model import CONFIGS, CLIPConfig
 from clipsearch.models.tokenizer import default_tokenizer
@@ -100,7 +103,8 @@ def compare(specs: list[str], seconds: float, unfused: bool = False) -> None:
 
 
 def against_onnx_runtime(arch: str, batches: list[int], rounds: int) -> None:
-    """fp32 image tower: torch (Encoder.encode_pixels' model call) beside ONNX Runtime."""
+    """fp32 image tower: torch (Encoder.encode_pixels), its linears on MKL and on oneDNN
+    (models/onednn.py picks one by the CPU's vendor), beside ONNX Runtime."""
     import io
 
     import onnxruntime as ort
@@ -120,12 +124,17 @@ def against_onnx_runtime(arch: str, batches: list[int], rounds: int) -> None:
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(graph.getvalue(), options, providers=["CPUExecutionProvider"])
     sides = {
-        "torch": lambda x: encoder.encode_pixels(x),
+        "torch, MKL": lambda x: with_onednn(False, encoder.encode_pixels, x),
+        "torch, oneDNN": lambda x: with_onednn(True, encoder.encode_pixels, x),
         "onnxruntime": lambda x: unit(session.run(None, {"pixels": x})[0]),
     }
-    worst = float(np.abs(sides["torch"](pixels[:8]) - sides["onnxruntime"](pixels[:8])).max())
+    worst = max(
+        float(np.abs(sides[name](pixels[:8]) - sides["onnxruntime"](pixels[:8])).max())
+        for name in ("torch, MKL", "torch, oneDNN")
+    )
     print(f"threads={torch.get_num_threads()}  {arch} fp32; unit vectors differ by {worst:.1e}")
-    print(f"{'batch':>5} {'torch ms/img':>22} {'onnxruntime ms/img':>22} {'ratio':>6}")
+    print(f"fp32 linears here: {'oneDNN' if onednn.for_fp32() else 'MKL'} ({onednn.vendor()})")
+    print(f"{'batch':>5}" + "".join(f"{name + ' ms/img':>24}" for name in sides) + "  ratios")
     for batch in batches:
         spent: dict[str, list[float]] = {name: [] for name in sides}
         for _ in range(rounds):
@@ -135,9 +144,20 @@ def against_onnx_runtime(arch: str, batches: list[int], rounds: int) -> None:
                     start = time.perf_counter()
                     run(pixels[:batch])
                     spent[name].append((time.perf_counter() - start) * 1000 / batch)
-        shown = {n: spread(v) for n, v in spent.items()}
-        ratio = statistics.median(spent["torch"]) / statistics.median(spent["onnxruntime"])
-        print(f"{batch:>5} {shown['torch']:>22} {shown['onnxruntime']:>22} {ratio:6.2f}")
+        shown = "".join(f"{spread(v):>24}" for v in spent.values())
+        ort_median = statistics.median(spent["onnxruntime"])
+        ratios = [statistics.median(spent[n]) / ort_median for n in ("torch, MKL", "torch, oneDNN")]
+        print(f"{batch:>5}{shown}  {ratios[0]:.2f} {ratios[1]:.2f}")
+
+
+def with_onednn(on: bool, encode, x: np.ndarray) -> np.ndarray:
+    """encode(x) with fp32 linears on oneDNN or on MKL, whatever this CPU's vendor."""
+    chosen = onednn.for_fp32
+    onednn.for_fp32 = lambda: on
+    try:
+        return encode(x)
+    finally:
+        onednn.for_fp32 = chosen
 
 
 def spread(values: list[float]) -> str:

@@ -37,16 +37,6 @@ from .model import CLIP, Attention, attend
 ROWS_HINT = 16  # oneDNN chooses the packed layout for about this many rows
 
 
-def available() -> bool:
-    """oneDNN is in the torch build and exposes the two ops inductor uses for the same job."""
-    ops = torch.ops.mkldnn
-    return (
-        torch.backends.mkldnn.is_available()
-        and hasattr(ops, "_reorder_linear_weight")
-        and hasattr(ops, "_linear_pointwise")
-    )
-
-
 def _pack(weight: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), ROWS_HINT)
 

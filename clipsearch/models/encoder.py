@@ -21,7 +21,7 @@ from ..core.errors import ClipsearchError
 from ..core.memo import DigestCache
 from ..images.decode import ImageSource
 from ..images.pixels import Preprocessing, preprocess
-from . import cpu_text, mobileclip
+from . import cpu_text, mobileclip, onednn
 from .model import CLIP
 from .open_clip_models import is_open_clip_config
 from .precisions import CANDIDATES, PRECISIONS
@@ -246,7 +246,7 @@ class Encoder:
             isinstance(model, CLIP)
             and owns_model
             and self.device.type == "cpu"
-            and cpu_text.available()
+            and onednn.available()
             and (self.precision == "fp32" or self._dynamic is not None)
         )
         # fp32 only: quantised, the as-built tower's in-projection would not be quantised yet

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..images.pixels import Preprocessing
+from .onednn import linear, run
 
 
 @dataclass(frozen=True)
@@ -126,11 +127,11 @@ class Attention(nn.Module):
         w, b = self.in_proj_weight, self.in_proj_bias
         if first_only:
             width = x.shape[-1]
-            q = F.linear(x[:, :1], w[:width], b[:width])
-            k, v = F.linear(x, w[width:], b[width:]).chunk(2, dim=-1)
+            q = linear(x[:, :1], w[:width], b[:width])
+            k, v = linear(x, w[width:], b[width:]).chunk(2, dim=-1)
         else:
-            q, k, v = F.linear(x, w, b).chunk(3, dim=-1)
-        return self.out_proj(attend(q, k, v, self.heads, causal))
+            q, k, v = linear(x, w, b).chunk(3, dim=-1)
+        return run(self.out_proj, attend(q, k, v, self.heads, causal))
 
 
 def attend(
@@ -151,7 +152,7 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(self.gelu(self.c_fc(x)))
+        return run(self.c_proj, self.gelu(run(self.c_fc, x)))
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -223,7 +224,7 @@ class VisionTransformer(nn.Module):
         rows, cols = height // p, width // p  # the convolution leaves any remainder out
         patches = pixels[:, :, : rows * p, : cols * p].reshape(n, c, rows, p, cols, p)
         patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(n, rows * cols, c * p * p)
-        x = F.linear(patches, self.conv1.weight.flatten(1))  # (n, grid*grid, width)
+        x = linear(patches, self.conv1.weight.flatten(1), None)  # (n, grid*grid, width)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         return torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipsearch.models import cpu_text
+from clipsearch.models import cpu_text, onednn
 from clipsearch.models.encoder import Encoder, TextPath, dynamic_dtype, load_model, weights_digest
 from clipsearch.models.model import CLIP, CONFIGS, Attention
 from clipsearch.models.tokenizer import default_tokenizer
 
-pytestmark = pytest.mark.skipif(not cpu_text.available(), reason="torch built without oneDNN")
+pytestmark = pytest.mark.skipif(not onednn.available(), reason="torch built without oneDNN")
 
 TEXTS = ["a dog", "a photo of a beach at sunset with two people walking", "🐶 " * 40, ""]
 

@@ -3,6 +3,9 @@ on a CPU, not while tracing, not on Intel's CPUs."""
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -85,3 +88,14 @@ def test_intel_cpus_keep_mkl_and_others_on_x86_take_onednn(monkeypatch):
         assert onednn.for_fp32.__wrapped__() is chosen
     monkeypatch.setattr(onednn.platform, "machine", lambda: "aarch64")
     assert onednn.for_fp32.__wrapped__() is False
+
+
+def test_the_vendor_is_cpuids_name_as_the_system_reports_it(monkeypatch, tmp_path):
+    if platform.machine() == "x86_64" and Path("/proc/cpuinfo").exists():
+        assert len(onednn.vendor()) == 12  # GenuineIntel, AuthenticAMD, HygonGenuine...
+    monkeypatch.setattr(onednn, "Path", lambda _: tmp_path / "no-cpuinfo")  # not Linux
+    windows = "AMD64 Family 25 Model 1 Stepping 1, AuthenticAMD"
+    monkeypatch.setattr(onednn.platform, "processor", lambda: windows)
+    assert onednn.vendor() == "AuthenticAMD"
+    monkeypatch.setattr(onednn.platform, "processor", lambda: "i386")  # macOS says no more
+    assert onednn.vendor() == ""

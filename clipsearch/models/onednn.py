@@ -4,9 +4,10 @@ torch's fp32 `F.linear` on a CPU calls MKL's sgemm, and MKL keeps its fastest ke
 Intel's processors: on an AMD EPYC with AVX-512, ViT-B/32's MLP product runs at 179 GFLOPS
 in MKL and at 411 in oneDNN, which picks its kernels from the instructions the CPU has;
 the whole fp32 image tower takes 23 ms an image instead of 44 there, about ONNX Runtime's
-cost (bench/model_throughput.py --onnx prints all three). On Intel's CPUs MKL stays: it is what
-torch measured and tuned there, and where clipsearch's fp32 tower was measured to cost no
-more than ONNX Runtime's. The same sums in another order: unit vectors agree to 1e-6.
+cost (bench/model_throughput.py --onnx prints all three). On Intel's CPUs MKL stays: it
+is what torch measured and tuned there, and where clipsearch's fp32 tower was measured to
+cost no more than ONNX Runtime's. The same sums in another order: unit vectors agree to
+1e-6.
 
 Inference only: oneDNN's op has no gradient, so anything that trains keeps torch's own.
 """
